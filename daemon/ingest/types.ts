@@ -1,0 +1,53 @@
+/**
+ * The contract between feedback sources (adapters/sources/*) and the ingest stage.
+ * A source hands raw bytes to a sink; the sink validates, dedupes and writes durably,
+ * and answers one outcome per message. A source acknowledges upstream (Kafka offset commit,
+ * HTTP 202, file checkpoint) only after `ingestBatch` has returned: at that point the stored
+ * events are durable in SQLite.
+ */
+
+/** Where a raw message came from; carried into the dead-letter record and the buffer. */
+export interface Origin {
+  source: 'kafka' | 'http' | 'file' | 'cli';
+  topic?: string;
+  partition?: number;
+  /** Kafka offset as a decimal string (int64). */
+  offset?: string;
+  /** 1-based line number in a file or NDJSON body. */
+  line?: number;
+  file?: string;
+}
+
+export interface RawFeedback {
+  bytes: Buffer;
+  origin: Origin;
+  /** Message key (Kafka) — by convention the model name. */
+  key?: string;
+  headers?: Record<string, string>;
+}
+
+/** Why a message was refused. Stable codes: they name DLQ reasons and metric labels. */
+export type RejectCode = 'not_json' | 'schema' | 'oversize' | 'unknown_kind' | 'unknown_schema';
+
+export type IngestOutcome =
+  | { status: 'stored'; eventId: string }
+  | { status: 'duplicate'; eventId: string }
+  | { status: 'rejected'; code: RejectCode; reason: string; path?: string; eventId?: string };
+
+export interface FeedbackSink {
+  /**
+   * Validate and durably store a batch in one SQLite transaction. Returns one outcome per
+   * message, in order. Throws only when the store itself fails (disk full, I/O error): then
+   * nothing of the batch was acknowledged and the source must retry it.
+   */
+  ingestBatch(batch: RawFeedback[]): IngestOutcome[];
+  /** Stored events whose training examples are not derived yet: the buffer's pending work. */
+  pending(): number;
+}
+
+export interface FeedbackSource {
+  readonly name: string;
+  start(sink: FeedbackSink): Promise<void>;
+  /** Finish the batch in hand, acknowledge it, disconnect. */
+  stop(): Promise<void>;
+}
