@@ -1,0 +1,382 @@
+/**
+ * The Kafka feedback source (kafkajs).
+ *
+ * Per fetched batch (one topic-partition):
+ *   1. hand the messages to `sink.ingestBatch` — synchronous; when it returns the stored events are
+ *      durable in SQLite (inserts are idempotent by event_id);
+ *   2. send every refused message to the dead-letter topic with its original bytes and headers plus
+ *      `alignd-dlq-*` headers, and wait for acks=-1;
+ *   3. only then resolve the batch's last offset and commit it.
+ * If 1 or 2 fails nothing is committed: kafkajs re-fetches from the last resolved offset, so the batch
+ * is delivered again (a replay stores nothing twice; a refused message may reach the DLQ twice).
+ *
+ * Backpressure: when the buffer's pending work goes above `pauseAbove` the source topics are paused,
+ * and resumed once it is below `resumeBelow`. Broker restarts are ridden out by kafkajs' reconnect and
+ * retry; if kafkajs gives up (a crash it will not restart) the consumer is rebuilt here.
+ */
+import { Kafka, logLevel as kafkaLogLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type LogEntry,
+  type Producer, type SASLOptions } from 'kafkajs';
+import { AligndError, errorMessage } from '../../daemon/errors.js';
+import type { FeedbackSink, FeedbackSource, IngestOutcome, RawFeedback, RejectCode } from '../../daemon/ingest/types.js';
+import { createLogger, type Logger } from '../../daemon/log.js';
+import { dlqTopicFor, kafkaSourceConfigSchema, type KafkaSourceConfig, type KafkaSourceConfigInput } from './kafka-config.js';
+import { dlqMessage, headersToStrings } from './kafka-dlq.js';
+
+export interface KafkaSourceCounters {
+  /** Messages handed to the sink. */
+  consumed: number;
+  stored: number;
+  duplicates: number;
+  /** Messages sent to the dead-letter topic, by reject code. */
+  dlq: Record<RejectCode, number>;
+  /** Failures (store, DLQ produce, commit, consumer crash); each is logged. */
+  errors: number;
+  batches: number;
+  /** Batches whose offsets were committed. */
+  commits: number;
+  pauses: number;
+  resumes: number;
+  /** Consumer rebuilds after kafkajs gave up. */
+  restarts: number;
+  paused: boolean;
+}
+
+export interface BatchCommitted {
+  topic: string;
+  partition: number;
+  messages: number;
+  /** From the batch's arrival in eachBatch to its offsets being committed. */
+  ms: number;
+}
+
+export interface KafkaSourceOptions {
+  log?: Logger;
+  /** Called after each batch's offsets are committed (telemetry, benchmarks). */
+  onBatchCommitted?: (info: BatchCommitted) => void;
+}
+
+export type KafkaSource = FeedbackSource & { readonly counters: KafkaSourceCounters; readonly config: KafkaSourceConfig };
+
+/** kafkajs' own log lines, routed into ours (warn and above; kafkajs is chatty at info). */
+function kafkajsLogCreator(log: Logger) {
+  return () => ({ level, log: entry }: LogEntry) => {
+    const { message, ...fields } = entry;
+    const f = { ...fields, kafkajs: true };
+    if (level === kafkaLogLevel.ERROR) log.warn(`kafkajs: ${message}`, f); // kafkajs logs retried errors as ERROR
+    else if (level === kafkaLogLevel.WARN) log.warn(`kafkajs: ${message}`, f);
+    else log.debug(`kafkajs: ${message}`, f);
+  };
+}
+
+export function kafkaClientConfig(config: KafkaSourceConfig, log: Logger): KafkaConfig {
+  const c: KafkaConfig = {
+    clientId: config.clientId,
+    brokers: config.brokers,
+    connectionTimeout: config.connectionTimeout,
+    requestTimeout: config.requestTimeout,
+    retry: { initialRetryTime: config.retry.initialRetryTime, maxRetryTime: config.retry.maxRetryTime, retries: config.retry.retries },
+    logLevel: kafkaLogLevel.WARN,
+    logCreator: kafkajsLogCreator(log),
+  };
+  if (config.ssl !== undefined) c.ssl = config.ssl as KafkaConfig['ssl'];
+  if (config.sasl !== undefined) c.sasl = config.sasl as unknown as SASLOptions;
+  return c;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSourceOptions = {}): KafkaSource {
+  const parsed = kafkaSourceConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new AligndError('CONFIG_INVALID', `Kafka source config is invalid: ${first?.path.join('.') ?? ''}: ${first?.message ?? parsed.error.message}`,
+      { input: 'sources.kafka', action: 'fix the sources.kafka block of the config' });
+  }
+  const config = parsed.data;
+  const log = (opts.log ?? createLogger()).child({ component: 'kafka-source', groupId: config.groupId });
+  const kafka = new Kafka(kafkaClientConfig(config, log));
+  const counters: KafkaSourceCounters = {
+    consumed: 0, stored: 0, duplicates: 0, errors: 0, batches: 0, commits: 0, pauses: 0, resumes: 0, restarts: 0, paused: false,
+    dlq: { not_json: 0, schema: 0, oversize: 0, unknown_kind: 0, unknown_schema: 0 },
+  };
+
+  let sink: FeedbackSink | undefined;
+  let consumer: Consumer | undefined;
+  let producer: Producer | undefined;
+  let stopping = false;
+  let rebuilding: Promise<void> | undefined;
+  let resumeTimer: NodeJS.Timeout | undefined;
+
+  const countError = (msg: string, err: unknown, fields: Record<string, unknown> = {}): void => {
+    counters.errors++;
+    log.error(msg, { ...fields, err: errorMessage(err) });
+  };
+
+  const topicsToPause = (): { topic: string }[] => config.topics.map((topic) => ({ topic }));
+
+  function checkBackpressure(c: Consumer, s: FeedbackSink): void {
+    if (counters.paused || s.pending() <= config.pauseAbove) return;
+    c.pause(topicsToPause());
+    counters.paused = true;
+    counters.pauses++;
+    log.warn('buffer backlog above pauseAbove: pausing consumption', { pending: s.pending(), pauseAbove: config.pauseAbove });
+    const poll = (): void => {
+      resumeTimer = undefined;
+      if (stopping || consumer !== c) return;
+      let pending: number;
+      try {
+        pending = s.pending();
+      } catch (err) {
+        countError('reading the buffer backlog failed; staying paused', err);
+        resumeTimer = setTimeout(poll, config.backpressurePollMs * 4);
+        return;
+      }
+      if (pending < config.resumeBelow) {
+        c.resume(topicsToPause());
+        counters.paused = false;
+        counters.resumes++;
+        log.info('buffer backlog below resumeBelow: resuming consumption', { pending, resumeBelow: config.resumeBelow });
+      } else {
+        resumeTimer = setTimeout(poll, config.backpressurePollMs);
+      }
+    };
+    resumeTimer = setTimeout(poll, config.backpressurePollMs);
+  }
+
+  async function sendDeadLetters(p: EachBatchPayload, rejected: Array<{ i: number; o: Extract<IngestOutcome, { status: 'rejected' }> }>): Promise<void> {
+    const { batch } = p;
+    const dlqTopic = dlqTopicFor(config, batch.topic);
+    const messages = rejected.map(({ i, o }) => {
+      const m = batch.messages[i]!;
+      return dlqMessage({ topic: batch.topic, partition: batch.partition, offset: m.offset, key: m.key, value: m.value,
+        ...(m.headers === undefined ? {} : { headers: m.headers }) }, o);
+    });
+    if (producer === undefined) throw new AligndError('SOURCE_FAILED', 'dead-letter producer is not connected', { input: dlqTopic });
+    await producer.send({ topic: dlqTopic, acks: -1, messages });
+    for (const { o } of rejected) counters.dlq[o.code]++;
+  }
+
+  async function handleBatch(p: EachBatchPayload): Promise<void> {
+    const { batch } = p;
+    if (batch.messages.length === 0 || p.isStale()) return;
+    const s = sink!;
+    const c = consumer!;
+    const t0 = performance.now();
+    const where = { topic: batch.topic, partition: batch.partition, firstOffset: batch.firstOffset(), lastOffset: batch.lastOffset() };
+    counters.batches++;
+    const raws: RawFeedback[] = batch.messages.map((m) => {
+      const headers = headersToStrings(m.headers);
+      const raw: RawFeedback = {
+        bytes: m.value ?? Buffer.alloc(0),
+        origin: { source: 'kafka', topic: batch.topic, partition: batch.partition, offset: m.offset },
+      };
+      if (m.key !== null && m.key !== undefined) raw.key = m.key.toString('utf8');
+      if (headers !== undefined) raw.headers = headers;
+      return raw;
+    });
+
+    let outcomes: IngestOutcome[];
+    try {
+      outcomes = s.ingestBatch(raws);
+    } catch (err) {
+      countError('storing a Kafka batch failed; it is not committed and will be delivered again', err, where);
+      throw new AligndError('STORE_FAILED', `storing ${raws.length} messages from ${batch.topic}[${batch.partition}] failed`,
+        { input: `${batch.topic}[${batch.partition}]@${where.firstOffset}`, action: 'check the buffer database (disk space, permissions); the batch is retried', cause: err });
+    }
+    counters.consumed += raws.length;
+
+    const rejected: Array<{ i: number; o: Extract<IngestOutcome, { status: 'rejected' }> }> = [];
+    outcomes.forEach((o, i) => {
+      if (o.status === 'stored') counters.stored++;
+      else if (o.status === 'duplicate') counters.duplicates++;
+      else rejected.push({ i, o });
+    });
+
+    if (rejected.length > 0) {
+      try {
+        await sendDeadLetters(p, rejected);
+      } catch (err) {
+        countError('sending refused messages to the dead-letter topic failed; the batch is not committed and will be delivered again',
+          err, { ...where, dlqTopic: dlqTopicFor(config, batch.topic), refused: rejected.length });
+        throw err;
+      }
+    }
+
+    const last = batch.messages[batch.messages.length - 1]!;
+    p.resolveOffset(last.offset);
+    try {
+      await p.commitOffsetsIfNecessary(); // autoCommitThreshold 1: commits now
+    } catch (err) {
+      countError('committing offsets failed; the batch will be delivered again (stored events are deduplicated)', err, where);
+      throw err;
+    }
+    counters.commits++;
+    opts.onBatchCommitted?.({ topic: batch.topic, partition: batch.partition, messages: raws.length, ms: performance.now() - t0 });
+    await p.heartbeat();
+    checkBackpressure(c, s);
+  }
+
+  async function ensureDlqTopics(): Promise<void> {
+    if (!config.createDlqTopics) return;
+    const wanted = [...new Set(config.topics.map((t) => dlqTopicFor(config, t)))];
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const existing = new Set(await admin.listTopics());
+      const missing = wanted.filter((t) => !existing.has(t));
+      if (missing.length > 0) {
+        await admin.createTopics({ waitForLeaders: true, topics: missing.map((topic) => ({ topic })) });
+        log.info('created dead-letter topics', { topics: missing });
+      }
+    } catch (err) {
+      // Not fatal: the topics may exist under another ACL, or the broker auto-creates them.
+      log.warn('could not check/create dead-letter topics; make sure they exist', { topics: wanted, err: errorMessage(err) });
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
+  async function startConsumer(): Promise<void> {
+    const c = kafka.consumer({
+      groupId: config.groupId,
+      sessionTimeout: config.sessionTimeout,
+      heartbeatInterval: config.heartbeatInterval,
+      maxBytes: config.maxBytes,
+      maxBytesPerPartition: config.maxBytesPerPartition,
+      minBytes: config.minBytes,
+      maxWaitTimeInMs: config.maxWaitTimeInMs,
+      retry: { ...config.retry, restartOnFailure: async () => true },
+    });
+    consumer = c;
+    c.on(c.events.CRASH, ({ payload }) => {
+      countError('Kafka consumer crashed', payload.error, { restartByKafkajs: payload.restart });
+      if (!payload.restart && !stopping && consumer === c) void rebuild(c);
+    });
+    await c.connect();
+    for (const topic of config.topics) await c.subscribe({ topic, fromBeginning: config.fromBeginning });
+    await c.run({
+      autoCommit: true,
+      autoCommitThreshold: 1,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: config.partitionsConsumedConcurrently,
+      eachBatch: handleBatch,
+    });
+    counters.paused = false;
+  }
+
+  /** kafkajs will not restart this consumer: build a new one, with backoff, until it runs or we stop. */
+  function rebuild(old: Consumer): Promise<void> {
+    if (rebuilding !== undefined) return rebuilding;
+    rebuilding = (async () => {
+      if (resumeTimer !== undefined) clearTimeout(resumeTimer);
+      resumeTimer = undefined;
+      await old.disconnect().catch((err: unknown) => log.warn('disconnecting the crashed consumer failed', { err: errorMessage(err) }));
+      let delay = config.retry.initialRetryTime;
+      while (!stopping) {
+        await sleep(delay);
+        if (stopping) break;
+        counters.restarts++;
+        try {
+          await startConsumer();
+          log.info('Kafka consumer rebuilt after a crash', { restarts: counters.restarts });
+          break;
+        } catch (err) {
+          countError('rebuilding the Kafka consumer failed; retrying', err, { retryInMs: delay });
+          await consumer?.disconnect().catch(() => {});
+          delay = Math.min(delay * 2, config.retry.maxRetryTime);
+        }
+      }
+    })().finally(() => { rebuilding = undefined; });
+    return rebuilding;
+  }
+
+  return {
+    name: 'kafka',
+    counters,
+    config,
+    async start(s: FeedbackSink) {
+      if (sink !== undefined) throw new AligndError('INTERNAL', 'Kafka source started twice', { action: 'call start() once; stop() before starting again' });
+      sink = s;
+      stopping = false;
+      try {
+        await ensureDlqTopics();
+        producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+        await producer.connect();
+        await startConsumer();
+        log.info('Kafka source started', { brokers: config.brokers, topics: config.topics });
+      } catch (err) {
+        countError('starting the Kafka source failed', err, { brokers: config.brokers });
+        await consumer?.disconnect().catch(() => {});
+        await producer?.disconnect().catch(() => {});
+        sink = undefined;
+        throw new AligndError('SOURCE_FAILED', `could not start the Kafka source on ${config.brokers.join(',')}`,
+          { input: config.topics.join(','), action: 'check that the brokers are reachable and the credentials/TLS settings are right', cause: err });
+      }
+    },
+    async stop() {
+      stopping = true;
+      if (resumeTimer !== undefined) clearTimeout(resumeTimer);
+      resumeTimer = undefined;
+      await rebuilding;
+      // consumer.stop() waits for the batch in hand (which commits its own offsets), then leaves the group.
+      try {
+        await consumer?.stop();
+        await consumer?.disconnect();
+      } catch (err) {
+        countError('stopping the Kafka consumer failed', err);
+      }
+      try {
+        await producer?.disconnect();
+      } catch (err) {
+        countError('disconnecting the dead-letter producer failed', err);
+      }
+      consumer = undefined;
+      producer = undefined;
+      sink = undefined;
+      log.info('Kafka source stopped', { counters });
+    },
+  };
+}
+
+/**
+ * Produce feedback events to Kafka (what `alignd send --kafka` calls): key = event.model, acks=-1,
+ * idempotent producer. Resolves with the number sent once every message is acknowledged.
+ */
+export interface SendConfig {
+  brokers: string[];
+  topic: string;
+  clientId?: string;
+  ssl?: KafkaSourceConfigInput['ssl'];
+  sasl?: KafkaSourceConfigInput['sasl'];
+}
+
+export async function sendToKafka(target: SendConfig, events: ReadonlyArray<object | string>,
+  opts: { log?: Logger; chunk?: number } = {}): Promise<number> {
+  const { topic, ...client } = target;
+  const config = kafkaSourceConfigSchema.parse({ ...client, clientId: client.clientId ?? 'alignd-send', topics: [topic] });
+  const log = (opts.log ?? createLogger()).child({ component: 'kafka-send', topic });
+  const kafka = new Kafka(kafkaClientConfig(config, log));
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+  const chunk = opts.chunk ?? 1000;
+  await producer.connect();
+  try {
+    for (let i = 0; i < events.length; i += chunk) {
+      const messages = events.slice(i, i + chunk).map((e) => {
+        const value = typeof e === 'string' ? e : JSON.stringify(e);
+        const model = typeof e === 'string' ? modelOf(e) : (e as { model?: unknown }).model;
+        return { key: typeof model === 'string' ? model : null, value };
+      });
+      await producer.send({ topic, acks: -1, messages });
+    }
+  } catch (err) {
+    throw new AligndError('SOURCE_FAILED', `sending feedback events to Kafka topic ${topic} failed`,
+      { input: config.brokers.join(','), action: 'check that the brokers are reachable and the topic exists', cause: err });
+  } finally {
+    await producer.disconnect().catch(() => {});
+  }
+  return events.length;
+}
+
+function modelOf(line: string): unknown {
+  try { return (JSON.parse(line) as { model?: unknown }).model; } catch { return undefined; }
+}

@@ -1,0 +1,96 @@
+/**
+ * A mixed stream through the real broker, the Kafka source, the ingest pipeline and SQLite:
+ * the buffer holds exactly the valid unique events, the dead-letter topic holds every bad message
+ * with its original bytes and reason headers, and the committed offsets reach the end offsets.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaSource, sendToKafka } from '../../adapters/sources/kafka.js';
+import { DLQ_HEADERS } from '../../adapters/sources/kafka-dlq.js';
+import { createIngest } from '../../daemon/ingest/pipeline.js';
+import { defaultLimits } from '../../daemon/ingest/schema.js';
+import { silentLogger } from '../../daemon/log.js';
+import { openBuffer } from '../../daemon/store/buffer.js';
+import { badInputs, makeEvent } from '../harness/events.js';
+import { consoleProduce, createTopics, startBroker } from '../harness/kafka.js';
+import { committedEqualsEnd, readTopic, waitFor } from './util.js';
+
+const limits = { ...defaultLimits, maxEventBytes: 64 * 1024 };
+
+t.test('mixed stream: valid stored once, bad dead-lettered with reasons, offsets committed', async (t) => {
+  const broker = await startBroker();
+  t.teardown(() => broker.close());
+  const topic = 'feedback';
+  await createTopics(broker.brokers, [{ topic, numPartitions: 3 }]);
+
+  // valid events, 60 of them produced twice, 20 more through Kafka's own console producer
+  const valid = Array.from({ length: 300 }, (_, i) => makeEvent(i, { event_id: `mix-${i}`, model: i % 2 ? 'alpha' : 'beta' }));
+  const consoleValid = Array.from({ length: 20 }, (_, i) => makeEvent(1000 + i, { event_id: `console-${i}` }));
+  await sendToKafka({ brokers: broker.brokers, topic }, valid, { log: silentLogger, chunk: 97 });
+  await sendToKafka({ brokers: broker.brokers, topic }, valid.slice(0, 60), { log: silentLogger });
+  await consoleProduce(broker.brokers, topic, consoleValid.map((e) => `${e.model}\t${JSON.stringify(e)}`), { withKeys: true });
+
+  // every kind of bad message, with a header that must survive into the DLQ
+  const bad = badInputs(limits.maxEventBytes);
+  const kafka = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  await producer.connect();
+  await producer.send({ topic, acks: -1, messages: [
+    ...bad.map((b, i) => ({ key: 'demo', value: b.bytes, headers: { 'x-test-bad': b.name, 'x-index': String(i) } })),
+    { key: 'demo', value: null, headers: { 'x-test-bad': 'tombstone', 'x-index': 'null' } },
+  ] });
+  await producer.disconnect();
+  const badCount = bad.length + 1;
+  const total = valid.length + 60 + consoleValid.length + badCount;
+
+  const dir = mkdtempSync(join(tmpdir(), 'alignd-kafka-mixed-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0.1 });
+  t.teardown(() => buffer.close());
+  const ingest = createIngest({ buffer, limits });
+  const groupId = 'alignd-mixed';
+  const source = createKafkaSource({ brokers: broker.brokers, topics: [topic], groupId }, { log: silentLogger });
+  await source.start(ingest);
+  await waitFor(() => source.counters.consumed >= total, 60_000, () => `consumed ${source.counters.consumed} of ${total}`);
+  await source.stop();
+
+  // the buffer: exactly the valid unique events
+  const ids = (buffer.db.prepare('SELECT event_id FROM events ORDER BY event_id').all() as { event_id: string }[]).map((r) => r.event_id);
+  const expected = [...valid, ...consoleValid].map((e) => e.event_id).sort();
+  t.same(ids, expected, 'buffer holds every valid event once');
+  t.equal(source.counters.stored, expected.length);
+  t.equal(source.counters.duplicates, 60);
+  t.equal(source.counters.errors, 0, 'no errors');
+
+  // the DLQ: every bad message, original bytes and headers, reason and code
+  const dlq = await readTopic(broker.brokers, `${topic}.dlq`, badCount, 30_000);
+  t.equal(dlq.length, badCount, 'every bad message is in the DLQ');
+  for (const m of dlq) {
+    const h = (k: string): string | undefined => m.headers[k];
+    const name = h('x-test-bad');
+    t.ok(name, 'original header kept');
+    t.ok(h(DLQ_HEADERS.reason)?.length, `${name}: reason header`);
+    t.equal(h(DLQ_HEADERS.topic), topic);
+    t.match(h(DLQ_HEADERS.partition), /^[0-2]$/);
+    t.match(h(DLQ_HEADERS.offset), /^\d+$/);
+    t.equal(m.key, 'demo', 'original key kept');
+    if (name === 'tombstone') {
+      t.equal(m.value, null, 'a null value stays null');
+      t.equal(h(DLQ_HEADERS.code), 'not_json');
+    } else {
+      const b = bad[Number(h('x-index'))]!;
+      t.equal(h(DLQ_HEADERS.code), b.code, `${b.name} → ${b.code}`);
+      t.ok(m.value !== null && m.value.equals(b.bytes), `${b.name}: original bytes`);
+    }
+  }
+  const dlqByCode: Record<string, number> = {};
+  for (const b of [...bad.map((x) => x.code), 'not_json']) dlqByCode[b] = (dlqByCode[b] ?? 0) + 1;
+  for (const [code, n] of Object.entries(source.counters.dlq)) t.equal(n, dlqByCode[code] ?? 0, `dlq counter ${code}`);
+
+  // offsets: committed == end on every partition
+  const { committed, end } = await committedEqualsEnd(broker.brokers, groupId, topic);
+  t.same(committed, end, 'committed offsets equal the end offsets');
+});
