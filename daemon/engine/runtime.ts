@@ -1,0 +1,160 @@
+/**
+ * onnxruntime-node sessions: execution provider by config, threads and graph-optimisation level,
+ * a cache keyed by the hash of the model bytes and options, and tensor helpers.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { AligndError, errorMessage } from '../errors.js';
+import { type DType, type HostTensor, type TensorData, sizeOf } from './tensor.js';
+
+export type Provider = 'cpu' | 'cuda' | 'webgpu';
+
+export interface RuntimeOptions {
+  provider?: Provider;
+  /** Intra-op threads (0 = onnxruntime's default: one per core). */
+  threads?: number;
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** WebGPU only: keep outputs on the device ('gpu-buffer') between runs. */
+  preferredOutputLocation?: 'cpu' | 'gpu-buffer';
+}
+
+export type Session = ort.InferenceSession;
+export type OrtTensor = ort.Tensor;
+
+const INSTALL: Record<Provider, string> = {
+  cpu: 'the CPU provider is bundled with onnxruntime-node; reinstall it with `npm ci`',
+  cuda: 'install the CUDA provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci` (needs CUDA 12 and cuDNN 9), or set engine provider to cpu',
+  webgpu: 'the WebGPU provider needs Vulkan on Linux: install libvulkan1 and a Vulkan driver (e.g. mesa-vulkan-drivers or the NVIDIA driver), or set engine provider to cpu',
+};
+
+const cache = new Map<string, Promise<Session>>();
+
+function cacheKey(model: Uint8Array | string, o: RuntimeOptions): string {
+  const h = createHash('sha256');
+  if (typeof model === 'string') h.update(`path:${model}`);
+  else h.update(model);
+  h.update(JSON.stringify([o.provider ?? 'cpu', o.threads ?? 0, o.graphOptimizationLevel ?? 'all', o.preferredOutputLocation ?? 'cpu']));
+  return h.digest('hex');
+}
+
+/** sha256 of model bytes: names a program in logs and caches. */
+export function modelHash(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function looksLikeMissingProvider(provider: Provider, message: string): boolean {
+  if (provider === 'cpu') return false;
+  return /provider|vulkan|cuda|libcu|webgpu|dawn|adapter|not (?:found|supported|available)|cannot open shared object/i.test(message);
+}
+
+/**
+ * A session for model bytes (or a model path, for models with external data). Sessions are cached by
+ * sha256 of the bytes and options, so building the same program twice reuses one session.
+ */
+export function createSession(model: Uint8Array | string, o: RuntimeOptions = {}): Promise<Session> {
+  const key = cacheKey(model, o);
+  const hit = cache.get(key);
+  if (hit !== undefined) return hit;
+  const made = openSession(model, o);
+  cache.set(key, made);
+  made.catch(() => cache.delete(key));
+  return made;
+}
+
+async function openSession(model: Uint8Array | string, o: RuntimeOptions): Promise<Session> {
+  const provider = o.provider ?? 'cpu';
+  if (provider === 'cuda' && !cudaInstalled()) {
+    throw new AligndError('ENGINE_PROVIDER_MISSING', 'onnxruntime CUDA execution provider is not installed',
+      { input: 'engine.provider=cuda', action: INSTALL.cuda });
+  }
+  const opts: ort.InferenceSession.SessionOptions = {
+    executionProviders: [provider],
+    graphOptimizationLevel: o.graphOptimizationLevel ?? 'all',
+    intraOpNumThreads: o.threads ?? 0,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  };
+  if (o.preferredOutputLocation !== undefined) opts.preferredOutputLocation = o.preferredOutputLocation;
+  try {
+    return typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
+  } catch (err) {
+    const msg = errorMessage(err);
+    if (looksLikeMissingProvider(provider, msg)) {
+      throw new AligndError('ENGINE_PROVIDER_MISSING', `onnxruntime ${provider} execution provider could not start: ${msg}`,
+        { input: `engine.provider=${provider}`, action: INSTALL[provider], cause: err });
+    }
+    throw new AligndError('ENGINE_INVALID_GRAPH', `onnxruntime rejected the model: ${msg}`,
+      { input: typeof model === 'string' ? model : `model ${modelHash(model).slice(0, 12)}`, action: 'this is a bug in the program builder; report it with the message', cause: err });
+  }
+}
+
+/** The CUDA provider is a shared library the install script downloads next to the binding. */
+export function cudaInstalled(): boolean {
+  try {
+    const dir = new URL(`../bin/napi-v6/${process.platform}/${process.arch}/`, import.meta.resolve('onnxruntime-node'));
+    return existsSync(new URL('libonnxruntime_providers_cuda.so', dir)) || existsSync(new URL('onnxruntime_providers_cuda.dll', dir));
+  } catch {
+    return false;
+  }
+}
+
+/** Drop every cached session (frees their memory once no caller holds them). */
+export async function clearSessions(): Promise<void> {
+  const all = [...cache.values()];
+  cache.clear();
+  for (const p of all) {
+    try { await (await p).release(); } catch { /* already failed or released */ }
+  }
+}
+
+/** Run a session; errors carry the program and the feeds' names. */
+export async function run(session: Session, feeds: Record<string, OrtTensor>, fetches?: string[]): Promise<Record<string, OrtTensor>> {
+  try {
+    return fetches === undefined ? await session.run(feeds) : await session.run(feeds, fetches);
+  } catch (err) {
+    throw new AligndError('ENGINE_RUN_FAILED', `session run failed: ${errorMessage(err)}`,
+      { input: `feeds ${Object.keys(feeds).join(',')}`, action: 'check the feeds\' dtypes and shapes against the program inputs', cause: err });
+  }
+}
+
+// ---------------------------------------------------------------- tensor helpers
+
+const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
+  float32: 'float32', float64: 'float64', float16: 'float16', int64: 'int64', int32: 'int32', bool: 'bool',
+};
+
+/** Host tensor → onnxruntime tensor (shares the buffer). */
+export function toOrt(t: HostTensor): OrtTensor {
+  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.dims);
+}
+
+/** onnxruntime tensor → host tensor (shares the buffer; downloads from the GPU if needed). */
+export async function fromOrt(t: OrtTensor): Promise<HostTensor> {
+  const dtype = t.type as DType;
+  const data = (t.location === 'cpu' ? t.data : await t.getData()) as TensorData;
+  return { dtype, dims: [...t.dims], data };
+}
+
+export function f32(dims: number[], values?: ArrayLike<number>): OrtTensor {
+  return new ort.Tensor('float32', values === undefined ? new Float32Array(sizeOf(dims)) : Float32Array.from(values), dims);
+}
+
+export function f64(dims: number[], values?: ArrayLike<number>): OrtTensor {
+  return new ort.Tensor('float64', values === undefined ? new Float64Array(sizeOf(dims)) : Float64Array.from(values), dims);
+}
+
+export function i64(dims: number[], values: ArrayLike<number>): OrtTensor {
+  return new ort.Tensor('int64', BigInt64Array.from(Array.from(values), (v) => BigInt(v)), dims);
+}
+
+/** A scalar float tensor of `dtype` (learning rate, step). */
+export function scalarOrt(dtype: 'float32' | 'float64', v: number): OrtTensor {
+  return dtype === 'float32' ? f32([], [v]) : f64([], [v]);
+}
+
+/** Numbers of a float or integer onnxruntime tensor on the host. */
+export function numbers(t: OrtTensor): number[] {
+  const d = t.data as ArrayLike<number | bigint>;
+  return Array.from(d, Number);
+}
