@@ -1,0 +1,320 @@
+/**
+ * safetensors reader and writer.
+ *
+ * Format (huggingface/safetensors README): 8-byte little-endian u64 header length N, N bytes of
+ * UTF-8 JSON `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`,
+ * then the data buffer; offsets are relative to the buffer, end-exclusive, contiguous, no gaps.
+ *
+ * The writer reproduces the reference (Rust) writer byte for byte: tensors ordered by dtype rank
+ * descending then name ascending (its `prepare` sort), compact JSON with `__metadata__` first
+ * (keys in insertion order) and omitted when null, header padded with spaces to a multiple of 8 so every tensor's data is aligned.
+ */
+import { readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { join, dirname, basename } from 'node:path';
+import { z } from 'zod';
+import { AligndError } from '../errors.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half.js';
+
+/** Dtypes in the reference crate's enum order (its derived `Ord` drives the writer's sort). */
+export const DTYPES = ['BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64'] as const;
+export type Dtype = (typeof DTYPES)[number];
+
+const BYTES: Record<Dtype, number> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
+};
+
+export function dtypeBytes(dtype: Dtype): number {
+  return BYTES[dtype];
+}
+
+/** One tensor: raw little-endian bytes (a view into the file where possible). */
+export interface TensorEntry {
+  dtype: Dtype;
+  shape: number[];
+  data: Uint8Array;
+}
+
+export interface SafetensorsContents {
+  /** Tensors in file (data offset) order. */
+  tensors: Map<string, TensorEntry>;
+  metadata: Record<string, string> | null;
+}
+
+/** Headers beyond this are refused (the reference reader's limit is 100 MB). */
+const MAX_HEADER = 100_000_000;
+
+const entrySchema = z.object({
+  dtype: z.enum(DTYPES),
+  shape: z.array(z.number().int().nonnegative()),
+  data_offsets: z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()]),
+}).strict();
+const metadataSchema = z.record(z.string(), z.string());
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function invalid(source: string, message: string, cause?: unknown): AligndError {
+  return new AligndError('MODEL_INVALID', `safetensors ${message}`, {
+    input: source,
+    action: 'the file is damaged or not safetensors; re-download or re-export the checkpoint',
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+/** Parse a whole safetensors file held in memory. Tensor data are views into `bytes` (no copy). */
+export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsContents {
+  if (bytes.byteLength < 8) throw invalid(source, `file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n64 = dv.getBigUint64(0, true);
+  if (n64 > BigInt(MAX_HEADER)) throw invalid(source, `header length ${n64} exceeds the ${MAX_HEADER}-byte limit`);
+  const n = Number(n64);
+  if (8 + n > bytes.byteLength) throw invalid(source, `truncated: header claims ${n} bytes but only ${bytes.byteLength - 8} follow`);
+  const headerText = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  let raw: unknown;
+  try {
+    raw = JSON.parse(headerText.decode(bytes.subarray(8, 8 + n)));
+  } catch (err) {
+    throw invalid(source, 'header is not valid UTF-8 JSON', err);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid(source, 'header is not a JSON object');
+  const buffer = bytes.subarray(8 + n);
+  let metadata: Record<string, string> | null = null;
+  const entries: Array<[string, z.infer<typeof entrySchema>]> = [];
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      const m = metadataSchema.safeParse(value);
+      if (!m.success) throw invalid(source, `__metadata__ must map strings to strings: ${m.error.message}`);
+      metadata = m.data;
+      continue;
+    }
+    const e = entrySchema.safeParse(value);
+    if (!e.success) {
+      const issue = e.error.issues[0];
+      const where = issue?.path.join('.') ?? '';
+      throw invalid(source, `tensor "${name}" has a bad header entry at ${where || '(root)'}: ${issue?.message ?? e.error.message}`
+        + ` (supported dtypes: ${DTYPES.join(', ')})`);
+    }
+    entries.push([name, e.data]);
+  }
+  entries.sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0] || a[1].data_offsets[1] - b[1].data_offsets[1]);
+  const tensors = new Map<string, TensorEntry>();
+  let expectedStart = 0;
+  for (const [name, e] of entries) {
+    const [begin, end] = e.data_offsets;
+    if (begin !== expectedStart) {
+      throw invalid(source, begin < expectedStart
+        ? `tensor "${name}" data [${begin}, ${end}) overlaps the previous tensor (which ends at ${expectedStart})`
+        : `gap before tensor "${name}": data starts at ${begin}, previous ends at ${expectedStart}`);
+    }
+    if (end < begin) throw invalid(source, `tensor "${name}" has data_offsets end ${end} < begin ${begin}`);
+    const want = numel(e.shape) * BYTES[e.dtype];
+    if (end - begin !== want) {
+      throw invalid(source, `tensor "${name}" holds ${end - begin} bytes but ${e.dtype}${JSON.stringify(e.shape)} needs ${want}`);
+    }
+    if (end > buffer.byteLength) throw invalid(source, `truncated: tensor "${name}" ends at ${end} but the data buffer has ${buffer.byteLength} bytes`);
+    tensors.set(name, { dtype: e.dtype, shape: e.shape, data: buffer.subarray(begin, end) });
+    expectedStart = end;
+  }
+  if (expectedStart !== buffer.byteLength) {
+    throw invalid(source, `${buffer.byteLength - expectedStart} trailing bytes after the last tensor`);
+  }
+  return { tensors, metadata };
+}
+
+export function readSafetensors(path: string): SafetensorsContents {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new AligndError('MODEL_INVALID', 'cannot read safetensors file', { input: path, action: 'check the path and permissions', cause: err });
+  }
+  return parseSafetensors(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), path);
+}
+
+/** Decode any floating or integer tensor to float32. F32 is a zero-copy view when aligned. */
+export function toFloat32(t: TensorEntry): Float32Array {
+  const n = numel(t.shape);
+  const { data } = t;
+  if (t.dtype === 'F32') {
+    if (data.byteOffset % 4 === 0) return new Float32Array(data.buffer, data.byteOffset, n);
+    return new Float32Array(data.slice().buffer);
+  }
+  const out = new Float32Array(n);
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  switch (t.dtype) {
+    case 'F16': for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(2 * i, true)); break;
+    case 'BF16': for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(2 * i, true)); break;
+    case 'F64': for (let i = 0; i < n; i++) out[i] = dv.getFloat64(8 * i, true); break;
+    case 'I64': for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(8 * i, true)); break;
+    case 'U64': for (let i = 0; i < n; i++) out[i] = Number(dv.getBigUint64(8 * i, true)); break;
+    case 'I32': for (let i = 0; i < n; i++) out[i] = dv.getInt32(4 * i, true); break;
+    case 'U32': for (let i = 0; i < n; i++) out[i] = dv.getUint32(4 * i, true); break;
+    case 'I16': for (let i = 0; i < n; i++) out[i] = dv.getInt16(2 * i, true); break;
+    case 'U16': for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true); break;
+    case 'I8': for (let i = 0; i < n; i++) out[i] = dv.getInt8(i); break;
+    case 'U8': case 'BOOL': for (let i = 0; i < n; i++) out[i] = data[i]!; break;
+    default:
+      throw new AligndError('MODEL_UNSUPPORTED', `cannot convert dtype ${t.dtype} to float32`, {
+        action: 'convert the checkpoint to F32, F16 or BF16',
+      });
+  }
+  return out;
+}
+
+/** Encode float32 values as a tensor of a float dtype (round to nearest even for F16/BF16). */
+export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' | 'F16' | 'BF16' | 'F64' = 'F32'): TensorEntry {
+  if (numel(shape) !== values.length) {
+    throw new AligndError('INTERNAL', `tensor shape ${JSON.stringify(shape)} does not match ${values.length} values`);
+  }
+  if (dtype === 'F32') return { dtype, shape, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+  const out = new Uint8Array(values.length * BYTES[dtype]);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (dtype === 'F16') dv.setUint16(2 * i, f32ToF16(v), true);
+    else if (dtype === 'BF16') dv.setUint16(2 * i, f32ToBf16(v), true);
+    else dv.setFloat64(8 * i, v, true);
+  }
+  return { dtype, shape, data: out };
+}
+
+const RANK = new Map<Dtype, number>(DTYPES.map((d, i) => [d, i]));
+
+/** Serialize as the reference writer does (see file comment). */
+export function serializeSafetensors(tensors: Map<string, TensorEntry> | Record<string, TensorEntry>,
+  metadata: Record<string, string> | null = null): Uint8Array {
+  const list = [...(tensors instanceof Map ? tensors.entries() : Object.entries(tensors))];
+  list.sort((a, b) => (RANK.get(b[1].dtype)! - RANK.get(a[1].dtype)!) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const header: Record<string, unknown> = {};
+  if (metadata !== null) {
+    // Insertion order, as the reference writer keeps it (checked against safetensors 0.8).
+    header['__metadata__'] = { ...metadata };
+  }
+  let offset = 0;
+  for (const [name, t] of list) {
+    const want = numel(t.shape) * BYTES[t.dtype];
+    if (t.data.byteLength !== want) {
+      throw new AligndError('INTERNAL', `tensor "${name}" has ${t.data.byteLength} bytes but ${t.dtype}${JSON.stringify(t.shape)} needs ${want}`);
+    }
+    if (name === '__metadata__') throw new AligndError('INTERNAL', 'a tensor may not be named "__metadata__"');
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
+    offset += want;
+  }
+  let json = Buffer.from(JSON.stringify(header), 'utf8');
+  const pad = (8 - (json.byteLength % 8)) % 8;
+  if (pad > 0) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  const out = new Uint8Array(8 + json.byteLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  out.set(json, 8);
+  let at = 8 + json.byteLength;
+  for (const [, t] of list) {
+    out.set(t.data, at);
+    at += t.data.byteLength;
+  }
+  return out;
+}
+
+/** Write atomically (temp file + rename) so a reader never sees half a file. */
+export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  writeFileSync(tmp, bytes);
+  renameSync(tmp, path);
+}
+
+export function writeSafetensors(path: string, tensors: Map<string, TensorEntry> | Record<string, TensorEntry>,
+  metadata: Record<string, string> | null = null): void {
+  writeFileAtomic(path, serializeSafetensors(tensors, metadata));
+}
+
+const indexSchema = z.object({
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  weight_map: z.record(z.string(), z.string()),
+});
+
+export const SINGLE_FILE = 'model.safetensors';
+export const INDEX_FILE = 'model.safetensors.index.json';
+
+/**
+ * Every tensor of a checkpoint directory: `model.safetensors`, or the shards listed by
+ * `model.safetensors.index.json` (each shard read once; a name the index maps to a shard that
+ * lacks it is an error).
+ */
+export function readCheckpointTensors(dir: string): Map<string, TensorEntry> {
+  const indexPath = join(dir, INDEX_FILE);
+  if (existsSync(indexPath)) {
+    let index: z.infer<typeof indexSchema>;
+    try {
+      index = indexSchema.parse(JSON.parse(readFileSync(indexPath, 'utf8')));
+    } catch (err) {
+      throw new AligndError('MODEL_INVALID', 'sharded checkpoint index is not valid', {
+        input: indexPath, action: 'the index must be {"metadata": {...}, "weight_map": {tensor: shard file}}', cause: err,
+      });
+    }
+    const shards = new Map<string, SafetensorsContents>();
+    const out = new Map<string, TensorEntry>();
+    for (const [name, file] of Object.entries(index.weight_map)) {
+      if (file.includes('/') || file.includes('\\')) {
+        throw new AligndError('MODEL_INVALID', `index maps "${name}" to "${file}", outside the checkpoint directory`, { input: indexPath, action: 'shard names must be plain file names' });
+      }
+      let shard = shards.get(file);
+      if (shard === undefined) {
+        shard = readSafetensors(join(dir, file));
+        shards.set(file, shard);
+      }
+      const t = shard.tensors.get(name);
+      if (t === undefined) {
+        throw new AligndError('MODEL_INVALID', `index maps tensor "${name}" to shard ${file}, which does not contain it`, {
+          input: indexPath, action: 're-export the checkpoint or fix model.safetensors.index.json',
+        });
+      }
+      out.set(name, t);
+    }
+    return out;
+  }
+  const single = join(dir, SINGLE_FILE);
+  if (!existsSync(single)) {
+    throw new AligndError('MODEL_INVALID', `no ${SINGLE_FILE} or ${INDEX_FILE} in the checkpoint directory`, {
+      input: dir, action: 'point the policy at a Hugging Face checkpoint directory saved with safetensors (save_pretrained(safe_serialization=True))',
+    });
+  }
+  return readSafetensors(single).tensors;
+}
+
+/**
+ * Write a checkpoint as shards of at most `maxShardBytes` each plus the index, named as
+ * transformers names them (`model-00001-of-00002.safetensors`); one shard → `model.safetensors`.
+ */
+export function writeCheckpointTensors(dir: string, tensors: Map<string, TensorEntry>, maxShardBytes = Infinity,
+  metadata: Record<string, string> | null = { format: 'pt' }): string[] {
+  const shards: Array<Map<string, TensorEntry>> = [];
+  let current = new Map<string, TensorEntry>();
+  let size = 0;
+  let total = 0;
+  for (const [name, t] of tensors) {
+    if (size + t.data.byteLength > maxShardBytes && current.size > 0) {
+      shards.push(current);
+      current = new Map();
+      size = 0;
+    }
+    current.set(name, t);
+    size += t.data.byteLength;
+    total += t.data.byteLength;
+  }
+  if (current.size > 0 || shards.length === 0) shards.push(current);
+  if (shards.length === 1) {
+    writeSafetensors(join(dir, SINGLE_FILE), shards[0]!, metadata);
+    return [SINGLE_FILE];
+  }
+  const files: string[] = [];
+  const weightMap: Record<string, string> = {};
+  shards.forEach((shard, i) => {
+    const file = `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+    writeSafetensors(join(dir, file), shard, metadata);
+    for (const name of shard.keys()) weightMap[name] = file;
+    files.push(file);
+  });
+  const sortedMap = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  writeFileAtomic(join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + '\n');
+  return [...files, INDEX_FILE];
+}

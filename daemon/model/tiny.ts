@@ -1,0 +1,90 @@
+/**
+ * The tiny built-in model: a deterministic (seeded, no download) Llama-architecture checkpoint
+ * with its tokenizer, written in the Hugging Face directory format so that the embedded default
+ * and the tests go through the same loader as a user's model. Same seed → same bytes.
+ *
+ * Shape: vocab 384 (byte-level BPE), hidden 64, 2 layers, 4 heads / 2 kv heads (head_dim 16),
+ * SwiGLU 128, tied embeddings, 256 positions: ~140k parameters, fast on a CPU.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseModelConfig, type ModelSpec } from './config.js';
+import { createRng } from './rng.js';
+import { fromFloat32, numel, serializeSafetensors, writeFileAtomic, type TensorEntry } from './safetensors.js';
+import { tinyTokenizer } from './tiny-tokenizer.js';
+import { weightSpecs } from './weights.js';
+
+export const TINY_SEED = 20261127;
+
+export const TINY_CONFIG = {
+  architectures: ['LlamaForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 380,
+  dtype: 'float32',
+  eos_token_id: 383,
+  head_dim: 16,
+  hidden_act: 'silu',
+  hidden_size: 64,
+  initializer_range: 0.02,
+  intermediate_size: 128,
+  max_position_embeddings: 256,
+  mlp_bias: false,
+  model_type: 'llama',
+  num_attention_heads: 4,
+  num_hidden_layers: 2,
+  num_key_value_heads: 2,
+  pad_token_id: 381,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000.0,
+  tie_word_embeddings: true,
+  vocab_size: 384,
+} as const;
+
+/** Values uniform in ±1/√fan_in for matrices (fan_in = last dim), ±0.125 for embeddings (near-uniform first predictions), small for biases. */
+export function initTensors(spec: ModelSpec, seed: number): Map<string, TensorEntry> {
+  const rng = createRng(seed);
+  const out = new Map<string, TensorEntry>();
+  for (const w of weightSpecs(spec)) {
+    const v = new Float32Array(numel(w.shape));
+    if (w.init === 'ones') v.fill(1);
+    else if (w.init === 'normal') {
+      const isEmbedding = /embed_tokens|wte|wpe/.test(w.name);
+      const bound = isEmbedding ? 0.125 : w.shape.length === 1 ? 0.05 : 1 / Math.sqrt(w.shape[w.shape.length - 1]!);
+      for (let i = 0; i < v.length; i++) v[i] = rng.uniform(-bound, bound);
+    }
+    out.set(w.name, fromFloat32(v, w.shape));
+  }
+  return out;
+}
+
+/** transformers writes config.json with sorted keys, indent 2 and a trailing newline. */
+function configText(config: Record<string, unknown>): string {
+  const sorted = Object.fromEntries(Object.keys(config).sort().map((k) => [k, config[k]]));
+  return JSON.stringify(sorted, null, 2) + '\n';
+}
+
+/** Every file of the tiny checkpoint, by name. Pure: the same seed gives the same bytes. */
+export function tinyModelFiles(seed = TINY_SEED): Map<string, Uint8Array> {
+  const spec = parseModelConfig(TINY_CONFIG, 'tiny model config');
+  const tok = tinyTokenizer(TINY_CONFIG.vocab_size);
+  const enc = new TextEncoder();
+  return new Map<string, Uint8Array>([
+    ['config.json', enc.encode(configText({ ...TINY_CONFIG }))],
+    ['model.safetensors', serializeSafetensors(initTensors(spec, seed), { format: 'pt' })],
+    ['tokenizer.json', enc.encode(JSON.stringify(tok.tokenizerJson, null, 2) + '\n')],
+    ['tokenizer_config.json', enc.encode(JSON.stringify(tok.tokenizerConfig, null, 2) + '\n')],
+  ]);
+}
+
+/** Write the tiny checkpoint into `dir` (created if missing). */
+export function writeTinyModel(dir: string, seed = TINY_SEED): void {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, bytes] of tinyModelFiles(seed)) writeFileAtomic(join(dir, name), bytes);
+}
+
+/** The tiny checkpoint's directory, written on first use (the embedded default's base model). */
+export function ensureTinyModel(dir: string, seed = TINY_SEED): string {
+  if (!existsSync(join(dir, 'model.safetensors')) || !existsSync(join(dir, 'tokenizer.json'))) writeTinyModel(dir, seed);
+  return dir;
+}
