@@ -23,7 +23,9 @@ export const kafkaSourceConfigSchema = z.strictObject({
   sasl: z.looseObject({ mechanism: z.string().min(1) }).optional(),
   connectionTimeout: positiveInt.default(3000),
   requestTimeout: positiveInt.default(30000),
+  /** A member that stops heartbeating (killed process) leaves the group after this; broker minimum 6000. */
   sessionTimeout: positiveInt.default(30000),
+  rebalanceTimeout: positiveInt.default(60000),
   heartbeatInterval: positiveInt.default(3000),
   /** Fetch sizing: total and per partition, bytes. */
   maxBytes: positiveInt.default(32 * 1024 * 1024),

@@ -240,6 +240,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     const c = kafka.consumer({
       groupId: config.groupId,
       sessionTimeout: config.sessionTimeout,
+      rebalanceTimeout: config.rebalanceTimeout,
       heartbeatInterval: config.heartbeatInterval,
       maxBytes: config.maxBytes,
       maxBytesPerPartition: config.maxBytesPerPartition,

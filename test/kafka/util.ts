@@ -1,4 +1,7 @@
 /** Small helpers shared by the Kafka tests (not a test file itself). */
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -66,4 +69,40 @@ export async function committedEqualsEnd(brokers: string[], groupId: string, top
   } finally {
     await admin.disconnect();
   }
+}
+
+export interface Child {
+  proc: import('node:child_process').ChildProcess;
+  /** Resolves when the child printed `ready` (its consumer is running). */
+  ready: Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+/**
+ * Start test/harness/consume-child in its own node process. Under tap (TypeScript sources) the child
+ * runs the .ts file through tap's TypeScript loader; from dist/ it runs the compiled .js.
+ */
+export function spawnConsumer(config: { brokers: string[]; topic: string; groupId: string; dbPath: string; sessionTimeout?: number }): Child {
+  const here = fileURLToPath(import.meta.url);
+  const ts = here.endsWith('.ts');
+  const entry = join(dirname(here), '..', 'harness', ts ? 'consume-child.ts' : 'consume-child.js');
+  const loader = ts ? process.execArgv.filter((a) => a.includes('@tapjs/typescript')) : [];
+  const proc = spawn(process.execPath, [...loader, entry], {
+    env: { ...process.env, ALIGND_CHILD_CONFIG: JSON.stringify(config) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let onReady: () => void = () => {};
+  const ready = new Promise<void>((res) => { onReady = res; });
+  proc.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); if (stdout.includes('ready\n')) onReady(); });
+  proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) => {
+    proc.on('exit', (code, signal) => res({ code, signal, stdout, stderr }));
+  });
+  return {
+    proc,
+    ready: Promise.race([ready, exited.then((e) => { throw new Error(`consumer child exited (${e.code ?? e.signal}) before ready:\n${e.stderr.slice(-3000)}`); })]),
+    exited,
+  };
 }
