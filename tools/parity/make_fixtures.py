@@ -1,0 +1,230 @@
+"""Parity fixtures for alignd's model code, made with the real implementations.
+
+Phase `base`  (before alignd runs): for each architecture, a tiny random-initialised checkpoint
+              (transformers), a PEFT LoRA adapter with non-zero B, and reference logits and
+              response log-probs with and without the adapter for a few fixed token sequences.
+Phase `check` (after tools/parity/write-alignd.mjs ran): load the adapters alignd wrote into PEFT
+              and record their logits; record the tiny built-in model's chat-template rendering,
+              token ids and logits as transformers computes them.
+
+Outputs go to test/fixtures/parity/ (small: tiny dims, float32 logits in safetensors).
+Run everything with tools/parity/run.sh (see README.md).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+import peft
+import safetensors
+from safetensors.torch import save_file
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config)
+from peft import LoraConfig, PeftModel, get_peft_model
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "test" / "fixtures" / "parity"
+WORK = ROOT / ".cache" / "parity"
+
+VOCAB = 64
+# Fixed token sequences and how many of their first tokens are the prompt.
+SEQUENCES = [
+    ([1, 5, 9, 23, 42, 17, 3, 60, 11, 7], 4),
+    ([2, 33, 33, 8, 51, 0, 63, 12, 19, 27, 44, 6, 38, 21, 14, 30], 6),
+    ([7, 62, 4, 4, 59], 2),
+]
+
+
+def arch_configs():
+    """name → (config, lora targets, use_rslora, save dtype, max shard size)."""
+    common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    llama_like = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, **common)
+    return {
+        # untied embeddings, all seven targets, sharded save
+        "llama": (LlamaConfig(**llama_like, tie_word_embeddings=False, rope_theta=500.0),
+                  ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], False, torch.float32, "8KB"),
+        # llama3 rope scaling with a medium-frequency band at head_dim 8, tied embeddings, F16 weights
+        "llama3": (LlamaConfig(**{**llama_like, "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 128}, head_dim=8,
+                               tie_word_embeddings=True,
+                               rope_scaling={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+                   ["q_proj", "v_proj"], False, torch.float16, None),
+        # sliding window shorter than the longest sequence
+        "mistral": (MistralConfig(**llama_like, sliding_window=6, tie_word_embeddings=False),
+                    ["q_proj", "o_proj", "down_proj"], False, torch.float32, None),
+        # q/k/v biases, rsLoRA, BF16 weights
+        "qwen2": (Qwen2Config(**llama_like, tie_word_embeddings=True, use_sliding_window=False),
+                  ["q_proj", "k_proj", "v_proj", "up_proj"], True, torch.bfloat16, None),
+        "gpt2": (GPT2Config(vocab_size=VOCAB, n_embd=16, n_head=4, n_layer=2, n_positions=32, bos_token_id=1, eos_token_id=2),
+                 ["c_attn", "c_proj", "c_fc"], False, torch.float32, None),
+    }
+
+
+def big_init(model, gen):
+    """Re-initialise so logits and LoRA effects are far above float32 noise (defaults are ~0.02)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or ".ln_" in name and name.endswith("weight") or name.endswith("ln_f.weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif "embed" in name or "wte" in name or "wpe" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = p.shape[0] if "transformer.h." in name else p.shape[1]  # Conv1D stores [in, out]
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+
+
+def logits_of(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+def response_logprobs(logits, ids, prompt_len):
+    lp = torch.log_softmax(logits.double(), dim=-1)
+    per = [lp[t - 1, ids[t]].item() for t in range(prompt_len, len(ids))]
+    return per, sum(per)
+
+
+def load_base(arch_dir):
+    return AutoModelForCausalLM.from_pretrained(arch_dir, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def record(model, tensors, meta, suffix):
+    for i, (ids, plen) in enumerate(SEQUENCES):
+        lg = logits_of(model, ids)
+        tensors[f"seq{i}.logits{suffix}"] = lg.contiguous()
+        per, total = response_logprobs(lg, ids, plen)
+        meta["sequences"][i][f"logprobs{suffix}"] = per
+        meta["sequences"][i][f"logprob_sum{suffix}"] = total
+
+
+def phase_base():
+    os.chdir(OUT)  # relative base_model_name_or_path in the adapters
+    for name, (config, targets, rslora, save_dtype, shard) in arch_configs().items():
+        gen = torch.Generator().manual_seed(1234)
+        torch.manual_seed(1234)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        big_init(model, gen)
+        model_dir = Path(name) / "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = {"max_shard_size": shard} if shard else {}
+        model.to(save_dtype).save_pretrained(model_dir, **kwargs)
+        (model_dir / "generation_config.json").unlink(missing_ok=True)
+
+        base = load_base(str(model_dir))
+        meta = {"arch": name, "save_dtype": str(save_dtype), "sequences": [{"ids": ids, "prompt_length": p} for ids, p in SEQUENCES]}
+        tensors = {}
+        record(base, tensors, meta, "")
+
+        lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=targets, use_rslora=rslora, task_type="CAUSAL_LM")
+        pm = get_peft_model(load_base(str(model_dir)), lcfg)
+        with torch.no_grad():
+            for pname, p in pm.named_parameters():
+                if "lora_A" in pname:
+                    p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
+                elif "lora_B" in pname:
+                    p.copy_(0.5 * torch.randn(p.shape, generator=gen))  # non-zero B: the adapter changes logits
+        pm.eval()
+        pm.save_pretrained(Path(name) / "adapter")
+        (Path(name) / "adapter" / "README.md").unlink(missing_ok=True)
+        record(pm, tensors, meta, "_lora")
+        save_file(tensors, str(Path(name) / "reference.safetensors"), metadata={"format": "pt"})
+        (Path(name) / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
+        print(f"{name}: model, adapter, reference written")
+
+    # A safetensors file with mixed dtypes and metadata, for the byte-exact round trip.
+    gen = torch.Generator().manual_seed(7)
+    mixed = {
+        "w.f32": torch.randn(3, 5, generator=gen),
+        "w.f16": torch.randn(4, 3, generator=gen).half(),
+        "w.bf16": torch.randn(2, 7, generator=gen).bfloat16(),
+        "w.f64": torch.randn(3, generator=gen).double(),
+        "ids.i64": torch.tensor([0, -1, 2 ** 40, 7], dtype=torch.int64),
+        "ids.i32": torch.tensor([[1, -2], [3, 4]], dtype=torch.int32),
+        "mask.bool": torch.tensor([True, False, True]),
+        "bytes.u8": torch.tensor([0, 255, 17], dtype=torch.uint8),
+        "empty": torch.zeros(0, 4),
+        "scalar": torch.tensor(3.5),
+    }
+    save_file(mixed, "mixed.safetensors", metadata={"format": "pt", "note": "alignd parity", "a": "1"})
+    meta = {k: {"dtype": str(v.dtype), "shape": list(v.shape), "values": v.double().flatten().tolist()} for k, v in mixed.items()}
+    Path("mixed.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def phase_check():
+    os.chdir(OUT)
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                "safetensors": safetensors.__version__}
+    report = {"versions": versions, "archs": {}}
+    for name in arch_configs():
+        adapter_dir = Path(name) / "alignd-adapter"
+        if not adapter_dir.exists():
+            sys.exit(f"{adapter_dir} missing: run tools/parity/write-alignd.mjs first")
+        base = load_base(str(Path(name) / "model"))
+        # LoraConfig parses adapter_config.json strictly (unknown fields warn, wrong types fail).
+        lcfg = LoraConfig.from_pretrained(str(adapter_dir))
+        pm = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        # Every key alignd wrote must land in a LoRA parameter; PEFT reports what it could not load.
+        sd = safetensors.torch.load_file(str(adapter_dir / "adapter_model.safetensors"))
+        loaded = peft.utils.set_peft_model_state_dict(pm, sd, adapter_name="default")
+        unexpected = list(getattr(loaded, "unexpected_keys", []))
+        missing_lora = [k for k in getattr(loaded, "missing_keys", []) if "lora_" in k]
+        tensors = {}
+        meta = {"sequences": [{"ids": ids, "prompt_length": p} for ids, p in SEQUENCES]}
+        record(pm, tensors, meta, "_alignd")
+        save_file(tensors, str(Path(name) / "alignd-reference.safetensors"), metadata={"format": "pt"})
+        report["archs"][name] = {
+            "loaded_in_peft": True, "r": lcfg.r, "lora_alpha": lcfg.lora_alpha, "use_rslora": lcfg.use_rslora,
+            "fan_in_fan_out": lcfg.fan_in_fan_out, "target_modules": sorted(lcfg.target_modules),
+            "unexpected_keys": unexpected, "missing_lora_keys": missing_lora,
+            "logprob_sums": [s["logprob_sum_alignd"] for s in meta["sequences"]],
+        }
+        print(f"{name}: alignd adapter loads in PEFT ({len(sd)} tensors, unexpected {unexpected}, missing {missing_lora})")
+    Path("alignd-adapters-in-peft.json").write_text(json.dumps(report, indent=1) + "\n")
+
+    # The tiny built-in model, written by alignd, read by transformers.
+    tiny_dir = WORK / "tiny"
+    tok = AutoTokenizer.from_pretrained(str(tiny_dir))
+    conversations = [
+        [{"role": "user", "content": "Hello there, how are you?"}],
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2+2?"},
+         {"role": "assistant", "content": "4."}, {"role": "user", "content": "And 3+3?"}],
+        [{"role": "user", "content": "Grüße aus Köln, 東京 too! 🙂  two  spaces\n\tand a tab"}],
+    ]
+    chats = []
+    for msgs in conversations:
+        for gen_prompt in (True, False):
+            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen_prompt)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            chats.append({"messages": msgs, "add_generation_prompt": gen_prompt, "text": text, "ids": ids})
+    texts = ["The assistant answers the question.", "  leading spaces and 12345 digits", "ünïcödé ✓", "don't won't it's"]
+    encodes = [{"text": t, "ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
+    for e in encodes:
+        e["decoded"] = tok.decode(e["ids"])
+    # A prompt/response pair as alignd splits it: prompt rendered with the generation prompt,
+    # response tokenized on its own and closed with eos.
+    prompt = [{"role": "user", "content": "How many days are there in a week?"}]
+    response = "There are seven days in a week."
+    p_ids = tok(tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+    r_ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    model = load_base(str(tiny_dir))
+    ids = p_ids + r_ids
+    lg = logits_of(model, ids)
+    per, total = response_logprobs(lg, ids, len(p_ids))
+    save_file({"logits": lg.contiguous()}, "tiny-reference.safetensors", metadata={"format": "pt"})
+    tiny = {
+        "special": {"bos": [tok.bos_token, tok.bos_token_id], "eos": [tok.eos_token, tok.eos_token_id], "pad": [tok.pad_token, tok.pad_token_id]},
+        "vocab_size": len(tok), "chats": chats, "encodes": encodes,
+        "pair": {"prompt": prompt, "response": response, "ids": ids, "prompt_length": len(p_ids), "logprobs": per, "logprob_sum": total},
+    }
+    Path("tiny-tokenizer.json").write_text(json.dumps(tiny, indent=1, ensure_ascii=False) + "\n")
+    print("tiny: tokenizer records and logits written")
+
+
+if __name__ == "__main__":
+    OUT.mkdir(parents=True, exist_ok=True)
+    {"base": phase_base, "check": phase_check}[sys.argv[1]]()
