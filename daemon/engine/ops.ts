@@ -497,6 +497,23 @@ export function causalMask(scores: Value): Value {
   return withShape(lessOrEqual(col, row), [n, n]);
 }
 
+/**
+ * Additive causal bias for attention scores [..., S, S]: 0 where j ≤ i, −1e9 elsewhere, of the
+ * scores' dtype. Adding it costs one broadcast Add and nothing in the backward pass (the bias is a
+ * constant), cheaper than Where(mask, scores, −1e9) whose gradient is another full-size Where.
+ */
+export function causalBias(scores: Value): Value {
+  const g = scores.g;
+  const s = need(scores, 'causalBias');
+  const n = s[s.length - 1]!;
+  if (typeof n === 'number') {
+    const m = new Array<number>(n * n).fill(0);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) m[i * n + j] = -1e9;
+    return constant(g, tensor(scores.dtype, [n, n], m));
+  }
+  return where(causalMask(scores), scalar(g, scores.dtype, 0), -1e9);
+}
+
 /** Sum of several values of one shape (ONNX Sum). */
 export function sum(xs: Value[]): Value {
   if (xs.length === 1) return xs[0]!;

@@ -11,7 +11,7 @@ import { AligndError } from '../errors.js';
 import { type Attr, type Node, type Value, constData, emit, withShape } from './graph.js';
 import {
   add, and, cast, concat, cos, div, equal, erf, exp, expand, greater, greaterOrEqual, ints, lessOrEqual, log, matmul, mul, neg, nonZero, normAxis, not, pad, pow, reduceMean, reduceSum, reshape, scalar,
-  scatterElements, scatterND, shapeOf, shapeValue, sign, sin, split, sqrt, squeeze, sub, tanh, transpose, unsqueeze,
+  scatterElements, scatterND, shapeOf, shapeValue, sigmoid, sign, sin, split, sqrt, squeeze, sub, tanh, transpose, unsqueeze,
   where, zerosLike,
 } from './ops.js';
 
@@ -202,11 +202,14 @@ export const vjp: Record<string, Rule> = {
   Gelu: (c) => {
     const x = x0(c);
     if (c.node.attrs['approximate']?.v === 'tanh') {
-      // y = ½x(1+t), t = tanh(u), u = √(2/π)(x + c·x³): y' = ½(1+t) + ½x(1−t²)·√(2/π)(1 + 3c·x²)
+      // ½(1+tanh u) = σ(2u), so y = x·σ(z) with z = 2u = x(a + b·x²), a = 2√(2/π), b = a·c:
+      // y' = s + x·s(1−s)·z',  z' = a + 3b·x²,  s = σ(z). Written to keep the number of full-size passes low.
+      const a = 2 * SQRT_2_OVER_PI;
+      const b = a * GELU_C;
       const x2 = mul(x, x);
-      const t = tanh(mul(add(x, mul(mul(x2, x), GELU_C)), SQRT_2_OVER_PI));
-      const du = mul(add(mul(x2, 3 * GELU_C), 1), SQRT_2_OVER_PI);
-      return [mul(d0(c), add(mul(add(t, 1), 0.5), mul(mul(mul(x, 0.5), sub(1, mul(t, t))), du)))];
+      const s = sigmoid(mul(x, add(mul(x2, b), a)));
+      const q = mul(x, add(mul(x2, 3 * b), a));
+      return [mul(d0(c), mul(s, add(mul(sub(1, s), q), 1)))];
     }
     // y = x·Φ(x): y' = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π)
     const cdf = mul(add(erf(mul(x, Math.SQRT1_2)), 1), 0.5);

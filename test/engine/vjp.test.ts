@@ -161,6 +161,15 @@ const cases: Case[] = [
       return { wrt: [q, k], y: O.softmax(O.where(O.causalMask(s), s, -1e9), -1) };
     },
   },
+  {
+    name: 'Causal attention scores (additive bias, symbolic seq)',
+    sizes: { b: 2, s: 4 },
+    build: (g, dt) => {
+      const q = rand(g, 'q', dt, ['b', 's', 3], 1, -1, 1, { b: 2, s: 4 }); const k = rand(g, 'k', dt, ['b', 's', 3], 2, -1, 1, { b: 2, s: 4 });
+      const s = O.matmul(q.v, k.v, { transB: true });
+      return { wrt: [q, k], y: O.softmax(O.add(s, O.causalBias(s)), -1) };
+    },
+  },
   // Symbolic dims: decided by name at build time.
   {
     name: 'symbolic: [b,s,4] * [s,1] and ReduceMean over b',

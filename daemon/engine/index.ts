@@ -1,0 +1,14 @@
+/** The training engine's public surface (see README.md beside this file). */
+export { type Attr, A, type Dim, type Graph, type Node, type Shape, type Value, constant, emit, frozen, graph, input, output, param, value, withShape } from './graph.js';
+export * as ops from './ops.js';
+export { grad, type GradOptions } from './autodiff.js';
+export { vjp, type Rule, type VjpContext, unbroadcast } from './vjp.js';
+export { type AdamWConfig, type ProgramInfo, type TrainSpec, adamw, applyProgram, globalNorm, gradProgram, names, trainProgram } from './train.js';
+export { type Accumulator, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator, initState, trainStep } from './loop.js';
+export { type Emitted, type ExternalData, IR_VERSION, OPSET, toOnnx } from './onnx.js';
+export {
+  type OrtTensor, type Provider, type RuntimeOptions, type Session, clearSessions, createSession, cudaInstalled, f32, f64, fromOrt,
+  i64, modelHash, numbers, run, scalarOrt, toOrt,
+} from './runtime.js';
+export { type DType, type HostTensor, fromHalf, randomTensor, rng, tensor, toFloat64, toHalf } from './tensor.js';
+export { productFlops } from './flops.js';
