@@ -49,7 +49,8 @@ function block(): Block {
     init[a.name] = randomTensor('float32', [D, R], seed++, -0.05, 0.05);
     init[b.name] = randomTensor('float32', [R, D], seed++, -0.01, 0.01);
     lora.push(a, b);
-    return O.add(base, O.mul(O.matmul(O.matmul(h, a), b), scale));
+    // The LoRA scale goes on the rank-r activation: a pass over [tokens, r], not [tokens, d], both ways.
+    return O.add(base, O.matmul(O.mul(O.matmul(h, a), scale), b));
   };
   const ones = (name: string): Value => frozen(g, name, { dtype: 'float32', dims: [D], data: new Float32Array(D).fill(1) });
   const zeros = (name: string): Value => frozen(g, name, { dtype: 'float32', dims: [D], data: new Float32Array(D) });

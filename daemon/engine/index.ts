@@ -12,3 +12,4 @@ export {
 } from './runtime.js';
 export { type DType, type HostTensor, fromHalf, randomTensor, rng, tensor, toFloat64, toHalf } from './tensor.js';
 export { productFlops } from './flops.js';
+export { type EngineConfig, engineConfigSchema, runtimeOptions } from './config.js';

@@ -115,3 +115,12 @@ t.test('grad of an unreachable parameter is zeros', async (t) => {
   t.same(numbers(out['dy']!), [0, 0, 0]);
   t.same(tensor('float32', [1], [1]).dims, [1]);
 });
+
+t.test('engine config: defaults to cpu, rejects unknown providers with a clear path', async (t) => {
+  const { engineConfigSchema, runtimeOptions } = await import('../../daemon/engine/config.js');
+  t.same(runtimeOptions(engineConfigSchema.parse({})), { provider: 'cpu', threads: 0, graphOptimizationLevel: 'all' });
+  const bad = engineConfigSchema.safeParse({ provider: 'tpu' });
+  t.notOk(bad.success);
+  t.match(bad.error?.issues[0]?.path, ['provider']);
+  t.same(runtimeOptions(engineConfigSchema.parse({ provider: 'webgpu', keepOnDevice: true })).preferredOutputLocation, 'gpu-buffer');
+});
