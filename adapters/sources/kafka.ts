@@ -53,6 +53,8 @@ export interface KafkaSourceOptions {
   log?: Logger;
   /** Called after each batch's offsets are committed (telemetry, benchmarks). */
   onBatchCommitted?: (info: BatchCommitted) => void;
+  /** Called when the consumer has joined its group (start, rebalance, restart). */
+  onGroupJoin?: () => void;
 }
 
 export type KafkaSource = FeedbackSource & { readonly counters: KafkaSourceCounters; readonly config: KafkaSourceConfig };
@@ -249,6 +251,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       retry: { ...config.retry, restartOnFailure: async () => true },
     });
     consumer = c;
+    c.on(c.events.GROUP_JOIN, () => { opts.onGroupJoin?.(); });
     c.on(c.events.CRASH, ({ payload }) => {
       countError('Kafka consumer crashed', payload.error, { restartByKafkajs: payload.restart });
       if (!payload.restart && !stopping && consumer === c) void rebuild(c);

@@ -1,0 +1,177 @@
+/**
+ * bench:ingest — Kafka → alignd's durable buffer, against a raw kafkajs consume-only loop measured in
+ * the same run on the same broker and topic.
+ *
+ *   npm run bench:ingest   (env: BENCH_EVENTS=200000 BENCH_PARTITIONS=4 BENCH_EVENT_BYTES=1024
+ *                           BENCH_PARTITION_BYTES=4194304 fetch size per partition, BENCH_CONCURRENCY=1
+ *                           partitionsConsumedConcurrently)
+ *
+ * (a) raw: a kafkajs consumer group that only counts messages (same fetch settings as alignd);
+ * (b) alignd: the Kafka source → ingest pipeline (JSON, zod, dedupe) → SQLite (WAL, one transaction
+ *     per batch) → DLQ check → offsets committed, with its own group.
+ * Throughput is measured from the group join to the last message (b: the last commit): the same
+ * fetches are inside both clocks, the join itself in neither. p99_commit_ms is per batch: batch in hand → its offsets committed.
+ * Derivation of training examples is off here (it runs later, in chunks, in the daemon) and the
+ * backpressure bound is above N so the source never pauses.
+ * The last line is one JSON object.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaSource } from '../adapters/sources/kafka.js';
+import { createIngest } from '../daemon/ingest/pipeline.js';
+import { defaultLimits } from '../daemon/ingest/schema.js';
+import type { RawFeedback } from '../daemon/ingest/types.js';
+import { createLogger } from '../daemon/log.js';
+import { openBuffer } from '../daemon/store/buffer.js';
+import { makeEventOfSize } from '../test/harness/events.js';
+import { createTopics, startBroker } from '../test/harness/kafka.js';
+
+const N = Number(process.env['BENCH_EVENTS'] ?? 200_000);
+const PARTITIONS = Number(process.env['BENCH_PARTITIONS'] ?? 4);
+const EVENT_BYTES = Number(process.env['BENCH_EVENT_BYTES'] ?? 1024);
+const CONCURRENCY = Number(process.env['BENCH_CONCURRENCY'] ?? 1);
+const fetch = {
+  maxBytes: 32 * 1024 * 1024,
+  maxBytesPerPartition: Number(process.env['BENCH_PARTITION_BYTES'] ?? 4 * 1024 * 1024),
+  minBytes: 1,
+  maxWaitTimeInMs: 100,
+};
+
+const say = (s: string): void => { process.stdout.write(s + '\n'); };
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+async function produce(brokers: string[], topic: string): Promise<void> {
+  const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING });
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const chunk = 2000;
+  const inFlight: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i += chunk) {
+    const messages = [];
+    for (let j = i; j < Math.min(N, i + chunk); j++) messages.push({ key: `m${j % 8}`, value: makeEventOfSize(j, EVENT_BYTES) });
+    inFlight.push(producer.send({ topic, acks: -1, messages }));
+    if (inFlight.length >= 4) await inFlight.shift();
+  }
+  await Promise.all(inFlight);
+  await producer.disconnect();
+}
+
+/** (a) consume-only: count messages, let kafkajs resolve and auto-commit. */
+async function rawConsume(brokers: string[], topic: string): Promise<{ seconds: number }> {
+  const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: 'bench-raw', ...fetch });
+  let count = 0;
+  let first = 0;
+  let last = 0;
+  consumer.on(consumer.events.GROUP_JOIN, () => { if (first === 0) first = performance.now(); });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    partitionsConsumedConcurrently: CONCURRENCY,
+    eachBatch: async ({ batch }) => {
+      count += batch.messages.length;
+      if (count >= N && last === 0) last = performance.now();
+    },
+  });
+  while (last === 0) await sleep(20);
+  await consumer.disconnect();
+  return { seconds: (last - first) / 1000 };
+}
+
+/** (b) alignd's full path into the durable buffer. */
+async function aligndConsume(brokers: string[], topic: string, dir: string): Promise<{ seconds: number; commitMs: number[]; rssMb: number; stored: number }> {
+  const buffer = openBuffer({ path: join(dir, 'bench.sqlite'), heldoutFraction: 0.1 });
+  const log = createLogger({ bench: 'ingest' }, 'warn');
+  const ingest = createIngest({ buffer, limits: defaultLimits, log });
+  const commitMs: number[] = [];
+  let first = 0;
+  let last = 0;
+  let committedMessages = 0;
+  const source = createKafkaSource({
+    brokers, topics: [topic], groupId: 'bench-alignd', ...fetch,
+    pauseAbove: N + 1, resumeBelow: N,
+    partitionsConsumedConcurrently: CONCURRENCY,
+  }, {
+    log,
+    onGroupJoin: () => { if (first === 0) first = performance.now(); },
+    onBatchCommitted: ({ messages, ms }) => {
+      commitMs.push(ms);
+      committedMessages += messages;
+      if (committedMessages >= N && last === 0) last = performance.now();
+    },
+  });
+  let rss = process.memoryUsage().rss;
+  const sampler = setInterval(() => { rss = Math.max(rss, process.memoryUsage().rss); }, 100);
+  await source.start(ingest);
+  while (last === 0) await sleep(20);
+  clearInterval(sampler);
+  await source.stop();
+  const stored = buffer.counts().events;
+  buffer.close();
+  return { seconds: (last - first) / 1000, commitMs, rssMb: rss / (1024 * 1024), stored };
+}
+
+/** The ingest pipeline alone (no Kafka): same events, same batch size, a fresh buffer. Shows where a gap to raw lies. */
+function pipelineOnly(dir: string, count: number, batchSize: number): number {
+  const buffer = openBuffer({ path: join(dir, 'pipeline-only.sqlite'), heldoutFraction: 0.1 });
+  const ingest = createIngest({ buffer, limits: defaultLimits });
+  const raws: RawFeedback[] = Array.from({ length: count }, (_, i) => ({
+    bytes: Buffer.from(makeEventOfSize(N + i, EVENT_BYTES)), origin: { source: 'kafka', topic: 'x', partition: 0, offset: String(i) },
+  }));
+  const t0 = performance.now();
+  for (let i = 0; i < count; i += batchSize) ingest.ingestBatch(raws.slice(i, i + batchSize));
+  const seconds = (performance.now() - t0) / 1000;
+  buffer.close();
+  return count / seconds;
+}
+
+async function main(): Promise<void> {
+  say(`bench:ingest: ${N} events of ~${EVENT_BYTES} B, ${PARTITIONS} partitions`);
+  const broker = await startBroker({ heap: '1g' });
+  const dir = mkdtempSync(join(tmpdir(), 'alignd-bench-ingest-'));
+  try {
+    const topic = 'bench-feedback';
+    await createTopics(broker.brokers, [{ topic, numPartitions: PARTITIONS }]);
+    let t0 = performance.now();
+    await produce(broker.brokers, topic);
+    say(`produced ${N} events in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    t0 = performance.now();
+    const raw = await rawConsume(broker.brokers, topic);
+    const rawRate = N / raw.seconds;
+    say(`raw kafkajs consume-only: ${raw.seconds.toFixed(2)} s, ${Math.round(rawRate)} events/s`);
+
+    const full = await aligndConsume(broker.brokers, topic, dir);
+    const rate = N / full.seconds;
+    if (full.stored !== N) throw new Error(`bench: stored ${full.stored} events, expected ${N}`);
+    say(`alignd kafka → pipeline → SQLite: ${full.seconds.toFixed(2)} s, ${Math.round(rate)} events/s, ` +
+      `${full.commitMs.length} batches, commit latency p50 ${percentile(full.commitMs, 50).toFixed(1)} ms p99 ${percentile(full.commitMs, 99).toFixed(1)} ms`);
+    const batchSize = Math.max(1, Math.round(N / full.commitMs.length));
+    const alone = pipelineOnly(dir, Math.min(N, 50_000), batchSize);
+    say(`ingest pipeline alone (validate → SQLite, no Kafka, batches of ${batchSize}): ${Math.round(alone)} events/s`);
+    say(JSON.stringify({
+      bench: 'ingest',
+      events_per_s: Math.round(rate),
+      raw_events_per_s: Math.round(rawRate),
+      ratio_vs_raw: Number((rate / rawRate).toFixed(3)),
+      p99_commit_ms: Number(percentile(full.commitMs, 99).toFixed(1)),
+      rss_mb: Math.round(full.rssMb),
+    }));
+  } finally {
+    await broker.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:ingest failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});
