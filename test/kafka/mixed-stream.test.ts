@@ -2,6 +2,8 @@
  * A mixed stream through the real broker, the Kafka source, the ingest pipeline and SQLite:
  * the buffer holds exactly the valid unique events, the dead-letter topic holds every bad message
  * with its original bytes and reason headers, and the committed offsets reach the end offsets.
+ * Then backpressure: the source pauses while the buffer's pending work is over its bound and
+ * resumes once derivation has worked it off.
  */
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,9 +22,10 @@ import { committedEqualsEnd, readTopic, waitFor } from './util.js';
 
 const limits = { ...defaultLimits, maxEventBytes: 64 * 1024 };
 
+const broker = await startBroker();
+t.teardown(() => broker.close());
+
 t.test('mixed stream: valid stored once, bad dead-lettered with reasons, offsets committed', async (t) => {
-  const broker = await startBroker();
-  t.teardown(() => broker.close());
   const topic = 'feedback';
   await createTopics(broker.brokers, [{ topic, numPartitions: 3 }]);
 
@@ -93,4 +96,40 @@ t.test('mixed stream: valid stored once, bad dead-lettered with reasons, offsets
   // offsets: committed == end on every partition
   const { committed, end } = await committedEqualsEnd(broker.brokers, groupId, topic);
   t.same(committed, end, 'committed offsets equal the end offsets');
+});
+
+t.test('backpressure: pause above pauseAbove, resume below resumeBelow', async (t) => {
+  const topic = 'backpressure';
+  const groupId = 'alignd-backpressure';
+  await createTopics(broker.brokers, [{ topic, numPartitions: 1 }]);
+  const total = 3000;
+  await sendToKafka({ brokers: broker.brokers, topic },
+    Array.from({ length: total }, (_, i) => makeEvent(i, { event_id: `bp-${i}` })), { log: silentLogger });
+
+  const dir = mkdtempSync(join(tmpdir(), 'alignd-kafka-bp-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0.1 });
+  t.teardown(() => buffer.close());
+  const ingest = createIngest({ buffer, limits });
+  const source = createKafkaSource({
+    brokers: broker.brokers, topics: [topic], groupId, pauseAbove: 500, resumeBelow: 100,
+    maxBytesPerPartition: 16 * 1024, maxWaitTimeInMs: 100, backpressurePollMs: 50,
+  }, { log: silentLogger });
+  await source.start(ingest); // derivation is not running: pending work only grows
+
+  await waitFor(() => source.counters.paused, 60_000, () => `never paused; pending ${ingest.pending()}`);
+  t.equal(source.counters.pauses, 1, 'paused once');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.ok(source.counters.consumed < total, `consumption held while paused (${source.counters.consumed} of ${total})`);
+  t.ok(ingest.pending() > 500, 'pending work is over the bound');
+
+  ingest.startDeriving();
+  t.teardown(() => ingest.stopDeriving());
+  await waitFor(() => source.counters.stored === total, 60_000,
+    () => `stored ${source.counters.stored} of ${total}; counters ${JSON.stringify(source.counters)}`);
+  t.ok(source.counters.resumes >= 1, 'resumed after derivation worked the backlog off');
+  t.equal(source.counters.pauses, source.counters.resumes + (source.counters.paused ? 1 : 0), 'every pause but the current one was resumed');
+  await source.stop();
+  const { committed, end } = await committedEqualsEnd(broker.brokers, groupId, topic);
+  t.same(committed, end, 'all committed');
 });
