@@ -9,7 +9,7 @@
  * descending then name ascending (its `prepare` sort), compact JSON with `__metadata__` first
  * (keys in insertion order) and omitted when null, header padded with spaces to a multiple of 8 so every tensor's data is aligned.
  */
-import { readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import { join, dirname, basename } from 'node:path';
 import { z } from 'zod';
 import { AligndError } from '../errors.js';
@@ -62,25 +62,35 @@ function invalid(source: string, message: string, cause?: unknown): AligndError 
   });
 }
 
-/** Parse a whole safetensors file held in memory. Tensor data are views into `bytes` (no copy). */
-export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsContents {
-  if (bytes.byteLength < 8) throw invalid(source, `file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n64 = dv.getBigUint64(0, true);
+interface HeaderEntry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** Header length from the first 8 bytes, checked against the file size. */
+function headerLength(first8: Uint8Array, fileBytes: number, source: string): number {
+  if (fileBytes < 8) throw invalid(source, `file is ${fileBytes} bytes, shorter than the 8-byte header length`);
+  const n64 = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(MAX_HEADER)) throw invalid(source, `header length ${n64} exceeds the ${MAX_HEADER}-byte limit`);
   const n = Number(n64);
-  if (8 + n > bytes.byteLength) throw invalid(source, `truncated: header claims ${n} bytes but only ${bytes.byteLength - 8} follow`);
-  const headerText = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  if (8 + n > fileBytes) throw invalid(source, `truncated: header claims ${n} bytes but only ${fileBytes - 8} follow`);
+  return n;
+}
+
+/** Validate the JSON header against a data buffer of `dataBytes`; entries in offset order. */
+function parseHeader(headerBytes: Uint8Array, dataBytes: number, source: string): { entries: HeaderEntry[]; metadata: Record<string, string> | null } {
   let raw: unknown;
   try {
-    raw = JSON.parse(headerText.decode(bytes.subarray(8, 8 + n)));
+    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes));
   } catch (err) {
     throw invalid(source, 'header is not valid UTF-8 JSON', err);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid(source, 'header is not a JSON object');
-  const buffer = bytes.subarray(8 + n);
   let metadata: Record<string, string> | null = null;
-  const entries: Array<[string, z.infer<typeof entrySchema>]> = [];
+  const entries: HeaderEntry[] = [];
   for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
     if (name === '__metadata__') {
       const m = metadataSchema.safeParse(value);
@@ -95,41 +105,72 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
       throw invalid(source, `tensor "${name}" has a bad header entry at ${where || '(root)'}: ${issue?.message ?? e.error.message}`
         + ` (supported dtypes: ${DTYPES.join(', ')})`);
     }
-    entries.push([name, e.data]);
+    entries.push({ name, dtype: e.data.dtype, shape: e.data.shape, begin: e.data.data_offsets[0], end: e.data.data_offsets[1] });
   }
-  entries.sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0] || a[1].data_offsets[1] - b[1].data_offsets[1]);
-  const tensors = new Map<string, TensorEntry>();
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let expectedStart = 0;
-  for (const [name, e] of entries) {
-    const [begin, end] = e.data_offsets;
-    if (begin !== expectedStart) {
-      throw invalid(source, begin < expectedStart
-        ? `tensor "${name}" data [${begin}, ${end}) overlaps the previous tensor (which ends at ${expectedStart})`
-        : `gap before tensor "${name}": data starts at ${begin}, previous ends at ${expectedStart}`);
+  for (const e of entries) {
+    if (e.begin !== expectedStart) {
+      throw invalid(source, e.begin < expectedStart
+        ? `tensor "${e.name}" data [${e.begin}, ${e.end}) overlaps the previous tensor (which ends at ${expectedStart})`
+        : `gap before tensor "${e.name}": data starts at ${e.begin}, previous ends at ${expectedStart}`);
     }
-    if (end < begin) throw invalid(source, `tensor "${name}" has data_offsets end ${end} < begin ${begin}`);
+    if (e.end < e.begin) throw invalid(source, `tensor "${e.name}" has data_offsets end ${e.end} < begin ${e.begin}`);
     const want = numel(e.shape) * BYTES[e.dtype];
-    if (end - begin !== want) {
-      throw invalid(source, `tensor "${name}" holds ${end - begin} bytes but ${e.dtype}${JSON.stringify(e.shape)} needs ${want}`);
+    if (e.end - e.begin !== want) {
+      throw invalid(source, `tensor "${e.name}" holds ${e.end - e.begin} bytes but ${e.dtype}${JSON.stringify(e.shape)} needs ${want}`);
     }
-    if (end > buffer.byteLength) throw invalid(source, `truncated: tensor "${name}" ends at ${end} but the data buffer has ${buffer.byteLength} bytes`);
-    tensors.set(name, { dtype: e.dtype, shape: e.shape, data: buffer.subarray(begin, end) });
-    expectedStart = end;
+    if (e.end > dataBytes) throw invalid(source, `truncated: tensor "${e.name}" ends at ${e.end} but the data buffer has ${dataBytes} bytes`);
+    expectedStart = e.end;
   }
-  if (expectedStart !== buffer.byteLength) {
-    throw invalid(source, `${buffer.byteLength - expectedStart} trailing bytes after the last tensor`);
-  }
+  if (expectedStart !== dataBytes) throw invalid(source, `${dataBytes - expectedStart} trailing bytes after the last tensor`);
+  return { entries, metadata };
+}
+
+/** Parse a whole safetensors file held in memory. Tensor data are views into `bytes` (no copy). */
+export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsContents {
+  const n = headerLength(bytes.subarray(0, 8), bytes.byteLength, source);
+  const buffer = bytes.subarray(8 + n);
+  const { entries, metadata } = parseHeader(bytes.subarray(8, 8 + n), buffer.byteLength, source);
+  const tensors = new Map<string, TensorEntry>();
+  for (const e of entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: buffer.subarray(e.begin, e.end) });
   return { tensors, metadata };
 }
 
+/**
+ * Read a safetensors file tensor by tensor (each into its own aligned buffer), so files larger
+ * than one Node buffer can hold still load and F32 data decode without a copy.
+ */
 export function readSafetensors(path: string): SafetensorsContents {
-  let bytes: Buffer;
+  let fd: number;
   try {
-    bytes = readFileSync(path);
+    fd = openSync(path, 'r');
   } catch (err) {
     throw new AligndError('MODEL_INVALID', 'cannot read safetensors file', { input: path, action: 'check the path and permissions', cause: err });
   }
-  return parseSafetensors(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), path);
+  try {
+    const size = fstatSync(fd).size;
+    const first8 = new Uint8Array(8);
+    readSync(fd, first8, 0, Math.min(8, size), 0);
+    const n = headerLength(first8, size, path);
+    const header = new Uint8Array(n);
+    readSync(fd, header, 0, n, 8);
+    const { entries, metadata } = parseHeader(header, size - 8 - n, path);
+    const tensors = new Map<string, TensorEntry>();
+    for (const e of entries) {
+      const data = new Uint8Array(e.end - e.begin);
+      let done = 0;
+      while (done < data.byteLength) {
+        const got = readSync(fd, data, done, data.byteLength - done, 8 + n + e.begin + done);
+        if (got === 0) throw invalid(path, `truncated while reading tensor "${e.name}"`);
+        done += got;
+      }
+      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
+    }
+    return { tensors, metadata };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Decode any floating or integer tensor to float32. F32 is a zero-copy view when aligned. */

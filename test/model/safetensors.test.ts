@@ -1,7 +1,7 @@
 // safetensors: byte-exact round trips of files the Python `safetensors` library wrote, value
 // decoding of every common dtype, sharded checkpoints, and clear errors on damaged files.
 import t from 'tap';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../daemon/model/half.js';
@@ -157,4 +157,17 @@ t.test('writer orders tensors as the reference writer does', async (t) => {
   const names = [...parseSafetensors(bytes).tensors.keys()];
   t.same(names, ['c', 'a', 'aa', 'b', 'z'], 'dtype rank descending, then name');
   t.equal(new DataView(bytes.buffer).getUint32(0, true) % 8, 0, 'header padded to 8');
+});
+
+t.test('reading from disk checks the file the same way', async (t) => {
+  const tmp = mkdtempSync(join(tmpdir(), 'alignd-st-'));
+  t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+  const src = readFileSync(join(PARITY, 'mixed.safetensors'));
+  const cut = join(tmp, 'cut.safetensors');
+  writeFileSync(cut, src.subarray(0, src.length - 3));
+  t.throws(() => readSafetensors(cut), /3 trailing|truncated.*cut\.safetensors|ends at/);
+  t.throws(() => readSafetensors(join(tmp, 'absent.safetensors')), /cannot read safetensors file.*absent\.safetensors/);
+  const whole = readSafetensors(join(PARITY, 'mixed.safetensors'));
+  const inMemory = parseSafetensors(new Uint8Array(src));
+  for (const [name, e] of inMemory.tensors) t.ok(Buffer.from(whole.tensors.get(name)!.data).equals(Buffer.from(e.data)), name);
 });
