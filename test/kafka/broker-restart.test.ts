@@ -1,7 +1,10 @@
 /**
- * The broker goes away mid-stream (once gracefully, once killed) and comes back on the same port and
- * data; the Kafka source rides it out and, once the producer is done, every produced event is in the
- * buffer and the committed offsets reach the end.
+ * Failures around the source:
+ * - the broker goes away mid-stream (once gracefully, once killed) and comes back on the same port
+ *   and data; the Kafka source rides it out and, once the producer is done, every produced event is
+ *   in the buffer and the committed offsets reach the end;
+ * - the buffer's disk is full (SQLite max_page_count): nothing is committed while the store fails,
+ *   and once there is room again the same messages are delivered again and stored.
  */
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,9 +20,10 @@ import { makeEvent } from '../harness/events.js';
 import { createTopics, startBroker } from '../harness/kafka.js';
 import { committedEqualsEnd, sleep, waitFor } from './util.js';
 
+const broker = await startBroker();
+t.teardown(() => broker.close());
+
 t.test('broker restart mid-stream: no loss', async (t) => {
-  const broker = await startBroker();
-  t.teardown(() => broker.close());
   const topic = 'restart';
   const groupId = 'alignd-restart';
   await createTopics(broker.brokers, [{ topic, numPartitions: 2 }]);
@@ -85,4 +89,44 @@ t.test('broker restart mid-stream: no loss', async (t) => {
   t.equal(ids.length, stored.size, 'each event stored once');
   t.same([...produced].filter((id) => !stored.has(id)), [], 'no produced event is missing');
   t.equal(stored.size, produced.size, 'nothing else stored');
+});
+
+t.test('store failure (disk full): nothing committed, redelivered once there is room', async (t) => {
+  const topic = 'storefail';
+  const groupId = 'alignd-storefail';
+  await createTopics(broker.brokers, [{ topic, numPartitions: 1 }]);
+  const events = Array.from({ length: 200 }, (_, i) => makeEvent(i, { event_id: `sf-${i}` }));
+  const kafka = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  await producer.connect();
+  await producer.send({ topic, acks: -1, messages: events.map((e) => ({ key: e.model, value: JSON.stringify(e) })) });
+  await producer.disconnect();
+
+  const dir = mkdtempSync(join(tmpdir(), 'alignd-kafka-storefail-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0.1 });
+  t.teardown(() => buffer.close());
+  // a real SQLITE_FULL: the file may not grow by a single page
+  buffer.db.pragma(`max_page_count = ${buffer.db.pragma('page_count', { simple: true }) as number}`);
+  const ingest = createIngest({ buffer, limits: defaultLimits });
+  const source = createKafkaSource({
+    brokers: broker.brokers, topics: [topic], groupId, maxWaitTimeInMs: 100,
+    retry: { initialRetryTime: 200, maxRetryTime: 1000, retries: 2 },
+  }, { log: silentLogger });
+  await source.start(ingest);
+
+  await waitFor(() => ingest.stats.storeErrors >= 3, 60_000, () => `store errors ${ingest.stats.storeErrors}`);
+  t.ok(source.counters.errors >= 3, `store failures are counted (${source.counters.errors})`);
+  t.equal(source.counters.stored, 0, 'nothing stored');
+  t.equal(source.counters.commits, 0, 'nothing committed by the source');
+  const during = await committedEqualsEnd(broker.brokers, groupId, topic);
+  t.same(during.committed, { 0: '-1' }, 'no offset committed on the broker while the store fails');
+
+  buffer.db.pragma('max_page_count = 1073741823'); // room again
+  await waitFor(() => source.counters.stored === events.length, 120_000,
+    () => `stored ${source.counters.stored}; counters ${JSON.stringify(source.counters)}`);
+  await source.stop();
+  const { committed, end } = await committedEqualsEnd(broker.brokers, groupId, topic);
+  t.same(committed, end, 'committed after the batch was stored');
+  t.equal(buffer.counts().events, events.length, 'every event stored once');
 });
