@@ -265,3 +265,24 @@ export function referenceResponseLogProbs(model: ReferenceModel, ids: readonly n
   }
   return { perToken, sum };
 }
+
+/**
+ * Greedy continuation (argmax each step, first index on ties as torch.argmax), stopping after a
+ * stop token or `maxNewTokens`. Recomputes the whole prefix each step: a reference, not a server.
+ */
+export function referenceGreedy(model: ReferenceModel, promptIds: readonly number[], maxNewTokens: number,
+  stopIds: readonly number[] = [], adapter: LoraAdapter | null = null): number[] {
+  const V = model.spec.vocabSize;
+  const ids = [...promptIds];
+  const out: number[] = [];
+  for (let step = 0; step < maxNewTokens; step++) {
+    const logits = referenceLogits(model, ids, adapter);
+    const row = (ids.length - 1) * V;
+    let best = 0;
+    for (let o = 1; o < V; o++) if (logits[row + o]! > logits[row + best]!) best = o;
+    out.push(best);
+    ids.push(best);
+    if (stopIds.includes(best)) break;
+  }
+  return out;
+}

@@ -7,7 +7,7 @@
  *
  * The writer reproduces the reference (Rust) writer byte for byte: tensors ordered by dtype rank
  * descending then name ascending (its `prepare` sort), compact JSON with `__metadata__` first
- * (keys in insertion order) and omitted when null, header padded with spaces to a multiple of 8 so every tensor's data is aligned.
+ * (keys in the given order) and omitted when null, header padded with spaces to a multiple of 8 so every tensor's data is aligned.
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import { join, dirname, basename } from 'node:path';
@@ -229,7 +229,8 @@ export function serializeSafetensors(tensors: Map<string, TensorEntry> | Record<
   list.sort((a, b) => (RANK.get(b[1].dtype)! - RANK.get(a[1].dtype)!) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const header: Record<string, unknown> = {};
   if (metadata !== null) {
-    // Insertion order, as the reference writer keeps it (checked against safetensors 0.8).
+    // Kept in the given order: the reference writer holds metadata in a hash map (arbitrary order
+    // for more than one key), so a parsed file re-serializes to its own bytes this way.
     header['__metadata__'] = { ...metadata };
   }
   let offset = 0;

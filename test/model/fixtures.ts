@@ -14,6 +14,8 @@ export interface SequenceRecord {
   logprob_sum: number;
   logprobs_lora: number[];
   logprob_sum_lora: number;
+  greedy: number[];
+  greedy_lora: number[];
 }
 
 export function readJson<T>(...parts: string[]): T {

@@ -5,7 +5,7 @@ import t from 'tap';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
 import { readPeftAdapter } from '../../daemon/model/peft.js';
-import { referenceLogits, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
+import { referenceGreedy, referenceHidden, referenceLogits, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
 import { ARCHS, PARITY, maxAbsDiff, readJson, readLogits, type SequenceRecord } from './fixtures.js';
 
 const TOL = 1e-4;
@@ -35,6 +35,11 @@ for (const arch of ARCHS) {
       t.ok(Math.abs(lp.sum - s.logprob_sum) < TOL, `seq${i} summed log-prob matches (${lp.sum} vs ${s.logprob_sum})`);
       t.ok(maxAbsDiff(lpLora.perToken, s.logprobs_lora) < TOL, `seq${i} per-token log-probs with LoRA match`);
       t.ok(Math.abs(lpLora.sum - s.logprob_sum_lora) < TOL, `seq${i} summed log-prob with LoRA matches`);
+      const hidden = referenceHidden(ck, s.ids);
+      t.ok(maxAbsDiff(hidden, logits.get(`seq${i}.hidden`)!) < TOL, `seq${i} final hidden states match`);
+      const prompt = s.ids.slice(0, s.prompt_length);
+      t.same(referenceGreedy(ck, prompt, 6, [2]), s.greedy, `seq${i} greedy continuation matches generate()`);
+      t.same(referenceGreedy(ck, prompt, 6, [2], adapter), s.greedy_lora, `seq${i} greedy continuation with LoRA matches`);
       const mine = referenceLogits(ck, s.ids, aligndAdapter);
       t.ok(maxAbsDiff(mine, aligndLogits.get(`seq${i}.logits_alignd`)!) < TOL, `seq${i} alignd-written adapter gives PEFT's logits`);
     });

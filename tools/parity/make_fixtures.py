@@ -93,13 +93,34 @@ def load_base(arch_dir):
     return AutoModelForCausalLM.from_pretrained(arch_dir, dtype=torch.float32, attn_implementation="eager").eval()
 
 
-def record(model, tensors, meta, suffix):
+GEN_TOKENS = 6
+EOS = 2
+
+
+def greedy(model, prompt):
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=GEN_TOKENS, do_sample=False, eos_token_id=EOS, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def final_hidden(model, ids):
+    """Hidden states after the final norm (what reward and safety heads read)."""
+    with torch.no_grad():
+        return getattr(model, model.base_model_prefix)(torch.tensor([ids])).last_hidden_state[0].float()
+
+
+def record(model, tensors, meta, suffix, base=None):
     for i, (ids, plen) in enumerate(SEQUENCES):
         lg = logits_of(model, ids)
         tensors[f"seq{i}.logits{suffix}"] = lg.contiguous()
         per, total = response_logprobs(lg, ids, plen)
         meta["sequences"][i][f"logprobs{suffix}"] = per
         meta["sequences"][i][f"logprob_sum{suffix}"] = total
+        # Greedy continuation of the prompt (KV-cache generation in transformers), stop at eos.
+        meta["sequences"][i][f"greedy{suffix}"] = greedy(model, ids[:plen])
+        if base is not None:
+            tensors[f"seq{i}.hidden"] = final_hidden(base, ids).contiguous()
 
 
 def phase_base():
@@ -118,7 +139,7 @@ def phase_base():
         base = load_base(str(model_dir))
         meta = {"arch": name, "save_dtype": str(save_dtype), "sequences": [{"ids": ids, "prompt_length": p} for ids, p in SEQUENCES]}
         tensors = {}
-        record(base, tensors, meta, "")
+        record(base, tensors, meta, "", base=base)
 
         lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=targets, use_rslora=rslora, task_type="CAUSAL_LM")
         pm = get_peft_model(load_base(str(model_dir)), lcfg)

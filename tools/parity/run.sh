@@ -10,8 +10,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 rm -rf test/fixtures/parity .cache/parity
 mkdir -p test/fixtures/parity .cache/parity
-"$VENV/bin/python" tools/parity/make_fixtures.py base
+PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py base
 npm run build --silent
 node tools/parity/write-alignd.mjs
-"$VENV/bin/python" tools/parity/make_fixtures.py check
+PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py check
 du -sh test/fixtures/parity
