@@ -170,6 +170,28 @@ const cases: Case[] = [
       return { wrt: [q, k], y: O.softmax(O.add(s, O.causalBias(s)), -1) };
     },
   },
+  {
+    name: 'integration: pre-norm block, causal attention, GELU MLP, LoRA on q and o (frozen base)',
+    build: (g, dt) => {
+      const [B, S, D, H, F, R] = [2, 3, 4, 2, 8, 2];
+      let seed = 50;
+      const w = (dims: number[]): Value => constant(g, randomTensor(dt, dims, seed++, -0.5, 0.5));
+      const x = input(g, 'x', dt, [B, S, D]);
+      const qa = rand(g, 'qa', dt, [D, R], 1); const qb = rand(g, 'qb', dt, [R, D], 2);
+      const oa = rand(g, 'oa', dt, [D, R], 3); const ob = rand(g, 'ob', dt, [R, D], 4);
+      const ln = rand(g, 'ln', dt, [D], 5, 0.5, 1.5);
+      const heads = (v: Value): Value => O.transpose(O.reshape(v, [B, S, H, D / H]), [0, 2, 1, 3]);
+      const h = O.layerNorm(x, ln.v, w([D]));
+      const q = heads(O.add(O.matmul(h, w([D, D])), O.matmul(O.mul(O.matmul(h, qa.v), 2), qb.v)));
+      const k = heads(O.matmul(h, w([D, D])));
+      const v = heads(O.matmul(h, w([D, D])));
+      const sc = O.matmul(q, k, { transB: true, alpha: 1 / Math.sqrt(D / H) });
+      const ctx = O.reshape(O.transpose(O.matmul(O.softmax(O.add(sc, O.causalBias(sc)), -1), v), [0, 2, 1, 3]), [B, S, D]);
+      const x2 = O.add(x, O.add(O.matmul(ctx, w([D, D])), O.matmul(O.matmul(ctx, oa.v), ob.v)));
+      const mlp = O.matmul(O.gelu(O.add(O.matmul(O.rmsNorm(x2, w([D])), w([D, F])), w([F])), 'tanh'), w([F, D]));
+      return { wrt: [qa, qb, oa, ob, ln], feeds: { x: randomTensor(dt, [B, S, D], 60) }, y: O.add(x2, mlp) };
+    },
+  },
   // Symbolic dims: decided by name at build time.
   {
     name: 'symbolic: [b,s,4] * [s,1] and ReduceMean over b',
