@@ -104,10 +104,10 @@ export async function resolveKafka(version: string = KAFKA_VERSION): Promise<str
       throw new Error(`kafka harness: Maven could not resolve org.apache.kafka:kafka_2.13:${version} (exit ${r.code}) — ` +
         `check Maven Central is reachable and 'mvn -v' works.\n${(r.stdout + r.stderr).slice(-4000)}`);
     }
+    writeLog4j(base);
     writeFileSync(join(tmp, '.complete'), new Date().toISOString());
     rmSync(libs, { recursive: true, force: true });
-    renameSync(tmp, libs);
-    writeLog4j(base);
+    renameSync(tmp, libs); // last: libs/ appears only when complete
     return libs;
   });
 }
