@@ -34,13 +34,20 @@ export type IngestOutcome =
   | { status: 'duplicate'; eventId: string }
   | { status: 'rejected'; code: RejectCode; reason: string; path?: string; eventId?: string };
 
+export interface BatchOptions {
+  /** Written in the same transaction as the events (file offsets): exactly-once for that source. */
+  checkpoint?: { key: string; value: string };
+  /** Keep rejected messages in the buffer's dead_letters table (sources without a DLQ topic). */
+  recordRejects?: boolean;
+}
+
 export interface FeedbackSink {
   /**
    * Validate and durably store a batch in one SQLite transaction. Returns one outcome per
    * message, in order. Throws only when the store itself fails (disk full, I/O error): then
    * nothing of the batch was acknowledged and the source must retry it.
    */
-  ingestBatch(batch: RawFeedback[]): IngestOutcome[];
+  ingestBatch(batch: RawFeedback[], opts?: BatchOptions): IngestOutcome[];
   /** Stored events whose training examples are not derived yet: the buffer's pending work. */
   pending(): number;
 }

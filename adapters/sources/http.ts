@@ -1,0 +1,118 @@
+/**
+ * HTTP feedback intake: `POST /v1/feedback` with one JSON event, or an NDJSON batch
+ * (`Content-Type: application/x-ndjson`, one event per line).
+ *
+ * Answers only after the durable write:
+ *   202 every event taken (stored or duplicate);
+ *   400 some lines refused — the rest of the batch IS stored, and the answer lists each refused
+ *       line with its code, zod path and reason (retrying the whole batch is safe: idempotent);
+ *   413 body over http.maxBodyBytes, or a single event over ingest.limits.maxEventBytes;
+ *   503 the buffer could not write (nothing acknowledged; retry later).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FeedbackSink, IngestOutcome, RawFeedback } from '../../daemon/ingest/types.js';
+import type { Route } from '../../daemon/http/server.js';
+import { sendJson } from '../../daemon/http/server.js';
+import type { Logger } from '../../daemon/log.js';
+
+export interface HttpFeedbackOptions {
+  sink: FeedbackSink;
+  maxBodyBytes: number;
+  maxEventBytes: number;
+  log: Logger;
+}
+
+class BodyTooLarge extends Error {}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > limit) {
+      reject(new BodyTooLarge());
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new BodyTooLarge());
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/** Split NDJSON into non-empty lines, keeping 1-based line numbers. */
+export function splitLines(body: Buffer): Array<{ line: number; bytes: Buffer }> {
+  const out: Array<{ line: number; bytes: Buffer }> = [];
+  let start = 0;
+  let line = 1;
+  for (let i = 0; i <= body.length; i++) {
+    if (i === body.length || body[i] === 0x0a) {
+      let end = i;
+      if (end > start && body[end - 1] === 0x0d) end--;
+      const bytes = body.subarray(start, end);
+      if (bytes.some((b) => b !== 0x20 && b !== 0x09)) out.push({ line, bytes });
+      start = i + 1;
+      line++;
+    }
+  }
+  return out;
+}
+
+export function feedbackRoute(opts: HttpFeedbackOptions): Route {
+  return {
+    method: 'POST',
+    path: '/v1/feedback',
+    handler: async (req: IncomingMessage, res: ServerResponse) => {
+      let body: Buffer;
+      try {
+        body = await readBody(req, opts.maxBodyBytes);
+      } catch (err) {
+        if (err instanceof BodyTooLarge) {
+          sendJson(res, 413, { error: `request body over ${opts.maxBodyBytes} bytes (http.maxBodyBytes): split the batch` });
+          return;
+        }
+        throw err;
+      }
+      const ndjson = /ndjson|jsonl|json-seq/.test(String(req.headers['content-type'] ?? ''));
+      const lines = ndjson ? splitLines(body) : [{ line: 1, bytes: body }];
+      if (!ndjson && body.length > opts.maxEventBytes) {
+        sendJson(res, 413, { error: `event is ${body.length} bytes, over the ${opts.maxEventBytes}-byte limit (ingest.limits.maxEventBytes)` });
+        return;
+      }
+      if (lines.length === 0) {
+        sendJson(res, 400, { error: 'empty body: send one JSON event, or NDJSON with Content-Type: application/x-ndjson' });
+        return;
+      }
+      const batch: RawFeedback[] = lines.map((l) => ({ bytes: l.bytes, origin: { source: 'http', line: l.line } }));
+      let outcomes: IngestOutcome[];
+      try {
+        outcomes = opts.sink.ingestBatch(batch);
+      } catch (err) {
+        opts.log.error('feedback write failed; answered 503', { err: (err as Error).message, events: batch.length });
+        sendJson(res, 503, { error: (err as Error).message, retry: true });
+        return;
+      }
+      let stored = 0;
+      let duplicates = 0;
+      const rejected: Array<{ line: number; code: string; path?: string; reason: string; event_id?: string }> = [];
+      outcomes.forEach((o, i) => {
+        if (o.status === 'stored') stored++;
+        else if (o.status === 'duplicate') duplicates++;
+        else rejected.push({ line: (lines[i] as { line: number }).line, code: o.code, reason: o.reason,
+          ...(o.path === undefined ? {} : { path: o.path }), ...(o.eventId === undefined ? {} : { event_id: o.eventId }) });
+      });
+      const answer = { stored, duplicates, rejected };
+      if (rejected.length === 0) sendJson(res, 202, answer);
+      else if (!ndjson && rejected[0]?.code === 'oversize') sendJson(res, 413, answer);
+      else sendJson(res, 400, answer);
+    },
+  };
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/env node
+/**
+ * alignd's command line and its one composition root: the only place that imports concrete
+ * adapters (Kafka, HTTP, file sources) and wires them to the daemon's stages.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Server } from 'node:http';
+import { loadDaemonConfig, type DaemonConfig } from './config.js';
+import { AligndError, errorMessage } from './errors.js';
+import { createLogger, type Logger } from './log.js';
+import { openBuffer, type ReplayBuffer } from './store/buffer.js';
+import { createIngest, type Ingest } from './ingest/pipeline.js';
+import { feedbackJsonSchema } from './ingest/schema.js';
+import type { FeedbackSource } from './ingest/types.js';
+import { closeServer, sendJson, startHttpServer } from './http/server.js';
+import { parse } from './cli/args.js';
+import { readLines, sendHttp } from './cli/send.js';
+import { feedbackRoute } from '../adapters/sources/http.js';
+import { fileSource } from '../adapters/sources/file.js';
+import { createKafkaSource, sendToKafka } from '../adapters/sources/kafka.js';
+
+const VERSION = (JSON.parse(readFileSync(join(fileURLToPath(import.meta.url), '../../../package.json'), 'utf8')) as { version: string }).version;
+
+const HELP = `alignd ${VERSION} — continuous alignment beside your inference servers
+
+Usage: alignd <command> [options]
+
+Commands:
+  start              run the daemon (embedded defaults: HTTP + file sources, buffer under ./.alignd)
+  send [FILE|-]      push feedback events (JSONL) to the daemon's HTTP endpoint or to Kafka
+  status             show a running daemon's status (or the buffer's, when it is not running)
+  schema             print the JSON Schema of feedback events (alignd.feedback/v1)
+  help               this text
+
+Run 'alignd <command> --help' for a command's options.
+`;
+
+const START_USAGE = `Usage: alignd start [--config FILE] [--data-dir DIR] [--host H] [--port N] [--file JSONL ...] [--kafka-brokers B1,B2 --topic T]
+Environment: ALIGND_ADMIN_TOKEN (enables admin routes), ALIGND_DATA_DIR, ALIGND_HTTP_HOST, ALIGND_HTTP_PORT, ALIGND_KAFKA_BROKERS, ALIGND_LOG_LEVEL`;
+const SEND_USAGE = `Usage: alignd send [FILE|-] [--http URL | --kafka-brokers B1,B2 --topic T]
+Default target: --http http://127.0.0.1:8787`;
+const STATUS_USAGE = `Usage: alignd status [--url URL] [--data-dir DIR]`;
+
+export interface RunningDaemon {
+  config: DaemonConfig;
+  buffer: ReplayBuffer;
+  ingest: Ingest;
+  server: Server | undefined;
+  sources: FeedbackSource[];
+  stop(): Promise<void>;
+}
+
+/** Wire and start the daemon's stages. */
+export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+  const startedAt = new Date();
+  const buffer = openBuffer({ path: join(config.dataDir, 'buffer.sqlite'), heldoutFraction: config.ingest.heldoutFraction });
+  const ingest = createIngest({ buffer, limits: config.ingest.limits, log: log.child({ stage: 'ingest' }) });
+  ingest.startDeriving();
+  const sources: FeedbackSource[] = [];
+  for (const f of config.sources.files) {
+    sources.push(fileSource({ path: f.path, pollMs: f.pollMs, log: log.child({ source: 'file' }), checkpoint: (k) => buffer.checkpoint(k) }));
+  }
+  if (config.sources.kafka !== undefined) {
+    sources.push(createKafkaSource(config.sources.kafka, { log }));
+  }
+  let ready = false;
+  let server: Server | undefined;
+  if (config.http.enabled) {
+    const adminToken = process.env['ALIGND_ADMIN_TOKEN'];
+    server = await startHttpServer({
+      host: config.http.host, port: config.http.port, log: log.child({ component: 'http' }),
+      ...(adminToken === undefined ? {} : { adminToken }),
+      routes: [
+        { method: 'GET', path: '/healthz', handler: (_q, res) => sendJson(res, 200, { ok: true }) },
+        { method: 'GET', path: '/readyz', handler: (_q, res) => sendJson(res, ready ? 200 : 503, { ready }) },
+        { method: 'GET', path: '/v1/status', handler: (_q, res) => sendJson(res, 200, {
+          version: VERSION, started_at: startedAt.toISOString(), uptime_s: Math.round((Date.now() - startedAt.getTime()) / 1000),
+          ingest: ingest.stats, buffer: buffer.counts(), sources: sources.map((s) => s.name),
+        }) },
+        feedbackRoute({ sink: ingest, maxBodyBytes: config.http.maxBodyBytes, maxEventBytes: config.ingest.limits.maxEventBytes, log }),
+      ],
+    });
+    const addr = server.address();
+    log.info('http listening', { address: typeof addr === 'object' && addr !== null ? `${addr.address}:${addr.port}` : addr });
+  }
+  for (const s of sources) {
+    await s.start(ingest);
+    log.info('source started', { source: s.name });
+  }
+  ready = true;
+  let stopping: Promise<void> | undefined;
+  return {
+    config, buffer, ingest, server, sources,
+    stop() {
+      stopping ??= (async () => {
+        ready = false;
+        for (const s of sources) {
+          try {
+            await s.stop();
+          } catch (err) {
+            log.error('stopping a source failed', { source: s.name, err: errorMessage(err) });
+          }
+        }
+        if (server !== undefined) await closeServer(server);
+        ingest.stopDeriving();
+        buffer.close();
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function cmdStart(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, {
+    config: { type: 'string' }, 'data-dir': { type: 'string' }, host: { type: 'string' }, port: { type: 'string' },
+    file: { type: 'string', multiple: true }, 'kafka-brokers': { type: 'string' }, topic: { type: 'string', multiple: true },
+    help: { type: 'boolean' },
+  }, START_USAGE);
+  if (values.help === true) {
+    process.stdout.write(START_USAGE + '\n');
+    return 0;
+  }
+  const base = loadDaemonConfig(values.config);
+  const config: DaemonConfig = {
+    ...base,
+    dataDir: values['data-dir'] ?? base.dataDir,
+    http: { ...base.http, ...(values.host === undefined ? {} : { host: values.host }), ...(values.port === undefined ? {} : { port: Number(values.port) }) },
+    sources: {
+      files: [...base.sources.files, ...(values.file ?? []).map((path) => ({ path, pollMs: 500 }))],
+      ...(values['kafka-brokers'] === undefined ? (base.sources.kafka === undefined ? {} : { kafka: base.sources.kafka })
+        : { kafka: { ...base.sources.kafka, brokers: values['kafka-brokers'].split(','), topics: values.topic ?? base.sources.kafka?.topics ?? ['alignd.feedback'] } as NonNullable<DaemonConfig['sources']['kafka']> }),
+    },
+  };
+  const daemon = await startDaemon(config, log);
+  log.info('alignd started', { dataDir: config.dataDir, version: VERSION });
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string): void => {
+      log.info('signal received: finishing the batch in hand, committing, exiting', { signal: sig });
+      daemon.stop().then(resolve, (err: unknown) => {
+        log.error('shutdown failed', { err: errorMessage(err) });
+        resolve();
+      });
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+  log.info('alignd stopped');
+  return 0;
+}
+
+async function cmdSend(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    http: { type: 'string' }, 'kafka-brokers': { type: 'string' }, topic: { type: 'string' }, help: { type: 'boolean' },
+  }, SEND_USAGE);
+  if (values.help === true) {
+    process.stdout.write(SEND_USAGE + '\n');
+    return 0;
+  }
+  const file = positionals[0];
+  if (values['kafka-brokers'] !== undefined) {
+    const lines: string[] = [];
+    for await (const l of readLines(file)) lines.push(l.text);
+    const n = await sendToKafka({ brokers: values['kafka-brokers'].split(','), topic: values.topic ?? 'alignd.feedback' }, lines);
+    process.stdout.write(JSON.stringify({ sent: n, target: 'kafka', topic: values.topic ?? 'alignd.feedback' }) + '\n');
+    return 0;
+  }
+  const url = values.http ?? `http://127.0.0.1:${process.env['ALIGND_HTTP_PORT'] ?? 8787}`;
+  const r = await sendHttp(url, readLines(file));
+  process.stdout.write(JSON.stringify({ ...r, target: url }) + '\n');
+  for (const bad of r.rejected) process.stderr.write(`line ${bad.line}: ${bad.code}: ${bad.reason}\n`);
+  return r.rejected.length === 0 ? 0 : 2;
+}
+
+async function cmdStatus(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { url: { type: 'string' }, 'data-dir': { type: 'string' }, help: { type: 'boolean' } }, STATUS_USAGE);
+  if (values.help === true) {
+    process.stdout.write(STATUS_USAGE + '\n');
+    return 0;
+  }
+  const url = values.url ?? `http://127.0.0.1:${process.env['ALIGND_HTTP_PORT'] ?? 8787}`;
+  try {
+    const res = await fetch(new URL('/v1/status', url));
+    process.stdout.write(JSON.stringify({ daemon: 'running', url, ...(await res.json() as object) }, null, 2) + '\n');
+    return 0;
+  } catch {
+    const config = loadDaemonConfig(undefined);
+    const dataDir = values['data-dir'] ?? config.dataDir;
+    const buffer = openBuffer({ path: join(dataDir, 'buffer.sqlite'), heldoutFraction: config.ingest.heldoutFraction });
+    try {
+      process.stdout.write(JSON.stringify({ daemon: 'not running', url, dataDir, buffer: buffer.counts() }, null, 2) + '\n');
+    } finally {
+      buffer.close();
+    }
+    return 0;
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const log = createLogger({ service: 'alignd' });
+  switch (cmd) {
+    case 'start': return cmdStart(rest, log);
+    case 'send': return cmdSend(rest);
+    case 'status': return cmdStatus(rest);
+    case 'schema':
+      process.stdout.write(JSON.stringify(feedbackJsonSchema(), null, 2) + '\n');
+      return 0;
+    case undefined: case 'help': case '--help': case '-h':
+      process.stdout.write(HELP);
+      return 0;
+    case '--version': case 'version':
+      process.stdout.write(VERSION + '\n');
+      return 0;
+    default:
+      process.stderr.write(`alignd: unknown command '${cmd}'\n\n${HELP}`);
+      return 2;
+  }
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === (await import('node:fs')).realpathSync(process.argv[1])) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: unknown) => {
+    if (err instanceof AligndError) process.stderr.write(`alignd: ${err.message}\n`);
+    else process.stderr.write(`alignd: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  });
+}
