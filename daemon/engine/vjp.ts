@@ -8,9 +8,10 @@
  * com.microsoft.FusedMatMul for transposed products.
  */
 import { AligndError } from '../errors.js';
-import { type Attr, type Node, type Value, constData, emit, withShape } from './graph.js';
+import { type Attr, type Node, type Value, constData, constant, emit, withShape } from './graph.js';
+import { sizeOf, tensor } from './tensor.js';
 import {
-  add, and, cast, concat, cos, div, equal, erf, exp, expand, greater, greaterOrEqual, ints, lessOrEqual, log, matmul, mul, neg, nonZero, normAxis, not, pad, pow, reduceMean, reduceSum, reshape, scalar,
+  add, and, cast, concat, constantOfShape, cos, div, equal, erf, exp, expand, greater, greaterOrEqual, ints, lessOrEqual, log, matmul, mul, neg, nonZero, normAxis, not, pad, pow, reduceMean, reduceSum, reshape, scalar,
   scatterElements, scatterND, shapeOf, shapeValue, sigmoid, sign, sin, split, sqrt, squeeze, sub, tanh, transpose, unsqueeze,
   where, zerosLike,
 } from './ops.js';
@@ -280,15 +281,29 @@ export const vjp: Record<string, Rule> = {
     return [sub(d0(c), mul(exp(c.y[0]!), reduceSum(d0(c), [axis], true)))];
   },
   // x̂ = (x−μ)·r, r = 1/√(var+ε), g = dy⊙γ: dx = r⊙(g − mean(g) − x̂⊙mean(g⊙x̂)); dγ = Σ dy⊙x̂; dβ = Σ dy.
-  // The statistics are recomputed here (cheap next to the products) so the rule also runs in float64.
+  // float32 takes x̂ and r from one LayerNormalization node; float64 recomputes them from x.
   LayerNormalization: (c) => {
     const [x, gamma, beta] = c.x;
     const rank = x!.shape?.length ?? fail(c.node, 'input rank unknown', 'declare input shapes');
     const axis = normAxis(intAttr(c.node, 'axis', -1), rank);
     const axes = [...Array(rank - axis).keys()].map((i) => i + axis);
-    const xc = sub(x!, reduceMean(x!, axes));
-    const r = div(1, sqrt(add(reduceMean(mul(xc, xc), axes), floatAttr(c.node, 'epsilon', 1e-5))));
-    const xhat = mul(xc, r);
+    const eps = floatAttr(c.node, 'epsilon', 1e-5);
+    let xhat: Value;
+    let r: Value;
+    if (x!.dtype === 'float32') {
+      // One fused pass: x̂ and 1/σ from LayerNormalization itself (unit scale, its InvStdDev output).
+      const unit = gamma!.shape?.every((n) => typeof n === 'number')
+        ? constant(x!.g, tensor('float32', gamma!.shape as number[], new Float32Array(sizeOf(gamma!.shape as number[])).fill(1)))
+        : constantOfShape(shapeOf(gamma!), 'float32', 1);
+      const statShape = x!.shape!.map((n, i) => (i < axis ? n : 1));
+      [xhat, , r] = emit(x!.g, 'LayerNormalization', [x!, unit], { axis: c.node.attrs['axis'] ?? { type: 'int', v: -1 }, epsilon: { type: 'float', v: eps } },
+        [{ dtype: 'float32', shape: x!.shape }, { dtype: 'float32', shape: statShape }, { dtype: 'float32', shape: statShape }]) as [Value, Value, Value];
+    } else {
+      // Recomputed in the graph (float64 has no saved-statistics kernel on the CPU provider).
+      const xc = sub(x!, reduceMean(x!, axes));
+      r = div(1, sqrt(add(reduceMean(mul(xc, xc), axes), eps)));
+      xhat = mul(xc, r);
+    }
     const d = d0(c);
     const dx = only(c, 0, () => {
       const gd = mul(d, gamma!);

@@ -1,7 +1,8 @@
 /**
  * Every VJP rule against central finite differences, in float64 on random shapes with
  * broadcasting (relative error ≤ 1e-6). Erf and erf-GELU have no float64 kernel on the CPU
- * provider, so they are checked in float32 (eps 1e-2) with a stated tolerance of 5e-3.
+ * provider, and LayerNormalization's saved statistics (used by its float32 rule) exist only in
+ * float32, so those are checked in float32 (eps 1e-2) with a stated tolerance of 5e-3.
  */
 import t from 'tap';
 import { grad } from '../../daemon/engine/autodiff.js';
@@ -227,6 +228,14 @@ const cases: Case[] = [
 
 const f32Cases: Case[] = [
   unary('Erf (float32)', O.erf, -2, 2, [3, 4], 'float32'),
+  {
+    name: 'LayerNormalization with saved statistics (float32)',
+    dtype: 'float32',
+    build: (g, dt) => {
+      const x = rand(g, 'x', dt, [2, 3, 5], 1, -2, 2); const s = rand(g, 's', dt, [5], 2, 0.5, 1.5); const b = rand(g, 'b', dt, [5], 3);
+      return { wrt: [x, s, b], y: O.layerNorm(x.v, s.v, b.v) };
+    },
+  },
   unary('Gelu erf form (float32)', (x) => O.gelu(x, 'none'), -3, 3, [3, 4], 'float32'),
 ];
 
@@ -238,10 +247,10 @@ t.test('VJP rules match central finite differences (float64, rel ≤ 1e-6)', asy
   }
 });
 
-t.test('Erf and erf-GELU in float32 (rel ≤ 5e-3)', async (t) => {
+t.test('Erf, erf-GELU and LayerNormalization statistics in float32 (rel ≤ 5e-3)', async (t) => {
   for (const c of f32Cases) {
     const r = await gradcheck(c);
-    t.ok(r.relError <= F32_TOL, `${c.name}: rel error ${r.relError.toExponential(2)}`);
+    t.ok(r.relError <= F32_TOL, `${c.name}: rel error ${r.relError.toExponential(4)} over ${r.elements} elements, ‖fd‖ ${r.fdNorm.toFixed(4)}`);
   }
 });
 
