@@ -104,3 +104,12 @@ t.test('a missing weight is named', async (t) => {
   const err = errorOf(() => collectWeights(spec('llama'), tensors, 'llama dir'));
   t.match(err.message, /lacks weights.*model\.layers\.1\.mlp\.up_proj\.weight/);
 });
+
+t.test('GPT-2 weights saved without the transformer. prefix (GPT2Model) load under canonical names', async (t) => {
+  const tensors = readCheckpointTensors(join(PARITY, 'gpt2', 'model'));
+  const bare = new Map([...tensors].map(([k, v]) => [k.replace(/^transformer\./, ''), v]));
+  t.ok(bare.has('h.0.attn.c_attn.weight'));
+  const w = collectWeights(spec('gpt2'), bare, 'bare gpt2');
+  t.same([...w.keys()].sort(), [...collectWeights(spec('gpt2'), tensors, 'gpt2').keys()].sort());
+  t.ok(w.has('transformer.h.0.attn.c_attn.weight'));
+});

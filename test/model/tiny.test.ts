@@ -3,13 +3,13 @@
 // render, encode and decode exactly as transformers did; logits and log-probs match.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
 import { referenceLogits, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
 import { ensureTinyModel, tinyModelFiles, writeTinyModel } from '../../daemon/model/tiny.js';
-import type { ChatMessage } from '../../daemon/model/tokenizer.js';
+import { createTokenizer, loadTokenizer, type ChatMessage } from '../../daemon/model/tokenizer.js';
 import { parameterCount } from '../../daemon/model/weights.js';
 import { maxAbsDiff, readJson, readLogits } from './fixtures.js';
 
@@ -89,4 +89,29 @@ t.test('prompt/response split and log-probs match transformers', async (t) => {
 
 t.test('a template error is a clear error', async (t) => {
   t.throws(() => tok.renderChat([{ role: 'user', content: 'x' }, 5 as unknown as ChatMessage]), /chat template refused the messages/);
+});
+
+interface TemplateRecord {
+  multiline: { renders: Array<{ messages: ChatMessage[]; add_generation_prompt: boolean; text: string }>; refused: ChatMessage[]; refusal: string };
+}
+
+t.test('a multi-line template (block trimming, whitespace control) renders as transformers does', async (t) => {
+  const rec = readJson<TemplateRecord>('chat-templates.json').multiline;
+  const template = readFileSync(new URL('../../tools/parity/templates/multiline.jinja', import.meta.url), 'utf8');
+  const tj = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as unknown;
+  const tc = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+  const fromConfig = createTokenizer(tj, { ...tc, chat_template: template });
+  // transformers 5 saves the template as chat_template.jinja beside tokenizer_config.json.
+  const jdir = mkdtempSync(join(tmpdir(), 'alignd-jinja-'));
+  t.teardown(() => rmSync(jdir, { recursive: true, force: true }));
+  writeFileSync(join(jdir, 'tokenizer.json'), JSON.stringify(tj));
+  writeFileSync(join(jdir, 'tokenizer_config.json'), JSON.stringify({ ...tc, chat_template: undefined }));
+  writeFileSync(join(jdir, 'chat_template.jinja'), template);
+  const fromFile = loadTokenizer(jdir);
+  t.equal(rec.renders.length, 8);
+  for (const r of rec.renders) {
+    t.equal(fromConfig.renderChat(r.messages, { addGenerationPrompt: r.add_generation_prompt }), r.text, JSON.stringify(r.messages).slice(0, 60));
+    t.equal(fromFile.renderChat(r.messages, { addGenerationPrompt: r.add_generation_prompt }), r.text, 'same from chat_template.jinja');
+  }
+  t.throws(() => fromConfig.renderChat(rec.refused), new RegExp(rec.refusal));
 });

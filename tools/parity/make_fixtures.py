@@ -222,6 +222,22 @@ def phase_check():
             text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen_prompt)
             ids = tok(text, add_special_tokens=False)["input_ids"]
             chats.append({"messages": msgs, "add_generation_prompt": gen_prompt, "text": text, "ids": ids})
+    # A multi-line template of the kind real models ship, rendered by transformers (jinja2 with
+    # trim_blocks/lstrip_blocks) for the same conversations; one conversation it must refuse.
+    multiline = (Path(__file__).parent / "templates" / "multiline.jinja").read_text()
+    renders = []
+    for msgs in conversations + [[{"role": "user", "content": "  padded system-less  "}, {"role": "assistant", "content": "ok"}]]:
+        for gen_prompt in (True, False):
+            renders.append({"messages": msgs, "add_generation_prompt": gen_prompt,
+                            "text": tok.apply_chat_template(msgs, chat_template=multiline, tokenize=False, add_generation_prompt=gen_prompt)})
+    refused = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}]
+    try:
+        tok.apply_chat_template(refused, chat_template=multiline, tokenize=False)
+        sys.exit("the multi-line template should refuse a tool message")
+    except Exception as err:  # jinja2 TemplateError from raise_exception
+        refusal = str(err)
+    Path("chat-templates.json").write_text(json.dumps({"multiline": {"renders": renders, "refused": refused, "refusal": refusal}},
+                                                      indent=1, ensure_ascii=False) + "\n")
     texts = ["The assistant answers the question.", "  leading spaces and 12345 digits", "ünïcödé ✓", "don't won't it's"]
     encodes = [{"text": t, "ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
     for e in encodes:
