@@ -33,7 +33,8 @@ export function pyFloatRepr(v: number): string {
 }
 
 function pyString(s: string): string {
-  return JSON.stringify(s).replace(/[\u007f-\uffff]/g, (c) => (c === '\u007f' ? c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  // ensure_ascii escapes everything outside ' '..'~' (DEL included), per UTF-16 code unit.
+  return JSON.stringify(s).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function dump(v: unknown, indent: string): string {

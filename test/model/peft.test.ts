@@ -8,7 +8,7 @@ import { AligndError } from '../../daemon/errors.js';
 import { readModelSpec } from '../../daemon/model/checkpoint.js';
 import { initLora, loraScaling, loraTargets, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterConfigJson, readPeftAdapter, writePeftAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../../daemon/model/peft.js';
-import { pyFloatRepr } from '../../daemon/model/pyjson.js';
+import { pyFloat, pyFloatRepr, pythonJsonDumps } from '../../daemon/model/pyjson.js';
 import { fromFloat32, readSafetensors, writeSafetensors } from '../../daemon/model/safetensors.js';
 import { ARCHS, PARITY } from './fixtures.js';
 
@@ -93,6 +93,9 @@ t.test('Python float repr for config numbers', async (t) => {
   t.equal(pyFloatRepr(16), '16.0');
   t.equal(pyFloatRepr(1e16), '1e+16');
   t.equal(pyFloatRepr(0.0001), '0.0001');
+  // What Python printed for json.dumps({'b': 'Kö\x7f🙂\n', 'a': [1.5, 0.0, {}], 'c': []}, indent=2, sort_keys=True):
+  const python = '{\n  "a": [\n    1.5,\n    0.0,\n    {}\n  ],\n  "b": "K\\u00f6\\u007f\\ud83d\\ude42\\n",\n  "c": []\n}';
+  t.equal(pythonJsonDumps({ b: 'Kö\x7f🙂\n', a: [1.5, pyFloat(0), {}], c: [] }), python);
 });
 
 function readError(dir: string, arch = 'llama'): AligndError {
