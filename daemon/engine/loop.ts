@@ -39,7 +39,7 @@ export function initState(values: Record<string, HostTensor>): TrainState {
 
 async function scalarOf(t: OrtTensor | undefined): Promise<number> {
   if (t === undefined) return NaN;
-  const d = (t.location === 'cpu' ? t.data : await t.getData()) as ArrayLike<number>;
+  const d = (t.location === 'cpu' ? t.data : await t.getData(true)) as ArrayLike<number>;
   return Number(d[0]);
 }
 
@@ -56,8 +56,16 @@ function optimizerFeeds(info: ProgramInfo, state: TrainState, lr: number): Recor
   return feeds;
 }
 
+/** Device-resident tensors (WebGPU 'gpu-buffer' outputs) are freed explicitly when replaced. */
+function release(t: OrtTensor | undefined): void {
+  if (t !== undefined && t.location === 'gpu-buffer') t.dispose();
+}
+
 function adopt(info: ProgramInfo, state: TrainState, out: Record<string, OrtTensor>): void {
   for (const p of info.params) {
+    release(state.params[p]);
+    release(state.m[p]);
+    release(state.v[p]);
     state.params[p] = out[names.next(p)]!;
     state.m[p] = out[names.next(names.m(p))]!;
     state.v[p] = out[names.next(names.v(p))]!;
@@ -106,7 +114,10 @@ export async function accumulate(session: Session, info: ProgramInfo, state: Tra
   const out = await run(session, feeds);
   const loss = await scalarOf(out[names.loss]);
   if (!Number.isFinite(loss)) throw diverged('micro-batch loss', state.step + 1, loss);
-  for (const p of info.params) acc.sums[p] = out[names.next(names.acc(p))]!;
+  for (const p of info.params) {
+    release(acc.sums[p]);
+    acc.sums[p] = out[names.next(names.acc(p))]!;
+  }
   acc.microBatches += 1;
   acc.lossSum += loss;
   const metrics: Record<string, number> = {};
