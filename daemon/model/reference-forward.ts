@@ -16,6 +16,9 @@
 import type { ModelSpec, RopeSpec } from './config.js';
 import { applyLora, loraScaling, type LoraAdapter } from './lora.js';
 import { lmHeadName, type NamedTensors } from './weights.js';
+import type { LogProbBatch } from './batch.js';
+import { createRng } from './rng.js';
+import { GREEDY, sampleToken, type SamplingOptions } from './sampling.js';
 import { AligndError } from '../errors.js';
 
 export interface ReferenceModel {
@@ -266,23 +269,60 @@ export function referenceResponseLogProbs(model: ReferenceModel, ids: readonly n
   return { perToken, sum };
 }
 
+export interface GenerateOptions {
+  maxNewTokens: number;
+  stopIds?: readonly number[];
+  sampling?: SamplingOptions;
+  seed?: number;
+}
+
 /**
- * Greedy continuation (argmax each step, first index on ties as torch.argmax), stopping after a
- * stop token or `maxNewTokens`. Recomputes the whole prefix each step: a reference, not a server.
+ * Continue a prompt token by token (greedy by default; temperature/top-p with a seeded RNG),
+ * stopping after a stop token or `maxNewTokens`. Recomputes the whole prefix each step (no KV
+ * cache): the yardstick for the engine's cached generation, not a server.
  */
-export function referenceGreedy(model: ReferenceModel, promptIds: readonly number[], maxNewTokens: number,
-  stopIds: readonly number[] = [], adapter: LoraAdapter | null = null): number[] {
+export function referenceGenerate(model: ReferenceModel, promptIds: readonly number[], opts: GenerateOptions,
+  adapter: LoraAdapter | null = null): number[] {
   const V = model.spec.vocabSize;
+  const rng = createRng(opts.seed ?? 0);
+  const sampling = opts.sampling ?? GREEDY;
   const ids = [...promptIds];
   const out: number[] = [];
-  for (let step = 0; step < maxNewTokens; step++) {
+  for (let step = 0; step < opts.maxNewTokens; step++) {
     const logits = referenceLogits(model, ids, adapter);
-    const row = (ids.length - 1) * V;
-    let best = 0;
-    for (let o = 1; o < V; o++) if (logits[row + o]! > logits[row + best]!) best = o;
-    out.push(best);
-    ids.push(best);
-    if (stopIds.includes(best)) break;
+    const next = sampleToken(logits, sampling, rng, (ids.length - 1) * V, V);
+    out.push(next);
+    ids.push(next);
+    if (opts.stopIds?.includes(next)) break;
   }
   return out;
+}
+
+/** Greedy continuation (argmax, first index on ties as torch.argmax). */
+export function referenceGreedy(model: ReferenceModel, promptIds: readonly number[], maxNewTokens: number,
+  stopIds: readonly number[] = [], adapter: LoraAdapter | null = null): number[] {
+  return referenceGenerate(model, promptIds, { maxNewTokens, stopIds }, adapter);
+}
+
+/** Summed and per-token response log-probs of every row of a packed batch (pads included in the forward). */
+export function referenceBatchLogProbs(model: ReferenceModel, batch: LogProbBatch, adapter: LoraAdapter | null = null): { sums: Float64Array; perToken: Float64Array } {
+  const { batch: B, length: T } = batch;
+  const V = model.spec.vocabSize;
+  const sums = new Float64Array(B);
+  const perToken = new Float64Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const logits = referenceLogits(model, Array.from(batch.inputIds.subarray(b * T, (b + 1) * T)), adapter);
+    for (let t = 0; t < T; t++) {
+      if (batch.targetMask[b * T + t] === 0) continue;
+      const row = t * V;
+      let max = -Infinity;
+      for (let o = 0; o < V; o++) max = Math.max(max, logits[row + o]!);
+      let z = 0;
+      for (let o = 0; o < V; o++) z += Math.exp(logits[row + o]! - max);
+      const lp = logits[row + batch.targets[b * T + t]!]! - max - Math.log(z);
+      perToken[b * T + t] = lp;
+      sums[b] = sums[b]! + lp;
+    }
+  }
+  return { sums, perToken };
 }
