@@ -2,15 +2,16 @@
  * bench:ingest — Kafka → alignd's durable buffer, against a raw kafkajs consume-only loop measured in
  * the same run on the same broker and topic.
  *
- *   npm run bench:ingest   (env: BENCH_EVENTS=200000 BENCH_PARTITIONS=4 BENCH_EVENT_BYTES=1024
- *                           BENCH_PARTITION_BYTES=4194304 fetch size per partition, BENCH_CONCURRENCY=1
- *                           partitionsConsumedConcurrently)
+ *   npm run bench:ingest
+ *   env: BENCH_EVENTS (200000), BENCH_PARTITIONS (4), BENCH_EVENT_BYTES (1024),
+ *        BENCH_PARTITION_BYTES (fetch bytes per partition; default the source's), BENCH_CONCURRENCY (1)
  *
  * (a) raw: a kafkajs consumer group that only counts messages (same fetch settings as alignd);
  * (b) alignd: the Kafka source → ingest pipeline (JSON, zod, dedupe) → SQLite (WAL, one transaction
  *     per batch) → DLQ check → offsets committed, with its own group.
  * Throughput is measured from the group join to the last message (b: the last commit): the same
- * fetches are inside both clocks, the join itself in neither. p99_commit_ms is per batch: batch in hand → its offsets committed.
+ * fetches are inside both clocks, the join itself in neither. p99_commit_ms is per batch: batch in
+ * hand → its offsets committed.
  * Derivation of training examples is off here (it runs later, in chunks, in the daemon) and the
  * backpressure bound is above N so the source never pauses.
  * The last line is one JSON object.
@@ -20,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { createKafkaSource } from '../adapters/sources/kafka.js';
+import { kafkaSourceConfigSchema } from '../adapters/sources/kafka-config.js';
 import { createIngest } from '../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../daemon/ingest/schema.js';
 import type { RawFeedback } from '../daemon/ingest/types.js';
@@ -32,11 +34,13 @@ const N = Number(process.env['BENCH_EVENTS'] ?? 200_000);
 const PARTITIONS = Number(process.env['BENCH_PARTITIONS'] ?? 4);
 const EVENT_BYTES = Number(process.env['BENCH_EVENT_BYTES'] ?? 1024);
 const CONCURRENCY = Number(process.env['BENCH_CONCURRENCY'] ?? 1);
+/** The source's own defaults, used by both loops; the fetch size per partition may be overridden. */
+const defaults = kafkaSourceConfigSchema.parse({ brokers: ['-'], topics: ['-'] });
 const fetch = {
-  maxBytes: 32 * 1024 * 1024,
-  maxBytesPerPartition: Number(process.env['BENCH_PARTITION_BYTES'] ?? 4 * 1024 * 1024),
-  minBytes: 1,
-  maxWaitTimeInMs: 100,
+  maxBytes: defaults.maxBytes,
+  maxBytesPerPartition: Number(process.env['BENCH_PARTITION_BYTES'] ?? defaults.maxBytesPerPartition),
+  minBytes: defaults.minBytes,
+  maxWaitTimeInMs: defaults.maxWaitTimeInMs,
 };
 
 const say = (s: string): void => { process.stdout.write(s + '\n'); };

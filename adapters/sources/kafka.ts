@@ -304,7 +304,9 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       stopping = false;
       try {
         await ensureDlqTopics();
-        producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+        // Not idempotent: the DLQ is at-least-once anyway (a redelivered batch re-sends its refusals),
+        // and kafkajs' idempotent producer wants unbounded retries, which would hide a dead broker.
+        producer = kafka.producer({ maxInFlightRequests: 1, allowAutoTopicCreation: true });
         await producer.connect();
         await startConsumer();
         log.info('Kafka source started', { brokers: config.brokers, topics: config.topics });
@@ -343,8 +345,8 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
 }
 
 /**
- * Produce feedback events to Kafka (what `alignd send --kafka` calls): key = event.model, acks=-1,
- * idempotent producer. Resolves with the number sent once every message is acknowledged.
+ * Produce feedback events to Kafka (what `alignd send --kafka` calls): key = event.model, acks=-1.
+ * Strings are sent as they are (JSONL lines); objects as JSON. Resolves with the number sent once every message is acknowledged.
  */
 export interface SendConfig {
   brokers: string[];
@@ -360,7 +362,8 @@ export async function sendToKafka(target: SendConfig, events: ReadonlyArray<obje
   const config = kafkaSourceConfigSchema.parse({ ...client, clientId: client.clientId ?? 'alignd-send', topics: [topic] });
   const log = (opts.log ?? createLogger()).child({ component: 'kafka-send', topic });
   const kafka = new Kafka(kafkaClientConfig(config, log));
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+  // A retried send may duplicate a message; the buffer stores each event_id once.
+  const producer = kafka.producer({ maxInFlightRequests: 1, allowAutoTopicCreation: true });
   const chunk = opts.chunk ?? 1000;
   await producer.connect();
   try {

@@ -189,8 +189,21 @@ function clusterId(): string {
   return randomBytes(16).toString('base64url'); // Kafka's Uuid: 16 bytes, base64url, no padding
 }
 
-/** Format KRaft storage and start a single-node broker+controller on free localhost ports. */
+/**
+ * Format KRaft storage and start a single-node broker+controller on free localhost ports. A port
+ * taken by someone else between our probe and the broker's bind is retried with fresh ports.
+ */
 export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startBrokerOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !/BindException|Address already in use/.test(String(err))) throw err;
+    }
+  }
+}
+
+async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
   const version = opts.version ?? KAFKA_VERSION;
   const libs = await resolveKafka(version);
   const base = dirname(libs);
@@ -301,7 +314,13 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
-  await broker.start();
+  try {
+    await broker.start();
+  } catch (err) {
+    await broker.kill();
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
   return broker;
 }
 
