@@ -10,6 +10,7 @@ import { referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceRe
 import { createRng } from '../../daemon/model/rng.js';
 import { sampleToken, samplingDistribution } from '../../daemon/model/sampling.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
+import { readJson } from './fixtures.js';
 
 const probs = [0.5, 0.3, 0.15, 0.05];
 const logits = probs.map(Math.log);
@@ -92,4 +93,14 @@ t.test('over-long sequences lose prompt from the left first, then response from 
   t.same([b2.truncatedPrompt[0], b2.truncatedResponse[0]], [4, 1]);
   t.same(Array.from(b2.targetMask), [1, 1, 0]);
   t.throws(() => packLogProbBatch([{ ids: [1, 2], promptLength: 2 }], 0), /at least one prompt and one response token/);
+});
+
+t.test('temperature and top-p give the distribution transformers\' warpers give', async (t) => {
+  const cases = readJson<Array<{ temperature: number; top_p: number; logits: number[]; probs: number[] }>>('sampling.json');
+  t.equal(cases.length, 5);
+  for (const c of cases) {
+    const p = samplingDistribution(c.logits, { temperature: c.temperature, topP: c.top_p });
+    t.ok(close(p, c.probs, 1e-9), `T=${c.temperature} top_p=${c.top_p}: kept ${c.probs.filter((x) => x > 0).length} of ${c.probs.length}`);
+    t.same(Array.from(p).map((x) => x > 0), c.probs.map((x) => x > 0), 'same nucleus');
+  }
 });

@@ -258,6 +258,18 @@ def phase_check():
         "vocab_size": len(tok), "chats": chats, "encodes": encodes,
         "pair": {"prompt": prompt, "response": response, "ids": ids, "prompt_length": len(p_ids), "logprobs": per, "logprob_sum": total},
     }
+    # Sampling warpers as generate() applies them: temperature, then top-p.
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+    wgen = torch.Generator().manual_seed(3)
+    warps = []
+    for temperature, top_p in [(1.0, 1.0), (0.7, 0.9), (1.3, 0.5), (1.0, 0.2), (0.5, 0.95)]:
+        scores = 0.7 * torch.randn(1, 24, generator=wgen, dtype=torch.float64)
+        warped = TemperatureLogitsWarper(temperature)(None, scores.clone())
+        if top_p < 1.0:
+            warped = TopPLogitsWarper(top_p)(None, warped)
+        warps.append({"temperature": temperature, "top_p": top_p, "logits": scores[0].tolist(),
+                      "probs": torch.softmax(warped, dim=-1)[0].tolist()})
+    Path("sampling.json").write_text(json.dumps(warps, indent=1) + "\n")
     Path("tiny-tokenizer.json").write_text(json.dumps(tiny, indent=1, ensure_ascii=False) + "\n")
     print("tiny: tokenizer records and logits written")
 
