@@ -4,7 +4,7 @@
  * and the tests go through the same loader as a user's model. Same seed → same bytes.
  *
  * Shape: vocab 384 (byte-level BPE), hidden 64, 2 layers, 4 heads / 2 kv heads (head_dim 16),
- * SwiGLU 128, tied embeddings, 256 positions: ~140k parameters, fast on a CPU.
+ * SwiGLU 128, tied embeddings, 256 positions: ~99k parameters, fast on a CPU.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';

@@ -81,8 +81,7 @@ export function weightSpecs(spec: ModelSpec): WeightSpec[] {
     out.push({ name: 'model.embed_tokens.weight', shape: [spec.vocabSize, H], init: 'normal' });
     for (let i = 0; i < spec.numLayers; i++) {
       const ms = mods.slice(i * perLayer, (i + 1) * perLayer);
-      ms.slice(0, 4).forEach(lin);
-      ms.slice(4).forEach(lin);
+      ms.forEach(lin);
       norm(`model.layers.${i}.input_layernorm`);
       norm(`model.layers.${i}.post_attention_layernorm`);
     }

@@ -9,7 +9,7 @@ import { readModelSpec } from '../../daemon/model/checkpoint.js';
 import { initLora, loraScaling, loraTargets, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterConfigJson, readPeftAdapter, writePeftAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../../daemon/model/peft.js';
 import { pyFloat, pyFloatRepr, pythonJsonDumps } from '../../daemon/model/pyjson.js';
-import { fromFloat32, readSafetensors, writeSafetensors } from '../../daemon/model/safetensors.js';
+import { fromFloat32, readSafetensors, toFloat32, writeSafetensors } from '../../daemon/model/safetensors.js';
 import { ARCHS, PARITY } from './fixtures.js';
 
 function tmp(t: { teardown(fn: () => void): void }): string {
@@ -159,4 +159,19 @@ t.test('targets resolve by module name, matching PEFT suffix rules', async (t) =
   const { spec } = readModelSpec(join(PARITY, 'llama', 'model'));
   const mods = loraTargets(spec, { r: 1, loraAlpha: 1, targetModules: ['model.layers.1.self_attn.q_proj', 'up_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null });
   t.same(mods.map((m) => m.path), ['model.layers.0.mlp.up_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.mlp.up_proj']);
+});
+
+t.test('adapters saved in BF16 read as float32', async (t) => {
+  const { spec } = readModelSpec(join(PARITY, 'llama', 'model'));
+  const dir = tmp(t);
+  cpSync(join(PARITY, 'llama', 'adapter'), dir, { recursive: true });
+  const w = readSafetensors(join(dir, ADAPTER_WEIGHTS));
+  const bf16 = new Map([...w.tensors].map(([k, e]) => [k, fromFloat32(toFloat32(e), e.shape, 'BF16')]));
+  writeSafetensors(join(dir, ADAPTER_WEIGHTS), bf16, { format: 'pt' });
+  const a = readPeftAdapter(dir, spec);
+  const f32 = readPeftAdapter(join(PARITY, 'llama', 'adapter'), spec);
+  for (const [k, p] of f32.pairs) {
+    const q = a.pairs.get(k)!;
+    t.ok(p.a.every((v, i) => Math.abs(v - q.a[i]!) <= Math.abs(v) * 2 ** -8), `${k} A within bf16 rounding`);
+  }
 });
