@@ -11,9 +11,10 @@ import { AligndError } from '../errors.js';
 import { type Attr, type Node, type Value, constData, constant, emit, withShape } from './graph.js';
 import { sizeOf, tensor } from './tensor.js';
 import {
-  add, and, cast, concat, constantOfShape, cos, div, equal, erf, exp, expand, greater, greaterOrEqual, ints, lessOrEqual, log, matmul, mul, neg, nonZero, normAxis, not, pad, pow, reduceMean, reduceSum, reshape, scalar,
-  scatterElements, scatterND, shapeOf, shapeValue, sigmoid, sign, sin, split, sqrt, squeeze, sub, tanh, transpose, unsqueeze,
-  where, zerosLike,
+  add, and, cast, concat, constantOfShape, cos, div, equal, erf, exp, expand, greater, greaterOrEqual, ints,
+  lessOrEqual, log, matmul, mul, neg, nonZero, normAxis, not, pad, pow, reduceMean, reduceSum, reshape,
+  scatterElements, scatterND, shapeOf, shapeValue, sigmoid, sign, sin, split, sqrt, squeeze, sub, transpose,
+  unsqueeze, where, zerosLike,
 } from './ops.js';
 
 export interface VjpContext {
