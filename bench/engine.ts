@@ -5,7 +5,7 @@
  * with product FLOPs counted from the graphs, and (c) a 2048³ MatMul on the same provider as the
  * rate baseline of this machine. Last line is the JSON summary.
  *
- *   npm run bench:engine -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N]
+ *   npm run bench:engine -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N] [--mlp 0] [--nodes] [--dump DIR]
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,6 +26,7 @@ const arg = (name: string, dflt: string): string => {
 const provider = arg('ep', 'cpu') as Provider;
 const threads = Number(arg('threads', '0'));
 const iters = Number(arg('iters', '10'));
+const withMlp = arg('mlp', '1') !== '0'; // --mlp 0: attention only, as the calibration in notes/engine.md
 const dump = arg('dump', ''); // a folder to write forward.onnx and step.onnx into, for profiling
 
 const [B, S, D, H, F, R] = [8, 256, 512, 8, 2048, 16];
@@ -64,9 +65,11 @@ function block(): Block {
   const p = O.softmax(O.add(scores, O.causalBias(scores)), -1);
   const ctx = O.reshape(O.transpose(O.matmul(p, v), [0, 2, 1, 3]), [B, S, D]);
   const x2 = O.add(x, linear(ctx, 'o'));
-  const h2 = O.layerNorm(x2, ones('ln2.weight'), zeros('ln2.bias'));
-  const mlp = O.matmul(O.gelu(O.add(O.matmul(h2, w('fc.weight', [D, F])), w('fc.bias', [F])), 'tanh'), w('proj.weight', [F, D]));
-  const out = O.add(x2, mlp);
+  const mlp = (): Value => {
+    const h2 = O.layerNorm(x2, ones('ln2.weight'), zeros('ln2.bias'));
+    return O.matmul(O.gelu(O.add(O.matmul(h2, w('fc.weight', [D, F])), w('fc.bias', [F])), 'tanh'), w('proj.weight', [F, D]));
+  };
+  const out = withMlp ? O.add(x2, mlp()) : x2;
   const err = O.sub(out, target);
   return { g, loss: O.meanAll(O.mul(err, err)), lora, init };
 }
