@@ -274,6 +274,70 @@ def phase_check():
     print("tiny: tokenizer records and logits written")
 
 
+TOKENIZER_CORPUS = [
+    "The assistant answered the question, and the user said thanks.",
+    "Numbers like 12345, 3.14159 and 2026 appear; so do URLs such as example.org/path?q=1.",
+    "It's, we're, they'll, I'd, you've, SHE'S, don't: contractions in both cases.",
+    "Tabs\tand\nnewlines\r\nand   runs of   spaces matter to tokenizers.",
+    "Grüße aus Köln, café naïve, 東京 and emoji 🙂 are rarer.",
+]
+TOKENIZER_PROBES = [
+    "Hello world", " leading space", "trailing space ", "It's SHE'S they'll", "12345 678901 3.14159",
+    "line one\nline two\r\n\n  indented", "Grüße, Köln! 東京 🙂🙂", "   ", "a\tb", "x" * 40, "",
+]
+
+
+def tokenizer_families():
+    """Tiny tokenizers in the layouts of the families alignd meets, trained here (no download)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    out = {}
+    # Llama 3 / Qwen2 style: regex split (digits in groups of up to 3), then byte-level BPE.
+    llama3_split = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                    r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(llama3_split), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TOKENIZER_CORPUS, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|begin_of_text|>", "<|eot_id|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    out["bytelevel-split"] = (tok, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
+    # Llama 2 / Mistral style: SentencePiece-like Metaspace BPE with byte fallback.
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(TOKENIZER_CORPUS, trainers.BpeTrainer(
+        vocab_size=420, special_tokens=["<unk>", "<s>", "</s>"] + byte_tokens, show_progress=False))
+    out["metaspace-bytefallback"] = (tok, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    return out
+
+
+def phase_tokenizers():
+    os.chdir(OUT)
+    """Encodings and decodings by the Rust tokenizers library, for tokenizers.js to match."""
+    base = Path("tokenizers")
+    for name, (tok, cfg) in tokenizer_families().items():
+        d = base / name
+        d.mkdir(parents=True, exist_ok=True)
+        tok.save(str(d / "tokenizer.json"))
+        if name == "metaspace-bytefallback":
+            # Byte tokens belong to the model vocabulary, not to the special added tokens.
+            j = json.loads((d / "tokenizer.json").read_text())
+            j["added_tokens"] = [a for a in j["added_tokens"] if not a["content"].startswith("<0x")]
+            (d / "tokenizer.json").write_text(json.dumps(j, ensure_ascii=False))
+            from tokenizers import Tokenizer
+            tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "clean_up_tokenization_spaces": False}, indent=2) + "\n")
+        probes = []
+        for text in TOKENIZER_PROBES:
+            ids = tok.encode(text, add_special_tokens=False).ids
+            probes.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
+        (d / "probes.json").write_text(json.dumps(probes, indent=1, ensure_ascii=False) + "\n")
+        print(f"tokenizer {name}: {tok.get_vocab_size()} tokens, {len(probes)} probes")
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
-    {"base": phase_base, "check": phase_check}[sys.argv[1]]()
+    {"base": phase_base, "check": phase_check, "tokenizers": phase_tokenizers}[sys.argv[1]]()

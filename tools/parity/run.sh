@@ -11,6 +11,7 @@ fi
 rm -rf test/fixtures/parity .cache/parity
 mkdir -p test/fixtures/parity .cache/parity
 PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py base
+PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py tokenizers
 npm run build --silent
 node tools/parity/write-alignd.mjs
 PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py check
