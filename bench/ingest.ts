@@ -14,11 +14,14 @@
  * hand → its offsets committed.
  * Derivation of training examples is off here (it runs later, in chunks, in the daemon) and the
  * backpressure bound is above N so the source never pauses.
+ * Each consuming phase runs in its own fresh node process (rss_mb is the alignd process's peak RSS).
  * The last line is one JSON object.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { createKafkaSource } from '../adapters/sources/kafka.js';
 import { kafkaSourceConfigSchema } from '../adapters/sources/kafka-config.js';
@@ -112,15 +115,13 @@ async function aligndConsume(brokers: string[], topic: string, dir: string): Pro
       if (committedMessages >= N && last === 0) last = performance.now();
     },
   });
-  let rss = process.memoryUsage().rss;
-  const sampler = setInterval(() => { rss = Math.max(rss, process.memoryUsage().rss); }, 100);
   await source.start(ingest);
   while (last === 0) await sleep(20);
-  clearInterval(sampler);
   await source.stop();
   const stored = buffer.counts().events;
   buffer.close();
-  return { seconds: (last - first) / 1000, commitMs, rssMb: rss / (1024 * 1024), stored };
+  // peak RSS of this process, which ran only this phase
+  return { seconds: (last - first) / 1000, commitMs, rssMb: process.resourceUsage().maxRSS / 1024, stored };
 }
 
 /** The ingest pipeline alone (no Kafka): same events, same batch size, a fresh buffer. Shows where a gap to raw lies. */
@@ -137,27 +138,55 @@ function pipelineOnly(dir: string, count: number, batchSize: number): number {
   return count / seconds;
 }
 
+type PhaseResult =
+  | { phase: 'raw'; seconds: number }
+  | { phase: 'alignd'; seconds: number; commitMs: number[]; rssMb: number; stored: number };
+
+/** Each consuming phase runs in a fresh node process: no heap left over from producing, a clean peak RSS. */
+async function runPhase(phase: 'raw' | 'alignd', env: Record<string, string>): Promise<PhaseResult> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--phase', phase], {
+    env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  const code = await new Promise<number | null>((res) => child.on('exit', res));
+  const last = out.trim().split('\n').pop() ?? '';
+  if (code !== 0) throw new Error(`bench phase ${phase} exited ${code}: ${out.slice(-2000)}`);
+  return JSON.parse(last) as PhaseResult;
+}
+
+async function phaseMain(phase: string): Promise<void> {
+  const brokers = (process.env['BENCH_BROKERS'] ?? '').split(',');
+  const topic = process.env['BENCH_TOPIC'] ?? '';
+  const result: PhaseResult = phase === 'raw'
+    ? { phase: 'raw', ...(await rawConsume(brokers, topic)) }
+    : { phase: 'alignd', ...(await aligndConsume(brokers, topic, process.env['BENCH_DIR'] ?? tmpdir())) };
+  say(JSON.stringify(result));
+}
+
 async function main(): Promise<void> {
-  say(`bench:ingest: ${N} events of ~${EVENT_BYTES} B, ${PARTITIONS} partitions`);
+  say(`bench:ingest: ${N} events of ~${EVENT_BYTES} B, ${PARTITIONS} partitions, ${fetch.maxBytesPerPartition} B fetch per partition`);
   const broker = await startBroker({ heap: '1g' });
   const dir = mkdtempSync(join(tmpdir(), 'alignd-bench-ingest-'));
   try {
     const topic = 'bench-feedback';
     await createTopics(broker.brokers, [{ topic, numPartitions: PARTITIONS }]);
-    let t0 = performance.now();
+    const t0 = performance.now();
     await produce(broker.brokers, topic);
     say(`produced ${N} events in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const env = { BENCH_BROKERS: broker.brokers.join(','), BENCH_TOPIC: topic, BENCH_DIR: dir };
 
-    t0 = performance.now();
-    const raw = await rawConsume(broker.brokers, topic);
+    const raw = await runPhase('raw', env);
     const rawRate = N / raw.seconds;
     say(`raw kafkajs consume-only: ${raw.seconds.toFixed(2)} s, ${Math.round(rawRate)} events/s`);
 
-    const full = await aligndConsume(broker.brokers, topic, dir);
+    const full = await runPhase('alignd', env);
+    if (full.phase !== 'alignd') throw new Error('bench: wrong phase result');
     const rate = N / full.seconds;
     if (full.stored !== N) throw new Error(`bench: stored ${full.stored} events, expected ${N}`);
     say(`alignd kafka → pipeline → SQLite: ${full.seconds.toFixed(2)} s, ${Math.round(rate)} events/s, ` +
-      `${full.commitMs.length} batches, commit latency p50 ${percentile(full.commitMs, 50).toFixed(1)} ms p99 ${percentile(full.commitMs, 99).toFixed(1)} ms`);
+      `${full.commitMs.length} batches, commit latency p50 ${percentile(full.commitMs, 50).toFixed(1)} ms ` +
+      `p99 ${percentile(full.commitMs, 99).toFixed(1)} ms, peak RSS ${Math.round(full.rssMb)} MB`);
     const batchSize = Math.max(1, Math.round(N / full.commitMs.length));
     const alone = pipelineOnly(dir, Math.min(N, 50_000), batchSize);
     say(`ingest pipeline alone (validate → SQLite, no Kafka, batches of ${batchSize}): ${Math.round(alone)} events/s`);
@@ -175,7 +204,8 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
+const phaseArg = process.argv[2] === '--phase' ? process.argv[3] : undefined;
+(phaseArg === undefined ? main() : phaseMain(phaseArg)).catch((err: unknown) => {
   process.stderr.write(`bench:ingest failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
   process.exit(1);
 });
