@@ -232,6 +232,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       }
     } catch (err) {
       // Not fatal: the topics may exist under another ACL, or the broker auto-creates them.
+      counters.errors++;
       log.warn('could not check/create dead-letter topics; make sure they exist', { topics: wanted, err: errorMessage(err) });
     } finally {
       await admin.disconnect().catch(() => {});
@@ -274,7 +275,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     rebuilding = (async () => {
       if (resumeTimer !== undefined) clearTimeout(resumeTimer);
       resumeTimer = undefined;
-      await old.disconnect().catch((err: unknown) => log.warn('disconnecting the crashed consumer failed', { err: errorMessage(err) }));
+      await old.disconnect().catch((err: unknown) => countError('disconnecting the crashed consumer failed', err));
       let delay = config.retry.initialRetryTime;
       while (!stopping) {
         await sleep(delay);
