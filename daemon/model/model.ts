@@ -1,0 +1,206 @@
+/**
+ * A loaded model: checkpoint + tokenizer + the inference programs on onnxruntime, with sessions
+ * built on first use and cached per (program, LoRA shape). Adapters are fed as inputs, so swapping
+ * one of the same rank, alpha and targets reuses the session; `null` runs the base model alone
+ * (its own program, no LoRA work).
+ *
+ * For train steps (align/), `trainGraph()` gives a fresh graph with the frozen base declared, and
+ * the graph functions of programs.ts / forward-graph.ts build the loss on it; `batchFeeds` and
+ * `loraHostTensors` make the feeds and the initial train state.
+ */
+import * as ort from 'onnxruntime-node';
+import { AligndError } from '../errors.js';
+import {
+  type Graph, type HostTensor, type OrtTensor, type Provider, type RuntimeOptions, type Session, createSession, graph, i64, run, toOnnx,
+} from '../engine/index.js';
+import { type Checkpoint, loadCheckpoint } from './checkpoint.js';
+import type { ModelSpec } from './config.js';
+import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, graphWeights, loraNames } from './forward-graph.js';
+import { type GenerateOptions, generateTokens } from './generate.js';
+import type { LoraAdapter, LoraConfig } from './lora.js';
+import { IO, type ProgramKind, buildProgram } from './programs.js';
+import type { ModelTokenizer } from './tokenizer.js';
+
+/** A right-padded token batch (LogProbBatch from batch.ts is one). */
+export interface TokenBatch {
+  batch: number;
+  length: number;
+  inputIds: Int32Array;
+  attentionMask: Float32Array;
+}
+
+export interface TargetBatch extends TokenBatch {
+  targets: Int32Array;
+  targetMask: Float32Array;
+}
+
+export interface LoadOptions {
+  provider?: Provider;
+  threads?: number;
+  /** Base weights stored as float16 in the programs (half the memory; arithmetic stays float32). */
+  storage?: 'float16';
+}
+
+export interface Model {
+  dir: string;
+  spec: ModelSpec;
+  checkpoint: Checkpoint;
+  tokenizer: ModelTokenizer | null;
+  /** The base weights in graph layout (shared by every program). */
+  weights: GraphWeights;
+  /** Pad id for batches: tokenizer pad (else eos), config pad, else 0. */
+  padId: number;
+  runtime: RuntimeOptions;
+  /** Per-token [B·T] (zero off the response) and summed [B] response log-probs. */
+  logprobs(batch: TargetBatch, adapter?: LoraAdapter | null): Promise<{ tokenLogps: Float32Array; seqLogps: Float32Array }>;
+  /** Final hidden state [B·H] at each row's last real token. */
+  hiddenStates(batch: TokenBatch, adapter?: LoraAdapter | null): Promise<Float32Array>;
+  /** Next-token log-probs over the vocabulary [B·K·V] after each of positions [B·K]. */
+  vocabLogProbs(batch: TokenBatch, positions: ArrayLike<number>, adapter?: LoraAdapter | null): Promise<Float32Array>;
+  /** Exact KL(p‖q) [B·K] at the positions, p and q each base + an adapter (or the base alone). */
+  tokenKl(batch: TokenBatch, positions: ArrayLike<number>, p: LoraAdapter | null, q: LoraAdapter | null): Promise<Float64Array>;
+  /** Logits [B·T·V] of every position (tests, debugging). */
+  logits(batch: TokenBatch, adapter?: LoraAdapter | null): Promise<Float32Array>;
+  /** Continue token prompts with a KV cache; new tokens per prompt. */
+  generate(prompts: readonly (readonly number[])[], opts: GenerateOptions, adapter?: LoraAdapter | null): Promise<number[][]>;
+  /** The session of a program (built and cached on first use). */
+  session(kind: ProgramKind, lora: LoraConfig | null): Promise<Session>;
+  /** A fresh graph with this model's frozen base declared, for train-step programs. */
+  trainGraph(name: string, dtype?: FloatType): { g: Graph; base: BaseWeights };
+}
+
+/** What makes two LoRA configs need different programs. */
+export function loraShapeKey(cfg: LoraConfig | null): string {
+  if (cfg === null) return 'base';
+  return JSON.stringify([cfg.r, cfg.loraAlpha, cfg.useRslora, [...cfg.targetModules].sort()]);
+}
+
+/** Feeds of a right-padded batch (input_ids, attention_mask and, when present, targets, target_mask). */
+export function batchFeeds(b: TokenBatch | TargetBatch): Record<string, OrtTensor> {
+  const dims = [b.batch, b.length];
+  const feeds: Record<string, OrtTensor> = {
+    [IO.inputIds]: i64(dims, b.inputIds),
+    [IO.attentionMask]: new ort.Tensor('float32', b.attentionMask, dims),
+  };
+  if ('targets' in b) {
+    feeds[IO.targets] = i64(dims, b.targets);
+    feeds[IO.targetMask] = new ort.Tensor('float32', b.targetMask, dims);
+  }
+  return feeds;
+}
+
+/** An adapter's A/B tensors as host tensors under their graph names (a train state's initial values). */
+export function loraHostTensors(adapter: LoraAdapter, prefix = ''): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {};
+  const r = adapter.config.r;
+  for (const [path, pair] of adapter.pairs) {
+    const n = loraNames(prefix, path);
+    out[n.a] = { dtype: 'float32', dims: [r, pair.module.inFeatures], data: pair.a };
+    out[n.b] = { dtype: 'float32', dims: [pair.module.outFeatures, r], data: pair.b };
+  }
+  return out;
+}
+
+export function loraFeeds(adapter: LoraAdapter, prefix = ''): Record<string, OrtTensor> {
+  const out: Record<string, OrtTensor> = {};
+  for (const [k, t] of Object.entries(loraHostTensors(adapter, prefix))) out[k] = new ort.Tensor('float32', t.data as Float32Array, t.dims);
+  return out;
+}
+
+function padIdOf(ck: Checkpoint): number {
+  return ck.tokenizer?.padTokenId ?? ck.spec.padTokenId ?? ck.spec.eosTokenIds[0] ?? 0;
+}
+
+/** Load a Hugging Face checkpoint directory (the tiny model's too) and prepare its programs lazily. */
+export function loadModel(dir: string, opts: LoadOptions = {}): Model {
+  const checkpoint = loadCheckpoint(dir);
+  const { spec } = checkpoint;
+  const weights = graphWeights(spec, checkpoint.weights);
+  const runtime: RuntimeOptions = { provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0 };
+  const sessions = new Map<string, Promise<Session>>();
+
+  const session = (kind: ProgramKind, lora: LoraConfig | null): Promise<Session> => {
+    const key = `${kind}|${loraShapeKey(lora)}`;
+    let s = sessions.get(key);
+    if (s === undefined) {
+      const g = buildProgram(kind, weights, lora, opts.storage === undefined ? {} : { storage: opts.storage });
+      s = createSession(toOnnx(g).bytes, runtime);
+      sessions.set(key, s);
+      s.catch(() => sessions.delete(key));
+    }
+    return s;
+  };
+
+  const runProgram = async (kind: ProgramKind, adapter: LoraAdapter | null, feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> => {
+    const s = await session(kind, adapter?.config ?? null);
+    return run(s, adapter === null ? feeds : { ...feeds, ...loraFeeds(adapter) });
+  };
+
+  const checkBatch = (b: TokenBatch): void => {
+    if (b.length > spec.maxPositions) {
+      throw new AligndError('CONFIG_INVALID', `batch of ${b.length} tokens per row exceeds the model's ${spec.maxPositions} positions`, {
+        input: dir, action: 'pack batches with maxLength at most max_position_embeddings',
+      });
+    }
+  };
+
+  const positionsTensor = (b: TokenBatch, positions: ArrayLike<number>): OrtTensor => {
+    if (positions.length % b.batch !== 0) {
+      throw new AligndError('INTERNAL', `positions has ${positions.length} entries, not a multiple of the batch size ${b.batch}`);
+    }
+    for (let i = 0; i < positions.length; i++) {
+      const p = positions[i]!;
+      if (!(Number.isInteger(p) && p >= 0 && p < b.length)) throw new AligndError('INTERNAL', `position ${p} is outside the batch length ${b.length}`);
+    }
+    return i64([b.batch, positions.length / b.batch], positions);
+  };
+
+  const model: Model = {
+    dir, spec, checkpoint, tokenizer: checkpoint.tokenizer, weights, padId: padIdOf(checkpoint), runtime,
+    async logprobs(batch, adapter = null) {
+      checkBatch(batch);
+      const r = await runProgram('logprobs', adapter, batchFeeds(batch));
+      return { tokenLogps: r[IO.tokenLogps]!.data as Float32Array, seqLogps: r[IO.seqLogps]!.data as Float32Array };
+    },
+    async hiddenStates(batch, adapter = null) {
+      checkBatch(batch);
+      const r = await runProgram('hidden', adapter, batchFeeds({ batch: batch.batch, length: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }));
+      return r[IO.lastHidden]!.data as Float32Array;
+    },
+    async vocabLogProbs(batch, positions, adapter = null) {
+      checkBatch(batch);
+      const feeds = { ...batchFeeds({ batch: batch.batch, length: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }), [IO.positions]: positionsTensor(batch, positions) };
+      return (await runProgram('vocab_logprobs', adapter, feeds))[IO.vocabLogps]!.data as Float32Array;
+    },
+    async tokenKl(batch, positions, p, q) {
+      const lp = await model.vocabLogProbs(batch, positions, p);
+      const lq = await model.vocabLogProbs(batch, positions, q);
+      const V = spec.vocabSize;
+      const n = lp.length / V;
+      const out = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        let s = 0;
+        for (let v = i * V; v < (i + 1) * V; v++) s += Math.exp(lp[v]!) * (lp[v]! - lq[v]!);
+        out[i] = s;
+      }
+      return out;
+    },
+    async logits(batch, adapter = null) {
+      checkBatch(batch);
+      const r = await runProgram('logits', adapter, batchFeeds({ batch: batch.batch, length: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }));
+      return r[IO.logits]!.data as Float32Array;
+    },
+    async generate(prompts, genOpts, adapter = null) {
+      const extra = adapter === null ? {} : loraFeeds(adapter);
+      const step = async (kind: 'prefill' | 'decode', feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> =>
+        run(await session(kind, adapter?.config ?? null), feeds);
+      return generateTokens(step, spec, prompts, genOpts, model.padId, extra);
+    },
+    session,
+    trainGraph(name, dtype = 'float32') {
+      const g = graph(name);
+      return { g, base: declareBaseWeights(g, weights, dtype, opts.storage === undefined ? {} : { storage: opts.storage }) };
+    },
+  };
+  return model;
+}

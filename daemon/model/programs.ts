@@ -1,0 +1,155 @@
+/**
+ * Model programs on the engine: graph functions a train step calls (log-probs of responses,
+ * hidden state at the last token, full-vocabulary log-probs, per-token KL) and the inference
+ * programs built from them (one ONNX graph each; LoRA tensors are graph inputs so one session
+ * serves every adapter of a LoRA shape).
+ *
+ * Input and output names are in `IO`. Batches are right-padded (batch.ts) except for generation,
+ * which left-pads prompts and feeds positions and the attention bias itself (generate.ts).
+ */
+import { type Graph, type Value, graph, input, ops as O, output } from '../engine/index.js';
+import type { LoraConfig } from './lora.js';
+import {
+  type BaseWeights, type FloatType, type GraphWeights, type LoraValues, declareBaseWeights, declareLora, forward, hiddenAt,
+  lastTokenHidden, lmHead, sequenceBias, sequencePositions,
+} from './forward-graph.js';
+
+export const IO = {
+  inputIds: 'input_ids',
+  attentionMask: 'attention_mask',
+  targets: 'targets',
+  targetMask: 'target_mask',
+  /** [B, K] positions whose next-token distribution is wanted (vocab log-probs, KL). */
+  positions: 'positions',
+  /** Generation: [B, T] position of each token, [B, 1, T, S] additive attention bias. */
+  positionIds: 'position_ids',
+  attnBias: 'attn_bias',
+  tokenLogps: 'token_logps',
+  seqLogps: 'seq_logps',
+  lastHidden: 'last_hidden',
+  vocabLogps: 'vocab_logps',
+  logits: 'logits',
+  pastKey: (l: number): string => `past.${l}.key`,
+  pastValue: (l: number): string => `past.${l}.value`,
+  presentKey: (l: number): string => `present.${l}.key`,
+  presentValue: (l: number): string => `present.${l}.value`,
+} as const;
+
+export interface LogProbInputs {
+  /** [B, T] int64. */
+  ids: Value;
+  /** [B, T] 1 for real tokens, 0 for pads. */
+  attentionMask: Value;
+  /** [B, T] int64 next token at each position. */
+  targets: Value;
+  /** [B, T] 1 where the target is a response token. */
+  targetMask: Value;
+}
+
+/** Declare the log-prob batch inputs (names in IO; symbolic dims batch × seq). */
+export function logProbInputs(g: Graph, dtype: FloatType = 'float32'): LogProbInputs {
+  return {
+    ids: input(g, IO.inputIds, 'int64', ['batch', 'seq']),
+    attentionMask: input(g, IO.attentionMask, dtype, ['batch', 'seq']),
+    targets: input(g, IO.targets, 'int64', ['batch', 'seq']),
+    targetMask: input(g, IO.targetMask, dtype, ['batch', 'seq']),
+  };
+}
+
+/** Final hidden states [B, T, H] of a right-padded batch. */
+export function sequenceHidden(base: BaseWeights, lora: LoraValues | null, ids: Value, attentionMask: Value): Value {
+  const bias = sequenceBias(base.spec, attentionMask, base.dtype);
+  return forward(base, lora, { ids, positions: sequencePositions(ids), bias }).hidden;
+}
+
+/** log p(target) at every position of logits [..., V]: log_softmax, then the target's entry. */
+export function targetLogProbs(logits: Value, targets: Value): Value {
+  return O.squeeze(O.gatherElements(O.logSoftmax(logits, -1), O.unsqueeze(targets, [-1]), -1), [-1]);
+}
+
+export interface LogProbs {
+  /** [B, T] log p(target) where target_mask is 1, else 0. */
+  tokenLogps: Value;
+  /** [B] Σ over the response tokens. */
+  seqLogps: Value;
+  /** [B, T, H] final hidden states (for heads sharing the forward). */
+  hidden: Value;
+}
+
+/**
+ * Response log-probabilities of a batch: the graph function a train step calls with trainable
+ * LoRA (policy) or fixed LoRA / none (reference).
+ */
+export function buildLogProbs(base: BaseWeights, lora: LoraValues | null, inp: LogProbInputs): LogProbs {
+  const hidden = sequenceHidden(base, lora, inp.ids, inp.attentionMask);
+  const tokenLogps = O.mul(targetLogProbs(lmHead(base, hidden), inp.targets), inp.targetMask);
+  return { tokenLogps, seqLogps: O.reduceSum(tokenLogps, [1], false), hidden };
+}
+
+/** Log-probs over the whole vocabulary [B, K, V] of the next token after each of `positions` [B, K]. */
+export function buildVocabLogProbs(base: BaseWeights, lora: LoraValues | null, ids: Value, attentionMask: Value, positions: Value): Value {
+  const hidden = sequenceHidden(base, lora, ids, attentionMask);
+  return O.logSoftmax(lmHead(base, hiddenAt(hidden, positions)), -1);
+}
+
+/** Exact per-position KL(p‖q) = Σ_v p_v (log p_v − log q_v) from log-probs [..., V]; result [...]. */
+export function tokenKl(logpP: Value, logpQ: Value): Value {
+  return O.reduceSum(O.mul(O.exp(logpP), O.sub(logpP, logpQ)), [-1], false);
+}
+
+export type ProgramKind = 'logprobs' | 'hidden' | 'vocab_logprobs' | 'logits' | 'prefill' | 'decode';
+
+export interface ProgramOptions {
+  dtype?: FloatType;
+  /** Store base weights as float16 (half the program size; float32 arithmetic). */
+  storage?: 'float16';
+}
+
+/**
+ * One inference program. LoRA (when `lora` is given) is declared with mode 'input': feed the
+ * adapter's tensors under `loraNames('', path)` on every run.
+ */
+export function buildProgram(kind: ProgramKind, w: GraphWeights, lora: LoraConfig | null, opts: ProgramOptions = {}): Graph {
+  const dtype = opts.dtype ?? 'float32';
+  const g = graph(`${w.spec.modelType}_${kind}`);
+  const base = declareBaseWeights(g, w, dtype, opts.storage === undefined ? {} : { storage: opts.storage });
+  const lv = lora === null ? null : declareLora(g, w.spec, lora, 'input', dtype);
+  if (kind === 'logprobs') {
+    const r = buildLogProbs(base, lv, logProbInputs(g, dtype));
+    output(r.tokenLogps, IO.tokenLogps);
+    output(r.seqLogps, IO.seqLogps);
+  } else if (kind === 'hidden') {
+    const ids = input(g, IO.inputIds, 'int64', ['batch', 'seq']);
+    const mask = input(g, IO.attentionMask, dtype, ['batch', 'seq']);
+    output(lastTokenHidden(sequenceHidden(base, lv, ids, mask), mask), IO.lastHidden);
+  } else if (kind === 'vocab_logprobs') {
+    const ids = input(g, IO.inputIds, 'int64', ['batch', 'seq']);
+    const mask = input(g, IO.attentionMask, dtype, ['batch', 'seq']);
+    const positions = input(g, IO.positions, 'int64', ['batch', 'k']);
+    output(buildVocabLogProbs(base, lv, ids, mask, positions), IO.vocabLogps);
+  } else if (kind === 'logits') {
+    const ids = input(g, IO.inputIds, 'int64', ['batch', 'seq']);
+    const mask = input(g, IO.attentionMask, dtype, ['batch', 'seq']);
+    output(lmHead(base, sequenceHidden(base, lv, ids, mask)), IO.logits);
+  } else {
+    const { spec } = w;
+    const ids = input(g, IO.inputIds, 'int64', ['batch', 'new']);
+    const positions = input(g, IO.positionIds, 'int64', ['batch', 'new']);
+    const bias = input(g, IO.attnBias, dtype, ['batch', 1, 'new', 'total']);
+    const past = kind === 'decode'
+      ? Array.from({ length: spec.numLayers }, (_, l) => ({
+        key: input(g, IO.pastKey(l), dtype, ['batch', spec.numKvHeads, 'past', spec.headDim]),
+        value: input(g, IO.pastValue(l), dtype, ['batch', spec.numKvHeads, 'past', spec.headDim]),
+      }))
+      : undefined;
+    const f = forward(base, lv, past === undefined ? { ids, positions, bias } : { ids, positions, bias, past });
+    // Only the last position's logits: the next token of every (left-padded) row.
+    const last = O.squeeze(O.slice(f.hidden, [-1], [2 ** 62], [1]), [1]);
+    output(lmHead(base, last), IO.logits);
+    f.present.forEach((p, l) => {
+      output(p.key, IO.presentKey(l));
+      output(p.value, IO.presentValue(l));
+    });
+  }
+  return g;
+}
