@@ -57,7 +57,17 @@ export interface KafkaSourceOptions {
   onGroupJoin?: () => void;
 }
 
-export type KafkaSource = FeedbackSource & { readonly counters: KafkaSourceCounters; readonly config: KafkaSourceConfig };
+export interface PartitionLag { topic: string; partition: number; lag: number }
+
+export type KafkaSource = FeedbackSource & {
+  readonly counters: KafkaSourceCounters;
+  readonly config: KafkaSourceConfig;
+  /**
+   * Consumer lag per assigned topic-partition: messages between the last committed offset and the
+   * partition's high watermark as of the last fetch (no broker round trip; empty before the first batch).
+   */
+  lag(): PartitionLag[];
+};
 
 /** kafkajs' own log lines, routed into ours (warn and above; kafkajs is chatty at info). */
 function kafkajsLogCreator(log: Logger) {
@@ -108,6 +118,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
   let stopping = false;
   let rebuilding: Promise<void> | undefined;
   let resumeTimer: NodeJS.Timeout | undefined;
+  const lagByPartition = new Map<string, PartitionLag>();
 
   const countError = (msg: string, err: unknown, fields: Record<string, unknown> = {}): void => {
     counters.errors++;
@@ -213,6 +224,8 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       throw err;
     }
     counters.commits++;
+    lagByPartition.set(`${batch.topic}\u0000${batch.partition}`, { topic: batch.topic, partition: batch.partition,
+      lag: Math.max(0, Number(batch.highWatermark) - (Number(last.offset) + 1)) });
     opts.onBatchCommitted?.({ topic: batch.topic, partition: batch.partition, messages: raws.length, ms: performance.now() - t0 });
     await p.heartbeat();
     checkBackpressure(c, s);
@@ -252,7 +265,12 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       retry: { ...config.retry, restartOnFailure: async () => true },
     });
     consumer = c;
-    c.on(c.events.GROUP_JOIN, () => { opts.onGroupJoin?.(); });
+    c.on(c.events.GROUP_JOIN, () => {
+      // a kafkajs restart builds a new consumer group, which forgets paused topics: pause again
+      if (counters.paused) c.pause(topicsToPause());
+      lagByPartition.clear(); // the assignment may have changed
+      opts.onGroupJoin?.();
+    });
     c.on(c.events.CRASH, ({ payload }) => {
       countError('Kafka consumer crashed', payload.error, { restartByKafkajs: payload.restart });
       if (!payload.restart && !stopping && consumer === c) void rebuild(c);
@@ -299,6 +317,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     name: 'kafka',
     counters,
     config,
+    lag: () => [...lagByPartition.values()].map((l) => ({ ...l })),
     async start(s: FeedbackSink) {
       if (sink !== undefined) throw new AligndError('INTERNAL', 'Kafka source started twice', { action: 'call start() once; stop() before starting again' });
       sink = s;

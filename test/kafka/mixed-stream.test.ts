@@ -58,6 +58,8 @@ t.test('mixed stream: valid stored once, bad dead-lettered with reasons, offsets
   const source = createKafkaSource({ brokers: broker.brokers, topics: [topic], groupId }, { log: silentLogger });
   await source.start(ingest);
   await waitFor(() => source.counters.consumed >= total, 60_000, () => `consumed ${source.counters.consumed} of ${total}`);
+  const lag = source.lag();
+  t.ok(lag.length >= 1 && lag.every((l) => l.topic === topic && l.lag === 0), `caught up: lag 0 on every partition seen (${JSON.stringify(lag)})`);
   await source.stop();
 
   // the buffer: exactly the valid unique events
