@@ -1,0 +1,112 @@
+/**
+ * Starts the daemon with exactly the command and environment the container image declares
+ * (Dockerfile ENTRYPOINT + CMD, ENV, WORKDIR, read back by the parser, never copied here) as a
+ * plain process, since no Docker engine runs here. Container paths are remapped onto this
+ * checkout and a temp dir (/app → the repository, /data and /policies → fresh directories), and
+ * the port is a free one, since a process shares the host's port space where a container would not.
+ * Then: /healthz answers 200, the image's own HEALTHCHECK command passes, SIGTERM stops it cleanly,
+ * and the HEALTHCHECK command fails once it is down.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Copy } from 'dockerfile-ast';
+import { mainJs, repoRoot } from '../harness/daemon.js';
+import { containerSpec, parseDockerfile, readDockerfile } from './dockerfile.js';
+
+const text = readDockerfile();
+const spec = containerSpec(text);
+const tmp = mkdtempSync(join(tmpdir(), 'alignd-container-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+
+const remap: Array<[string, string]> = [
+  ['/app', repoRoot],
+  ['/data', join(tmp, 'data')],
+  ['/policies', join(tmp, 'policies')],
+];
+const mapPath = (v: string): string => {
+  for (const [from, to] of remap) if (v === from || v.startsWith(from + '/')) return to + v.slice(from.length);
+  return v;
+};
+// `node` on the image's PATH is this Node (the image's base is the Node 20 that CI runs).
+const mapArgv = (argv: string[]): string[] => argv.map((a, i) => (i === 0 && a === 'node' ? process.execPath : mapPath(a)));
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const addr = srv.address();
+  srv.close();
+  await once(srv, 'close');
+  if (addr === null || typeof addr === 'string') throw new Error('no port');
+  return addr.port;
+}
+
+async function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<{ code: number | null; out: string }> {
+  const p = spawn(argv[0] ?? '', argv.slice(1), { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+  p.stderr.on('data', (c: Buffer) => { out += c.toString(); });
+  const [code] = (await once(p, 'exit')) as [number | null];
+  return { code, out };
+}
+
+t.test('the container command and environment come from the Dockerfile', async (t) => {
+  t.equal(spec.workdir, '/app');
+  t.same(spec.argv.slice(0, 2), ['node', '/app/dist/daemon/main.js'], 'ENTRYPOINT runs the built CLI');
+  t.equal(spec.argv[2], 'start', 'CMD starts the daemon');
+  t.ok(existsSync(mapPath(spec.argv[1] ?? '')), 'the entrypoint exists in this checkout after npm run build');
+});
+
+t.test('the daemon runs as the container would run it', async (t) => {
+  // /policies as the image fills it: `COPY policies /policies`.
+  const runtime = parseDockerfile(text).stages.at(-1);
+  const policyCopy = runtime?.instructions.find((i) => i.getKeyword() === 'COPY' && (i as Copy).getFromFlag() === null
+    && i.getArguments().map((a) => a.getValue()).join(' ') === 'policies /policies');
+  mkdirSync(join(tmp, 'data'));
+  if (policyCopy !== undefined && existsSync(join(repoRoot, 'policies'))) cpSync(join(repoRoot, 'policies'), join(tmp, 'policies'), { recursive: true });
+  else mkdirSync(join(tmp, 'policies'));
+
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env['PATH'], HOME: tmp,
+    ...Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, mapPath(v)])),
+    ALIGND_HTTP_PORT: String(port),
+  };
+  const argv = mapArgv(spec.argv);
+  const cwd = mapPath(spec.workdir);
+  const proc = spawn(argv[0] ?? '', argv.slice(1), { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  proc.stdout.on('data', (c: Buffer) => logs.push(c.toString()));
+  proc.stderr.on('data', (c: Buffer) => logs.push(c.toString()));
+  let exited = false;
+  const exit = once(proc, 'exit').then(([code, signal]) => { exited = true; return { code: code as number | null, signal: signal as string | null }; });
+  t.teardown(() => { if (!exited) proc.kill('SIGKILL'); });
+
+  let status = 0;
+  for (let i = 0; i < 600 && !exited; i++) {
+    status = (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status ?? 0;
+    if (status === 200) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(status, 200, '/healthz answers 200', { logs: logs.join('') });
+  t.match(logs.join(''), new RegExp(`"msg":"http listening".*"address":"0\\.0\\.0\\.0:${port}"`), 'bound to 0.0.0.0 as ALIGND_HTTP_HOST says');
+  t.ok(readdirSync(join(tmp, 'data')).some((f) => f.startsWith('buffer.sqlite')), 'the buffer lives in the /data volume');
+
+  const hc = spec.healthcheck ?? [];
+  const up = await run(mapArgv(hc), env, cwd);
+  t.equal(up.code, 0, "the image's HEALTHCHECK command passes while the daemon is up", { out: up.out });
+
+  proc.kill('SIGTERM');
+  const { code, signal } = await exit;
+  t.equal(signal, null, 'not killed by the signal: alignd handled it');
+  t.equal(code, 0, 'SIGTERM: clean exit');
+  t.match(logs.join(''), /"msg":"alignd stopped"/);
+
+  const down = await run(mapArgv(hc), env, cwd);
+  t.equal(down.code, 1, 'the HEALTHCHECK command fails once the daemon is down');
+});
