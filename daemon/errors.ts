@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'MODEL_UNSUPPORTED'
   | 'ADAPTER_INVALID'
   | 'TRAINING_DIVERGED'
+  | 'POLICY_INVALID'
+  | 'SERVER_FAILED'
   | 'INTERNAL';
 
 export class AligndError extends Error {

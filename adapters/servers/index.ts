@@ -1,0 +1,29 @@
+/**
+ * Server targets from a policy's `servers` list (used by the composition root). Secrets come from
+ * the environment variables the policy names.
+ */
+import { AligndError } from '../../daemon/errors.js';
+import type { ServerTargetConfig } from '../../daemon/policy/schema.js';
+import type { ServerTarget } from '../../daemon/registry/targets.js';
+import { fileDropTarget } from './file-drop.js';
+import { vllmTarget } from './vllm.js';
+import { webhookTarget } from './webhook.js';
+
+export function serverTargets(configs: readonly ServerTargetConfig[], env: NodeJS.ProcessEnv = process.env): ServerTarget[] {
+  return configs.flatMap((c): ServerTarget[] => {
+    switch (c.kind) {
+      case 'vllm': {
+        const apiKey = c.api_key_env === undefined ? undefined : env[c.api_key_env];
+        if (c.api_key_env !== undefined && apiKey === undefined) throw new AligndError('CONFIG_INVALID', `vLLM target needs ${c.api_key_env}, which is not set`, { action: `export ${c.api_key_env}` });
+        return c.urls.map((url) => vllmTarget({ url, timeoutMs: c.timeout_s * 1000, ...(c.path_map === undefined ? {} : { pathMap: c.path_map }), ...(apiKey === undefined ? {} : { apiKey }) }));
+      }
+      case 'file_drop':
+        return [fileDropTarget({ dir: c.dir })];
+      case 'webhook': {
+        const secret = env[c.secret_env];
+        if (secret === undefined || secret === '') throw new AligndError('CONFIG_INVALID', `webhook target needs ${c.secret_env}, which is not set`, { action: `export ${c.secret_env}` });
+        return [webhookTarget({ url: c.url, secret, timeoutMs: c.timeout_s * 1000 })];
+      }
+    }
+  });
+}

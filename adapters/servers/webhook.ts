@@ -1,0 +1,39 @@
+/**
+ * Webhook target: a JSON POST per promotion, signed with HMAC-SHA256 over `<timestamp>.<body>`
+ * (the timestamp in `x-alignd-timestamp` lets receivers refuse replays). Header
+ * `x-alignd-signature: sha256=<hex>`. Any 2xx is success.
+ */
+import { createHmac } from 'node:crypto';
+import { AligndError } from '../../daemon/errors.js';
+import type { ServerTarget } from '../../daemon/registry/targets.js';
+import { bodyText, fetchWithTimeout } from './http-json.js';
+
+export function signWebhook(secret: string, timestamp: string, body: string): string {
+  return 'sha256=' + createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
+}
+
+export function webhookTarget(cfg: { url: string; secret: string; timeoutMs?: number }): ServerTarget {
+  return {
+    id: `webhook:${cfg.url}`,
+    async deploy(req) {
+      const ts = new Date().toISOString();
+      const body = JSON.stringify({
+        schema: 'alignd.deploy/v1', model: req.model, version: req.version, name: req.name,
+        adapter_path: req.adapterDir, adapter_sha256: req.adapterSha256, base_model: req.baseModel, ts,
+      });
+      let res: Response;
+      try {
+        res = await fetchWithTimeout(cfg.url, {
+          method: 'POST', body,
+          headers: { 'content-type': 'application/json', 'x-alignd-timestamp': ts, 'x-alignd-signature': signWebhook(cfg.secret, ts, body) },
+        }, cfg.timeoutMs ?? 30_000);
+      } catch (err) {
+        throw new AligndError('SERVER_FAILED', `webhook ${cfg.url}: cannot connect (${(err as Error).message})`, { action: 'check the webhook url in the policy', cause: err });
+      }
+      if (!res.ok) throw new AligndError('SERVER_FAILED', `webhook ${cfg.url} answered HTTP ${res.status}: ${await bodyText(res)}`, { action: 'check the receiver; a 401/403 usually means the secret differs' });
+    },
+    async retire() {
+      return [];
+    },
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * What the policy's deployment mode means for promotion:
+ * - `auto`: a candidate whose effective decision is `promote` is pushed.
+ * - `pinned: vN`: vN is served everywhere (this is rollback); candidates are still evaluated and
+ *   recorded but never pushed.
+ * - `frozen`: the current version stays; nothing is trained or pushed.
+ */
+import type { Logger } from '../log.js';
+import type { Deployment } from '../policy/schema.js';
+import { promote, type PromoteOptions, type PromoteResult } from '../registry/promote.js';
+import type { Registry, VersionInfo } from '../registry/registry.js';
+import { effectiveDecision } from './record.js';
+
+/** Make the servers match a pinned deployment (call on start and after each applied policy). */
+export async function enforceDeployment(reg: Registry, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {
+  if (deployment.mode !== 'pinned') return undefined;
+  const s = reg.deployment();
+  const lagging = s === undefined || s.desired !== deployment.version || !s.complete
+    || opts.targets.some((t) => s.targets[t.id]?.version !== deployment.version);
+  if (!lagging) return undefined;
+  reg.audit('deployment.pinned', { version: deployment.version, previous: s?.desired ?? null });
+  return promote(reg, deployment.version, { ...opts, reason: `pinned by policy (${deployment.version})` });
+}
+
+/** After a decision (or an approval): push the candidate when the mode allows it. */
+export async function promoteIfAllowed(reg: Registry, v: VersionInfo, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'> & { log?: Logger }): Promise<PromoteResult | undefined> {
+  const d = effectiveDecision(v);
+  if (d !== 'promote') return undefined;
+  if (deployment.mode !== 'auto') {
+    reg.audit('promote.skipped', { version: v.version, mode: deployment.mode, reason: `deployment mode ${deployment.mode} keeps the served version` });
+    return undefined;
+  }
+  const approved = v.manifest.gate?.approval?.approved === true;
+  return promote(reg, v.version, { ...opts, reason: approved ? `approved by ${v.manifest.gate?.approval?.by}` : 'gate' });
+}

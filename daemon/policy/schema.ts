@@ -1,0 +1,163 @@
+/**
+ * The policy config of one served model (`policies/<model>.yaml`): the single source of truth
+ * for what alignd does with that model. Objective knobs use TRL's names (loss_type, beta,
+ * label_smoothing, learning_rate, max_grad_norm, rpo_alpha) so they read like a TRL DPOConfig.
+ * Every object is strict: an unknown field is an error (a typo must not silently do nothing).
+ */
+import { validate as validCron } from 'node-cron';
+import { z } from 'zod';
+import { MODEL_NAME_RE, VERSION_RE } from '../registry/names.js';
+
+const prob = z.number().min(0).max(1);
+const positive = z.number().positive();
+
+const regexString = z.string().min(1).superRefine((s, ctx) => {
+  try {
+    new RegExp(s, 'i');
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${(err as Error).message}` });
+  }
+});
+
+export const deploymentSchema = z.preprocess(
+  (v) => (v === 'auto' || v === 'frozen' ? { mode: v } : v),
+  z.discriminatedUnion('mode', [
+    z.strictObject({ mode: z.literal('auto') }),
+    z.strictObject({ mode: z.literal('frozen') }),
+    z.strictObject({ mode: z.literal('pinned'), version: z.string().regex(VERSION_RE, 'must be a registry version such as v3') }),
+  ]),
+);
+export type Deployment = z.infer<typeof deploymentSchema>;
+
+const probeSchema = z.union([
+  z.string().min(1).transform((prompt) => ({ prompt })),
+  z.strictObject({ prompt: z.string().min(1), category: z.string().optional() }),
+]);
+
+export const serverTargetSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('vllm'),
+    urls: z.array(z.url({ protocol: /^https?$/ })).min(1),
+    /** Where vLLM sees the registry when it is mounted elsewhere. */
+    path_map: z.strictObject({ from: z.string().min(1), to: z.string().min(1) }).optional(),
+    api_key_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional(),
+    timeout_s: positive.default(60),
+  }),
+  z.strictObject({ kind: z.literal('file_drop'), dir: z.string().min(1) }),
+  z.strictObject({
+    kind: z.literal('webhook'),
+    url: z.url({ protocol: /^https?$/ }),
+    /** Name of the environment variable holding the HMAC secret (never the secret itself). */
+    secret_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable name, e.g. ALIGND_WEBHOOK_SECRET'),
+    timeout_s: positive.default(30),
+  }),
+]);
+export type ServerTargetConfig = z.infer<typeof serverTargetSchema>;
+
+export const gatePolicySchema = z.strictObject({
+  /** Confidence level of every bound the gate computes (one-sided). */
+  confidence: z.number().gt(0.5).lt(1).default(0.95),
+  bootstrap_resamples: z.number().int().min(200).max(100_000).default(2000),
+  /** Held-out preference accuracy of the candidate's implicit reward (point estimate). */
+  min_heldout_accuracy: prob.default(0.55),
+  min_heldout_pairs: z.number().int().nonnegative().default(20),
+  /** Reward gain: the bootstrap lower bound of the mean paired difference must exceed this. */
+  min_reward_gain: z.number().default(0),
+  /** An RM-ensemble std above this marks a response uncertain. */
+  uncertain_spread: positive.default(0.5),
+  /** More uncertain responses than this share → hold (too uncertain to decide). */
+  max_uncertain_fraction: prob.default(0.25),
+  /** Unsafe rate: upper bound must not exceed the deployed rate + this margin. */
+  unsafe_margin: prob.default(0.02),
+  unsafe_threshold: prob.default(0.5),
+  unsafe_bound: z.enum(['wilson', 'clopper_pearson']).default('wilson'),
+  /** Candidate/deployed mean response length (characters). */
+  length_ratio: z.strictObject({ min: positive.default(0.5), max: positive.default(1.5) }).prefault({}),
+  /** Repetition: mean distinct-n of candidate responses, absolute and relative to deployed. */
+  distinct_n: z.number().int().min(1).max(4).default(2),
+  min_distinct: prob.default(0.5),
+  min_distinct_ratio: positive.default(0.8),
+  /** Over-alignment: refusals on benign probes. */
+  max_refusal_rate: prob.default(0.1),
+  max_refusal_increase: prob.default(0.05),
+  /** Replace the built-in refusal patterns (case-insensitive regular expressions). */
+  refusal_patterns: z.array(regexString).optional(),
+  /** Hold every passing candidate for a person's approval. */
+  require_approval: z.boolean().default(false),
+}).refine((g) => g.length_ratio.min < g.length_ratio.max, { message: 'length_ratio.min must be below length_ratio.max', path: ['length_ratio'] });
+export type GatePolicy = z.infer<typeof gatePolicySchema>;
+
+export const policySchema = z.strictObject({
+  /** The policy stream: feedback events' `model` field, registry directory, server-name prefix. */
+  model: z.string().regex(MODEL_NAME_RE, 'letters, digits, ".", "_", "-" (no "/" or "..")').refine((m) => !m.includes('..'), 'must not contain ".."'),
+  base_model: z.strictObject({
+    /** A Hugging Face checkpoint directory, or `builtin:tiny` (the built-in demo model). */
+    path: z.string().min(1),
+    /** Name the servers know the base by (vLLM's served model name; PEFT base_model_name_or_path). */
+    served_name: z.string().min(1).optional(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  }),
+  lora: z.strictObject({
+    r: z.number().int().min(1).max(512).default(8),
+    alpha: positive.default(16),
+    dropout: z.number().min(0).lt(1).default(0),
+    target_modules: z.array(z.string().min(1)).min(1).default(['q_proj', 'v_proj']),
+    use_rslora: z.boolean().default(false),
+  }).prefault({}),
+  objective: z.strictObject({
+    loss_type: z.enum(['sigmoid', 'ipo', 'robust', 'hinge', 'kto']).default('sigmoid'),
+    beta: z.number().gt(0).max(10).default(0.1),
+    label_smoothing: z.number().min(0).lt(0.5).default(0),
+    learning_rate: z.number().gt(0).max(1).default(5e-5),
+    max_steps: z.number().int().positive().optional(),
+    num_epochs: z.number().positive().max(100).optional(),
+    batch_size: z.number().int().positive().default(16),
+    micro_batch_size: z.number().int().positive().default(4),
+    max_grad_norm: positive.default(1),
+    replay_fraction: prob.default(0.3),
+    /** Weight of the NLL term on chosen/edited responses (RPO); null: off. */
+    rpo_alpha: z.number().min(0).nullable().default(null),
+    kto: z.strictObject({ desirable_weight: positive.default(1), undesirable_weight: positive.default(1) }).prefault({}),
+  }).prefault({}).refine((o) => o.micro_batch_size <= o.batch_size && o.batch_size % o.micro_batch_size === 0, {
+    message: 'micro_batch_size must divide batch_size', path: ['micro_batch_size'],
+  }).refine((o) => o.loss_type === 'robust' || o.loss_type === 'sigmoid' || o.label_smoothing === 0, {
+    message: 'label_smoothing applies to loss_type sigmoid or robust only', path: ['label_smoothing'],
+  }),
+  schedule: z.strictObject({
+    /** node-cron expression (5 or 6 fields). */
+    cron: z.string().min(1).refine((c) => validCron(c), 'not a valid cron expression (e.g. "*/30 * * * *")').default('*/30 * * * *'),
+    /** A round starts only when at least this many new training examples arrived. */
+    min_new_examples: z.number().int().nonnegative().default(200),
+  }).prefault({}),
+  kl: z.strictObject({
+    /** Mean per-token KL(candidate ‖ deployed) allowed in one round (nats). */
+    per_round: positive.default(0.05),
+    /** Mean per-token KL(candidate ‖ anchor) allowed in total. */
+    cumulative: positive.default(0.5),
+    anchor: z.union([z.literal('base'), z.string().regex(VERSION_RE)]).default('base'),
+    /** Adaptive β (Ziegler et al. 2019): β ← β·(1 + k_beta·clip(KL/target − 1, ±0.2)). */
+    adaptive_beta: z.strictObject({
+      enabled: z.boolean().default(false),
+      target: positive.default(0.02),
+      k_beta: positive.max(1).default(0.1),
+      min_beta: positive.default(0.01),
+      max_beta: positive.default(1),
+    }).prefault({}),
+  }).prefault({}).refine((k) => k.per_round <= k.cumulative, { message: 'per_round must not exceed cumulative', path: ['per_round'] }),
+  gate: gatePolicySchema.prefault({}),
+  probes: z.strictObject({
+    benign: z.array(probeSchema).default([]),
+    red_team: z.array(probeSchema).default([]),
+    /** Recent production prompts added to the reward probes each evaluation. */
+    production_sample: z.number().int().nonnegative().default(32),
+  }).prefault({}),
+  servers: z.array(serverTargetSchema).default([]),
+  data: z.strictObject({
+    max_user_share: prob.default(0.05),
+    max_tenant_share: prob.default(0.3),
+  }).prefault({}),
+  retention: z.strictObject({ keep_versions: z.number().int().min(1).default(10) }).prefault({}),
+  deployment: deploymentSchema.default({ mode: 'auto' }),
+});
+export type Policy = z.infer<typeof policySchema>;
+export type PolicyInput = z.input<typeof policySchema>;

@@ -1,0 +1,29 @@
+/**
+ * Names the registry puts on disk and on inference servers. Model names become directory names
+ * and server-side adapter names, so they are restricted to a safe alphabet (no `/`, no `..`).
+ */
+import { AligndError } from '../errors.js';
+
+/** Letters, digits, `.`, `_`, `-`; starts with a letter or digit; at most 64 characters. */
+export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export const VERSION_RE = /^v([1-9][0-9]{0,8})$/;
+
+export function validateModelName(model: string): string {
+  if (!MODEL_NAME_RE.test(model) || model.includes('..')) {
+    throw new AligndError('CONFIG_INVALID', `model name ${JSON.stringify(model)} is not allowed`, {
+      action: 'use letters, digits, ".", "_" or "-" (starting with a letter or digit, at most 64 characters, no "..")',
+    });
+  }
+  return model;
+}
+
+export function parseVersion(v: string): number {
+  const m = VERSION_RE.exec(v);
+  if (m === null) throw new AligndError('CONFIG_INVALID', `version ${JSON.stringify(v)} is not of the form vN (v1, v2, ...)`, { action: 'name a version as the registry lists it' });
+  return Number(m[1]);
+}
+
+export const versionName = (n: number): string => `v${n}`;
+
+/** The immutable server-side adapter name of a version: `<model>-v<N>`. Never reused for other weights. */
+export const servedName = (model: string, version: string): string => `${model}-${version}`;
