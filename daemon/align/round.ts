@@ -1,0 +1,372 @@
+/**
+ * One incremental training round (DESIGN.md § Alignment; issue 5):
+ *   reference = the deployed version (base + deployed adapter); its log-probs are computed once
+ *   per round by the inference program and cached per example; the candidate warm-starts from the
+ *   deployed adapter and trains on the window (new examples + replay; held-out never trained on);
+ *   exact KL on held-out contexts every N steps against the deployed version (per-round budget)
+ *   and the anchor (cumulative budget); the round stops early keeping the last in-budget state;
+ *   NaN/Inf anywhere discards the candidate (TRAINING_DIVERGED) and leaves the deployed untouched.
+ */
+import * as ort from 'onnxruntime-node';
+import { AligndError, errorMessage } from '../errors.js';
+import { type Logger, silentLogger } from '../log.js';
+import { type OrtTensor, type TrainState, accumulate, applyAccumulated, f32, i64, initAccumulator, initState, numbers, run, trainStep } from '../engine/index.js';
+import { packLogProbBatch } from '../model/batch.js';
+import { initLora, type LoraAdapter } from '../model/lora.js';
+import type { PromptResponseTokens } from '../model/tokenizer.js';
+import type { Example } from '../store/buffer.js';
+import type { AlignModel } from './context.js';
+import { sampledSequenceKl, sequenceLogps } from './generate.js';
+import { type AlignKnobs, withDefaults } from './knobs.js';
+import { adapterFeeds, batchFeeds } from './programs.js';
+import { adaptBeta, learningRate } from './schedule.js';
+import { loraName } from './forward.js';
+import { createRng } from '../model/rng.js';
+
+export interface RoundInput {
+  model: AlignModel;
+  /** The deployed adapter (this round's reference and warm start); null = the base model is deployed. */
+  deployedAdapter: LoraAdapter | null;
+  /** The cumulative-budget anchor (a pinned version); null = the base model. */
+  anchorAdapter: LoraAdapter | null;
+  /** Training examples: the buffer's window() (pairs for dpo, kto rows for kto). */
+  window: Example[];
+  /** Held-out examples (buffer.heldout()): KL contexts and held-out metrics; never trained on. */
+  heldout: Example[];
+  knobs: Partial<AlignKnobs>;
+  log?: Logger;
+  /** Where the candidate is checkpointed (PEFT adapter + round.json); omitted = not written. */
+  outDir?: string;
+  /** Window marks etc. copied into the resumable metadata. */
+  meta?: Record<string, unknown>;
+}
+
+export interface StepLog { step: number; lr: number; beta: number; loss: number; gradNorm: number; metrics: Record<string, number> }
+export interface KlCheck { step: number; perRound: number; cumulative: number; beta: number }
+
+export type StopReason = 'completed' | 'kl_budget' | 'kl_budget_exhausted' | 'diverged' | 'no_data';
+
+export interface RoundResult {
+  /** The candidate adapter, or null when discarded / nothing trained. */
+  candidate: LoraAdapter | null;
+  candidateDir: string | null;
+  stopReason: StopReason;
+  /** Why the candidate was discarded or the round stopped early, for people. */
+  reason: string | null;
+  stepsTaken: number;
+  /** Steps of the kept state (≤ stepsTaken when a budget rolled the last ones back). */
+  keptStep: number;
+  steps: StepLog[];
+  klChecks: KlCheck[];
+  kl: { perRound: number; cumulative: number; sampledSequence: number | null };
+  beta: number;
+  heldout: { pairs: number; 'rewards/accuracies': number; 'rewards/margins': number } | null;
+  trainedExampleIds: number[];
+  skipped: { id: number; why: string }[];
+}
+
+interface PairRow { id: number; chosen: PromptResponseTokens; rejected: PromptResponseTokens }
+interface KtoRow { id: number; prompt: number[]; own: PromptResponseTokens; desirable: boolean }
+
+function tokenizePairs(m: AlignModel, exs: Example[], skipped: { id: number; why: string }[]): PairRow[] {
+  const tok = m.ckpt.tokenizer;
+  if (tok === null) throw new AligndError('MODEL_INVALID', 'the base model has no tokenizer.json', { input: m.ckpt.dir, action: 'copy the model\'s tokenizer files into its directory' });
+  const out: PairRow[] = [];
+  for (const e of exs) {
+    if (e.type !== 'pair' || e.chosen === null || e.rejected === null) continue;
+    try {
+      out.push({ id: e.id, chosen: tok.promptResponse(e.prompt, e.chosen), rejected: tok.promptResponse(e.prompt, e.rejected) });
+    } catch (err) { skipped.push({ id: e.id, why: errorMessage(err) }); }
+  }
+  return out;
+}
+
+function tokenizeKto(m: AlignModel, exs: Example[], skipped: { id: number; why: string }[]): KtoRow[] {
+  const tok = m.ckpt.tokenizer!;
+  const out: KtoRow[] = [];
+  for (const e of exs) {
+    if (e.type !== 'kto' || e.response === null || (e.label !== 'up' && e.label !== 'down')) continue;
+    try {
+      const own = tok.promptResponse(e.prompt, e.response);
+      out.push({ id: e.id, prompt: own.ids.slice(0, own.promptLength), own, desirable: e.label === 'up' });
+    } catch (err) { skipped.push({ id: e.id, why: errorMessage(err) }); }
+  }
+  return out;
+}
+
+function diverged(what: string): AligndError {
+  return new AligndError('TRAINING_DIVERGED', what, { action: 'the candidate was discarded and the deployed version is untouched; lower align.learningRate or check the feedback window for bad data' });
+}
+
+function stateToAdapter(state: TrainState, like: LoraAdapter): LoraAdapter {
+  const pairs = new Map([...like.pairs].map(([path, p]) => [path, {
+    module: p.module,
+    a: Float32Array.from(state.params[loraName(path, 'A')]!.data as Float32Array),
+    b: Float32Array.from(state.params[loraName(path, 'B')]!.data as Float32Array),
+  }]));
+  return { config: like.config, pairs };
+}
+
+const finiteAdapter = (a: LoraAdapter): boolean => [...a.pairs.values()].every((p) => p.a.every(Number.isFinite) && p.b.every(Number.isFinite));
+
+/** Mean exact token KL(π_adapter‖π_ref) over the held-out contexts. */
+async function exactKl(m: AlignModel, policy: LoraAdapter, ref: LoraAdapter, contexts: PromptResponseTokens[], chunk: number, maxLength: number): Promise<number> {
+  if (contexts.length === 0) return 0;
+  const s = await m.kl(ref.config);
+  const pad = m.ckpt.spec.padTokenId ?? m.ckpt.spec.eosTokenIds[0] ?? 0;
+  let sum = 0, count = 0;
+  for (let i = 0; i < contexts.length; i += chunk) {
+    const b = packLogProbBatch(contexts.slice(i, i + chunk), pad, maxLength);
+    const out = await run(s, { ...batchFeeds(m.ckpt, b), ...adapterFeeds(policy, 'lora'), ...adapterFeeds(ref, 'ref') });
+    sum += numbers(out['kl_sum']!)[0]!;
+    count += numbers(out['kl_count']!)[0]!;
+  }
+  return count === 0 ? 0 : sum / count;
+}
+
+function shuffled<T>(xs: T[], seed: number): T[] {
+  const rng = createRng(seed);
+  const a = [...xs];
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+export async function runRound(input: RoundInput): Promise<RoundResult> {
+  const k = withDefaults(input.knobs);
+  const m = input.model;
+  const log = input.log ?? silentLogger;
+  const spec = m.ckpt.spec;
+  const pad = spec.padTokenId ?? spec.eosTokenIds[0] ?? 0;
+  const skipped: { id: number; why: string }[] = [];
+  const deployed = input.deployedAdapter ?? m.zeroAdapter();
+  const anchor = input.anchorAdapter ?? m.zeroAdapter();
+  // Warm start: the deployed adapter's values; with no deployed adapter, PEFT's init (B = 0) so
+  // the candidate starts exactly at the base model but A carries gradient into B.
+  const start = input.deployedAdapter ?? initLora(spec, m.lora, k.seed);
+  const result: RoundResult = {
+    candidate: null, candidateDir: null, stopReason: 'completed', reason: null, stepsTaken: 0, keptStep: 0, steps: [], klChecks: [],
+    kl: { perRound: 0, cumulative: 0, sampledSequence: null }, beta: k.beta, heldout: null, trainedExampleIds: [], skipped,
+  };
+  const train = input.window.filter((e) => !e.heldout);
+  const pairs = k.objective === 'dpo' ? tokenizePairs(m, train, skipped) : [];
+  const kto = k.objective === 'kto' ? tokenizeKto(m, train, skipped) : [];
+  const n = k.objective === 'dpo' ? pairs.length : kto.length;
+  const heldPairs = tokenizePairs(m, input.heldout, []);
+  const tok = m.ckpt.tokenizer!;
+  const contexts: PromptResponseTokens[] = [];
+  for (const e of input.heldout) {
+    if (contexts.length >= k.klContexts) break;
+    const resp = e.chosen ?? e.response;
+    if (resp === null) continue;
+    try { contexts.push(tok.promptResponse(e.prompt, resp)); } catch { /* skipped */ }
+  }
+  if (n === 0) {
+    result.stopReason = 'no_data';
+    result.reason = `no ${k.objective === 'dpo' ? 'pairs' : 'KTO rows'} in the window`;
+    return result;
+  }
+  result.trainedExampleIds = (k.objective === 'dpo' ? pairs : kto).map((r) => r.id);
+  const ktoNeeds = k.objective === 'kto' && k.microBatchSize < 2;
+  if (ktoNeeds) throw new AligndError('CONFIG_INVALID', 'KTO needs microBatchSize ≥ 2 (z₀ comes from mismatched pairs in the batch)', { action: 'raise align.microBatchSize' });
+
+  try {
+    if (!finiteAdapter(deployed) || !finiteAdapter(anchor)) throw diverged('the deployed or anchor adapter holds NaN/Inf values');
+    // Reference log-probs: once per round, cached per example.
+    const refCache = new Map<number, number[]>();
+    if (k.objective === 'dpo') {
+      const lp = await sequenceLogps(m, deployed, pairs.flatMap((p) => [p.chosen, p.rejected]), 2 * k.microBatchSize, k.maxLength);
+      pairs.forEach((p, i) => refCache.set(p.id, [lp[2 * i]!, lp[2 * i + 1]!]));
+    } else {
+      const lp = await sequenceLogps(m, deployed, kto.map((r) => r.own), 2 * k.microBatchSize, k.maxLength);
+      kto.forEach((r, i) => refCache.set(r.id, [lp[i]!]));
+    }
+    for (const [id, v] of refCache) if (!v.every(Number.isFinite)) throw diverged(`reference log-probs of example ${id} are not finite`);
+
+    const optimizer = { maxGradNorm: k.maxGradNorm, weightDecay: k.weightDecay };
+    const micro = k.batchSize / k.microBatchSize;
+    const prog = k.objective === 'dpo'
+      ? await m.dpo({ lossType: k.lossType, labelSmoothing: k.labelSmoothing, rpoAlpha: k.rpoAlpha, optimizer, accumulate: micro > 1 })
+      : await m.kto({ desirableWeight: k.desirableWeight, undesirableWeight: k.undesirableWeight, optimizer, accumulate: micro > 1 });
+    const apply = micro > 1 ? await m.apply(optimizer) : null;
+    const hostParams = Object.fromEntries(Object.entries(adapterFeeds(start)).map(([name, t]) => [name, { dtype: 'float32' as const, dims: [...t.dims], data: t.data as Float32Array }]));
+    const state = initState(hostParams);
+
+    const stepsPerEpoch = Math.ceil(n / k.batchSize);
+    const total = k.maxSteps > 0 ? k.maxSteps : Math.max(1, Math.round(k.numTrainEpochs * stepsPerEpoch));
+    const warmup = Math.floor(k.warmupRatio * total);
+    let beta = k.beta;
+
+    // KL at the start: per round is 0 by construction (warm start = reference) unless there was
+    // no deployed adapter; the cumulative one is the deployed version's drift from the anchor.
+    const startAdapter = stateToAdapter(state, start);
+    let lastR = await exactKl(m, startAdapter, deployed, contexts, 2 * k.microBatchSize, k.maxLength);
+    let lastC = await exactKl(m, startAdapter, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
+    result.klChecks.push({ step: 0, perRound: lastR, cumulative: lastC, beta });
+    if (lastC >= k.klBudget.cumulative) {
+      result.stopReason = 'kl_budget_exhausted';
+      result.reason = `the deployed version is already ${lastC.toFixed(4)} nats/token from the anchor (cumulative budget ${k.klBudget.cumulative}); nothing trained`;
+      result.kl = { perRound: lastR, cumulative: lastC, sampledSequence: null };
+      return result;
+    }
+    let snapshot = { params: copyParams(state), step: 0, perRound: lastR, cumulative: lastC };
+
+    let order: number[] = [];
+    let epoch = 0;
+    const nextIndices = (): number[] => {
+      const idx: number[] = [];
+      while (idx.length < k.batchSize) {
+        if (order.length === 0) order = shuffled(Array.from({ length: n }, (_, i) => i), k.seed * 7919 + epoch++);
+        idx.push(order.shift()!);
+        if (n < k.batchSize && idx.length === n) break;
+      }
+      return idx;
+    };
+
+    for (let step = 0; step < total; step++) {
+      const lr = learningRate(step, total, k.learningRate, k.lrSchedulerType, warmup);
+      const idx = nextIndices();
+      const chunks: number[][] = [];
+      for (let i = 0; i < idx.length; i += k.microBatchSize) chunks.push(idx.slice(i, i + k.microBatchSize));
+      let res;
+      if (micro === 1 || chunks.length === 1) {
+        const feeds = k.objective === 'dpo' ? dpoFeeds(m, pairs, refCache, chunks[0]!, beta, k.maxLength, pad)
+          : await ktoFeeds(m, kto, refCache, chunks[0]!, beta, k.maxLength, pad, deployed);
+        if (apply === null) res = await trainStep(prog.session, prog.info, state, feeds, lr);
+        else {
+          const acc = initAccumulator(state);
+          const r1 = await accumulate(prog.session, prog.info, state, acc, feeds);
+          res = { ...(await applyAccumulated(apply.session, apply.info, state, acc, lr)), metrics: r1.metrics };
+        }
+      } else {
+        const acc = initAccumulator(state);
+        const sums: Record<string, number> = {};
+        for (const c of chunks) {
+          const feeds = k.objective === 'dpo' ? dpoFeeds(m, pairs, refCache, c, beta, k.maxLength, pad)
+            : await ktoFeeds(m, kto, refCache, c, beta, k.maxLength, pad, deployed);
+          const r1 = await accumulate(prog.session, prog.info, state, acc, feeds);
+          for (const [key, v] of Object.entries(r1.metrics)) sums[key] = (sums[key] ?? 0) + v / chunks.length;
+        }
+        res = { ...(await applyAccumulated(apply!.session, apply!.info, state, acc, lr)), metrics: sums };
+      }
+      result.stepsTaken = step + 1;
+      result.steps.push({ step: step + 1, lr, beta, loss: res.loss, gradNorm: res.gradNorm, metrics: res.metrics });
+      log.debug('align step', { step: step + 1, loss: res.loss, grad_norm: res.gradNorm, lr, ...res.metrics });
+
+      const last = step + 1 === total;
+      if ((step + 1) % k.klEveryNSteps === 0 || last) {
+        const cur = stateToAdapter(state, start);
+        if (!finiteAdapter(cur)) throw diverged(`adapter values are not finite after step ${step + 1}`);
+        const klR = await exactKl(m, cur, deployed, contexts, 2 * k.microBatchSize, k.maxLength);
+        const klC = await exactKl(m, cur, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
+        if (!Number.isFinite(klR) || !Number.isFinite(klC)) throw diverged(`KL is not finite after step ${step + 1}`);
+        result.klChecks.push({ step: step + 1, perRound: klR, cumulative: klC, beta });
+        if (klR > k.klBudget.perRound || klC > k.klBudget.cumulative) {
+          // Over budget: roll back to the last in-budget state and stop.
+          restoreParams(state, snapshot.params);
+          result.stopReason = 'kl_budget';
+          result.reason = `KL ${klR.toFixed(4)} (round) / ${klC.toFixed(4)} (cumulative) nats/token after step ${step + 1} exceeds the budget `
+            + `${k.klBudget.perRound} / ${k.klBudget.cumulative}; kept step ${snapshot.step}`;
+          result.keptStep = snapshot.step;
+          result.kl.perRound = snapshot.perRound;
+          result.kl.cumulative = snapshot.cumulative;
+          break;
+        }
+        snapshot = { params: copyParams(state), step: step + 1, perRound: klR, cumulative: klC };
+        result.keptStep = step + 1;
+        result.kl.perRound = klR;
+        result.kl.cumulative = klC;
+        // The next check would cross a budget if the drift keeps its last pace: stop here, in budget.
+        if (!last && (2 * klR - lastR > k.klBudget.perRound || 2 * klC - lastC > k.klBudget.cumulative)) {
+          result.stopReason = 'kl_budget';
+          result.reason = `KL ${klR.toFixed(4)} / ${klC.toFixed(4)} nats/token after step ${step + 1}; at this pace the next ${k.klEveryNSteps} step(s) would exceed the budget`;
+          break;
+        }
+        lastR = klR;
+        lastC = klC;
+        if (k.adaptiveBeta !== null) beta = adaptBeta(beta, klR, k.adaptiveBeta.target, k.adaptiveBeta.kBeta);
+      }
+    }
+    result.beta = beta;
+    const candidate = stateToAdapter(state, start);
+    if (!finiteAdapter(candidate)) throw diverged('candidate adapter values are not finite');
+    result.candidate = candidate;
+
+    // Held-out implicit-reward metrics against the deployed reference (TRL's eval rewards/*).
+    if (heldPairs.length > 0) {
+      const seqs = heldPairs.flatMap((p) => [p.chosen, p.rejected]);
+      const pol = await sequenceLogps(m, candidate, seqs, 2 * k.microBatchSize, k.maxLength);
+      const ref = await sequenceLogps(m, deployed, seqs, 2 * k.microBatchSize, k.maxLength);
+      let acc = 0, margin = 0;
+      for (let i = 0; i < heldPairs.length; i++) {
+        const d = (pol[2 * i]! - ref[2 * i]!) - (pol[2 * i + 1]! - ref[2 * i + 1]!);
+        if (d > 0) acc++;
+        margin += k.beta * d;
+      }
+      result.heldout = { pairs: heldPairs.length, 'rewards/accuracies': acc / heldPairs.length, 'rewards/margins': margin / heldPairs.length };
+    }
+    // Sampled sequence-level KL on generations from the candidate.
+    const prompts = input.heldout.slice(0, k.sampledKl.prompts).map((e) => tok.encodePrompt(e.prompt));
+    if (prompts.length > 0 && k.sampledKl.maxNewTokens > 0) {
+      const s = await sampledSequenceKl(m, candidate, deployed, prompts, { maxNewTokens: k.sampledKl.maxNewTokens, temperature: k.sampledKl.temperature, seed: k.seed + 1 });
+      if (!Number.isFinite(s.kl)) throw diverged('sampled sequence KL is not finite');
+      result.kl.sampledSequence = s.kl;
+    }
+  } catch (err) {
+    if (err instanceof AligndError && err.code === 'TRAINING_DIVERGED') {
+      log.warn('align round diverged; candidate discarded', { reason: err.message });
+      result.candidate = null;
+      result.stopReason = 'diverged';
+      result.reason = err.message;
+      return result;
+    }
+    throw err;
+  }
+  if (input.outDir !== undefined && result.candidate !== null) {
+    const { writeCandidate } = await import('./checkpoint.js');
+    result.candidateDir = writeCandidate(input.outDir, m, result, k, input.meta ?? {});
+  }
+  log.info('align round done', { stop: result.stopReason, steps: result.stepsTaken, kept: result.keptStep, kl_round: result.kl.perRound, kl_cumulative: result.kl.cumulative });
+  return result;
+}
+
+function copyParams(state: TrainState): Record<string, Float32Array> {
+  return Object.fromEntries(Object.entries(state.params).map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]));
+}
+
+function restoreParams(state: TrainState, p: Record<string, Float32Array>): void {
+  for (const [k, v] of Object.entries(p)) state.params[k] = new ort.Tensor('float32', v.slice(), state.params[k]!.dims);
+}
+
+function dpoFeeds(m: AlignModel, pairs: PairRow[], ref: Map<number, number[]>, idx: number[], beta: number, maxLength: number, pad: number): Record<string, OrtTensor> {
+  const rows = idx.map((i) => pairs[i]!);
+  const b = packLogProbBatch([...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], pad, maxLength);
+  const P = rows.length;
+  return {
+    ...batchFeeds(m.ckpt, b),
+    chosen_index: i64([P], rows.map((_, i) => i)), rejected_index: i64([P], rows.map((_, i) => P + i)),
+    ref_chosen: f32([P], rows.map((r) => ref.get(r.id)![0]!)), ref_rejected: f32([P], rows.map((r) => ref.get(r.id)![1]!)),
+    beta: f32([], [beta]),
+  };
+}
+
+async function ktoFeeds(m: AlignModel, rows0: KtoRow[], ref: Map<number, number[]>, idx: number[], beta: number, maxLength: number, pad: number,
+  deployed: LoraAdapter): Promise<Record<string, OrtTensor>> {
+  const rows = idx.map((i) => rows0[i]!);
+  const N = rows.length;
+  // Mismatched pairs (x_i, y_{i+1}) for z₀, as TRL's KTOTrainer rotates completions in the batch.
+  const mismatched = rows.map((r, i) => {
+    const other = rows[(i + 1) % N]!;
+    return { ids: [...r.prompt, ...other.own.ids.slice(other.own.promptLength)], promptLength: r.prompt.length };
+  });
+  const refKl = await sequenceLogps(m, deployed, mismatched, 2 * N, maxLength);
+  const b = packLogProbBatch([...rows.map((r) => r.own), ...mismatched], pad, maxLength);
+  return {
+    ...batchFeeds(m.ckpt, b),
+    own_index: i64([N], rows.map((_, i) => i)), kl_index: i64([N], rows.map((_, i) => N + i)),
+    ref_logps: f32([N], rows.map((r) => ref.get(r.id)![0]!)), ref_kl_logps: f32([N], Array.from(refKl)),
+    desirable: f32([N], rows.map((r) => (r.desirable ? 1 : 0))), beta: f32([], [beta]),
+  };
+}
