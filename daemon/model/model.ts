@@ -8,6 +8,10 @@
  * the graph functions of programs.ts / forward-graph.ts build the loss on it; `batchFeeds` and
  * `loraHostTensors` make the feeds and the initial train state.
  */
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AligndError } from '../errors.js';
 import {
@@ -39,7 +43,16 @@ export interface LoadOptions {
   threads?: number;
   /** Base weights stored as float16 in the programs (half the memory; arithmetic stays float32). */
   storage?: 'float16';
+  /**
+   * Programs whose weights exceed this many bytes are written to `programDir` with their weights as
+   * ONNX external data (protobuf caps a model file at 2 GB). Default 1.5 GiB.
+   */
+  externalAboveBytes?: number;
+  /** Where external-data programs go (default: a fresh folder under the system temp dir). */
+  programDir?: string;
 }
+
+const EXTERNAL_ABOVE = 1.5 * 2 ** 30;
 
 export interface Model {
   dir: string;
@@ -118,13 +131,21 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   const weights = graphWeights(spec, checkpoint.weights);
   const runtime: RuntimeOptions = { provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0 };
   const sessions = new Map<string, Promise<Session>>();
+  const weightBytes = [...weights.tensors.values()].reduce((n, t) => n + t.values.byteLength, 0);
+  let programDir: string | undefined;
 
   const session = (kind: ProgramKind, lora: LoraConfig | null): Promise<Session> => {
     const key = `${kind}|${loraShapeKey(lora)}`;
     let s = sessions.get(key);
     if (s === undefined) {
       const g = buildProgram(kind, weights, lora, opts.storage === undefined ? {} : { storage: opts.storage });
-      s = createSession(toOnnx(g).bytes, runtime);
+      if (weightBytes > (opts.externalAboveBytes ?? EXTERNAL_ABOVE)) {
+        programDir ??= opts.programDir ?? mkdtempSync(join(tmpdir(), 'alignd-programs-'));
+        mkdirSync(programDir, { recursive: true });
+        g.name = `${g.name}_${createHash('sha256').update(loraShapeKey(lora)).digest('hex').slice(0, 12)}`;
+        const e = toOnnx(g, { external: { dir: programDir, file: `${g.name}.weights`, thresholdBytes: 1024 } });
+        s = createSession(e.modelPath!, runtime);
+      } else s = createSession(toOnnx(g).bytes, runtime);
       sessions.set(key, s);
       s.catch(() => sessions.delete(key));
     }

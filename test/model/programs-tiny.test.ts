@@ -4,7 +4,7 @@
 // generation (greedy and seeded sampling), LoRA gradients by float64 finite differences, and a
 // train step built from the same graph functions.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -196,4 +196,12 @@ t.test('a train step built from buildLogProbs raises the chosen responses\' log-
   const after = (await model.logprobs(batch, trained)).seqLogps;
   const sum = (x: ArrayLike<number>): number => Array.from(x).reduce((a, b) => a + b, 0);
   t.ok(sum(after) > sum(before), `summed log-probs rise: ${sum(before).toFixed(3)} → ${sum(after).toFixed(3)}`);
+});
+
+t.test('programs over the size limit load from ONNX external data and give the same results', async (t) => {
+  const programDir = join(dir, 'programs');
+  const ext = loadModel(dir, { threads: 1, externalAboveBytes: 0, programDir });
+  t.same(Array.from((await ext.logprobs(batch, lora)).seqLogps), Array.from((await model.logprobs(batch, lora)).seqLogps), 'same log-probs');
+  const files = readdirSync(programDir);
+  t.ok(files.some((f) => f.endsWith('.weights')) && files.some((f) => f.endsWith('.onnx')), `model and weights files written: ${files.join(', ')}`);
 });
