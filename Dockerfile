@@ -58,6 +58,9 @@ COPY policies /policies
 # verify it without resolving names.
 RUN mkdir -p /data && chown 1000:1000 /data
 VOLUME ["/data", "/policies"]
+# The working directory is the data volume: a relative path in a policy or config (a file_drop
+# dir, say) lands in persistent, writable storage, never in the read-only /app.
+WORKDIR /data
 
 # Outside a container alignd binds 127.0.0.1 (daemon/config.ts). Inside one, the container's network
 # namespace is the boundary: 0.0.0.0 is what lets a port mapping, a compose network or a Kubernetes

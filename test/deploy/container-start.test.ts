@@ -56,7 +56,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise
 }
 
 t.test('the container command and environment come from the Dockerfile', async (t) => {
-  t.equal(spec.workdir, '/app');
+  t.equal(spec.workdir, '/data', 'relative paths land in the data volume');
   t.same(spec.argv.slice(0, 2), ['node', '/app/dist/daemon/main.js'], 'ENTRYPOINT runs the built CLI');
   t.equal(spec.argv[2], 'start', 'CMD starts the daemon');
   t.ok(existsSync(mapPath(spec.argv[1] ?? '')), 'the entrypoint exists in this checkout after npm run build');
