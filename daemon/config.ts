@@ -33,6 +33,11 @@ export const daemonConfigSchema = z.strictObject({
     /** Largest request body (an NDJSON batch). */
     maxBodyBytes: z.number().int().positive().default(16 * 1024 * 1024),
   }).prefault({}),
+  telemetry: z.strictObject({
+    /** OTLP/HTTP endpoint (collector base URL) for metrics and traces; unset: OTEL_EXPORTER_OTLP_ENDPOINT or off. */
+    otlpEndpoint: z.url().optional(),
+    otlpIntervalMs: z.number().int().min(1000).default(15_000),
+  }).prefault({}),
   sources: z.strictObject({
     /** JSONL files tailed with a checkpointed offset. */
     files: z.array(z.strictObject({

@@ -15,11 +15,14 @@ import { createIngest, type Ingest } from './ingest/pipeline.js';
 import { feedbackJsonSchema } from './ingest/schema.js';
 import type { FeedbackSource } from './ingest/types.js';
 import { closeServer, sendJson, startHttpServer } from './http/server.js';
+import { STATUS_PAGE } from './http/status-page.js';
+import { createTelemetry, type Telemetry } from './telemetry/telemetry.js';
+import { ingestRateSampler } from './telemetry/history.js';
 import { parse } from './cli/args.js';
 import { readLines, sendHttp } from './cli/send.js';
 import { feedbackRoute } from '../adapters/sources/http.js';
 import { fileSource } from '../adapters/sources/file.js';
-import { createKafkaSource, sendToKafka } from '../adapters/sources/kafka.js';
+import { createKafkaSource, sendToKafka, type KafkaSource } from '../adapters/sources/kafka.js';
 
 const VERSION = (JSON.parse(readFileSync(join(fileURLToPath(import.meta.url), '../../../package.json'), 'utf8')) as { version: string }).version;
 
@@ -49,6 +52,7 @@ export interface RunningDaemon {
   ingest: Ingest;
   server: Server | undefined;
   sources: FeedbackSource[];
+  telemetry: Telemetry;
   stop(): Promise<void>;
 }
 
@@ -58,13 +62,30 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const buffer = openBuffer({ path: join(config.dataDir, 'buffer.sqlite'), heldoutFraction: config.ingest.heldoutFraction });
   const ingest = createIngest({ buffer, limits: config.ingest.limits, log: log.child({ stage: 'ingest' }) });
   ingest.startDeriving();
+  const telemetry = createTelemetry({ serviceVersion: VERSION, otlpIntervalMs: config.telemetry.otlpIntervalMs,
+    ...(config.telemetry.otlpEndpoint === undefined ? {} : { otlpEndpoint: config.telemetry.otlpEndpoint }) });
+  const ingestRate = ingestRateSampler(() => ingest.stats.stored + ingest.stats.duplicates, Number(process.env['ALIGND_INGEST_SAMPLE_MS'] ?? 5000));
   const sources: FeedbackSource[] = [];
+  const kafkaSources: KafkaSource[] = [];
   for (const f of config.sources.files) {
     sources.push(fileSource({ path: f.path, pollMs: f.pollMs, log: log.child({ source: 'file' }), checkpoint: (k) => buffer.checkpoint(k) }));
   }
   if (config.sources.kafka !== undefined) {
-    sources.push(createKafkaSource(config.sources.kafka, { log }));
+    const k = createKafkaSource(config.sources.kafka, { log });
+    kafkaSources.push(k);
+    sources.push(k);
   }
+  telemetry.observe({
+    bufferEvents: () => buffer.counts().events,
+    bufferPending: () => buffer.pending(),
+    consumerLag: () => kafkaSources.flatMap((k) => k.lag()),
+    ingest: () => ingest.stats,
+    deadLettered: () => {
+      const total: Record<string, number> = {};
+      for (const k of kafkaSources) for (const [code, n] of Object.entries(k.counters.dlq)) total[code] = (total[code] ?? 0) + n;
+      return total;
+    },
+  });
   let ready = false;
   let server: Server | undefined;
   if (config.http.enabled) {
@@ -73,6 +94,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       host: config.http.host, port: config.http.port, log: log.child({ component: 'http' }),
       ...(adminToken === undefined ? {} : { adminToken }),
       routes: [
+        { method: 'GET', path: '/', handler: (_q, res) => {
+          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+          res.end(STATUS_PAGE);
+        } },
+        { method: 'GET', path: '/metrics', handler: (q, res) => telemetry.prometheusHandler(q, res) },
+        { method: 'GET', path: '/v1/history', handler: (_q, res) => sendJson(res, 200, {
+          ingest: ingestRate.samples(), rounds: buffer.roundResults(),
+        }) },
         { method: 'GET', path: '/healthz', handler: (_q, res) => sendJson(res, 200, { ok: true }) },
         { method: 'GET', path: '/readyz', handler: (_q, res) => sendJson(res, ready ? 200 : 503, { ready }) },
         { method: 'GET', path: '/v1/status', handler: (_q, res) => sendJson(res, 200, {
@@ -92,7 +121,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   ready = true;
   let stopping: Promise<void> | undefined;
   return {
-    config, buffer, ingest, server, sources,
+    config, buffer, ingest, server, sources, telemetry,
     stop() {
       stopping ??= (async () => {
         ready = false;
@@ -104,6 +133,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
           }
         }
         if (server !== undefined) await closeServer(server);
+        ingestRate.stop();
+        await telemetry.shutdown();
         ingest.stopDeriving();
         buffer.close();
       })();

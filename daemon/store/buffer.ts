@@ -77,6 +77,23 @@ export type Counts = {
   examples: Record<string, number>;
 };
 
+/** A round's figures as the status page plots them; every field optional but `decision`. */
+export interface RoundResult {
+  decision: 'promote' | 'reject' | 'hold' | 'discarded';
+  version?: string;
+  loss?: number;
+  klRound?: number;
+  klCumulative?: number;
+  klBudgetRound?: number;
+  klBudgetCumulative?: number;
+  rewardLcb?: number;
+  unsafeUcb?: number;
+  unsafeLimit?: number;
+  goldReward?: number;
+  reasons?: string[];
+  [k: string]: unknown;
+}
+
 export interface StoredRow { event: FeedbackEvent; origin: Origin }
 
 export type ReplayBuffer = ReturnType<typeof openBuffer>;
@@ -376,6 +393,18 @@ export function openBuffer(opts: BufferOptions) {
     topSources(key: 'user' | 'tenant', limit = 10): Array<{ id: string; events: number }> {
       return db.prepare(`SELECT ${key} AS id, count(*) AS events FROM events WHERE ${key} IS NOT NULL GROUP BY ${key} ORDER BY events DESC LIMIT ?`)
         .all(limit) as Array<{ id: string; events: number }>;
+    },
+    /** Keep a round's outcome (figures and decision) for the status page and `alignd status`. */
+    recordRoundResult(model: string, round: number, result: RoundResult): void {
+      db.prepare(`INSERT INTO round_results (model, round, at, result) VALUES (?, ?, ?, ?)
+        ON CONFLICT(model, round) DO UPDATE SET at = excluded.at, result = excluded.result`).run(model, round, Date.now(), JSON.stringify(result));
+    },
+    /** Round outcomes, oldest first (at most `limit` newest). */
+    roundResults(model?: string, limit = 500): Array<{ model: string; round: number; at: number; result: RoundResult }> {
+      const rows = (model === undefined
+        ? db.prepare(`SELECT * FROM round_results ORDER BY at DESC, round DESC LIMIT ?`).all(limit)
+        : db.prepare(`SELECT * FROM round_results WHERE model = ? ORDER BY at DESC, round DESC LIMIT ?`).all(model, limit)) as Array<{ model: string; round: number; at: number; result: string }>;
+      return rows.reverse().map((r) => ({ model: r.model, round: r.round, at: r.at, result: JSON.parse(r.result) as RoundResult }));
     },
     close(): void {
       db.close();

@@ -9,7 +9,16 @@ import { AligndError } from '../errors.js';
 
 export type Db = Database.Database;
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
+
+/** Round outcomes over time (the status page's plots, `alignd status`). */
+const MIGRATION_2 = `
+CREATE TABLE round_results (
+  model TEXT NOT NULL, round INTEGER NOT NULL, at INTEGER NOT NULL,
+  result TEXT NOT NULL,
+  PRIMARY KEY (model, round)
+);
+`;
 
 const MIGRATION_1 = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,10 +95,9 @@ function migrate(db: Db, path: string): void {
     throw new AligndError('STORE_FAILED', `replay buffer ${path} has schema version ${version}, newer than this alignd (${SCHEMA_VERSION})`, {
       action: 'run the alignd release that wrote it, or point data_dir elsewhere' });
   }
-  if (version < 1) {
-    db.transaction(() => {
-      db.exec(MIGRATION_1);
-      db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    })();
-  }
+  const steps = [MIGRATION_1, MIGRATION_2];
+  db.transaction(() => {
+    for (let v = version; v < steps.length; v++) db.exec(steps[v] as string);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  })();
 }

@@ -1,0 +1,92 @@
+/**
+ * The status page (`GET /`): one self-contained HTML document (no CDN: daemons run on closed
+ * networks) that polls /v1/status and /v1/history and draws SVG line charts — round loss, KL
+ * against both budgets, reward lower bound, unsafe upper bound against its limit, the decisions
+ * timeline and the ingest rate. Each chart's <svg> carries data-points = the points it drew.
+ */
+export const STATUS_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>alignd status</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font:14px system-ui,sans-serif;margin:1.5rem;color:#1d232a;background:#fafbfc}
+ h1{font-size:1.3rem;margin:0 0 .3rem} .sub{color:#5b6570;margin-bottom:1rem}
+ .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:1rem}
+ .card{background:#fff;border:1px solid #dde2e7;border-radius:6px;padding:.8rem}
+ .card h2{font-size:.95rem;margin:0 0 .4rem} svg{width:100%;height:180px}
+ .legend span{margin-right:.8rem;font-size:.8rem} table{border-collapse:collapse;width:100%}
+ td,th{border-bottom:1px solid #eee;padding:.25rem .4rem;text-align:left;font-size:.85rem}
+ .promote{color:#1a7f37}.reject{color:#cf222e}.hold{color:#9a6700}.discarded{color:#6e7781}
+</style></head>
+<body>
+<h1>alignd</h1><div class="sub" id="summary">loading…</div>
+<div class="card" style="margin-bottom:1rem"><h2>Models</h2><table id="models"><thead><tr><th>model</th><th>deployed</th><th>server name</th><th>candidate</th><th>last decision</th><th>last round</th></tr></thead><tbody></tbody></table></div>
+<div class="grid">
+ <div class="card"><h2>Round loss</h2><svg id="chart-loss" data-points="0"></svg><div class="legend" id="legend-loss"></div></div>
+ <div class="card"><h2>KL against budgets (nats/token)</h2><svg id="chart-kl" data-points="0"></svg><div class="legend" id="legend-kl"></div></div>
+ <div class="card"><h2>Reward gain, lower confidence bound</h2><svg id="chart-reward" data-points="0"></svg><div class="legend" id="legend-reward"></div></div>
+ <div class="card"><h2>Unsafe rate, upper confidence bound</h2><svg id="chart-unsafe" data-points="0"></svg><div class="legend" id="legend-unsafe"></div></div>
+ <div class="card"><h2>Decisions</h2><svg id="chart-decisions" data-points="0"></svg><div class="legend" id="legend-decisions"></div></div>
+ <div class="card"><h2>Ingest rate (events/s)</h2><svg id="chart-ingest" data-points="0"></svg><div class="legend" id="legend-ingest"></div></div>
+</div>
+<script>
+const COLORS = ['#0969da', '#cf222e', '#1a7f37', '#9a6700', '#8250df', '#6e7781'];
+const NS = 'http://www.w3.org/2000/svg';
+function el(tag, attrs, parent) { const e = document.createElementNS(NS, tag); for (const k in attrs) e.setAttribute(k, attrs[k]); parent.appendChild(e); return e; }
+// series: [{name, points: [[t, y]], dashed?, markers?: [{t, y, cls}]}]
+function draw(id, series) {
+  const svg = document.getElementById(id); svg.innerHTML = '';
+  const W = svg.clientWidth || 420, H = svg.clientHeight || 180, L = 48, B = 20, T = 8, R = 8;
+  const all = series.flatMap(s => s.points.concat((s.markers || []).map(m => [m.t, m.y])));
+  const finite = all.filter(p => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+  svg.dataset.points = String(finite.length);
+  if (finite.length === 0) { el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', fill: '#999' }, svg).textContent = 'no data yet'; return; }
+  let [x0, x1] = [Math.min(...finite.map(p => p[0])), Math.max(...finite.map(p => p[0]))];
+  let [y0, y1] = [Math.min(...finite.map(p => p[1])), Math.max(...finite.map(p => p[1]))];
+  if (x0 === x1) { x0 -= 1; x1 += 1; } if (y0 === y1) { y0 -= 1; y1 += 1; }
+  const pad = (y1 - y0) * 0.08; y0 -= pad; y1 += pad;
+  const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R), sy = y => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  el('line', { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#ccc' }, svg); el('line', { x1: L, y1: T, x2: L, y2: H - B, stroke: '#ccc' }, svg);
+  for (const v of [y0 + pad, (y0 + y1) / 2, y1 - pad]) el('text', { x: L - 4, y: sy(v) + 4, 'text-anchor': 'end', 'font-size': 10, fill: '#666' }, svg).textContent = Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
+  const legend = document.getElementById(id.replace('chart', 'legend')); legend.innerHTML = '';
+  series.forEach((s, i) => {
+    const c = s.color || COLORS[i % COLORS.length];
+    const pts = s.points.filter(p => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+    if (pts.length > 0) el('polyline', { points: pts.map(p => sx(p[0]).toFixed(1) + ',' + sy(p[1]).toFixed(1)).join(' '), fill: 'none', stroke: c, 'stroke-width': 2, 'stroke-dasharray': s.dashed ? '5 4' : '', 'data-series': s.name }, svg);
+    for (const p of pts) el('circle', { cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: c }, svg);
+    for (const m of s.markers || []) el('circle', { cx: sx(m.t), cy: sy(m.y), r: 5, class: m.cls, fill: 'currentColor', 'data-decision': m.cls }, svg);
+    const span = document.createElement('span'); span.style.color = c; span.textContent = (s.dashed ? '- - ' : '— ') + s.name; legend.appendChild(span);
+  });
+}
+async function refresh() {
+  const [status, history] = await Promise.all([fetch('/v1/status').then(r => r.json()), fetch('/v1/history').then(r => r.json())]);
+  document.getElementById('summary').textContent = 'version ' + status.version + ' · up ' + status.uptime_s + ' s · buffer ' + status.buffer.events + ' events (' + status.buffer.pending + ' pending) · dead letters ' + status.buffer.deadLetters;
+  const tbody = document.querySelector('#models tbody'); tbody.innerHTML = '';
+  for (const m of status.models || []) {
+    const tr = document.createElement('tr');
+    for (const v of [m.model, m.deployed ?? '—', m.serverName ?? '—', m.candidate ?? '—', m.lastDecision ?? '—', m.lastRound ?? '—']) { const td = document.createElement('td'); td.textContent = String(v); tr.appendChild(td); }
+    tbody.appendChild(tr);
+  }
+  const rounds = history.rounds || [];
+  const models = [...new Set(rounds.map(r => r.model))];
+  const byModel = (f) => models.map(m => ({ name: m, points: rounds.filter(r => r.model === m && r.result[f] !== undefined && r.result[f] !== null).map(r => [r.at, r.result[f]]) }));
+  draw('chart-loss', byModel('loss'));
+  draw('chart-kl', models.flatMap(m => {
+    const rs = rounds.filter(r => r.model === m), pick = f => rs.filter(r => r.result[f] != null).map(r => [r.at, r.result[f]]);
+    return [{ name: m + ' round', points: pick('klRound') }, { name: m + ' round budget', points: pick('klBudgetRound'), dashed: true },
+      { name: m + ' cumulative', points: pick('klCumulative') }, { name: m + ' cumulative budget', points: pick('klBudgetCumulative'), dashed: true }];
+  }));
+  draw('chart-reward', byModel('rewardLcb'));
+  draw('chart-unsafe', models.flatMap(m => {
+    const rs = rounds.filter(r => r.model === m), pick = f => rs.filter(r => r.result[f] != null).map(r => [r.at, r.result[f]]);
+    return [{ name: m + ' unsafe UCB', points: pick('unsafeUcb') }, { name: m + ' limit', points: pick('unsafeLimit'), dashed: true }];
+  }));
+  const level = { promote: 1, hold: 0, reject: -1, discarded: -2 };
+  draw('chart-decisions', models.map(m => ({ name: m, points: [], markers: rounds.filter(r => r.model === m).map(r => ({ t: r.at, y: level[r.result.decision] ?? 0, cls: r.result.decision })) })));
+  draw('chart-ingest', [{ name: 'events/s', points: (history.ingest || []).map(s => [s.t, s.eventsPerS]) }]);
+  document.body.dataset.loaded = String(Date.now());
+}
+refresh().catch(e => { document.getElementById('summary').textContent = 'status unavailable: ' + e.message; });
+setInterval(() => refresh().catch(() => {}), 5000);
+</script>
+</body></html>
+`;
