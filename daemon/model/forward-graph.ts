@@ -143,16 +143,22 @@ export function declareLora(g: Graph, spec: ModelSpec, cfg: LoraConfig, mode: Lo
   return { config: cfg, scaling: loraScaling(cfg), pairs, dropout: opts.training ? cfg.loraDropout : 0 };
 }
 
-let dropoutSeed = 0;
+/** FNV-1a of a string: a stable per-module seed (the same program gives the same bytes). */
+function stableSeed(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h % 1000003;
+}
 
 /**
  * Inverted dropout (x · mask / keep) with the mask drawn in the graph by RandomUniformLike; the
- * mask is a constant to autodiff. onnxruntime keeps one generator per node, seeded here, so a
- * fresh session draws the same sequence of masks.
+ * mask is a constant to autodiff. Each module draws its own mask (as PEFT's per-layer dropout);
+ * onnxruntime keeps one generator per node, seeded from the module path, so every run draws a new
+ * mask and a fresh session repeats the same sequence of masks.
  */
-function dropout(x: Value, p: number): Value {
+function dropout(x: Value, p: number, path: string): Value {
   const keep = 1 - p;
-  const u = emit(x.g, 'RandomUniformLike', [O.stopGradient(x)], { dtype: A.i(x.dtype === 'float32' ? 1 : 11), seed: A.f(++dropoutSeed) },
+  const u = emit(x.g, 'RandomUniformLike', [O.stopGradient(x)], { dtype: A.i(x.dtype === 'float32' ? 1 : 11), seed: A.f(stableSeed(path)) },
     [{ dtype: x.dtype, shape: x.shape }])[0]!;
   return O.mul(O.mul(x, O.cast(O.less(u, keep), x.dtype)), 1 / keep);
 }
@@ -163,7 +169,7 @@ function project(base: BaseWeights, lora: LoraValues | null, m: LinearModule, x:
   if (m.bias) y = O.add(y, base.get(`${m.path}.bias`));
   const pair = lora?.pairs.get(m.path);
   if (pair !== undefined && lora !== null) {
-    const xin = lora.dropout > 0 ? dropout(x, lora.dropout) : x;
+    const xin = lora.dropout > 0 ? dropout(x, lora.dropout, m.path) : x;
     const low = O.matmul(xin, pair.a, { transB: true });
     y = O.add(y, O.matmul(low, pair.b, { transB: true, alpha: lora.scaling }));
   }

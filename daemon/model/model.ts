@@ -23,7 +23,7 @@ import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights
 import { type GenerateOptions, generateTokens } from './generate.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
 import { IO, type ProgramKind, buildProgram } from './programs.js';
-import type { ModelTokenizer } from './tokenizer.js';
+import type { ModelTokenizer, Prompt } from './tokenizer.js';
 
 /** A right-padded token batch (LogProbBatch from batch.ts is one). */
 export interface TokenBatch {
@@ -76,6 +76,11 @@ export interface Model {
   logits(batch: TokenBatch, adapter?: LoraAdapter | null): Promise<Float32Array>;
   /** Continue token prompts with a KV cache; new tokens per prompt. */
   generate(prompts: readonly (readonly number[])[], opts: GenerateOptions, adapter?: LoraAdapter | null): Promise<number[][]>;
+  /**
+   * Chat prompts → response texts: prompts rendered with the model's chat template, generation
+   * stopping at the end-of-turn/eos tokens unless `stopIds` says otherwise, special tokens dropped.
+   */
+  generateText(prompts: readonly Prompt[], opts: GenerateOptions, adapter?: LoraAdapter | null): Promise<{ text: string; ids: number[] }[]>;
   /** The session of a program (built and cached on first use). */
   session(kind: ProgramKind, lora: LoraConfig | null): Promise<Session>;
   /** A fresh graph with this model's frozen base declared, for train-step programs. */
@@ -216,6 +221,17 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
       const step = async (kind: 'prefill' | 'decode', feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> =>
         run(await session(kind, adapter?.config ?? null), feeds);
       return generateTokens(step, spec, prompts, genOpts, model.padId, extra);
+    },
+    async generateText(prompts, genOpts, adapter = null) {
+      const tok = checkpoint.tokenizer;
+      if (tok === null) {
+        throw new AligndError('MODEL_INVALID', 'the checkpoint has no tokenizer.json, so text prompts cannot be encoded', {
+          input: dir, action: 'copy the model\'s tokenizer.json and tokenizer_config.json into the checkpoint directory',
+        });
+      }
+      const stopIds = genOpts.stopIds ?? [...new Set([...(tok.eosTokenId === null ? [] : [tok.eosTokenId]), ...spec.eosTokenIds])];
+      const out = await model.generate(prompts.map((p) => tok.encodePrompt(p)), { ...genOpts, stopIds }, adapter);
+      return out.map((ids) => ({ ids, text: tok.decode(ids, { skipSpecialTokens: true }) }));
     },
     session,
     trainGraph(name, dtype = 'float32') {

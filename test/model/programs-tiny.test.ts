@@ -13,7 +13,7 @@ import {
 import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { declareBaseWeights, declareLora } from '../../daemon/model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../../daemon/model/lora.js';
-import { batchFeeds, loadModel, loraHostTensors } from '../../daemon/model/model.js';
+import { batchFeeds, loadModel, loraFeeds, loraHostTensors } from '../../daemon/model/model.js';
 import { buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
 import {
   referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceHidden, referenceLogits,
@@ -204,4 +204,32 @@ t.test('programs over the size limit load from ONNX external data and give the s
   t.same(Array.from((await ext.logprobs(batch, lora)).seqLogps), Array.from((await model.logprobs(batch, lora)).seqLogps), 'same log-probs');
   const files = readdirSync(programDir);
   t.ok(files.some((f) => f.endsWith('.weights')) && files.some((f) => f.endsWith('.onnx')), `model and weights files written: ${files.join(', ')}`);
+});
+
+t.test('LoRA dropout: only in training graphs, a new mask every run', async (t) => {
+  const cfg = { ...lora.config, loraDropout: 0.5 };
+  const build = async (training: boolean): Promise<() => Promise<number[]>> => {
+    const { g, base } = model.trainGraph(`dropout_${training}`);
+    const lv = declareLora(g, spec, cfg, 'input', 'float32', { training });
+    output(buildLogProbs(base, lv, logProbInputs(g)).seqLogps, 'seq_logps');
+    const session = await createSession(toOnnx(g).bytes, { threads: 1 });
+    const feeds = { ...batchFeeds(batch), ...loraFeeds(lora) };
+    return async () => Array.from((await session.run(feeds))['seq_logps']!.data as Float32Array);
+  };
+  const eval_ = await build(false);
+  const train = await build(true);
+  const want = Array.from((await model.logprobs(batch, lora)).seqLogps);
+  t.ok(maxAbsDiff(await eval_(), want) < 1e-6, 'without training: the inference program\'s log-probs');
+  const a = await train();
+  const b = await train();
+  t.ok(a.every(Number.isFinite) && b.every(Number.isFinite), 'finite with dropout');
+  t.notSame(a, want, 'dropout changes the log-probs');
+  t.notSame(a, b, 'each run draws a new mask');
+});
+
+t.test('text generation renders the chat template and stops at end of turn', async (t) => {
+  const [r] = await model.generateText(['Write a haiku about the sea.'], { maxNewTokens: 12 });
+  const ids = await model.generate([tok.encodePrompt('Write a haiku about the sea.')], { maxNewTokens: 12, stopIds: [tok.eosTokenId!] });
+  t.same(r!.ids, ids[0], 'same tokens as generating from the encoded prompt with eos as stop');
+  t.equal(r!.text, tok.decode(ids[0]!, { skipSpecialTokens: true }), 'decoded without special tokens');
 });
