@@ -22,14 +22,17 @@
 # The container's command and environment are declared once, below (ENV, ENTRYPOINT, CMD);
 # test/deploy/container-start.test.ts reads them back from this file and runs exactly that.
 
+# "skip" leaves onnxruntime-node with its bundled CPU and WebGPU providers; "cuda12" adds CUDA.
+# Declared before the first FROM for its default; a stage sees it only where it re-declares it.
+ARG ONNXRUNTIME_NODE_INSTALL=skip
+
 FROM node:20.20.2-bookworm-slim AS build
 # Toolchain for node-gyp: better-sqlite3 compiles from source when no prebuilt binary matches.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# "skip" leaves onnxruntime-node with its bundled CPU and WebGPU providers; "cuda12" adds CUDA.
-ARG ONNXRUNTIME_NODE_INSTALL=skip
+# No ARG ONNXRUNTIME_NODE_INSTALL here: compiling needs no CUDA provider (.npmrc skips it).
 COPY package.json package-lock.json .npmrc ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
@@ -38,6 +41,9 @@ COPY adapters ./adapters
 RUN npm run build
 
 FROM build AS prod-deps
+# The install whose node_modules ship: the CUDA provider (if asked for) is fetched here. RUN sees
+# the ARG as an environment variable, which outranks .npmrc's onnxruntime-node-install=skip.
+ARG ONNXRUNTIME_NODE_INSTALL
 # A fresh install rather than `npm prune`: it is exactly what `npm ci --omit=dev` gives a user.
 RUN rm -rf node_modules && npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 

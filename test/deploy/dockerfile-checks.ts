@@ -109,6 +109,30 @@ export function contextFindings(text: string, dockerignore: string): string[] {
   return out;
 }
 
+/**
+ * The CUDA build argument reaches the install that ships: a global default before the first FROM,
+ * and a re-declaration in every stage that runs `npm ci --omit=dev` (an ARG is scoped to the stage
+ * that declares it; without it the install silently keeps .npmrc's "skip").
+ */
+export function cudaArgFindings(text: string, arg = 'ONNXRUNTIME_NODE_INSTALL'): string[] {
+  const { stages, preamble } = parseDockerfile(text);
+  const out: string[] = [];
+  const argName = (i: Instruction): string | undefined => (i.getKeyword() === 'ARG' ? (i as Arg).getProperty()?.getName() : undefined);
+  if (!preamble.some((i) => argName(i) === arg && (i as Arg).getProperty()?.getValue() === 'skip')) {
+    out.push(`no global ARG ${arg}=skip before the first FROM`);
+  }
+  for (const s of stages) {
+    let declared = false;
+    for (const i of s.instructions) {
+      if (argName(i) === arg) declared = true;
+      if (i.getKeyword() === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.getArgumentsContent() ?? '') && !declared) {
+        out.push(`line ${line(i)}: stage ${s.name ?? '(unnamed)'} runs npm ci --omit=dev without ARG ${arg} in scope`);
+      }
+    }
+  }
+  return out;
+}
+
 /** The `RUN` lines of a stage, as text. */
 export function runLines(text: string, stage: string): string[] {
   const s = parseDockerfile(text).stages.find((x) => x.name === stage);

@@ -27,19 +27,20 @@ export interface ContainerSpec {
   volumes: string[];
 }
 
-export function parseDockerfile(text: string): { stages: Stage[]; all: Instruction[] } {
+export function parseDockerfile(text: string): { stages: Stage[]; all: Instruction[]; preamble: Instruction[] } {
   const df = DockerfileParser.parse(text);
   const stages: Stage[] = [];
+  const preamble: Instruction[] = [];
   const all = df.getInstructions();
   for (const ins of all) {
     if (ins.getKeyword() === 'FROM') {
       const from = ins as From;
       stages.push({ name: from.getBuildStage(), from, instructions: [] });
     } else {
-      stages.at(-1)?.instructions.push(ins);
+      (stages.at(-1)?.instructions ?? preamble).push(ins);
     }
   }
-  return { stages, all };
+  return { stages, all, preamble };
 }
 
 /** An exec-form (JSON) instruction's strings; shell form is refused: its meaning depends on /bin/sh. */
