@@ -41,6 +41,18 @@ export interface Objective {
 
 const mean = (x: Value): Value => O.meanAll(x);
 
+/**
+ * log σ(z) = −log(1 + e^{−z}), with the true gradient σ(−z) everywhere. The engine's composite
+ * (−softplus(−z) via Relu and Abs) has gradient 0 at exactly z = 0 (both subgradients are 0
+ * there) — and every warm-started round begins at Δ = 0 exactly, where DPO would then never
+ * move. Below z = −30, log σ(z) equals z to float precision and e^{−z} would overflow, so that
+ * branch returns z (the other branch's input is clamped so its unused gradient stays finite).
+ */
+export function logSigmoid(z: Value): Value {
+  const safe = O.max(z, -30);
+  return O.where(O.less(z, -30), z, O.neg(O.log(O.add(O.exp(O.neg(safe)), 1))));
+}
+
 /** Per-pair DPO-family losses [P] (before the mean), for the objective and for tests. */
 export function dpoLosses(inp: DpoInputs, opt: DpoOptions): Value {
   const rChosen = O.sub(inp.chosen, inp.refChosen);
@@ -49,15 +61,15 @@ export function dpoLosses(inp: DpoInputs, opt: DpoOptions): Value {
   switch (opt.lossType) {
     case 'sigmoid': {
       // Rafailov et al. 2023, eq. 7: −log σ(β Δ).
-      return O.neg(O.logSigmoid(O.mul(O.sub(rChosen, rRejected), beta)));
+      return O.neg(logSigmoid(O.mul(O.sub(rChosen, rRejected), beta)));
     }
     case 'robust': {
       // Chowdhury et al. 2024 (rDPO), eq. 8: [−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1 − 2ε):
       // an unbiased loss under preference flips with probability ε.
       const eps = opt.labelSmoothing ?? 0;
       const z = O.mul(O.sub(rChosen, rRejected), beta);
-      const fwd = O.mul(O.logSigmoid(z), -(1 - eps));
-      const back = O.mul(O.logSigmoid(O.neg(z)), eps);
+      const fwd = O.mul(logSigmoid(z), -(1 - eps));
+      const back = O.mul(logSigmoid(O.neg(z)), eps);
       return O.div(O.add(fwd, back), 1 - 2 * eps);
     }
     case 'ipo': {

@@ -21,6 +21,7 @@ import { type AlignKnobs, withDefaults } from './knobs.js';
 import { adapterFeeds, batchFeeds } from './programs.js';
 import { adaptBeta, learningRate } from './schedule.js';
 import { loraName } from './forward.js';
+import { heldoutKl } from './kl.js';
 import { createRng } from '../model/rng.js';
 
 export interface RoundInput {
@@ -109,21 +110,6 @@ function stateToAdapter(state: TrainState, like: LoraAdapter): LoraAdapter {
 
 const finiteAdapter = (a: LoraAdapter): boolean => [...a.pairs.values()].every((p) => p.a.every(Number.isFinite) && p.b.every(Number.isFinite));
 
-/** Mean exact token KL(π_adapter‖π_ref) over the held-out contexts. */
-async function exactKl(m: AlignModel, policy: LoraAdapter, ref: LoraAdapter, contexts: PromptResponseTokens[], chunk: number, maxLength: number): Promise<number> {
-  if (contexts.length === 0) return 0;
-  const s = await m.kl(ref.config);
-  const pad = m.ckpt.spec.padTokenId ?? m.ckpt.spec.eosTokenIds[0] ?? 0;
-  let sum = 0, count = 0;
-  for (let i = 0; i < contexts.length; i += chunk) {
-    const b = packLogProbBatch(contexts.slice(i, i + chunk), pad, maxLength);
-    const out = await run(s, { ...batchFeeds(m.ckpt, b), ...adapterFeeds(policy, 'lora'), ...adapterFeeds(ref, 'ref') });
-    sum += numbers(out['kl_sum']!)[0]!;
-    count += numbers(out['kl_count']!)[0]!;
-  }
-  return count === 0 ? 0 : sum / count;
-}
-
 function shuffled<T>(xs: T[], seed: number): T[] {
   const rng = createRng(seed);
   const a = [...xs];
@@ -202,8 +188,8 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
     // KL at the start: per round is 0 by construction (warm start = reference) unless there was
     // no deployed adapter; the cumulative one is the deployed version's drift from the anchor.
     const startAdapter = stateToAdapter(state, start);
-    let lastR = await exactKl(m, startAdapter, deployed, contexts, 2 * k.microBatchSize, k.maxLength);
-    let lastC = await exactKl(m, startAdapter, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
+    let lastR = await heldoutKl(m, startAdapter, deployed, contexts, 2 * k.microBatchSize, k.maxLength);
+    let lastC = await heldoutKl(m, startAdapter, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
     result.klChecks.push({ step: 0, perRound: lastR, cumulative: lastC, beta });
     if (lastC >= k.klBudget.cumulative) {
       result.stopReason = 'kl_budget_exhausted';
@@ -259,8 +245,8 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
       if ((step + 1) % k.klEveryNSteps === 0 || last) {
         const cur = stateToAdapter(state, start);
         if (!finiteAdapter(cur)) throw diverged(`adapter values are not finite after step ${step + 1}`);
-        const klR = await exactKl(m, cur, deployed, contexts, 2 * k.microBatchSize, k.maxLength);
-        const klC = await exactKl(m, cur, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
+        const klR = await heldoutKl(m, cur, deployed, contexts, 2 * k.microBatchSize, k.maxLength);
+        const klC = await heldoutKl(m, cur, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
         if (!Number.isFinite(klR) || !Number.isFinite(klC)) throw diverged(`KL is not finite after step ${step + 1}`);
         result.klChecks.push({ step: step + 1, perRound: klR, cumulative: klC, beta });
         if (klR > k.klBudget.perRound || klC > k.klBudget.cumulative) {

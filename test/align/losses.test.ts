@@ -138,3 +138,20 @@ t.test('RPO NLL term is α · mean per-token NLL of the chosen responses', async
   const out = await run(s, { c: f64([P], pc), l: f64([P], lc) });
   t.ok(Math.abs(numbers(out['nll']!)[0]! - 0.7 * meanOf(pc.map((x, i) => -x / lc[i]!))) < 1e-12);
 });
+
+t.test('log σ keeps its gradient at Δ = 0 exactly (a warm-started round\'s first step) and stays finite far out', async (t) => {
+  const g = graph('edge');
+  const c = param(g, 'c', 'float64', [3]);
+  const x = input(g, 'x', 'float64', [3]);
+  const obj = dpoObjective({ chosen: c, rejected: x, refChosen: x, refRejected: x }, { lossType: 'sigmoid', beta: 1 });
+  output(obj.loss, 'loss');
+  output(grad(obj.loss, [c])[0]!, 'd');
+  const s = await createSession(toOnnx(g).bytes);
+  // c − x gives Δ = c − x: 0, then −500 and +500.
+  const out = await run(s, { c: f64([3], [1, -499, 501]), x: f64([3], [1, 1, 1]) });
+  const d = numbers(out['d']!);
+  t.ok(Math.abs(d[0]! - -0.5 / 3) < 1e-12, `∂/∂chosen at Δ=0 is −β·σ(0)/P: ${d[0]}`);
+  t.ok(Math.abs(d[1]! - -1 / 3) < 1e-12, `far negative: ${d[1]}`);
+  t.ok(Math.abs(d[2]!) < 1e-12, `far positive: ${d[2]}`);
+  t.ok(Math.abs(numbers(out['loss']!)[0]! - (Math.log(2) + 500 + 0) / 3) < 1e-9, 'loss finite and exact');
+});

@@ -1,0 +1,127 @@
+/**
+ * Round guards on the tiny model and a real replay buffer: an absurd learning rate stops the
+ * round at its KL budget (the kept candidate, measured again, is inside it); NaN in the deployed
+ * adapter or an overflowing update discards the candidate with TRAINING_DIVERGED's reason and
+ * leaves the deployed adapter untouched; a deployed version already at the cumulative budget
+ * trains nothing; KTO rounds run on unpaired up/down rows.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
+import { writeTinyModel } from '../../daemon/model/tiny.js';
+import { initLora, type LoraAdapter } from '../../daemon/model/lora.js';
+import { createRng } from '../../daemon/model/rng.js';
+import { openBuffer } from '../../daemon/store/buffer.js';
+import type { FeedbackEvent } from '../../daemon/ingest/schema.js';
+import { alignModel } from '../../daemon/align/context.js';
+import { runRound } from '../../daemon/align/round.js';
+import { heldoutKl } from '../../daemon/align/kl.js';
+import type { AlignKnobs } from '../../daemon/align/knobs.js';
+import { MODEL, gold, ingest, preferenceEvents, prompt, response } from './synthetic.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'alignd-guard-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+writeTinyModel(join(dir, 'model'));
+const ckpt = loadCheckpoint(join(dir, 'model'));
+const tok = ckpt.tokenizer!;
+const lora = { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
+const m = alignModel(ckpt, lora, { threads: 2 });
+const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0.25 });
+t.teardown(() => buffer.close());
+ingest(buffer, preferenceEvents(96, 7, 0.1, 'g'));
+const win = buffer.window({ model: MODEL, types: ['pair'], replayFraction: 0, seed: 1 }).examples;
+const heldout = buffer.heldout(MODEL, ['pair'], 100);
+const base: Partial<AlignKnobs> = {
+  beta: 0.1, learningRate: 1e-3, numTrainEpochs: 1, batchSize: 8, microBatchSize: 8, maxLength: 48, seed: 3,
+  klEveryNSteps: 1, klContexts: 16, sampledKl: { prompts: 4, maxNewTokens: 6, temperature: 1 },
+};
+
+function deployedAdapter(seed: number): LoraAdapter {
+  const a = initLora(ckpt.spec, lora, seed);
+  const rng = createRng(seed);
+  for (const p of a.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-0.05, 0.05);
+  return a;
+}
+
+t.test('an absurd learning rate stops the round at the per-round budget, keeping an in-budget candidate', async (t) => {
+  const deployed = deployedAdapter(1);
+  const budget = 0.02;
+  const r = await runRound({
+    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout,
+    knobs: { ...base, learningRate: 0.5, maxGradNorm: 100, klBudget: { perRound: budget, cumulative: 10 } },
+  });
+  t.equal(r.stopReason, 'kl_budget', r.reason ?? '');
+  t.not(r.candidate, null);
+  t.ok(r.stepsTaken < Math.ceil(win.length / 8), `stopped early: ${r.stepsTaken} steps`);
+  const contexts = heldout.slice(0, 16).map((e) => tok.promptResponse(e.prompt, e.chosen!));
+  const measured = await heldoutKl(m, r.candidate!, deployed, contexts, 16, 48);
+  t.ok(measured <= budget, `kept candidate's KL ${measured} ≤ ${budget}`);
+  t.ok(Math.abs(measured - r.kl.perRound) < 1e-4, 'reported KL is the kept state\'s');
+  t.ok(r.klChecks.some((c) => c.perRound > budget) || r.reason!.includes('would exceed'), 'a check crossed (or was about to cross) the budget');
+});
+
+t.test('the cumulative budget against the anchor stops a round too', async (t) => {
+  const r = await runRound({
+    model: m, deployedAdapter: deployedAdapter(2), anchorAdapter: null, window: win, heldout,
+    knobs: { ...base, learningRate: 0.05, klBudget: { perRound: 10, cumulative: 0.05 } },
+  });
+  t.equal(r.stopReason, 'kl_budget');
+  t.ok(r.kl.cumulative <= 0.05, `cumulative ${r.kl.cumulative}`);
+  const far = await runRound({
+    model: m, deployedAdapter: deployedAdapter(2), anchorAdapter: null, window: win, heldout,
+    knobs: { ...base, klBudget: { perRound: 1, cumulative: 1e-6 } },
+  });
+  t.equal(far.stopReason, 'kl_budget_exhausted');
+  t.equal(far.candidate, null);
+  t.equal(far.stepsTaken, 0);
+});
+
+t.test('NaN in the deployed adapter: candidate discarded, reason reported, deployed untouched', async (t) => {
+  const deployed = deployedAdapter(3);
+  const first = [...deployed.pairs.values()][0]!;
+  first.b[5] = NaN;
+  const before = [...deployed.pairs.values()].map((p) => Array.from(p.b));
+  const r = await runRound({ model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout, knobs: base });
+  t.equal(r.stopReason, 'diverged');
+  t.equal(r.candidate, null);
+  t.match(r.reason, /NaN|not finite/);
+  t.same([...deployed.pairs.values()].map((p) => Array.from(p.b)), before);
+});
+
+t.test('an update that overflows to Inf/NaN mid-round is caught and the candidate discarded', async (t) => {
+  const deployed = deployedAdapter(4);
+  const r = await runRound({
+    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout,
+    knobs: { ...base, learningRate: 1e38, maxGradNorm: 1e38, klBudget: { perRound: 1e30, cumulative: 1e30 }, numTrainEpochs: 3 },
+  });
+  t.equal(r.stopReason, 'diverged', r.reason ?? '');
+  t.equal(r.candidate, null);
+  t.match(r.reason, /NaN|Infinity|not finite/);
+});
+
+t.test('KTO rounds train on unpaired up/down rows; z₀ is reported as kl', async (t) => {
+  const kb = openBuffer({ path: join(dir, 'kto.sqlite'), heldoutFraction: 0.2 });
+  t.teardown(() => kb.close());
+  const rng = createRng(11);
+  const events: FeedbackEvent[] = Array.from({ length: 80 }, (_, i) => {
+    const resp = response(rng);
+    return {
+      event_id: `k-${i}`, ts: '2026-11-27T12:00:00Z', model: MODEL, model_version: 'v1', source: {}, prompt: prompt(rng),
+      kind: 'binary' as const, response: resp, label: gold(resp) > 0.25 ? 'up' as const : 'down' as const,
+    };
+  });
+  ingest(kb, events);
+  const w = kb.window({ model: MODEL, types: ['kto'], replayFraction: 0, seed: 1 }).examples;
+  t.ok(w.length > 30);
+  const r = await runRound({
+    model: m, deployedAdapter: null, anchorAdapter: null, window: w, heldout,
+    knobs: { ...base, objective: 'kto', learningRate: 3e-3, numTrainEpochs: 2, klEveryNSteps: 4, klBudget: { perRound: 1, cumulative: 2 } },
+  });
+  t.not(r.candidate, null, r.reason ?? '');
+  t.ok(r.steps.length > 0 && r.steps.every((s) => Number.isFinite(s.loss) && s.metrics['kl']! >= 0), 'finite losses, z₀ ≥ 0');
+  const firstLoss = r.steps.slice(0, 3).reduce((s, x) => s + x.loss, 0) / 3;
+  const lastLoss = r.steps.slice(-3).reduce((s, x) => s + x.loss, 0) / 3;
+  t.ok(lastLoss < firstLoss, `KTO loss fell: ${firstLoss.toFixed(4)} → ${lastLoss.toFixed(4)}`);
+});
