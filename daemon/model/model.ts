@@ -125,6 +125,26 @@ export function loraFeeds(adapter: LoraAdapter, prefix = ''): Record<string, Ort
   return out;
 }
 
+/**
+ * An adapter from trained tensors (a train state's params, by graph name): the config and module
+ * list of `like`, the values from `tensors`. Copies, so the adapter outlives the train state.
+ */
+export function adapterFromTensors(like: LoraAdapter, tensors: Record<string, { data: unknown }>, prefix = ''): LoraAdapter {
+  const pairs = new Map<string, LoraAdapter['pairs'] extends Map<string, infer P> ? P : never>();
+  for (const [path, pair] of like.pairs) {
+    const n = loraNames(prefix, path);
+    const a = tensors[n.a]?.data;
+    const b = tensors[n.b]?.data;
+    if (!(a instanceof Float32Array) || !(b instanceof Float32Array) || a.length !== pair.a.length || b.length !== pair.b.length) {
+      throw new AligndError('ADAPTER_INVALID', `no float32 LoRA tensors of the right size for ${path} (${n.a}, ${n.b})`, {
+        action: 'pass the train state of a program built with this adapter\'s LoRA config',
+      });
+    }
+    pairs.set(path, { module: pair.module, a: a.slice(), b: b.slice() });
+  }
+  return { config: like.config, pairs };
+}
+
 function padIdOf(ck: Checkpoint): number {
   return ck.tokenizer?.padTokenId ?? ck.spec.padTokenId ?? ck.spec.eosTokenIds[0] ?? 0;
 }

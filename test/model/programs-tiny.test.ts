@@ -13,7 +13,7 @@ import {
 import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { declareBaseWeights, declareLora } from '../../daemon/model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../../daemon/model/lora.js';
-import { batchFeeds, loadModel, loraFeeds, loraHostTensors } from '../../daemon/model/model.js';
+import { adapterFromTensors, batchFeeds, loadModel, loraFeeds, loraHostTensors } from '../../daemon/model/model.js';
 import { buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
 import {
   referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceHidden, referenceLogits,
@@ -189,10 +189,8 @@ t.test('a train step built from buildLogProbs raises the chosen responses\' log-
   for (let i = 0; i < 8; i++) losses.push((await trainStep(session, info, state, feeds, 1e-2)).loss);
   t.ok(losses[7]! < losses[0]!, `loss falls: ${losses[0]!.toFixed(3)} → ${losses[7]!.toFixed(3)}`);
   // The trained tensors, as an adapter fed to the inference program (no dropout there).
-  const trained: LoraAdapter = { config: cfg, pairs: new Map() };
-  for (const [path, pair] of init.pairs) {
-    trained.pairs.set(path, { module: pair.module, a: state.params[`${path}.lora_A`]!.data as Float32Array, b: state.params[`${path}.lora_B`]!.data as Float32Array });
-  }
+  const trained = adapterFromTensors(init, state.params);
+  t.throws(() => adapterFromTensors(lora, state.params), /no float32 LoRA tensors of the right size/);
   const after = (await model.logprobs(batch, trained)).seqLogps;
   const sum = (x: ArrayLike<number>): number => Array.from(x).reduce((a, b) => a + b, 0);
   t.ok(sum(after) > sum(before), `summed log-probs rise: ${sum(before).toFixed(3)} → ${sum(after).toFixed(3)}`);
@@ -232,4 +230,12 @@ t.test('text generation renders the chat template and stops at end of turn', asy
   const ids = await model.generate([tok.encodePrompt('Write a haiku about the sea.')], { maxNewTokens: 12, stopIds: [tok.eosTokenId!] });
   t.same(r!.ids, ids[0], 'same tokens as generating from the encoded prompt with eos as stop');
   t.equal(r!.text, tok.decode(ids[0]!, { skipSpecialTokens: true }), 'decoded without special tokens');
+});
+
+t.test('float16 weight storage: same programs, half-precision weights', async (t) => {
+  const half = loadModel(dir, { threads: 1, storage: 'float16' });
+  const a = (await half.logprobs(batch, lora)).seqLogps;
+  const b = (await model.logprobs(batch, lora)).seqLogps;
+  const d = maxAbsDiff(a, b);
+  t.ok(d > 0 && d < 0.05, `log-probs within rounding of float16 weights (max diff ${d.toExponential(2)})`);
 });
