@@ -1,0 +1,190 @@
+/**
+ * Promotion through real HTTP (a server speaking vLLM's LoRA endpoints), a real file-drop
+ * directory and a real webhook receiver; retries, partial failure and reconcile; rollback by
+ * pinning in the policy file, observed on the server.
+ */
+import t from 'tap';
+import { createServer } from 'node:http';
+import { existsSync, mkdtempSync, readlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startFakeVllm } from '../harness/vllm-server.js';
+import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
+import { promote, reconcile } from '../../daemon/registry/promote.js';
+import { memoryAnnouncer } from '../../daemon/registry/publisher.js';
+import { enforceDeployment } from '../../daemon/gate/deploy.js';
+import { watchPolicy } from '../../daemon/policy/watch.js';
+import { editDeployment } from '../../daemon/policy/edit.js';
+import { vllmTarget, vllmErrorMessage } from '../../adapters/servers/vllm.js';
+import { fileDropTarget } from '../../adapters/servers/file-drop.js';
+import { signWebhook, webhookTarget } from '../../adapters/servers/webhook.js';
+import { serverTargets } from '../../adapters/servers/index.js';
+import { parseModelConfig } from '../../daemon/model/config.js';
+import { initLora } from '../../daemon/model/lora.js';
+import { writePeftAdapter } from '../../daemon/model/peft.js';
+import { TINY_CONFIG } from '../../daemon/model/tiny.js';
+import { policySchema } from '../../daemon/policy/schema.js';
+
+const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-promote-'));
+const spec = parseModelConfig(TINY_CONFIG, 'tiny');
+const fast = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 };
+
+function addVersions(reg: Registry, n: number, r = 8): void {
+  for (let i = 0; i < n; i++) {
+    const adapter = initLora(spec, { r, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, 100 + i);
+    reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
+  }
+}
+const loads = (calls: { path: string; body: Record<string, unknown> | undefined }[]) => calls.filter((c) => c.path === '/v1/load_lora_adapter').map((c) => c.body?.['lora_name']);
+const unloads = (calls: { path: string; body: Record<string, unknown> | undefined }[]) => calls.filter((c) => c.path === '/v1/unload_lora_adapter').map((c) => c.body?.['lora_name']);
+
+t.test('promotion to vLLM: load, verify, announce, retire; retry after failures', async (t) => {
+  const vllm = await startFakeVllm();
+  t.teardown(() => vllm.close());
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 3);
+  const pub = memoryAnnouncer();
+  const targets = [vllmTarget({ url: vllm.url })];
+
+  const r1 = await promote(reg, 'v1', { targets, publisher: pub, retry: fast, reason: 'gate' });
+  t.match(r1, { complete: true, name: 'tiny-v1', failed: [] });
+  t.same(vllm.calls.find((c) => c.path === '/v1/load_lora_adapter')?.body, { lora_name: 'tiny-v1', lora_path: reg.get('v1')!.adapterDir });
+  t.equal(vllm.loaded.get('tiny-v1'), reg.get('v1')!.adapterDir);
+  t.match(reg.deployment(), { desired: 'v1', desired_name: 'tiny-v1', complete: true, targets: { [`vllm:${vllm.url}`]: { version: 'v1', error: null } } });
+  t.match(pub.announcements, [{ schema: 'alignd.promotion/v1', model: 'tiny', version: 'v1', name: 'tiny-v1', previous: null }]);
+
+  // Two injected failures (older builds' flat error shape), then success on the third attempt.
+  vllm.failLoads(2, 503, 'flat');
+  const r2 = await promote(reg, 'v2', { targets, publisher: pub, retry: fast, reason: 'gate' });
+  t.equal(r2.complete, true);
+  t.same(loads(vllm.calls), ['tiny-v1', 'tiny-v2', 'tiny-v2', 'tiny-v2'], 'retried until the server took it');
+  t.equal(reg.deployment()!.targets[`vllm:${vllm.url}`]!.attempts, 3);
+  t.same(unloads(vllm.calls), [], 'the previous version stays loaded for a fast rollback');
+
+  await promote(reg, 'v3', { targets, publisher: pub, retry: fast, reason: 'gate' });
+  t.same(unloads(vllm.calls), ['tiny-v1'], 'versions no longer needed are unloaded');
+  t.same([...vllm.loaded.keys()].sort(), ['tiny-v2', 'tiny-v3']);
+  t.same(pub.announcements.map((a) => [a.version, a.previous]), [['v1', null], ['v2', 'v1'], ['v3', 'v2']]);
+
+  // Promoting the served version again loads nothing (immutable names are never reloaded).
+  const before = loads(vllm.calls).length;
+  await promote(reg, 'v3', { targets, publisher: pub, retry: fast, reason: 'gate' });
+  t.equal(loads(vllm.calls).length, before);
+  t.equal(pub.announcements.length, 3, 'no second announcement');
+  const events = reg.auditRecords().map((r) => r.event);
+  t.same(events.filter((e) => e === 'promote.done').length, 3);
+  t.ok(reg.verifyAudit().ok);
+});
+
+t.test('partial failure is recorded per target and reconciled later', async (t) => {
+  const a = await startFakeVllm();
+  const b = await startFakeVllm();
+  t.teardown(async () => { await a.close(); await b.close(); });
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 2);
+  const targets = serverTargets(policySchema.parse({ model: 'tiny', base_model: { path: 'x' }, servers: [{ kind: 'vllm', urls: [a.url, b.url] }] }).servers);
+  t.same(targets.map((x) => x.id), [`vllm:${a.url}`, `vllm:${b.url}`]);
+  await promote(reg, 'v1', { targets, retry: fast, reason: 'gate' });
+  b.failLoads(1000, 500);
+  const r = await promote(reg, 'v2', { targets, retry: fast, reason: 'gate' });
+  t.equal(r.complete, false);
+  t.match(r.failed, [{ target: `vllm:${b.url}`, error: /HTTP 500: engine is busy/ }]);
+  const s = reg.deployment()!;
+  t.match(s, { desired: 'v2', complete: false });
+  t.match(s.targets[`vllm:${a.url}`], { version: 'v2', error: null });
+  t.match(s.targets[`vllm:${b.url}`], { version: 'v1', error: /engine is busy/ }, 'the lagging server is recorded as still serving v1');
+  t.ok(reg.auditRecords().some((x) => x.event === 'promote.partial'));
+  t.same(unloads(a.calls), [], 'nothing retired while the push is incomplete');
+
+  b.failLoads(0);
+  const rec = await reconcile(reg, { targets, retry: fast });
+  t.equal(rec?.complete, true);
+  t.match(reg.deployment()!.targets[`vllm:${b.url}`], { version: 'v2', error: null });
+  t.ok(b.loaded.has('tiny-v2'));
+  t.equal(await reconcile(reg, { targets, retry: fast }), undefined, 'nothing left to do');
+});
+
+t.test('vLLM errors become clear messages', async (t) => {
+  const vllm = await startFakeVllm('tiny-base', 4);
+  t.teardown(() => vllm.close());
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 1, 8);
+  const v = reg.get('v1')!;
+  const req = { model: 'tiny', version: 'v1', name: 'tiny-v1', adapterDir: v.adapterDir, adapterSha256: v.manifest.adapter_sha256, baseModel: 'tiny-base' };
+  await t.rejects(vllmTarget({ url: vllm.url }).deploy(req), { code: 'SERVER_FAILED', message: /HTTP 400: LoRA rank 8 is greater than max_lora_rank 4.*--max-lora-rank/ });
+  vllm.maxRank = 16;
+  await t.rejects(vllmTarget({ url: vllm.url, pathMap: { from: reg.dir, to: '/mnt/elsewhere' } }).deploy(req), { message: /HTTP 404: No adapter found for \/mnt\/elsewhere.*mounted where vLLM runs/ });
+  vllm.routesOff = true;
+  await t.rejects(vllmTarget({ url: vllm.url }).deploy(req), { message: /runtime LoRA updating is off.*VLLM_ALLOW_RUNTIME_LORA_UPDATING=True/ });
+  await t.rejects(vllmTarget({ url: 'http://127.0.0.1:1' }).deploy(req), { message: /cannot connect/ });
+  t.equal(vllmErrorMessage('{"error":{"message":"nested","type":"x","code":400}}'), 'nested');
+  t.equal(vllmErrorMessage('{"object":"error","message":"flat","code":400}'), 'flat');
+  t.equal(vllmErrorMessage('Internal Server Error'), 'Internal Server Error');
+});
+
+t.test('file-drop switches a symlink atomically; webhook posts signed JSON', async (t) => {
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 3);
+  const drop = join(tmp(), 'served');
+  const got: Array<{ body: string; sig: string; ts: string }> = [];
+  const hook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('end', () => {
+      got.push({ body, sig: String(req.headers['x-alignd-signature']), ts: String(req.headers['x-alignd-timestamp']) });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  t.teardown(() => hook.close());
+  const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/deploy`;
+  const targets = [fileDropTarget({ dir: drop }), webhookTarget({ url, secret: 's3cret' })];
+  for (const v of ['v1', 'v2', 'v3']) await promote(reg, v, { targets, retry: fast, reason: 'gate' });
+  t.equal(readlinkSync(join(drop, 'tiny')), 'tiny-v3');
+  t.ok(existsSync(join(drop, 'tiny', 'adapter_config.json')), 'the link resolves to a complete adapter');
+  t.notOk(existsSync(join(drop, 'tiny-v1')), 'old versions removed');
+  t.ok(existsSync(join(drop, 'tiny-v2')), 'previous kept');
+  t.equal(got.length, 3);
+  for (const g of got) t.equal(g.sig, signWebhook('s3cret', g.ts, g.body), 'HMAC-SHA256 over timestamp.body');
+  t.match(JSON.parse(got[2]!.body), { model: 'tiny', version: 'v3', name: 'tiny-v3', adapter_sha256: reg.get('v3')!.manifest.adapter_sha256 });
+  t.not(got[0]!.sig, signWebhook('other', got[0]!.ts, got[0]!.body));
+});
+
+t.test('rollback: pinning in the policy file serves vN everywhere, observed on the server', async (t) => {
+  const vllm = await startFakeVllm();
+  t.teardown(() => vllm.close());
+  const root = tmp();
+  const reg = openRegistry(root, 'tiny');
+  addVersions(reg, 3);
+  const drop = join(tmp(), 'served');
+  const file = join(tmp(), 'tiny.yaml');
+  writeFileSync(file, `# the demo policy\nmodel: tiny\nbase_model: { path: builtin:tiny }\nservers:\n  - kind: vllm\n    urls: ["${vllm.url}"]\n  - kind: file_drop\n    dir: ${drop}\n# how we serve\ndeployment: auto  # promote what passes\n`);
+  const pub = memoryAnnouncer();
+  const applied: string[] = [];
+  const opts = () => ({ targets: serverTargets(w.current().servers), publisher: pub, retry: fast });
+  const w = watchPolicy({
+    file, ctx: { versionExists: (_m, v) => reg.has(v) }, audit: (e, f) => reg.audit(e, f), pollMs: 50, debounceMs: 20,
+    onApply: async (p) => {
+      applied.push(JSON.stringify(p.deployment));
+      await enforceDeployment(reg, p.deployment, opts());
+    },
+  });
+  t.teardown(() => w.stop());
+  await promote(reg, 'v2', { ...opts(), reason: 'gate' });
+  await promote(reg, 'v3', { ...opts(), reason: 'gate' });
+  t.same([...vllm.loaded.keys()].sort(), ['tiny-v2', 'tiny-v3']);
+
+  // What `alignd rollback tiny v1` does: edit the file; the daemon's watcher applies it.
+  editDeployment(file, { mode: 'pinned', version: 'v1' }, { versionExists: (_m, v) => reg.has(v) });
+  for (let i = 0; i < 200 && reg.deployment()?.desired !== 'v1'; i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 200 && reg.deployment()?.complete !== true; i++) await new Promise((r) => setTimeout(r, 25));
+  t.same(applied, ['{"mode":"pinned","version":"v1"}']);
+  t.match(reg.deployment(), { desired: 'v1', complete: true, reason: 'pinned by policy (v1)' });
+  t.equal(vllm.loaded.get('tiny-v1'), reg.get('v1')!.adapterDir, 'vLLM serves tiny-v1 again');
+  t.same(loads(vllm.calls).at(-1), 'tiny-v1');
+  t.equal(readlinkSync(join(drop, 'tiny')), 'tiny-v1', 'file-drop switched back too');
+  t.match(pub.announcements.at(-1), { version: 'v1', previous: 'v3', reason: 'pinned by policy (v1)' });
+  const events = reg.auditRecords().map((r) => r.event);
+  t.ok(events.includes('policy.applied') && events.includes('deployment.pinned'));
+  t.ok(reg.verifyAudit().ok);
+});
