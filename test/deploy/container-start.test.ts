@@ -1,8 +1,9 @@
 /**
  * Starts the daemon with exactly the command and environment the container image declares
  * (Dockerfile ENTRYPOINT + CMD, ENV, WORKDIR, read back by the parser, never copied here) as a
- * plain process, since no Docker engine runs here. Container paths are remapped onto this
- * checkout and a temp dir (/app → the repository, /data and /policies → fresh directories), and
+ * plain process, since no Docker engine runs here, from the files the image contains (laid out
+ * under a temp root by image-fs.ts: /app with what the final stage copies, /policies as the image
+ * fills it, an empty /data volume). Container paths in the command and environment point there;
  * the port is a free one, since a process shares the host's port space where a container would not.
  * Then: /healthz answers 200, the image's own HEALTHCHECK command passes, SIGTERM stops it cleanly,
  * and the HEALTHCHECK command fails once it is down.
@@ -10,27 +11,24 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Copy } from 'dockerfile-ast';
-import { mainJs, repoRoot } from '../harness/daemon.js';
-import { containerSpec, parseDockerfile, readDockerfile } from './dockerfile.js';
+import { repoRoot } from '../harness/daemon.js';
+import { containerSpec, readDockerfile } from './dockerfile.js';
+import { layOutImage } from './image-fs.js';
 
 const text = readDockerfile();
 const spec = containerSpec(text);
 const tmp = mkdtempSync(join(tmpdir(), 'alignd-container-'));
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 
-const remap: Array<[string, string]> = [
-  ['/app', repoRoot],
-  ['/data', join(tmp, 'data')],
-  ['/policies', join(tmp, 'policies')],
-];
+const image = layOutImage(text, join(tmp, 'rootfs'));
+/** Container paths (absolute, under a directory the image has) → their place in the laid-out image. */
 const mapPath = (v: string): string => {
-  for (const [from, to] of remap) if (v === from || v.startsWith(from + '/')) return to + v.slice(from.length);
-  return v;
+  const top = v.split('/')[1];
+  return v.startsWith('/') && top !== undefined && top !== '' && existsSync(image.hostPath('/' + top)) ? image.hostPath(v) : v;
 };
 // `node` on the image's PATH is this Node (the image's base is the Node 20 that CI runs).
 const mapArgv = (argv: string[]): string[] => argv.map((a, i) => (i === 0 && a === 'node' ? process.execPath : mapPath(a)));
@@ -59,17 +57,16 @@ t.test('the container command and environment come from the Dockerfile', async (
   t.equal(spec.workdir, '/data', 'relative paths land in the data volume');
   t.same(spec.argv.slice(0, 2), ['node', '/app/dist/daemon/main.js'], 'ENTRYPOINT runs the built CLI');
   t.equal(spec.argv[2], 'start', 'CMD starts the daemon');
-  t.ok(existsSync(mapPath(spec.argv[1] ?? '')), 'the entrypoint exists in this checkout after npm run build');
+  t.ok(existsSync(mapPath(spec.argv[1] ?? '')), 'the entrypoint is in the image');
+  t.ok(existsSync(image.hostPath('/app/package.json')), 'package.json too (the CLI reads its version)');
+  t.equal(existsSync(image.hostPath('/app/test')) || existsSync(image.hostPath('/app/dist/test')), false, 'tests are not shipped');
 });
 
 t.test('the daemon runs as the container would run it', async (t) => {
-  // /policies as the image fills it: `COPY policies /policies`.
-  const runtime = parseDockerfile(text).stages.at(-1);
-  const policyCopy = runtime?.instructions.find((i) => i.getKeyword() === 'COPY' && (i as Copy).getFromFlag() === null
-    && i.getArguments().map((a) => a.getValue()).join(' ') === 'policies /policies');
-  mkdirSync(join(tmp, 'data'));
-  if (policyCopy !== undefined && existsSync(join(repoRoot, 'policies'))) cpSync(join(repoRoot, 'policies'), join(tmp, 'policies'), { recursive: true });
-  else mkdirSync(join(tmp, 'policies'));
+  t.same(readdirSync(image.hostPath('/data')), [], 'the data volume starts empty');
+  if (existsSync(join(repoRoot, 'policies'))) {
+    t.same(readdirSync(image.hostPath('/policies')).sort(), readdirSync(join(repoRoot, 'policies')).sort(), '/policies holds the example policies');
+  }
 
   const port = await freePort();
   const env: NodeJS.ProcessEnv = {
@@ -95,7 +92,7 @@ t.test('the daemon runs as the container would run it', async (t) => {
   }
   t.equal(status, 200, '/healthz answers 200', { logs: logs.join('') });
   t.match(logs.join(''), new RegExp(`"msg":"http listening".*"address":"0\\.0\\.0\\.0:${port}"`), 'bound to 0.0.0.0 as ALIGND_HTTP_HOST says');
-  t.ok(readdirSync(join(tmp, 'data')).some((f) => f.startsWith('buffer.sqlite')), 'the buffer lives in the /data volume');
+  t.ok(readdirSync(image.hostPath('/data')).some((f) => f.startsWith('buffer.sqlite')), 'the buffer lives in the /data volume');
 
   const hc = spec.healthcheck ?? [];
   const up = await run(mapArgv(hc), env, cwd);
