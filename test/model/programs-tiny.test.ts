@@ -239,3 +239,18 @@ t.test('float16 weight storage: same programs, half-precision weights', async (t
   const d = maxAbsDiff(a, b);
   t.ok(d > 0 && d < 0.05, `log-probs within rounding of float16 weights (max diff ${d.toExponential(2)})`);
 });
+
+t.test('policy (fed LoRA) and reference (fixed LoRA) in one graph share the frozen base', async (t) => {
+  const refAdapter = adapter({ r: 2, loraAlpha: 2, targetModules: ['k_proj', 'gate_proj'], useRslora: true }, 21);
+  const { g, base } = model.trainGraph('policy_and_reference');
+  const policy = declareLora(g, spec, lora.config, 'input');
+  const reference = declareLora(g, spec, refAdapter.config, 'fixed', 'float32', { adapter: refAdapter, prefix: 'ref.' });
+  const inp = logProbInputs(g);
+  output(buildLogProbs(base, policy, inp).seqLogps, 'policy');
+  output(buildLogProbs(base, reference, inp).seqLogps, 'reference');
+  t.equal(g.initializers.has('ref.model.layers.0.self_attn.k_proj.lora_A'), true, 'reference LoRA stored as initializers');
+  const session = await createSession(toOnnx(g).bytes, { threads: 1 });
+  const out = await session.run({ ...batchFeeds(batch), ...loraFeeds(lora) });
+  t.ok(maxAbsDiff(out['policy']!.data as Float32Array, (await model.logprobs(batch, lora)).seqLogps) < 1e-5, 'policy log-probs');
+  t.ok(maxAbsDiff(out['reference']!.data as Float32Array, (await model.logprobs(batch, refAdapter)).seqLogps) < 1e-5, 'reference log-probs (rsLoRA)');
+});
