@@ -20,6 +20,7 @@ import { createTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import { ingestRateSampler } from './telemetry/history.js';
 import { parse } from './cli/args.js';
 import { readLines, sendHttp } from './cli/send.js';
+import { cmdApprove, cmdPolicy, cmdRegistry, cmdRollback } from './cli/policy.js';
 import { feedbackRoute } from '../adapters/sources/http.js';
 import { fileSource } from '../adapters/sources/file.js';
 import { createKafkaSource, sendToKafka, type KafkaSource } from '../adapters/sources/kafka.js';
@@ -35,6 +36,10 @@ Commands:
   send [FILE|-]      push feedback events (JSONL) to the daemon's HTTP endpoint or to Kafka
   status             show a running daemon's status (or the buffer's, when it is not running)
   schema             print the JSON Schema of feedback events (alignd.feedback/v1)
+  policy check FILE  validate policy files (policies/*.yaml); exit 1 when invalid
+  rollback MODEL vN  pin MODEL to registry version vN by editing its policy file
+  approve MODEL vN   approve a candidate the gate held (deny MODEL vN refuses it)
+  registry list|verify [MODEL]  versions, deployed pointer, integrity and audit chain
   help               this text
 
 Run 'alignd <command> --help' for a command's options.
@@ -235,6 +240,11 @@ export async function main(argv: string[]): Promise<number> {
     case 'start': return cmdStart(rest, log);
     case 'send': return cmdSend(rest);
     case 'status': return cmdStatus(rest);
+    case 'policy': return cmdPolicy(rest);
+    case 'rollback': return cmdRollback(rest);
+    case 'approve': return cmdApprove(rest, true);
+    case 'deny': return cmdApprove(rest, false);
+    case 'registry': return cmdRegistry(rest);
     case 'schema':
       process.stdout.write(JSON.stringify(feedbackJsonSchema(), null, 2) + '\n');
       return 0;
