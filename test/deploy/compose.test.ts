@@ -6,7 +6,8 @@
  * `alignd policy check`.
  */
 import t from 'tap';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../harness/daemon.js';
@@ -119,6 +120,10 @@ t.test('Kafka: alignd consumes the topic kafka-init creates, with its dead-lette
 t.test('the mounted policy passes alignd policy check', async (t) => {
   t.equal(policyArg, '/policies/assistant.yaml');
   t.ok(existsSync(policyFile), `${policyFile} exists`);
-  const r = policyCheck(policyFile);
+  const dataDir = mkdtempSync(join(tmpdir(), 'alignd-compose-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const r = policyCheck(policyFile, dataDir);
   t.equal(r.code, 0, 'alignd policy check accepts it', { out: r.out });
+  t.match(r.out, /: ok — model assistant\b/);
+  t.notMatch(r.out, /warning:/, 'without warnings');
 });

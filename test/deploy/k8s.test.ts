@@ -124,8 +124,16 @@ t.test('the policy ConfigMap: mounted whole, rank and paths agree with vLLM, acc
 
   const file = join(tmp, key);
   writeFileSync(file, cm['data'][key]);
-  const r = policyCheck(file);
+  const r = policyCheck(file, join(tmp, 'data'));
   t.equal(r.code, 0, 'alignd policy check accepts the embedded policy', { out: r.out });
+  t.match(r.out, /: ok — model assistant\b/);
+  t.notMatch(r.out, /warning:/, 'without warnings');
+  // The same check refuses a broken edit, so this is not a check that cannot fail.
+  const broken = join(tmp, 'broken.yaml');
+  writeFileSync(broken, cm['data'][key].replace(/\br: 16\b/, 'r: 1024'));
+  const bad = policyCheck(broken, join(tmp, 'data'));
+  t.equal(bad.code, 1, 'a LoRA rank out of range is refused', { out: bad.out });
+  t.match(bad.out, /lora\.r/);
 });
 
 t.test('the daemon config ConfigMap is valid for alignd, secrets by ${ENV}', async (t) => {

@@ -71,9 +71,12 @@ export function readYamlDocs(path: string): unknown[] {
   }).filter((d) => d !== null);
 }
 
-/** `alignd policy check FILE`, the CLI users run, as a process. */
-export function policyCheck(file: string): { code: number | null; out: string } {
-  const r = spawnSync(process.execPath, [mainJs, 'policy', 'check', file], { encoding: 'utf8', env: { ...process.env, ALIGND_LOG_LEVEL: 'error' } });
+/**
+ * `alignd policy check FILE`, the CLI users run, as a process. `dataDir` holds the (empty) registry
+ * it looks pinned versions up in, so a developer's own ./.alignd never decides the outcome.
+ */
+export function policyCheck(file: string, dataDir: string): { code: number | null; out: string } {
+  const r = spawnSync(process.execPath, [mainJs, 'policy', 'check', file, '--data-dir', dataDir], { encoding: 'utf8', env: { ...process.env, ALIGND_LOG_LEVEL: 'error' } });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
