@@ -313,11 +313,25 @@ export const vjp: Record<string, Rule> = {
     return [dx, only(c, 1, () => unbroadcast(mul(d, xhat), gamma!)), only(c, 2, () => unbroadcast(d, beta!))];
   },
 
-  // Embedding lookup: dW = ScatterND(0, idx[..., None], dy, add). Axis 0 only (the embedding case).
+  // Embedding lookup: dW = ScatterND(0, idx[..., None], dy, add). Another axis a is moved to the
+  // front first (data and the index block of dy), scattered, and moved back.
   Gather: (c) => {
-    if (intAttr(c.node, 'axis', 0) !== 0) fail(c.node, 'gradient only along axis 0', 'gather along axis 0 (transpose first)');
     const [data, idx] = c.x;
-    return [only(c, 0, () => scatterND(zerosLike(data!), unsqueeze(idx!, [-1]), d0(c), 'add')), undefined];
+    return [only(c, 0, () => {
+      const r = data!.shape?.length ?? fail(c.node, 'data rank unknown', 'declare input shapes');
+      const k = idx!.shape?.length ?? fail(c.node, 'indices rank unknown', 'declare input shapes');
+      const a = normAxis(intAttr(c.node, 'axis', 0), r);
+      const at = unsqueeze(idx!, [-1]);
+      if (a === 0) return scatterND(zerosLike(data!), at, d0(c), 'add');
+      const permData = [a, ...[...Array(r).keys()].filter((i) => i !== a)];
+      const permDy = [...[...Array(k).keys()].map((i) => a + i), ...[...Array(a).keys()], ...[...Array(r - 1 - a).keys()].map((i) => a + k + i)];
+      const inv = permData.map((_, i) => permData.indexOf(i));
+      const dims = permData.map((i) => data!.shape![i]!);
+      const shape = dims.every((n) => typeof n === 'number') ? ints(data!.g, dims as number[])
+        : emit(data!.g, 'Gather', [shapeOf(data!), ints(data!.g, permData)], { axis: { type: 'int', v: 0 } }, [{ dtype: 'int64', shape: [r] }])[0]!;
+      const zeros = withShape(constantOfShape(shape, data!.dtype, 0), dims);
+      return withShape(transpose(scatterND(zeros, at, transpose(d0(c), permDy), 'add'), inv), data!.shape);
+    }), undefined];
   },
   GatherElements: (c) => {
     const [data, idx] = c.x;

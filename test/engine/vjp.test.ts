@@ -121,6 +121,20 @@ const cases: Case[] = [
     },
   },
   {
+    name: 'Gather along axis 1 (positions)',
+    build: (g, dt) => {
+      const h = rand(g, 'h', dt, [2, 4, 3], 1);
+      return { wrt: [h], y: O.gather(h.v, idx(g, [3], [3, 0, 3]), 1) };
+    },
+  },
+  {
+    name: 'Gather along axis 2 with a scalar index',
+    build: (g, dt) => {
+      const h = rand(g, 'h', dt, [2, 3, 4], 1);
+      return { wrt: [h], y: O.mul(O.gather(h.v, idx(g, [], [2]), 2), O.gather(h.v, idx(g, [2, 1], [1, 2]), 2)) };
+    },
+  },
+  {
     name: 'GatherElements (token log-probs)',
     build: (g, dt) => {
       const x = rand(g, 'x', dt, [2, 3, 5], 1, -2, 2);
