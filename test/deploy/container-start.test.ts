@@ -91,6 +91,16 @@ t.test('the daemon runs as the container would run it', async (t) => {
     await new Promise((r) => setTimeout(r, 100));
   }
   t.equal(status, 200, '/healthz answers 200', { logs: logs.join('') });
+  // What the Kubernetes probes and the ServiceMonitor use (deploy/k8s/).
+  let ready = 0;
+  for (let i = 0; i < 600 && !exited && ready !== 200; i++) {
+    ready = (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status ?? 0;
+    if (ready !== 200) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(ready, 200, '/readyz answers 200 once the sources run');
+  const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+  t.equal(metrics.status, 200, '/metrics answers');
+  t.match(await metrics.text(), /^# (HELP|TYPE) /m, 'in Prometheus text format');
   t.match(logs.join(''), new RegExp(`"msg":"http listening".*"address":"0\\.0\\.0\\.0:${port}"`), 'bound to 0.0.0.0 as ALIGND_HTTP_HOST says');
   t.ok(readdirSync(image.hostPath('/data')).some((f) => f.startsWith('buffer.sqlite')), 'the buffer lives in the /data volume');
 
@@ -102,7 +112,7 @@ t.test('the daemon runs as the container would run it', async (t) => {
   const { code, signal } = await exit;
   t.equal(signal, null, 'not killed by the signal: alignd handled it');
   t.equal(code, 0, 'SIGTERM: clean exit');
-  t.match(logs.join(''), /"msg":"alignd stopped"/);
+  t.match(logs.join(''), /"msg":"alignd stopped"/, 'it logged its clean stop');
 
   const down = await run(mapArgv(hc), env, cwd);
   t.equal(down.code, 1, 'the HEALTHCHECK command fails once the daemon is down');
