@@ -29,11 +29,11 @@ export interface PolicyContext {
 
 export function parsePolicyText(text: string, file: string, ctx: PolicyContext = {}): PolicyResult {
   const sha256 = createHash('sha256').update(text).digest('hex');
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     return {
       ok: false, sha256,
-      problems: doc.errors.map((e) => ({ file, path: e.linePos?.[0] !== undefined ? `line ${e.linePos[0].line}:${e.linePos[0].col}` : '(yaml)', reason: `YAML: ${e.message.split('\n')[0]}` })),
+      problems: doc.errors.map((e) => ({ file, path: e.linePos?.[0] !== undefined ? `line ${e.linePos[0].line}:${e.linePos[0].col}` : '(yaml)', reason: `YAML: ${(e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}` })),
     };
   }
   const raw: unknown = doc.toJS();

@@ -1,0 +1,205 @@
+/**
+ * Policy files: the schema, the watcher on a real file (every kind of invalid edit refused with
+ * file/path/reason, the last good policy kept, applied edits audited), comment-preserving edits,
+ * and the CLI (`policy check`, `rollback`, `approve`/`deny`, `registry verify`).
+ */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { mainJs, repoRoot } from '../harness/daemon.js';
+import { watchPolicy } from '../../daemon/policy/watch.js';
+import { parsePolicyText } from '../../daemon/policy/load.js';
+import { setDeploymentInText } from '../../daemon/policy/edit.js';
+import { openRegistry } from '../../daemon/registry/registry.js';
+import { recordDecision } from '../../daemon/gate/record.js';
+
+const run = promisify(execFile);
+const alignd = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  run(process.execPath, [mainJs, ...args], { env: { ...process.env, ...env } }).then((r) => ({ ...r, code: 0 }), (e: { stdout: string; stderr: string; code: number }) => e);
+const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-policy-'));
+
+const GOOD = `# demo policy
+model: tiny
+base_model:
+  path: builtin:tiny   # the built-in model
+objective:
+  beta: 0.1
+# serving
+deployment: auto
+`;
+
+function makeRegistry(root: string, n: number) {
+  const reg = openRegistry(root, 'tiny');
+  for (let i = 0; i < n; i++) {
+    const dir = join(tmp(), 'adapter');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 8, i }));
+    writeFileSync(join(dir, 'adapter_model.safetensors'), Buffer.alloc(64, i));
+    reg.addVersion({ adapterDir: dir }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
+  }
+  return reg;
+}
+
+t.test('the shipped policies are valid', async (t) => {
+  for (const f of ['default.yaml', 'llama-vllm.yaml']) {
+    const r = parsePolicyText(readFileSync(join(repoRoot, 'policies', f), 'utf8'), f);
+    t.ok(r.ok, `${f}: ${r.ok ? '' : JSON.stringify(r.problems)}`);
+  }
+  const r = parsePolicyText(readFileSync(join(repoRoot, 'policies/default.yaml'), 'utf8'), 'default.yaml');
+  if (r.ok) {
+    t.match(r.policy, { model: 'tiny', base_model: { path: 'builtin:tiny' }, deployment: { mode: 'auto' }, servers: [{ kind: 'file_drop' }] });
+    t.ok(r.policy.probes.red_team.length > 0 && r.policy.probes.benign.length > 0);
+  }
+});
+
+t.test('the watcher refuses every kind of invalid edit and keeps the last good policy', async (t) => {
+  const dir = tmp();
+  const file = join(dir, 'tiny.yaml');
+  writeFileSync(file, GOOD);
+  const reg = makeRegistry(join(dir, 'registry'), 2);
+  const refusals: string[][] = [];
+  const applied: string[][] = [];
+  const w = watchPolicy({
+    file, ctx: { versionExists: (_m, v) => reg.has(v) }, pollMs: 40, debounceMs: 20,
+    audit: (e, f) => reg.audit(e, f),
+    onRefuse: (p) => refusals.push(p.map((x) => `${x.path}: ${x.reason}`)),
+    onApply: (_p, _prev, changed) => { applied.push(changed); },
+  });
+  t.teardown(() => w.stop());
+  const good = w.current();
+  t.equal(good.objective.beta, 0.1);
+
+  const waitFor = async (cond: () => boolean, what: string): Promise<void> => {
+    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
+    t.ok(cond(), what);
+  };
+  const cases: Array<[string, string, RegExp]> = [
+    ['bad YAML', GOOD.replace('beta: 0.1', 'beta: [0.1'), /^line \d+:\d+: YAML: /],
+    ['duplicate key', GOOD + 'model: other\n', /^line \d+:\d+: YAML: Map keys must be unique$/],
+    ['unknown field', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  betta: 0.2'), /^objective: unknown field "betta"/],
+    ['unknown top-level field', GOOD + 'deploymnet: auto\n', /^\(root\): unknown field "deploymnet"/],
+    ['out of range', GOOD.replace('beta: 0.1', 'beta: -1'), /^objective\.beta: .*>0/],
+    ['confidence out of range', GOOD + 'gate:\n  confidence: 1.5\n', /^gate\.confidence: /],
+    ['wrong type', GOOD + 'lora:\n  r: eight\n', /^lora\.r: .*expected number/],
+    ['enum', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  loss_type: ppo'), /^objective\.loss_type: /],
+    ['bad cron', GOOD + 'schedule:\n  cron: "every tuesday"\n', /^schedule\.cron: not a valid cron expression/],
+    ['bad regex', GOOD + 'gate:\n  refusal_patterns: ["(unclosed"]\n', /^gate\.refusal_patterns\.0: not a valid regular expression/],
+    ['path traversal in the model name', GOOD.replace('model: tiny', 'model: ../../etc'), /^model: /],
+    ['cross-field rule', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  batch_size: 8\n  micro_batch_size: 3'), /^objective\.micro_batch_size: micro_batch_size must divide batch_size/],
+    ['KL budgets inverted', GOOD + 'kl:\n  per_round: 0.9\n  cumulative: 0.1\n', /^kl\.per_round: per_round must not exceed cumulative/],
+    ['pinned version missing from the registry', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: v9}'), /^deployment\.version: tiny has no registry version v9/],
+    ['malformed version', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: latest}'), /^deployment\.version: must be a registry version/],
+    ['not a mapping', '- just\n- a list\n', /^\(root\): the policy must be a YAML mapping/],
+    ['empty file', '', /^\(root\): the policy must be a YAML mapping/],
+  ];
+  for (const [what, text, expect] of cases) {
+    const n = w.stats.refused;
+    writeFileSync(file, text);
+    await waitFor(() => w.stats.refused === n + 1, `${what}: refused`);
+    const msgs = refusals.at(-1) ?? [];
+    t.ok(msgs.some((m) => expect.test(m)), `${what}: ${JSON.stringify(msgs)}`);
+    t.same(w.current(), good, `${what}: last good policy kept`);
+    t.same(w.lastRefusal()?.[0]?.file, file, `${what}: the problem names the file`);
+  }
+  t.equal(w.stats.applied, 0);
+  // Deleting the file for a moment is not an edit; the last good policy stays.
+  rmSync(file);
+  await new Promise((r) => setTimeout(r, 150));
+  t.same(w.current(), good);
+
+  // A valid edit, written the way editors do (temp file + rename), is applied and audited.
+  writeFileSync(join(dir, '.tiny.yaml.swp'), GOOD.replace('beta: 0.1', 'beta: 0.2').replace('deployment: auto', 'deployment: {mode: pinned, version: v2}'));
+  renameSync(join(dir, '.tiny.yaml.swp'), file);
+  await waitFor(() => w.stats.applied === 1, 'valid edit applied');
+  t.equal(w.current().objective.beta, 0.2);
+  t.same(w.current().deployment, { mode: 'pinned', version: 'v2' });
+  t.same(applied, [['deployment.mode', 'deployment.version', 'objective.beta']]);
+  t.equal(w.lastRefusal(), undefined);
+  const audit = reg.auditRecords();
+  t.equal(audit.filter((r) => r.event === 'policy.refused').length, cases.length);
+  t.match(audit.find((r) => r.event === 'policy.applied'), { file, changed: ['deployment.mode', 'deployment.version', 'objective.beta'], deployment: { mode: 'pinned', version: 'v2' } });
+  t.ok(reg.verifyAudit().ok);
+});
+
+t.test('deployment edits keep comments and layout', async (t) => {
+  const out = setDeploymentInText(GOOD, { mode: 'pinned', version: 'v3' });
+  t.match(out, /# demo policy/);
+  t.match(out, /path: builtin:tiny +# the built-in model/);
+  t.match(out, /# serving\ndeployment:\n {2}mode: pinned\n {2}version: v3\n/);
+  const back = setDeploymentInText(out, { mode: 'auto' });
+  t.match(back, /# serving\ndeployment: auto\n/);
+  const r = parsePolicyText(out, 'x.yaml');
+  t.ok(r.ok && r.policy.deployment.mode === 'pinned');
+});
+
+t.test('CLI: policy check', async (t) => {
+  const dir = tmp();
+  const ok = await alignd(['policy', 'check', join(repoRoot, 'policies/default.yaml'), '--data-dir', dir]);
+  t.equal(ok.code, 0);
+  t.match(ok.stdout, /default\.yaml: ok — model tiny, sigmoid β=0\.1, deployment auto, 1 server target/);
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, GOOD.replace('beta: 0.1', 'beta: 20') + 'gate:\n  confidance: 0.9\ndeployment2: x\n');
+  const r = await alignd(['policy', 'check', bad, '--data-dir', dir]);
+  t.equal(r.code, 1);
+  t.match(r.stdout, /bad\.yaml: INVALID \(3 problems\)/);
+  t.match(r.stdout, new RegExp(`${bad}: objective\\.beta: .*10`));
+  t.match(r.stdout, new RegExp(`${bad}: gate: unknown field "confidance"`));
+  t.match(r.stdout, new RegExp(`${bad}: \\(root\\): unknown field "deployment2"`));
+  const pinned = join(dir, 'pinned.yaml');
+  writeFileSync(pinned, GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: v4}'));
+  const p = await alignd(['policy', 'check', pinned, '--data-dir', dir]);
+  t.equal(p.code, 1);
+  t.match(p.stdout, /deployment\.version: tiny has no registry version v4/);
+  const missing = await alignd(['policy', 'check', join(dir, 'nope.yaml')]);
+  t.equal(missing.code, 1);
+  t.match(missing.stdout, /nope\.yaml: \(file\): cannot read: ENOENT/);
+});
+
+t.test('CLI: rollback edits the policy file; approve/deny; registry verify', async (t) => {
+  const dataDir = tmp();
+  const policies = tmp();
+  const reg = makeRegistry(join(dataDir, 'registry'), 3);
+  copyFileSync(join(repoRoot, 'policies/default.yaml'), join(policies, 'default.yaml'));
+  writeFileSync(join(policies, 'other.yaml'), 'model: other\nbase_model: {path: x}\n');
+  const r = await alignd(['rollback', 'tiny', 'v2', '--policies', policies, '--data-dir', dataDir]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /default\.yaml: deployment pinned to v2 \(was auto\)/);
+  const text = readFileSync(join(policies, 'default.yaml'), 'utf8');
+  t.match(text, /deployment:\n {2}mode: pinned\n {2}version: v2\n/);
+  t.match(text, /# The policy stream: feedback events with `model: tiny` train this model\./, 'comments kept');
+  t.equal(text.split('\n').filter((l) => l.startsWith('#')).length, readFileSync(join(repoRoot, 'policies/default.yaml'), 'utf8').split('\n').filter((l) => l.startsWith('#')).length);
+  const missing = await alignd(['rollback', 'tiny', 'v7', '--policies', policies, '--data-dir', dataDir]);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /tiny has no registry version v7/);
+  const traversal = await alignd(['rollback', '../x', 'v1', '--policies', policies, '--data-dir', dataDir]);
+  t.equal(traversal.code, 1);
+  t.match(traversal.stderr, /model name "\.\.\/x" is not allowed/);
+
+  recordDecision(reg, 'v3', { decision: 'hold', reasons: ['reward_gain: too uncertain'], checks: [] });
+  const notHeld = await alignd(['approve', 'tiny', 'v1', '--data-dir', dataDir]);
+  t.equal(notHeld.code, 1);
+  t.match(notHeld.stderr, /has not been through the gate/);
+  const ap = await alignd(['approve', 'tiny', 'v3', '--by', 'alice', '--note', 'looked at samples', '--data-dir', dataDir]);
+  t.equal(ap.code, 0, ap.stderr);
+  t.match(ap.stdout, /tiny v3: approved by alice; decision now promote/);
+  t.match(reg.get('v3')!.manifest.gate, { decision: 'hold', approval: { approved: true, by: 'alice', note: 'looked at samples' } });
+  const again = await alignd(['deny', 'tiny', 'v3', '--data-dir', dataDir]);
+  t.equal(again.code, 1);
+  t.match(again.stderr, /already approved by alice/);
+  t.ok(reg.auditRecords().some((x) => x.event === 'gate.approved' && x['by'] === 'alice'));
+
+  const ver = await alignd(['registry', 'verify', 'tiny', '--data-dir', dataDir]);
+  t.equal(ver.code, 0);
+  t.match(JSON.parse(ver.stdout), { model: 'tiny', ok: true, audit: { ok: true } });
+  const audit = join(reg.dir, 'audit.jsonl');
+  writeFileSync(audit, readFileSync(audit, 'utf8').replace('"version":"v1"', '"version":"v9"'));
+  const tampered = await alignd(['registry', 'verify', 'tiny', '--data-dir', dataDir]);
+  t.equal(tampered.code, 1);
+  t.match(JSON.parse(tampered.stdout), { ok: false, audit: { ok: false, badLine: 2 } });
+  const list = JSON.parse((await alignd(['registry', 'list', '--data-dir', dataDir])).stdout) as Array<{ model: string; versions: Array<{ version: string; decision: string }> }>;
+  t.same(list.map((m) => m.model), ['tiny']);
+  t.same(list[0]!.versions.map((v) => `${v.version}:${v.decision}`), ['v1:pending', 'v2:pending', 'v3:promote']);
+});
