@@ -61,8 +61,10 @@ COPY policies ./policies
 # Kubernetes ConfigMap or a bind mount replaces them.
 COPY policies /policies
 # uid/gid 1000 is the "node" user of the official image. Numeric, so Kubernetes' runAsNonRoot can
-# verify it without resolving names.
-RUN mkdir -p /data && chown 1000:1000 /data
+# verify it without resolving names. /data/registry exists in the image so that a volume mounted
+# there on its own (compose shares just the registry with vLLM) starts owned by uid 1000: Docker
+# copies the image directory's ownership into a fresh volume, and would otherwise make it root's.
+RUN mkdir -p /data/registry && chown -R 1000:1000 /data
 VOLUME ["/data", "/policies"]
 # The working directory is the data volume: a relative path in a policy or config (a file_drop
 # dir, say) lands in persistent, writable storage, never in the read-only /app.

@@ -1,6 +1,6 @@
 /**
  * Lays out, under a temp directory, the files the image's final stage contains, by following its
- * COPY, WORKDIR and VOLUME instructions — so the container-start test runs the daemon from exactly
+ * COPY, WORKDIR, VOLUME and (mkdir-only) RUN instructions — so the container-start test runs the daemon from exactly
  * the files the image ships, not from the whole checkout (a module the image forgets to copy
  * fails here).
  *
@@ -34,6 +34,14 @@ export function layOutImage(text: string, root: string): ImageFs {
       mkdirSync(hostPath(workdir), { recursive: true });
     } else if (k === 'VOLUME') {
       for (const v of ins.getArguments().map((a) => a.getValue().replace(/[[\]",]/g, '')).filter(Boolean)) mkdirSync(hostPath(v), { recursive: true });
+    } else if (k === 'RUN') {
+      // The final stage may only make directories (and set their owner, which a test run as this
+      // user need not copy); anything else would change the image in ways not laid out here.
+      for (const step of (ins.getArgumentsContent() ?? '').split('&&').map((x) => x.trim())) {
+        const words = step.split(/\s+/);
+        if (words[0] === 'mkdir') for (const d of words.slice(1).filter((w) => !w.startsWith('-'))) mkdirSync(hostPath(posix.resolve(workdir, d)), { recursive: true });
+        else if (words[0] !== 'chown') throw new Error(`final-stage RUN step not understood by image-fs.ts: ${step}`);
+      }
     } else if (k === 'COPY') {
       const from = (ins as Copy).getFromFlag()?.getValue() ?? null;
       const args = ins.getArguments().map((a) => a.getValue());

@@ -121,6 +121,9 @@ t.test('the policy ConfigMap: mounted whole, rank and paths agree with vLLM, acc
   t.equal(vllmMount?.['name'], dataMount?.['name'], `one volume (${dataMount?.['name']}) behind ${map.from} and ${map.to}`);
   t.equal(vllmMount?.['subPath'], map.from.slice(dataMount?.['mountPath'].length + 1), 'vLLM sees exactly the registry directory');
   t.equal(vllmMount?.['readOnly'], true, 'vLLM only reads adapters');
+  const init = (pod['spec']['initContainers'] as Obj[] | undefined)?.find((c) => c['volumeMounts']?.some((m: Obj) => m['name'] === dataMount?.['name']));
+  t.ok(init !== undefined && init['command'].join(' ').includes(map.from), `an init container makes ${map.from} before vLLM mounts it as a subPath`);
+  t.equal(init?.['image'], alignd['image'], 'with the alignd image (uid 1000)');
 
   const file = join(tmp, key);
   writeFileSync(file, cm['data'][key]);
