@@ -1,6 +1,7 @@
 /**
- * Batched generation with a KV cache: one prefill run over the left-padded prompts, then one
- * decode run per new token, the layers' keys/values passed back as inputs. Left padding keeps
+ * Batched generation with a KV cache: one program (programs.ts 'decode') run first over the
+ * left-padded prompts with an empty cache (the prefill), then once per new token, the layers'
+ * keys/values passed back as inputs. One program, so one copy of the base weights in memory. Left padding keeps
  * every row's next token at the last position; positions count real tokens only and the attention
  * bias hides pads (as transformers' generate does with an attention mask).
  *
@@ -29,7 +30,7 @@ export interface GenerateOptions {
   seeds?: readonly number[];
 }
 
-export type StepRun = (kind: 'prefill' | 'decode', feeds: Record<string, OrtTensor>) => Promise<Record<string, OrtTensor>>;
+export type StepRun = (feeds: Record<string, OrtTensor>) => Promise<Record<string, OrtTensor>>;
 
 /**
  * Additive bias [B, 1, T, S] for the last T of S cached positions: key j is visible to query
@@ -87,12 +88,18 @@ export async function generateTokens(run: StepRun, spec: ModelSpec, prompts: rea
     }
     nextPos[b] = p.length;
   });
-  let result = await run('prefill', {
+  const prefill: Record<string, OrtTensor> = {
     ...extraFeeds,
     [IO.inputIds]: i64([B, L], ids),
     [IO.positionIds]: i64([B, L], pos),
     [IO.attnBias]: new ort.Tensor('float32', generationBias(keyMask, L, spec.slidingWindow), [B, 1, L, L]),
-  });
+  };
+  const empty = [B, spec.numKvHeads, 0, spec.headDim];
+  for (let l = 0; l < spec.numLayers; l++) {
+    prefill[IO.pastKey(l)] = new ort.Tensor('float32', new Float32Array(0), empty);
+    prefill[IO.pastValue(l)] = new ort.Tensor('float32', new Float32Array(0), empty);
+  }
+  let result = await run(prefill);
   const V = spec.vocabSize;
   const done = new Array<boolean>(B).fill(false);
   for (let step = 0; ; step++) {
@@ -124,7 +131,7 @@ export async function generateTokens(run: StepRun, spec: ModelSpec, prompts: rea
       feeds[IO.pastValue(l)] = result[IO.presentValue(l)]!;
     }
     for (let b = 0; b < B; b++) nextPos[b] = nextPos[b]! + 1;
-    result = await run('decode', feeds);
+    result = await run(feeds);
   }
   return out;
 }

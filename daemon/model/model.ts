@@ -238,8 +238,8 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     },
     async generate(prompts, genOpts, adapter = null) {
       const extra = adapter === null ? {} : loraFeeds(adapter);
-      const step = async (kind: 'prefill' | 'decode', feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> =>
-        run(await session(kind, adapter?.config ?? null), feeds);
+      const step = async (feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> =>
+        run(await session('decode', adapter?.config ?? null), feeds);
       return generateTokens(step, spec, prompts, genOpts, model.padId, extra);
     },
     async generateText(prompts, genOpts, adapter = null) {

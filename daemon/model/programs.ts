@@ -97,7 +97,11 @@ export function tokenKl(logpP: Value, logpQ: Value): Value {
   return O.reduceSum(O.mul(O.exp(logpP), O.sub(logpP, logpQ)), [-1], false);
 }
 
-export type ProgramKind = 'logprobs' | 'hidden' | 'vocab_logprobs' | 'logits' | 'prefill' | 'decode';
+/**
+ * 'decode' is the generation step: new tokens [B, T] against a KV cache [B, n_kv, past, d]
+ * (past 0 for the prefill), giving the last position's logits and the grown cache.
+ */
+export type ProgramKind = 'logprobs' | 'hidden' | 'vocab_logprobs' | 'logits' | 'decode';
 
 export interface ProgramOptions {
   dtype?: FloatType;
@@ -136,13 +140,11 @@ export function buildProgram(kind: ProgramKind, w: GraphWeights, lora: LoraConfi
     const ids = input(g, IO.inputIds, 'int64', ['batch', 'new']);
     const positions = input(g, IO.positionIds, 'int64', ['batch', 'new']);
     const bias = input(g, IO.attnBias, dtype, ['batch', 1, 'new', 'total']);
-    const past = kind === 'decode'
-      ? Array.from({ length: spec.numLayers }, (_, l) => ({
-        key: input(g, IO.pastKey(l), dtype, ['batch', spec.numKvHeads, 'past', spec.headDim]),
-        value: input(g, IO.pastValue(l), dtype, ['batch', spec.numKvHeads, 'past', spec.headDim]),
-      }))
-      : undefined;
-    const f = forward(base, lv, past === undefined ? { ids, positions, bias } : { ids, positions, bias, past });
+    const past = Array.from({ length: spec.numLayers }, (_, l) => ({
+      key: input(g, IO.pastKey(l), dtype, ['batch', spec.numKvHeads, 'past', spec.headDim]),
+      value: input(g, IO.pastValue(l), dtype, ['batch', spec.numKvHeads, 'past', spec.headDim]),
+    }));
+    const f = forward(base, lv, { ids, positions, bias, past });
     // Only the last position's logits: the next token of every (left-padded) row.
     const last = O.squeeze(O.slice(f.hidden, [-1], [2 ** 62], [1]), [1]);
     output(lmHead(base, last), IO.logits);
