@@ -73,7 +73,7 @@ export function createIngest(opts: IngestOptions): Ingest {
       batch.forEach((raw, i) => {
         const v = validate(raw.bytes);
         if (v.ok) {
-          rows.push({ event: v.event, origin: raw.origin });
+          rows.push({ event: v.event, text: v.text, origin: raw.origin });
           rowIndex.push(i);
         } else {
           stats.rejected[v.code]++;

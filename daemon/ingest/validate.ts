@@ -7,7 +7,7 @@ import { feedbackEventSchema, KINDS, SCHEMA_ID, type EventLimits, type FeedbackE
 import type { RejectCode } from './types.js';
 
 export type Validated =
-  | { ok: true; event: FeedbackEvent }
+  | { ok: true; event: FeedbackEvent; text: string }
   | { ok: false; code: RejectCode; reason: string; path?: string; eventId?: string };
 
 export interface Validator {
@@ -23,8 +23,9 @@ export function createValidator(limits: EventLimits): Validator {
       return { ok: false, code: 'oversize', reason: `event is ${size} bytes, over the ${limits.maxEventBytes}-byte limit (ingest.limits.maxEventBytes)` };
     }
     let value: unknown;
+    const text = typeof input === 'string' ? input : input.toString('utf8');
     try {
-      value = JSON.parse(typeof input === 'string' ? input : input.toString('utf8'));
+      value = JSON.parse(text);
     } catch (err) {
       return { ok: false, code: 'not_json', reason: `not JSON: ${(err as Error).message}` };
     }
@@ -46,7 +47,7 @@ export function createValidator(limits: EventLimits): Validator {
       const { path, reason } = describeIssues(parsed.error);
       return withId({ ok: false as const, code: 'schema' as const, reason, path });
     }
-    return { ok: true, event: parsed.data };
+    return { ok: true, event: parsed.data, text };
   };
 }
 

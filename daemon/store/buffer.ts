@@ -7,7 +7,7 @@
  *   that sources use for backpressure.
  * - Sampling applies per-user and per-tenant caps (a defence against feedback poisoning).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { AligndError } from '../errors.js';
 import type { Origin } from '../ingest/types.js';
 import type { FeedbackEvent, Prompt } from '../ingest/schema.js';
@@ -94,18 +94,20 @@ export interface RoundResult {
   [k: string]: unknown;
 }
 
-export interface StoredRow { event: FeedbackEvent; origin: Origin }
+/** A validated event, its JSON text as received (stored as the body: no second stringify), and where it came from. */
+export interface StoredRow { event: FeedbackEvent; text?: string; origin: Origin }
 
 export type ReplayBuffer = ReturnType<typeof openBuffer>;
 
 /** Deterministic held-out membership: the first 32 bits of sha256(event_id) against the fraction. */
 export function isHeldout(eventId: string, fraction: number): boolean {
-  const h = createHash('sha256').update(eventId).digest().readUInt32BE(0);
+  const h = hash('sha256', eventId, 'buffer').readUInt32BE(0);
   return h / 0x1_0000_0000 < fraction;
 }
 
+/** Groups events of the same prompt (binary and rating pairing); not a security boundary, so sha1. */
 export function promptHash(prompt: Prompt): string {
-  return createHash('sha256').update(JSON.stringify(prompt)).digest('hex').slice(0, 32);
+  return hash('sha1', typeof prompt === 'string' ? prompt : JSON.stringify(prompt), 'hex');
 }
 
 /** mulberry32: small seeded PRNG so windows are reproducible from the round's seed. */
@@ -151,7 +153,7 @@ export function openBuffer(opts: BufferOptions) {
   const st = {
     insertEvent: db.prepare(`INSERT OR IGNORE INTO events
       (event_id, model, model_version, kind, ts, ingested_at, user, tenant, channel, prompt_hash, heldout, label, score, body, source, topic, partition, "offset")
-      VALUES (@event_id, @model, @model_version, @kind, @ts, @ingested_at, @user, @tenant, @channel, @prompt_hash, @heldout, @label, @score, @body, @source, @topic, @partition, @offset)`),
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     setCheckpoint: db.prepare(`INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)
       ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`),
     getCheckpoint: db.prepare(`SELECT value FROM checkpoints WHERE key = ?`),
@@ -178,15 +180,16 @@ export function openBuffer(opts: BufferOptions) {
 
   const insertMany = db.transaction((rows: StoredRow[], checkpoint?: { key: string; value: string }): boolean[] => {
     const now = Date.now();
-    const stored = rows.map(({ event: e, origin }) => {
-      const info = st.insertEvent.run({
-        event_id: e.event_id, model: e.model, model_version: e.model_version, kind: e.kind, ts: e.ts, ingested_at: now,
-        user: e.source.user ?? null, tenant: e.source.tenant ?? null, channel: e.source.channel ?? null,
-        prompt_hash: promptHash(e.prompt), heldout: isHeldout(e.event_id, opts.heldoutFraction) ? 1 : 0,
-        label: e.kind === 'binary' ? e.label : null, score: e.kind === 'rating' ? normalisedScore(e) : null,
-        body: JSON.stringify(e), source: origin.source, topic: origin.topic ?? origin.file ?? null,
-        partition: origin.partition ?? null, offset: origin.offset ?? (origin.line === undefined ? null : String(origin.line)),
-      });
+    const stored = rows.map(({ event: e, text, origin }) => {
+      // Positional parameters: measurably cheaper per row than 18 named ones (bench:ingest).
+      const info = st.insertEvent.run(
+        e.event_id, e.model, e.model_version, e.kind, e.ts, now,
+        e.source.user ?? null, e.source.tenant ?? null, e.source.channel ?? null,
+        promptHash(e.prompt), isHeldout(e.event_id, opts.heldoutFraction) ? 1 : 0,
+        e.kind === 'binary' ? e.label : null, e.kind === 'rating' ? normalisedScore(e) : null,
+        text ?? JSON.stringify(e), origin.source, origin.topic ?? origin.file ?? null,
+        origin.partition ?? null, origin.offset ?? (origin.line === undefined ? null : String(origin.line)),
+      );
       return info.changes === 1;
     });
     if (checkpoint !== undefined) st.setCheckpoint.run(checkpoint.key, checkpoint.value, now);

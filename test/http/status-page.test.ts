@@ -12,6 +12,8 @@ import { spawnDaemon } from '../harness/daemon.js';
 import { makeEvent } from '../harness/events.js';
 import { CHROMIUM_ARGS, ensureChromium } from '../harness/chromium.js';
 
+// Page-side expressions are strings: the tests' tsconfig has no DOM lib (it would retype fetch).
+
 t.test('status page plots round figures, decisions and ingest rate', async (t) => {
   const executablePath = ensureChromium();
   const dataDir = mkdtempSync(join(tmpdir(), 'alignd-page-'));
@@ -38,8 +40,8 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(d.url + '/');
-  await page.waitForFunction(() => document.body.dataset['loaded'] !== undefined, undefined, { timeout: 30_000 });
-  const points = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('svg[id^=chart-]')].map((s) => [s.id, Number((s as SVGElement).dataset['points'])])));
+  await page.waitForFunction(`document.body.dataset.loaded !== undefined`, undefined, { timeout: 30_000 });
+  const points = await page.evaluate(`Object.fromEntries([...document.querySelectorAll('svg[id^=chart-]')].map((s) => [s.id, Number(s.dataset.points)]))`) as Record<string, number>;
   t.same(errors, [], 'no script errors');
   t.equal(points['chart-loss'], 4, 'loss: one point per round');
   t.equal(points['chart-kl'], 16, 'KL: round, cumulative and both budgets for 4 rounds');
@@ -47,9 +49,9 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   t.equal(points['chart-unsafe'], 8);
   t.equal(points['chart-decisions'], 4);
   t.ok(points['chart-ingest']! > 0, `ingest rate has samples (${points['chart-ingest']})`);
-  const decisionMarks = await page.evaluate(() => [...document.querySelectorAll('#chart-decisions [data-decision]')].map((e) => e.getAttribute('data-decision')));
+  const decisionMarks = await page.evaluate(`[...document.querySelectorAll('#chart-decisions [data-decision]')].map((e) => e.getAttribute('data-decision'))`) as string[];
   t.same(decisionMarks, [...decisions]);
-  const polylines = await page.evaluate(() => [...document.querySelectorAll('#chart-loss polyline')].map((p) => p.getAttribute('points')!.split(' ').length));
+  const polylines = await page.evaluate(`[...document.querySelectorAll('#chart-loss polyline')].map((p) => p.getAttribute('points').split(' ').length)`) as number[];
   t.same(polylines, [4], 'the loss line is drawn through 4 points');
   const summary = await page.textContent('#summary');
   t.match(summary ?? '', /buffer 100 events/);
