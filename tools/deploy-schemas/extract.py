@@ -25,7 +25,9 @@ K8S_VERSION = "v1.35.0"
 KINDS = ["deployment-apps-v1", "service-v1", "configmap-v1", "persistentvolumeclaim-v1", "poddisruptionbudget-policy-v1"]
 
 out = pathlib.Path(sys.argv[1])
-shutil.rmtree(out, ignore_errors=True)
+# Only what this script writes is replaced; the directory's README.md is maintained by hand.
+shutil.rmtree(out / "kubernetes", ignore_errors=True)
+out.mkdir(parents=True, exist_ok=True)
 
 
 DOC_KEYS = ("description", "title", "x-kubernetes-group-version-kind")
