@@ -1,0 +1,74 @@
+/**
+ * Admin API over the registry and the gate, mounted by the composition root:
+ *   GET  /v1/models/:model/versions                     versions with decisions
+ *   GET  /v1/models/:model/deployment                   deployed pointer, per-target state, current name
+ *   GET  /v1/models/:model/audit/verify                 audit chain check and head hash
+ *   POST /v1/models/:model/versions/:version/approve    (admin) answer a held candidate
+ *   POST /v1/models/:model/versions/:version/deny       (admin)
+ * Approve/deny take an optional JSON body {by, note}. `onApproved` lets the daemon promote at once.
+ */
+import { existsSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { join } from 'node:path';
+import { AligndError, errorMessage } from '../errors.js';
+import { sendJson, type Route } from '../http/server.js';
+import { MODEL_NAME_RE } from '../registry/names.js';
+import { openRegistry, type Registry, type VersionInfo } from '../registry/registry.js';
+import { approveCandidate, denyCandidate, effectiveDecision } from './record.js';
+
+async function readSmallJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  let raw = '';
+  for await (const chunk of req) {
+    raw += (chunk as Buffer).toString('utf8');
+    if (raw.length > 65536) throw new AligndError('CONFIG_INVALID', 'request body too large');
+  }
+  if (raw.trim() === '') return {};
+  const v = JSON.parse(raw) as unknown;
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Registry, v: VersionInfo) => Promise<void> | void }): Route[] {
+  // Only models that have a registry: a GET never creates directories.
+  const reg = (model: string): Registry | undefined => (MODEL_NAME_RE.test(model) && !model.includes('..') && existsSync(join(opts.registryRoot, model, 'versions'))
+    ? openRegistry(opts.registryRoot, model) : undefined);
+  const answer = (approve: boolean): Route['handler'] => async (req, res, p) => {
+    const r = reg(p['model'] ?? '');
+    if (r === undefined) return sendJson(res, 404, { error: `no registry for model ${JSON.stringify(p['model'])}` });
+    let body: Record<string, unknown>;
+    try {
+      body = await readSmallJson(req);
+    } catch (err) {
+      return sendJson(res, 400, { error: `body must be JSON {by, note}: ${errorMessage(err)}` });
+    }
+    const by = typeof body['by'] === 'string' ? body['by'] : 'admin-api';
+    const note = typeof body['note'] === 'string' ? body['note'] : undefined;
+    let v: VersionInfo;
+    try {
+      v = (approve ? approveCandidate : denyCandidate)(r, p['version'] ?? '', by, note);
+    } catch (err) {
+      return sendJson(res, err instanceof AligndError ? 409 : 500, { error: errorMessage(err) });
+    }
+    if (approve && opts.onApproved !== undefined) await opts.onApproved(r, v);
+    sendJson(res, 200, { model: r.model, version: v.version, decision: effectiveDecision(v), approval: v.manifest.gate?.approval });
+  };
+  return [
+    { method: 'GET', path: '/v1/models/:model/versions', handler: (_q, res, p) => {
+      const r = reg(p['model'] ?? '');
+      if (r === undefined) return sendJson(res, 404, { error: `no registry for model ${JSON.stringify(p['model'])}` });
+      sendJson(res, 200, { model: r.model, versions: r.list().map((v) => ({ version: v.version, parent: v.manifest.parent, created_at: v.manifest.created_at, decision: effectiveDecision(v), gate: v.manifest.gate, adapter_sha256: v.manifest.adapter_sha256 })) });
+    } },
+    { method: 'GET', path: '/v1/models/:model/deployment', handler: (_q, res, p) => {
+      const r = reg(p['model'] ?? '');
+      if (r === undefined) return sendJson(res, 404, { error: `no registry for model ${JSON.stringify(p['model'])}` });
+      const d = r.deployment();
+      sendJson(res, 200, { model: r.model, current_name: d?.complete === true ? d.desired_name : null, deployment: d ?? null });
+    } },
+    { method: 'GET', path: '/v1/models/:model/audit/verify', handler: (_q, res, p) => {
+      const r = reg(p['model'] ?? '');
+      if (r === undefined) return sendJson(res, 404, { error: `no registry for model ${JSON.stringify(p['model'])}` });
+      sendJson(res, 200, r.verifyAudit());
+    } },
+    { method: 'POST', path: '/v1/models/:model/versions/:version/approve', admin: true, handler: answer(true) },
+    { method: 'POST', path: '/v1/models/:model/versions/:version/deny', admin: true, handler: answer(false) },
+  ];
+}
