@@ -59,7 +59,7 @@ export interface Model {
   spec: ModelSpec;
   checkpoint: Checkpoint;
   tokenizer: ModelTokenizer | null;
-  /** The base weights in graph layout (shared by every program). */
+  /** The base weights as the programs read them (shared by every program). */
   weights: GraphWeights;
   /** Pad id for batches: tokenizer pad (else eos), config pad, else 0. */
   padId: number;
