@@ -61,8 +61,24 @@ async function withRetry(fn: () => Promise<void>, retry: RetryPolicy, sleep: (ms
   return { ok: false, attempts: retry.attempts, error: errorMessage(last) };
 }
 
+// One promotion at a time per registry in this process (the gate, an approval and a policy pin
+// can ask at once); each waits for the one before it and then works from the state it left.
+const inFlight = new Map<string, Promise<unknown>>();
+
 /** Push `version` to every target (or only the lagging ones when it is already desired). */
-export async function promote(reg: Registry, version: string, opts: PromoteOptions): Promise<PromoteResult> {
+export function promote(reg: Registry, version: string, opts: PromoteOptions): Promise<PromoteResult> {
+  return serialized(reg, () => promoteNow(reg, version, opts));
+}
+
+function serialized<T>(reg: Registry, fn: () => Promise<T>): Promise<T> {
+  const prev = inFlight.get(reg.dir) ?? Promise.resolve();
+  const next = prev.catch(() => undefined).then(fn);
+  inFlight.set(reg.dir, next);
+  void next.finally(() => { if (inFlight.get(reg.dir) === next) inFlight.delete(reg.dir); }).catch(() => undefined);
+  return next;
+}
+
+async function promoteNow(reg: Registry, version: string, opts: PromoteOptions): Promise<PromoteResult> {
   const log = opts.log ?? silentLogger;
   const sleep = opts.sleep ?? defaultSleep;
   const retry = opts.retry ?? defaultRetry;
@@ -132,10 +148,12 @@ export async function promote(reg: Registry, version: string, opts: PromoteOptio
 }
 
 /** Retry lagging targets of the desired version (no-op when complete). */
-export async function reconcile(reg: Registry, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {
-  const s = reg.deployment();
-  if (s === undefined) return undefined;
-  const lagging = opts.targets.some((t) => s.targets[t.id]?.version !== s.desired || s.targets[t.id]?.error !== null);
-  if (s.complete && !lagging) return undefined;
-  return promote(reg, s.desired, { ...opts, reason: s.reason });
+export function reconcile(reg: Registry, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {
+  return serialized(reg, async () => {
+    const s = reg.deployment();
+    if (s === undefined) return undefined;
+    const lagging = opts.targets.some((t) => s.targets[t.id]?.version !== s.desired || s.targets[t.id]?.error !== null);
+    if (s.complete && !lagging) return undefined;
+    return promoteNow(reg, s.desired, { ...opts, reason: s.reason });
+  });
 }

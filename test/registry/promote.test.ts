@@ -104,6 +104,19 @@ t.test('partial failure is recorded per target and reconciled later', async (t) 
   t.equal(await reconcile(reg, { targets, retry: fast }), undefined, 'nothing left to do');
 });
 
+t.test('concurrent promotions run one at a time, in call order', async (t) => {
+  const vllm = await startFakeVllm();
+  t.teardown(() => vllm.close());
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 3);
+  const targets = [vllmTarget({ url: vllm.url })];
+  const results = await Promise.all(['v1', 'v2', 'v3'].map((v) => promote(reg, v, { targets, retry: fast, reason: 'gate' })));
+  t.same(results.map((r) => r.complete), [true, true, true]);
+  t.same(loads(vllm.calls), ['tiny-v1', 'tiny-v2', 'tiny-v3']);
+  t.match(reg.deployment(), { desired: 'v3', complete: true });
+  t.same(reg.auditRecords().filter((r) => r.event === 'promote.done').map((r) => [r['version'], r['previous']]), [['v1', null], ['v2', 'v1'], ['v3', 'v2']]);
+});
+
 t.test('vLLM errors become clear messages', async (t) => {
   const vllm = await startFakeVllm('tiny-base', 4);
   t.teardown(() => vllm.close());
