@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type Provider, f32, i64, initState, trainStep } from '../daemon/engine/index.js';
 import { packLogProbBatch } from '../daemon/model/batch.js';
-import { loadCheckpoint } from '../daemon/model/checkpoint.js';
+import { batchFeeds, loadModel, loraHostTensors } from '../daemon/model/model.js';
 import { parseModelConfig } from '../daemon/model/config.js';
 import { initLora } from '../daemon/model/lora.js';
 import { createRng } from '../daemon/model/rng.js';
@@ -25,7 +25,6 @@ import { TINY_CONFIG, TINY_SEED, initTensors, writeTinyModel } from '../daemon/m
 import { tinyTokenizer } from '../daemon/model/tiny-tokenizer.js';
 import { parameterCount } from '../daemon/model/weights.js';
 import { alignModel } from '../daemon/align/context.js';
-import { adapterFeeds, batchFeeds, computeLogps } from '../daemon/align/programs.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -66,21 +65,21 @@ async function timeMs(fn: () => Promise<unknown>, n: number): Promise<number> {
 interface Figures { name: string; params: number; pairs: number; tokens: number; stepMs: number; forwardMs: number }
 
 async function measure(name: string, dir: string, P: number, T: number): Promise<Figures> {
-  const ckpt = loadCheckpoint(dir);
+  const model = loadModel(dir, { provider, threads });
+  const ckpt = model.checkpoint;
   const lora = { r: 16, loraAlpha: 32, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
-  const m = alignModel(ckpt, lora, { provider, threads });
+  const m = alignModel(model, lora);
   const adapter = initLora(ckpt.spec, lora, 1);
   const rng = createRng(2);
   for (const p of adapter.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-0.01, 0.01);
   const V = ckpt.spec.vocabSize;
   const seqs = Array.from({ length: 2 * P }, () => ({ ids: Array.from({ length: T }, () => Math.floor(rng.next() * V)), promptLength: T / 4 }));
-  const batch = packLogProbBatch(seqs, ckpt.spec.padTokenId ?? 0);
-  const logps = await m.logps();
-  const ref = await computeLogps(m, logps, adapter, batch);
+  const batch = packLogProbBatch(seqs, model.padId);
+  const ref = (await model.logprobs(batch, adapter)).seqLogps;
   const prog = await m.dpo({ lossType: 'sigmoid', labelSmoothing: 0, rpoAlpha: 0, optimizer: { maxGradNorm: 1, weightDecay: 0 }, accumulate: false });
-  const state = initState(Object.fromEntries(Object.entries(adapterFeeds(adapter)).map(([k, t]) => [k, { dtype: 'float32' as const, dims: [...t.dims], data: (t.data as Float32Array).slice() }])));
+  const state = initState(loraHostTensors(adapter));
   const feeds = {
-    ...batchFeeds(ckpt, batch), chosen_index: i64([P], Array.from({ length: P }, (_, i) => i)), rejected_index: i64([P], Array.from({ length: P }, (_, i) => P + i)),
+    ...batchFeeds(batch), chosen_index: i64([P], Array.from({ length: P }, (_, i) => i)), rejected_index: i64([P], Array.from({ length: P }, (_, i) => P + i)),
     ref_chosen: f32([P], ref.slice(0, P)), ref_rejected: f32([P], ref.slice(P)), beta: f32([], [0.1]),
   };
   // Interleave the two measurements so machine noise hits both alike.
@@ -88,7 +87,7 @@ async function measure(name: string, dir: string, P: number, T: number): Promise
   const fwdMs: number[] = [];
   for (let round = 0; round < 3; round++) {
     stepMs.push(await timeMs(() => trainStep(prog.session, prog.info, state, feeds, 1e-5), iters));
-    fwdMs.push(await timeMs(() => computeLogps(m, logps, adapter, batch), iters));
+    fwdMs.push(await timeMs(() => model.logprobs(batch, adapter), iters));
   }
   return { name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), forwardMs: median(fwdMs) };
 }

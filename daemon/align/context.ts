@@ -1,29 +1,31 @@
 /**
- * An alignment model context: the base checkpoint, the LoRA shape, the runtime, and the sessions
- * built for them, made once and reused by every round (a session is keyed by its program's bytes
- * in the engine cache too, but building the graph itself is worth skipping).
+ * An alignment model context: the loaded base model (daemon/model `loadModel`), the LoRA shape the
+ * policy trains, and the train-step and KL sessions built for them — made once and reused by every
+ * round. Inference (log-probs, hidden states, KV-cache generation) is the Model's.
  */
-import { type AdamWConfig, type ProgramInfo, type RuntimeOptions, type Session, applyProgram, createSession, toOnnx } from '../engine/index.js';
+import { type AdamWConfig, type ProgramInfo, type Session, applyProgram, createSession, toOnnx } from '../engine/index.js';
 import type { Checkpoint } from '../model/checkpoint.js';
+import { loraNames } from '../model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { checkSupported } from './forward.js';
-import { type DpoProgramOptions, type KtoProgramOptions, type Programs, dpoProgram, klSession, ktoProgram, logitsSession, logpsSession } from './programs.js';
+import { type LoadOptions, type Model, loadModel, loraShapeKey } from '../model/model.js';
+import { type DpoProgramOptions, type KtoProgramOptions, dpoProgram, klProgram, ktoProgram } from './programs.js';
 
-export interface AlignModel extends Programs {
-  logps(): Promise<Session>;
-  logits(): Promise<Session>;
-  /** KL program whose reference adapter has `refCfg`'s shape. */
-  kl(refCfg: LoraConfig): Promise<Session>;
+export interface AlignModel {
+  model: Model;
+  ckpt: Checkpoint;
+  /** The LoRA shape candidates are trained with (the deployed adapter's, or the policy's for a first round). */
+  lora: LoraConfig;
+  kl(policy: LoraConfig | null, ref: LoraConfig | null): Promise<Session>;
   dpo(o: DpoProgramOptions): Promise<{ info: ProgramInfo; session: Session }>;
   kto(o: KtoProgramOptions): Promise<{ info: ProgramInfo; session: Session }>;
   apply(o: AdamWConfig): Promise<{ info: ProgramInfo; session: Session }>;
-  /** An adapter of this context's shape with B = 0: exactly the base model. */
-  zeroAdapter(cfg?: LoraConfig): LoraAdapter;
+  /** PEFT's fresh adapter (A random, B = 0: exactly the base model, with gradient into B). */
+  freshAdapter(seed: number): LoraAdapter;
 }
 
-export function alignModel(ckpt: Checkpoint, lora: LoraConfig, runtime: RuntimeOptions = {}): AlignModel {
-  checkSupported(ckpt.spec);
-  const p: Programs = { ckpt, lora, runtime };
+/** From a loaded Model, or a checkpoint directory (loaded with `opts`). */
+export function alignModel(model: Model | string, lora: LoraConfig, opts: LoadOptions = {}): AlignModel {
+  const m = typeof model === 'string' ? loadModel(model, opts) : model;
   const memo = new Map<string, Promise<unknown>>();
   const once = <T>(key: string, make: () => Promise<T>): Promise<T> => {
     let hit = memo.get(key) as Promise<T> | undefined;
@@ -35,26 +37,22 @@ export function alignModel(ckpt: Checkpoint, lora: LoraConfig, runtime: RuntimeO
     return hit;
   };
   const compiled = async (info: ProgramInfo): Promise<{ info: ProgramInfo; session: Session }> =>
-    ({ info, session: await createSession(toOnnx(info.graph).bytes, runtime) });
-  const cfgKey = (c: LoraConfig): string => JSON.stringify([c.r, c.loraAlpha, c.useRslora, [...c.targetModules].sort()]);
+    ({ info, session: await createSession(toOnnx(info.graph).bytes, m.runtime) });
+  const key = (o: object): string => JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v));
   return {
-    ...p,
-    logps: () => once('logps', () => logpsSession(p)),
-    logits: () => once('logits', () => logitsSession(p)),
-    kl: (refCfg) => once(`kl:${cfgKey(refCfg)}`, () => klSession(p, refCfg)),
-    dpo: (o) => once(`dpo:${JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v))}`, () => compiled(dpoProgram(p, o))),
-    kto: (o) => once(`kto:${JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v))}`, () => compiled(ktoProgram(p, o))),
-    apply: (o) => once(`apply:${JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v))}`, async () => {
-      const shapes = [...initLora(ckpt.spec, lora, 0).pairs].flatMap(([path, pair]) => [
-        { name: `lora.${path}.A`, dtype: 'float32' as const, shape: [lora.r, pair.module.inFeatures] },
-        { name: `lora.${path}.B`, dtype: 'float32' as const, shape: [pair.module.outFeatures, lora.r] },
+    model: m,
+    ckpt: m.checkpoint,
+    lora,
+    kl: (p, r) => once(`kl:${loraShapeKey(p)}:${loraShapeKey(r)}`, () => createSession(toOnnx(klProgram(m, p, r)).bytes, m.runtime)),
+    dpo: (o) => once(`dpo:${key(o)}`, () => compiled(dpoProgram(m, lora, o))),
+    kto: (o) => once(`kto:${key(o)}`, () => compiled(ktoProgram(m, lora, o))),
+    apply: (o) => once(`apply:${key(o)}`, async () => {
+      const shapes = [...initLora(m.spec, lora, 0).pairs].flatMap(([path, pair]) => [
+        { name: loraNames('', path).a, dtype: 'float32' as const, shape: [lora.r, pair.module.inFeatures] },
+        { name: loraNames('', path).b, dtype: 'float32' as const, shape: [pair.module.outFeatures, lora.r] },
       ]);
       return compiled(applyProgram(shapes, o));
     }),
-    zeroAdapter: (cfg = lora) => {
-      const a = initLora(ckpt.spec, cfg, 0);
-      for (const pair of a.pairs.values()) pair.a.fill(0);
-      return a;
-    },
+    freshAdapter: (seed) => initLora(m.spec, lora, seed),
   };
 }

@@ -1,27 +1,28 @@
 /**
  * Exact token-level KL(π‖π_ref) = Σ_v π(v)(log π(v) − log π_ref(v)), averaged over the response
  * positions of held-out contexts (the guard's unit: nats per token). Both adapters are inputs of
- * one program (programs.ts klSession), so the full-vocabulary distributions stay in the session.
+ * one program (programs.ts klProgram), so the full-vocabulary distributions stay in the session.
  */
 import { numbers, run } from '../engine/index.js';
 import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
+import { batchFeeds, loraFeeds } from '../model/model.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { AlignModel } from './context.js';
-import { adapterFeeds, batchFeeds } from './programs.js';
+import { REF_PREFIX } from './programs.js';
 
-/** Mean exact token KL(π_policy‖π_ref) over `contexts`' response tokens, `chunk` rows per run. */
-export async function heldoutKl(m: AlignModel, policy: LoraAdapter, ref: LoraAdapter, contexts: PromptResponseTokens[], chunk: number, maxLength: number): Promise<number> {
+/** Mean exact token KL(π_policy‖π_ref) over `contexts`' response tokens, `chunk` rows per run; null = base. */
+export async function heldoutKl(m: AlignModel, policy: LoraAdapter | null, ref: LoraAdapter | null, contexts: PromptResponseTokens[],
+  chunk: number, maxLength: number): Promise<number> {
   if (contexts.length === 0) return 0;
-  const s = await m.kl(ref.config);
-  const pad = m.ckpt.spec.padTokenId ?? m.ckpt.spec.eosTokenIds[0] ?? 0;
+  const s = await m.kl(policy?.config ?? null, ref?.config ?? null);
+  const lora = { ...(policy === null ? {} : loraFeeds(policy)), ...(ref === null ? {} : loraFeeds(ref, REF_PREFIX)) };
   let sum = 0, count = 0;
   for (let i = 0; i < contexts.length; i += chunk) {
-    const b = packLogProbBatch(contexts.slice(i, i + chunk), pad, maxLength);
-    const out = await run(s, { ...batchFeeds(m.ckpt, b), ...adapterFeeds(policy, 'lora'), ...adapterFeeds(ref, 'ref') });
+    const b = packLogProbBatch(contexts.slice(i, i + chunk), m.model.padId, Math.min(maxLength, m.model.spec.maxPositions));
+    const out = await run(s, { ...batchFeeds(b), ...lora });
     sum += numbers(out['kl_sum']!)[0]!;
     count += numbers(out['kl_count']!)[0]!;
   }
   return count === 0 ? 0 : sum / count;
 }
-

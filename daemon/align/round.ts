@@ -10,17 +10,16 @@
 import * as ort from 'onnxruntime-node';
 import { AligndError, errorMessage } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
-import { type OrtTensor, type TrainState, accumulate, applyAccumulated, f32, i64, initAccumulator, initState, numbers, run, trainStep } from '../engine/index.js';
+import { type OrtTensor, type TrainState, accumulate, applyAccumulated, f32, i64, initAccumulator, initState, trainStep } from '../engine/index.js';
+import { adapterFromTensors, batchFeeds, loraHostTensors } from '../model/model.js';
 import { packLogProbBatch } from '../model/batch.js';
-import { initLora, type LoraAdapter } from '../model/lora.js';
+import type { LoraAdapter } from '../model/lora.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { Example } from '../store/buffer.js';
 import type { AlignModel } from './context.js';
 import { sampledSequenceKl, sequenceLogps } from './generate.js';
 import { type AlignKnobs, withDefaults } from './knobs.js';
-import { adapterFeeds, batchFeeds } from './programs.js';
 import { adaptBeta, learningRate } from './schedule.js';
-import { loraName } from './forward.js';
 import { heldoutKl } from './kl.js';
 import { createRng } from '../model/rng.js';
 
@@ -99,14 +98,7 @@ function diverged(what: string): AligndError {
   return new AligndError('TRAINING_DIVERGED', what, { action: 'the candidate was discarded and the deployed version is untouched; lower align.learningRate or check the feedback window for bad data' });
 }
 
-function stateToAdapter(state: TrainState, like: LoraAdapter): LoraAdapter {
-  const pairs = new Map([...like.pairs].map(([path, p]) => [path, {
-    module: p.module,
-    a: Float32Array.from(state.params[loraName(path, 'A')]!.data as Float32Array),
-    b: Float32Array.from(state.params[loraName(path, 'B')]!.data as Float32Array),
-  }]));
-  return { config: like.config, pairs };
-}
+const stateToAdapter = (state: TrainState, like: LoraAdapter): LoraAdapter => adapterFromTensors(like, state.params);
 
 const finiteAdapter = (a: LoraAdapter): boolean => [...a.pairs.values()].every((p) => p.a.every(Number.isFinite) && p.b.every(Number.isFinite));
 
@@ -124,14 +116,14 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
   const k = withDefaults(input.knobs);
   const m = input.model;
   const log = input.log ?? silentLogger;
-  const spec = m.ckpt.spec;
-  const pad = spec.padTokenId ?? spec.eosTokenIds[0] ?? 0;
+  const pad = m.model.padId;
   const skipped: { id: number; why: string }[] = [];
-  const deployed = input.deployedAdapter ?? m.zeroAdapter();
-  const anchor = input.anchorAdapter ?? m.zeroAdapter();
+  // null = the base model (no adapter program work on that side).
+  const deployed = input.deployedAdapter;
+  const anchor = input.anchorAdapter;
   // Warm start: the deployed adapter's values; with no deployed adapter, PEFT's init (B = 0) so
   // the candidate starts exactly at the base model but A carries gradient into B.
-  const start = input.deployedAdapter ?? initLora(spec, m.lora, k.seed);
+  const start = input.deployedAdapter ?? m.freshAdapter(k.seed);
   const result: RoundResult = {
     candidate: null, candidateDir: null, stopReason: 'completed', reason: null, stepsTaken: 0, keptStep: 0, steps: [], klChecks: [],
     kl: { perRound: 0, cumulative: 0, sampledSequence: null }, beta: k.beta, heldout: null, trainedExampleIds: [], skipped,
@@ -159,7 +151,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
   if (ktoNeeds) throw new AligndError('CONFIG_INVALID', 'KTO needs microBatchSize ≥ 2 (z₀ comes from mismatched pairs in the batch)', { action: 'raise align.microBatchSize' });
 
   try {
-    if (!finiteAdapter(deployed) || !finiteAdapter(anchor)) throw diverged('the deployed or anchor adapter holds NaN/Inf values');
+    if ((deployed !== null && !finiteAdapter(deployed)) || (anchor !== null && !finiteAdapter(anchor))) throw diverged('the deployed or anchor adapter holds NaN/Inf values');
     // Reference log-probs: once per round, cached per example.
     const refCache = new Map<number, number[]>();
     if (k.objective === 'dpo') {
@@ -177,8 +169,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
       ? await m.dpo({ lossType: k.lossType, labelSmoothing: k.labelSmoothing, rpoAlpha: k.rpoAlpha, optimizer, accumulate: micro > 1 })
       : await m.kto({ desirableWeight: k.desirableWeight, undesirableWeight: k.undesirableWeight, optimizer, accumulate: micro > 1 });
     const apply = micro > 1 ? await m.apply(optimizer) : null;
-    const hostParams = Object.fromEntries(Object.entries(adapterFeeds(start)).map(([name, t]) => [name, { dtype: 'float32' as const, dims: [...t.dims], data: t.data as Float32Array }]));
-    const state = initState(hostParams);
+    const state = initState(loraHostTensors(start));
 
     const stepsPerEpoch = Math.ceil(n / k.batchSize);
     const total = k.maxSteps > 0 ? k.maxSteps : Math.max(1, Math.round(k.numTrainEpochs * stepsPerEpoch));
@@ -331,7 +322,7 @@ function dpoFeeds(m: AlignModel, pairs: PairRow[], ref: Map<number, number[]>, i
   const b = packLogProbBatch([...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], pad, maxLength);
   const P = rows.length;
   return {
-    ...batchFeeds(m.ckpt, b),
+    ...batchFeeds(b),
     chosen_index: i64([P], rows.map((_, i) => i)), rejected_index: i64([P], rows.map((_, i) => P + i)),
     ref_chosen: f32([P], rows.map((r) => ref.get(r.id)![0]!)), ref_rejected: f32([P], rows.map((r) => ref.get(r.id)![1]!)),
     beta: f32([], [beta]),
@@ -339,7 +330,7 @@ function dpoFeeds(m: AlignModel, pairs: PairRow[], ref: Map<number, number[]>, i
 }
 
 async function ktoFeeds(m: AlignModel, rows0: KtoRow[], ref: Map<number, number[]>, idx: number[], beta: number, maxLength: number, pad: number,
-  deployed: LoraAdapter): Promise<Record<string, OrtTensor>> {
+  deployed: LoraAdapter | null): Promise<Record<string, OrtTensor>> {
   const rows = idx.map((i) => rows0[i]!);
   const N = rows.length;
   // Mismatched pairs (x_i, y_{i+1}) for z₀, as TRL's KTOTrainer rotates completions in the batch.
@@ -350,7 +341,7 @@ async function ktoFeeds(m: AlignModel, rows0: KtoRow[], ref: Map<number, number[
   const refKl = await sequenceLogps(m, deployed, mismatched, 2 * N, maxLength);
   const b = packLogProbBatch([...rows.map((r) => r.own), ...mismatched], pad, maxLength);
   return {
-    ...batchFeeds(m.ckpt, b),
+    ...batchFeeds(b),
     own_index: i64([N], rows.map((_, i) => i)), kl_index: i64([N], rows.map((_, i) => N + i)),
     ref_logps: f32([N], rows.map((r) => ref.get(r.id)![0]!)), ref_kl_logps: f32([N], Array.from(refKl)),
     desirable: f32([N], rows.map((r) => (r.desirable ? 1 : 0))), beta: f32([], [beta]),

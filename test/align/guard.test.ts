@@ -27,7 +27,7 @@ writeTinyModel(join(dir, 'model'));
 const ckpt = loadCheckpoint(join(dir, 'model'));
 const tok = ckpt.tokenizer!;
 const lora = { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
-const m = alignModel(ckpt, lora, { threads: 2 });
+const m = alignModel(join(dir, 'model'), lora, { threads: 2 });
 const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0.25 });
 t.teardown(() => buffer.close());
 ingest(buffer, preferenceEvents(96, 7, 0.1, 'g'));

@@ -25,7 +25,7 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 writeTinyModel(join(dir, 'model'));
 const ckpt = loadCheckpoint(join(dir, 'model'));
 const lora = { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
-const m = alignModel(ckpt, lora, { threads: 2 });
+const m = alignModel(join(dir, 'model'), lora, { threads: 2 });
 
 t.test('ECE: 0 for calibrated bins, the gap otherwise', async (t) => {
   t.ok(expectedCalibrationError([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], [true, true, true, true, true, true, true, true, true, false]) < 1e-12);
