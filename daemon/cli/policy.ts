@@ -45,7 +45,15 @@ export async function cmdPolicy(argv: string[]): Promise<number> {
   const root = registryRoot(values['data-dir'], values.config);
   let bad = 0;
   for (const file of files) {
-    const r = readPolicyFile(file, ctxFor(root));
+    // Without a registry for the model (a fresh checkout, another machine) pinned versions cannot be checked.
+    const unchecked: string[] = [];
+    const r = readPolicyFile(file, {
+      versionExists: (model, version) => {
+        if (existsSync(join(root, model, 'versions'))) return existsSync(join(root, model, 'versions', version));
+        unchecked.push(version);
+        return true;
+      },
+    });
     if (!r.ok) {
       bad++;
       process.stdout.write(`${file}: INVALID (${r.problems.length} problem${r.problems.length === 1 ? '' : 's'})\n`);
@@ -56,6 +64,7 @@ export async function cmdPolicy(argv: string[]): Promise<number> {
     const dep = p.deployment.mode === 'pinned' ? `pinned ${p.deployment.version}` : p.deployment.mode;
     process.stdout.write(`${file}: ok — model ${p.model}, ${p.objective.loss_type} β=${p.objective.beta}, deployment ${dep}, ${p.servers.length} server target${p.servers.length === 1 ? '' : 's'}, ${p.probes.benign.length} benign / ${p.probes.red_team.length} red-team probes\n`);
     for (const w of r.warnings) process.stdout.write(`  warning: ${w.file}: ${w.path}: ${w.reason}\n`);
+    for (const v of unchecked) process.stdout.write(`  warning: ${file}: no registry for ${p.model} under ${root}; ${v} not checked (pass --data-dir)\n`);
   }
   return bad === 0 ? 0 : 1;
 }
