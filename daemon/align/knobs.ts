@@ -10,6 +10,8 @@
  * held-out contexts' response positions (see kl.ts).
  */
 import { AligndError } from '../errors.js';
+import type { LoraConfig } from '../model/lora.js';
+import type { Policy } from '../policy/schema.js';
 import type { DpoLossType } from './losses.js';
 
 export interface AlignKnobs {
@@ -49,8 +51,8 @@ export interface AlignKnobs {
   klEveryNSteps: number;
   /** Held-out contexts used for the exact KL (the first N held-out examples). */
   klContexts: number;
-  /** Ziegler et al. 2019 adaptive β; null = fixed β. */
-  adaptiveBeta: { target: number; kBeta: number } | null;
+  /** Ziegler et al. 2019 adaptive β (target in nats/token, clamped to [minBeta, maxBeta]); null = fixed β. */
+  adaptiveBeta: { target: number; kBeta: number; minBeta: number; maxBeta: number } | null;
   /** Sampled sequence-level KL at the end: responses per held-out prompt set, tokens each. */
   sampledKl: { prompts: number; maxNewTokens: number; temperature: number };
 
@@ -92,6 +94,7 @@ export function withDefaults(k: Partial<AlignKnobs>): AlignKnobs {
   };
   if (!(out.beta > 0)) bad('beta', `must be > 0, got ${out.beta}`);
   if (!(out.labelSmoothing >= 0 && out.labelSmoothing < 0.5)) bad('labelSmoothing', `must be in [0, 0.5), got ${out.labelSmoothing}`);
+  if (out.labelSmoothing > 0 && out.lossType !== 'sigmoid' && out.lossType !== 'robust') bad('labelSmoothing', `applies to lossType sigmoid (cDPO) or robust, not ${out.lossType}`);
   if (!(out.learningRate > 0)) bad('learningRate', `must be > 0, got ${out.learningRate}`);
   if (!(out.batchSize >= 1 && out.microBatchSize >= 1 && out.batchSize % out.microBatchSize === 0)) {
     bad('microBatchSize', `(${out.microBatchSize}) must divide batchSize (${out.batchSize})`);
@@ -100,4 +103,43 @@ export function withDefaults(k: Partial<AlignKnobs>): AlignKnobs {
   if (!(out.klEveryNSteps >= 1)) bad('klEveryNSteps', 'must be ≥ 1');
   if (!(out.warmupRatio >= 0 && out.warmupRatio < 1)) bad('warmupRatio', 'must be in [0, 1)');
   return out;
+}
+
+/**
+ * The knobs a policy file sets (daemon/policy/schema.ts), mapped onto AlignKnobs. Fields read:
+ * objective.{loss_type, beta, label_smoothing, learning_rate, max_steps, num_epochs, batch_size,
+ * micro_batch_size, max_grad_norm, rpo_alpha, kto.desirable_weight, kto.undesirable_weight},
+ * kl.{per_round, cumulative, adaptive_beta.{enabled, target, k_beta, min_beta, max_beta}}.
+ * (objective.replay_fraction and data.max_*_share go to the buffer's window(), kl.anchor to the
+ * caller's choice of anchor adapter, lora.* to loraConfigFromPolicy.)
+ */
+export function knobsFromPolicy(p: Policy): Partial<AlignKnobs> {
+  const o = p.objective;
+  const ab = p.kl.adaptive_beta;
+  const out: Partial<AlignKnobs> = {
+    objective: o.loss_type === 'kto' ? 'kto' : 'dpo',
+    lossType: o.loss_type === 'kto' ? 'sigmoid' : o.loss_type,
+    beta: o.beta,
+    labelSmoothing: o.label_smoothing,
+    rpoAlpha: o.rpo_alpha ?? 0,
+    desirableWeight: o.kto.desirable_weight,
+    undesirableWeight: o.kto.undesirable_weight,
+    learningRate: o.learning_rate,
+    maxSteps: o.max_steps ?? 0,
+    numTrainEpochs: o.num_epochs ?? 1,
+    batchSize: o.batch_size,
+    microBatchSize: o.micro_batch_size,
+    maxGradNorm: o.max_grad_norm,
+    klBudget: { perRound: p.kl.per_round, cumulative: p.kl.cumulative },
+    adaptiveBeta: ab.enabled ? { target: ab.target, kBeta: ab.k_beta, minBeta: ab.min_beta, maxBeta: ab.max_beta } : null,
+  };
+  return out;
+}
+
+/** The policy's LoRA block as the model stage's LoraConfig (PEFT names). */
+export function loraConfigFromPolicy(p: Policy): LoraConfig {
+  return {
+    r: p.lora.r, loraAlpha: p.lora.alpha, targetModules: [...p.lora.target_modules], loraDropout: p.lora.dropout,
+    useRslora: p.lora.use_rslora, baseModelNameOrPath: p.base_model.served_name ?? p.base_model.path,
+  };
 }

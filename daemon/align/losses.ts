@@ -60,8 +60,12 @@ export function dpoLosses(inp: DpoInputs, opt: DpoOptions): Value {
   const beta = opt.beta;
   switch (opt.lossType) {
     case 'sigmoid': {
-      // Rafailov et al. 2023, eq. 7: −log σ(β Δ).
-      return O.neg(logSigmoid(O.mul(O.sub(rChosen, rRejected), beta)));
+      // Rafailov et al. 2023, eq. 7: −log σ(β Δ). With label_smoothing ε > 0 it is TRL's
+      // conservative DPO (cDPO; Mitchell 2023): −(1−ε) log σ(βΔ) − ε log σ(−βΔ).
+      const z = O.mul(O.sub(rChosen, rRejected), beta);
+      const eps = opt.labelSmoothing ?? 0;
+      if (eps === 0) return O.neg(logSigmoid(z));
+      return O.neg(O.add(O.mul(logSigmoid(z), 1 - eps), O.mul(logSigmoid(O.neg(z)), eps)));
     }
     case 'robust': {
       // Chowdhury et al. 2024 (rDPO), eq. 8: [−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1 − 2ε):
@@ -102,10 +106,9 @@ export function dpoMetrics(inp: DpoInputs, beta: number | Value): Record<string,
 }
 
 export function dpoObjective(inp: DpoInputs, opt: DpoOptions): Objective {
-  if (opt.lossType === 'robust') {
-    const eps = opt.labelSmoothing ?? 0;
-    if (!(eps >= 0 && eps < 0.5)) throw new RangeError(`label_smoothing must be in [0, 0.5) for loss_type robust, got ${eps}`);
-  }
+  const eps = opt.labelSmoothing ?? 0;
+  if (!(eps >= 0 && eps < 0.5)) throw new RangeError(`label_smoothing must be in [0, 0.5), got ${eps}`);
+  if (eps > 0 && opt.lossType !== 'sigmoid' && opt.lossType !== 'robust') throw new RangeError(`label_smoothing applies to loss_type sigmoid (cDPO) or robust, not ${opt.lossType}`);
   return { loss: mean(dpoLosses(inp, opt)), metrics: dpoMetrics(inp, opt.beta) };
 }
 

@@ -263,10 +263,19 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
         }
         lastR = klR;
         lastC = klC;
-        if (k.adaptiveBeta !== null) beta = adaptBeta(beta, klR, k.adaptiveBeta.target, k.adaptiveBeta.kBeta);
+        if (k.adaptiveBeta !== null) {
+          const ab = k.adaptiveBeta;
+          beta = Math.min(ab.maxBeta, Math.max(ab.minBeta, adaptBeta(beta, klR, ab.target, ab.kBeta)));
+        }
       }
     }
     result.beta = beta;
+    if (result.keptStep === 0) {
+      // Not even the first step fitted the budget: the "candidate" would be the deployed version.
+      result.reason = `${result.reason ?? ''}; no step fitted the KL budget, so there is no candidate to gate`;
+      log.info('align round kept no step', { reason: result.reason });
+      return result;
+    }
     const candidate = stateToAdapter(state, start);
     if (!finiteAdapter(candidate)) throw diverged('candidate adapter values are not finite');
     result.candidate = candidate;

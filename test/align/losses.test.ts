@@ -25,7 +25,11 @@ function closedForm(type: DpoLossType, beta: number, eps: number): { loss: numbe
   for (let i = 0; i < P; i++) {
     const delta = (pc[i]! - rc[i]!) - (pr[i]! - rr[i]!);
     const z = beta * delta;
-    if (type === 'sigmoid') { losses.push(-logSig(z)); d.push(-beta * sig(-z) / P); }
+    if (type === 'sigmoid') {
+      // cDPO when ε > 0: −(1−ε) log σ(z) − ε log σ(−z).
+      losses.push(-(1 - eps) * logSig(z) - eps * logSig(-z));
+      d.push(beta * (-(1 - eps) * sig(-z) + eps * sig(z)) / P);
+    }
     if (type === 'robust') {
       losses.push((-(1 - eps) * logSig(z) + eps * logSig(-z)) / (1 - 2 * eps));
       d.push(beta * (-(1 - eps) * sig(-z) - eps * sig(z)) / (1 - 2 * eps) / P);
@@ -61,7 +65,7 @@ async function runDpo(type: DpoLossType, beta: number, eps: number) {
   return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, numbers(v)]));
 }
 
-for (const [type, beta, eps] of [['sigmoid', 0.1, 0], ['sigmoid', 2, 0], ['robust', 0.5, 0.2], ['ipo', 0.1, 0], ['ipo', 1, 0], ['hinge', 0.1, 0], ['hinge', 1.5, 0]] as const) {
+for (const [type, beta, eps] of [['sigmoid', 0.1, 0], ['sigmoid', 2, 0], ['sigmoid', 0.5, 0.1], ['robust', 0.5, 0.2], ['ipo', 0.1, 0], ['ipo', 1, 0], ['hinge', 0.1, 0], ['hinge', 1.5, 0]] as const) {
   t.test(`DPO loss_type ${type} β=${beta} ε=${eps} equals its closed form`, async (t) => {
     const out = await runDpo(type, beta, eps);
     const want = closedForm(type, beta, eps);
@@ -78,13 +82,14 @@ for (const [type, beta, eps] of [['sigmoid', 0.1, 0], ['sigmoid', 2, 0], ['robus
   });
 }
 
-t.test('robust with ε = 0 is sigmoid; ε outside [0, 0.5) is refused', async (t) => {
+t.test('robust with ε = 0 is sigmoid; ε outside [0, 0.5), or on ipo/hinge, is refused', async (t) => {
   const a = await runDpo('robust', 0.3, 0);
   const b = await runDpo('sigmoid', 0.3, 0);
   t.ok(Math.abs(a['loss']![0]! - b['loss']![0]!) < 1e-14);
   const g = graph('bad');
   const x = input(g, 'x', 'float64', [2]);
   t.throws(() => dpoObjective({ chosen: x, rejected: x, refChosen: x, refRejected: x }, { lossType: 'robust', beta: 0.1, labelSmoothing: 0.5 }), /label_smoothing/);
+  t.throws(() => dpoObjective({ chosen: x, rejected: x, refChosen: x, refRejected: x }, { lossType: 'ipo', beta: 0.1, labelSmoothing: 0.1 }), /label_smoothing/);
 });
 
 t.test('KTO equals its closed form: z₀ from mismatched pairs, detached and clamped at 0', async (t) => {
