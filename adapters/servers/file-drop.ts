@@ -44,9 +44,16 @@ export function fileDropTarget(cfg: { dir: string }): ServerTarget {
       if (!existsSync(cfg.dir)) return [];
       const link = join(cfg.dir, model);
       const current = existsSync(link) ? readlinkSync(link) : undefined;
-      const re = new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
+      const esc = model.replace(/[.]/g, '\\.');
+      const re = new RegExp(`^${esc}-v[0-9]+$`);
+      // Leftovers of a copy or link switch interrupted by a crash.
+      const junk = new RegExp(`^\\.(?:${esc}-v[0-9]+\\.[0-9a-f]+\\.tmp|${esc}\\.[0-9a-f]+\\.link)$`);
       const removed: string[] = [];
       for (const e of readdirSync(cfg.dir)) {
+        if (junk.test(e)) {
+          rmSync(join(cfg.dir, e), { recursive: true, force: true });
+          continue;
+        }
         if (!re.test(e) || keep.includes(e) || e === current) continue;
         rmSync(join(cfg.dir, e), { recursive: true, force: true });
         removed.push(e);

@@ -11,6 +11,7 @@
  */
 import { appendFileSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { AligndError } from '../errors.js';
 import { withLock } from './lock.js';
 
 export const GENESIS = '0'.repeat(64);
@@ -84,7 +85,15 @@ export function appendAudit(path: string, event: string, fields: Record<string, 
       }
       if (last.line !== undefined) {
         prev = sha256(last.line);
-        seq = (JSON.parse(last.line) as AuditRecord).seq + 1;
+        let lastSeq: unknown;
+        try {
+          lastSeq = (JSON.parse(last.line) as AuditRecord).seq;
+        } catch { /* reported below */ }
+        if (typeof lastSeq !== 'number') {
+          // Fail closed: nothing more is recorded (or done) until a person looks at the log.
+          throw new AligndError('STORE_FAILED', `the last line of the audit log ${path} is not an audit record`, { action: 'run `alignd registry verify MODEL`; restore the log from backup' });
+        }
+        seq = lastSeq + 1;
       }
     }
     const record: AuditRecord = { seq, ts: new Date().toISOString(), prev, event, ...fields, ...(torn === undefined ? {} : { tornTailBytesDropped: torn }) };

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { createServer } from 'node:http';
-import { existsSync, mkdtempSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startFakeVllm } from '../harness/vllm-server.js';
@@ -152,11 +152,13 @@ t.test('file-drop switches a symlink atomically; webhook posts signed JSON', asy
   t.teardown(() => hook.close());
   const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/deploy`;
   const targets = [fileDropTarget({ dir: drop }), webhookTarget({ url, secret: 's3cret' })];
+  mkdirSync(join(drop, '.tiny-v9.0badc0de.tmp'), { recursive: true }); // a copy interrupted by a crash
   for (const v of ['v1', 'v2', 'v3']) await promote(reg, v, { targets, retry: fast, reason: 'gate' });
   t.equal(readlinkSync(join(drop, 'tiny')), 'tiny-v3');
   t.ok(existsSync(join(drop, 'tiny', 'adapter_config.json')), 'the link resolves to a complete adapter');
   t.notOk(existsSync(join(drop, 'tiny-v1')), 'old versions removed');
   t.ok(existsSync(join(drop, 'tiny-v2')), 'previous kept');
+  t.notOk(existsSync(join(drop, '.tiny-v9.0badc0de.tmp')), 'crash leftovers cleaned');
   t.equal(got.length, 3);
   for (const g of got) t.equal(g.sig, signWebhook('s3cret', g.ts, g.body), 'HMAC-SHA256 over timestamp.body');
   t.match(JSON.parse(got[2]!.body), { model: 'tiny', version: 'v3', name: 'tiny-v3', adapter_sha256: reg.get('v3')!.manifest.adapter_sha256 });

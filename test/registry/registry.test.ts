@@ -70,6 +70,9 @@ t.test('audit chain verifies, and tampering is found', async (t) => {
   t.equal(rec.seq, 6);
   t.equal(rec['tornTailBytesDropped'], 14);
   t.match(reg.verifyAudit(), { ok: true, records: 6, tornTail: false });
+  // A complete but foreign last line: nothing more is appended until a person looks.
+  writeFileSync(path, readFileSync(path, 'utf8') + 'not json\n');
+  t.throws(() => reg.audit('after.tamper'), { code: 'STORE_FAILED', message: /last line of the audit log .* is not an audit record/ });
 });
 
 t.test('gc keeps the newest N, the deployed, targets\' versions and unanswered holds', async (t) => {
