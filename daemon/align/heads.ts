@@ -12,7 +12,9 @@
  */
 import * as ort from 'onnxruntime-node';
 import { type Session, createSession, f32, graph, initState, input, ops as O, param, toOnnx, trainProgram, trainStep } from '../engine/index.js';
+import { AligndError } from '../errors.js';
 import { createRng } from '../model/rng.js';
+import { fromFloat32, readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
 import { logSigmoid } from './losses.js';
 
 export interface HeadEnsemble {
@@ -157,4 +159,28 @@ export function expectedCalibrationError(p: number[], outcome: boolean[], bins =
     ece += (idx.length / n) * Math.abs(acc - conf);
   }
   return ece;
+}
+
+/** Save an ensemble as one safetensors file (w, b, mu, sigma; K and H in the metadata). */
+export function saveHeads(path: string, e: HeadEnsemble, kind: 'reward' | 'safety'): void {
+  writeSafetensors(path, {
+    w: fromFloat32(e.w, [e.k, e.hidden]), b: fromFloat32(e.b, [e.k]), mu: fromFloat32(e.mu, [e.hidden]), sigma: fromFloat32(e.sigma, [e.hidden]),
+  }, { format: 'alignd.heads/v1', kind, k: String(e.k), hidden: String(e.hidden) });
+}
+
+/** Load an ensemble saved by saveHeads; a missing tensor or a shape that disagrees is an error naming the file. */
+export function loadHeads(path: string): HeadEnsemble {
+  const c = readSafetensors(path);
+  const get = (name: string): { v: Float32Array; shape: number[] } => {
+    const t = c.tensors.get(name);
+    if (t === undefined) throw new AligndError('MODEL_INVALID', `head ensemble file lacks tensor ${name}`, { input: path, action: 'retrain the ensemble (delete the file)' });
+    return { v: toFloat32(t), shape: t.shape };
+  };
+  const w = get('w');
+  const [k, H] = w.shape as [number, number];
+  const b = get('b'), mu = get('mu'), sigma = get('sigma');
+  if (b.v.length !== k || mu.v.length !== H || sigma.v.length !== H) {
+    throw new AligndError('MODEL_INVALID', `head ensemble tensors disagree on K=${k}, H=${H}`, { input: path, action: 'retrain the ensemble (delete the file)' });
+  }
+  return { k, hidden: H, w: w.v, b: b.v, mu: mu.v, sigma: sigma.v };
 }

@@ -136,7 +136,7 @@ t.test('KTO rounds train on unpaired up/down rows; z₀ is reported as kl', asyn
   t.ok(lastLoss < firstLoss, `KTO loss fell: ${firstLoss.toFixed(4)} → ${lastLoss.toFixed(4)}`);
 });
 
-t.test('adaptive β rises while the measured KL is over its target (and is fed to the step program)', async (t) => {
+t.test('adaptive β rises while the measured KL is over its target', async (t) => {
   const r = await runRound({
     model: m, deployedAdapter: deployedAdapter(5), anchorAdapter: null, window: win, heldout,
     knobs: { ...base, learningRate: 0.01, maxSteps: 4, klBudget: { perRound: 10, cumulative: 10 }, adaptiveBeta: { target: 1e-6, kBeta: 0.5, minBeta: 0.01, maxBeta: 1 } },
@@ -145,5 +145,4 @@ t.test('adaptive β rises while the measured KL is over its target (and is fed t
   t.ok(r.beta > 0.1, `β ${r.beta}`);
   const betas = r.steps.map((s) => s.beta);
   t.ok(betas.every((b, i) => i === 0 || b >= betas[i - 1]!) && betas.at(-1)! > betas[0]!, `β per step ${betas.join(', ')}`);
-  t.ok(Math.abs(r.steps.at(-1)!.metrics['rewards/chosen']! / r.steps.at(-1)!.beta) < 1e3, 'metrics scale with the fed β');
 });

@@ -17,7 +17,7 @@ import type { RewardScorer as GateScorer, SafetyJudge as GateJudge } from '../..
 import { alignModel } from '../../daemon/align/context.js';
 import { rewardScorer, scoreResponses, trainRewardEnsemble } from '../../daemon/align/reward.js';
 import { combineJudges, safetyJudge, trainSafetyJudge, type LabelledResponse } from '../../daemon/align/safety.js';
-import { expectedCalibrationError } from '../../daemon/align/heads.js';
+import { expectedCalibrationError, loadHeads, saveHeads } from '../../daemon/align/heads.js';
 import { MODEL, gold, ingest, preferenceEvents, prompt, response } from './synthetic.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-rm-'));
@@ -68,7 +68,10 @@ t.test('RM ensemble: above chance on held-out gold pairs, wider spread out of di
   t.same(Array.from(again.ensemble.mu), Array.from(ensemble.mu), 'standardisation kept across rounds');
   t.ok(again.metrics.heldoutAccuracy! > 0.6, `warm-started accuracy ${again.metrics.heldoutAccuracy}`);
 
-  const scorer: GateScorer = rewardScorer(m, ensemble);
+  saveHeads(join(dir, 'rm.safetensors'), ensemble, 'reward');
+  const loaded = loadHeads(join(dir, 'rm.safetensors'));
+  t.same(loaded, ensemble, 'ensemble round-trips through safetensors');
+  const scorer: GateScorer = rewardScorer(m, loaded);
   const viaGate = await scorer.score([inDist[0]!.p], [inDist[0]!.r]);
   t.equal(viaGate[0]!.mean, sIn[0]!.mean);
 });

@@ -1,0 +1,13 @@
+/** The alignment stage's public surface (see README.md beside this file). */
+export { type AlignModel, alignModel } from './context.js';
+export { type AlignKnobs, DEFAULT_KNOBS, knobsFromPolicy, loraConfigFromPolicy, withDefaults } from './knobs.js';
+export { type KlCheck, type RoundInput, type RoundResult, type StepLog, type StopReason, runRound } from './round.js';
+export { ROUND_META, writeCandidate } from './checkpoint.js';
+export { heldoutKl } from './kl.js';
+export { type SampleOptions, sampleResponses, sampledSequenceKl, sequenceLogps } from './generate.js';
+export { type DpoLossType, type Objective, dpoLosses, dpoMetrics, dpoObjective, ktoObjective, logSigmoid, nllTerm } from './losses.js';
+export { adaptBeta, learningRate } from './schedule.js';
+export { type HeadEnsemble, expectedCalibrationError, loadHeads, saveHeads } from './heads.js';
+export { DEFAULT_REWARD_KNOBS, type RewardKnobs, type RewardRoundMetrics, onlinePairs, rewardScorer, scoreResponses, trainRewardEnsemble } from './reward.js';
+export { DEFAULT_SAFETY_KNOBS, type LabelledResponse, type SafetyKnobs, combineJudges, judgeResponses, safetyJudge, safetyRows, trainSafetyJudge } from './safety.js';
+export type { RewardScore, RewardScorer, SafetyJudge, SafetyVerdict } from './types.js';
