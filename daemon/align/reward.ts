@@ -26,9 +26,13 @@ export interface RewardKnobs {
   centering: number;
   seed: number;
   maxLength: number;
+  /** Online pairs (see onlinePairs): null = off (the default). */
+  onlinePairs: { prompts: number; z: number; maxNewTokens: number; temperature: number } | null;
 }
 
-export const DEFAULT_REWARD_KNOBS: RewardKnobs = { k: 5, steps: 150, learningRate: 1e-2, weightDecay: 1e-3, centering: 0.01, seed: 0, maxLength: 256 };
+export const DEFAULT_REWARD_KNOBS: RewardKnobs = {
+  k: 5, steps: 150, learningRate: 1e-2, weightDecay: 1e-3, centering: 0.01, seed: 0, maxLength: 256, onlinePairs: null,
+};
 
 export interface RewardRoundMetrics {
   pairs: number;
@@ -122,7 +126,7 @@ export function rewardScorer(m: AlignModel, e: HeadEnsemble, maxLength = 256): R
  * kept as (chosen, rejected) only when the ensemble agrees — the lower confidence bound of the
  * member margins, mean − z·std, is above 0 (conservative ensemble use as Coste et al. 2023).
  */
-export async function onlinePairs(m: AlignModel, policy: LoraAdapter, e: HeadEnsemble, prompts: Prompt[],
+export async function onlinePairs(m: AlignModel, policy: LoraAdapter | null, e: HeadEnsemble, prompts: Prompt[],
   o: { z: number; maxNewTokens: number; temperature: number; seed: number }): Promise<{ prompt: Prompt; chosen: string; rejected: string; lcb: number }[]> {
   const tok = m.ckpt.tokenizer!;
   const ids = prompts.map((p) => tok.encodePrompt(p));

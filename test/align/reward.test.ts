@@ -15,7 +15,7 @@ import { createRng } from '../../daemon/model/rng.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import type { RewardScorer as GateScorer, SafetyJudge as GateJudge } from '../../daemon/gate/types.js';
 import { alignModel } from '../../daemon/align/context.js';
-import { rewardScorer, scoreResponses, trainRewardEnsemble } from '../../daemon/align/reward.js';
+import { onlinePairs, rewardScorer, scoreResponses, trainRewardEnsemble } from '../../daemon/align/reward.js';
 import { combineJudges, safetyJudge, trainSafetyJudge, type LabelledResponse } from '../../daemon/align/safety.js';
 import { expectedCalibrationError, loadHeads, saveHeads } from '../../daemon/align/heads.js';
 import { MODEL, gold, ingest, preferenceEvents, prompt, response } from './synthetic.js';
@@ -72,6 +72,16 @@ t.test('RM ensemble: above chance on held-out gold pairs, wider spread out of di
   const loaded = loadHeads(join(dir, 'rm.safetensors'));
   t.same(loaded, ensemble, 'ensemble round-trips through safetensors');
   const scorer: GateScorer = rewardScorer(m, loaded);
+  // Online pairs: two samples per prompt from a policy, kept only where the ensemble's LCB agrees.
+  const online = await onlinePairs(m, null, ensemble, inDist.map((x) => x.p), { z: 1, maxNewTokens: 10, temperature: 1, seed: 5 });
+  t.ok(online.length < inDist.length, `${online.length} of ${inDist.length} prompts kept`);
+  for (const o of online) {
+    const [c, r] = await scoreResponses(m, ensemble, [o.prompt, o.prompt], [o.chosen, o.rejected]);
+    const d = c!.members.map((x, j) => x - r!.members[j]!);
+    const mean = d.reduce((a, b) => a + b, 0) / d.length;
+    const sd = Math.sqrt(d.reduce((a, b) => a + (b - mean) ** 2, 0) / (d.length - 1));
+    t.ok(o.lcb > 0 && Math.abs(mean - sd - o.lcb) < 1e-4, `kept pair's LCB ${o.lcb.toFixed(4)} > 0`);
+  }
   const viaGate = await scorer.score([inDist[0]!.p], [inDist[0]!.r]);
   t.equal(viaGate[0]!.mean, sIn[0]!.mean);
 });
