@@ -135,12 +135,20 @@ async function main(): Promise<void> {
   output(O.matmul(input(mg, 'a', 'float32', [N, N]), input(mg, 'b', 'float32', [N, N])), 'c');
   const mm = await createSession(toOnnx(mg).bytes, opts);
   const mf = { a: f32([N, N], randomTensor('float32', [N, N], 3).data as Float32Array), b: f32([N, N], randomTensor('float32', [N, N], 4).data as Float32Array) };
+  // The block's own product shape (tokens × d × d), for what limits the step.
+  const sg = graph('bench_matmul_block');
+  output(O.matmul(input(sg, 'a', 'float32', [B * S, D]), input(sg, 'b', 'float32', [D, D])), 'c');
+  const sm = await createSession(toOnnx(sg).bytes, opts);
+  const sf = { a: f32([B * S, D], randomTensor('float32', [B * S, D], 5).data as Float32Array), b: f32([D, D], randomTensor('float32', [D, D], 6).data as Float32Array) };
   const med = await timeInterleaved(iters, {
     forward: () => run(fwdSession, fwdFeeds),
     'train step': () => trainStep(stepSession, info, state, batch, 1e-4),
     [`matmul ${N}³`]: () => run(mm, mf),
+    [`matmul ${B * S}×${D}×${D}`]: () => run(sm, sf),
   });
   const [forwardMs, stepMs, mmMs] = [med['forward']!, med['train step']!, med[`matmul ${N}³`]!];
+  const smallGflops = (2 * B * S * D * D) / (med[`matmul ${B * S}×${D}×${D}`]! * 1e6);
+  console.log(`matmul ${B * S}×${D}×${D}: ${smallGflops.toFixed(1)} GFLOP/s (${(smallGflops / ((2 * N ** 3) / (mmMs * 1e6))).toFixed(2)} of the ${N}³ rate)`);
 
   const stepGflops = stepFlops / (stepMs * 1e6);
   const matmulGflops = (2 * N ** 3) / (mmMs * 1e6);
