@@ -95,6 +95,7 @@ async function promoteNow(reg: Registry, version: string, opts: PromoteOptions):
     reason: before?.desired === version ? before.reason : opts.reason,
     since: before?.desired === version ? before.since : now(),
     complete: false,
+    last_complete: before?.complete === true ? before.desired : (before?.last_complete ?? null),
     targets: Object.fromEntries(opts.targets.map((t) => [t.id, before?.targets[t.id] ?? { version: null, name: null, error: null, attempts: 0, updated_at: now() }])),
   };
   reg.setDeployment(state);
@@ -115,6 +116,7 @@ async function promoteNow(reg: Registry, version: string, opts: PromoteOptions):
     reg.setDeployment(state);
   }));
   state.complete = failed.length === 0;
+  if (state.complete) state.last_complete = version;
   reg.setDeployment(state);
   const retired: Record<string, string[]> = {};
   if (!state.complete) {

@@ -21,7 +21,7 @@ import { fsyncDir, fsyncTree, isDir, writeDurable, writeFileAtomicDurable } from
 import { withLock } from './lock.js';
 import { manifestSchema, type GateRecord, type Manifest, type ManifestInput } from './manifest.js';
 import { parseVersion, servedName, validateModelName, versionName } from './names.js';
-import { deploymentStateSchema, type DeploymentState } from './state.js';
+import { deploymentStateSchema, type DeploymentState, type DeploymentStateInput } from './state.js';
 
 export interface VersionInfo {
   version: string;
@@ -43,7 +43,7 @@ export interface Registry {
   /** Record the gate's decision (or a person's approval) in the manifest, atomically. */
   recordGate(version: string, gate: GateRecord): VersionInfo;
   deployment(): DeploymentState | undefined;
-  setDeployment(state: DeploymentState): void;
+  setDeployment(state: DeploymentStateInput): void;
   audit(event: string, fields?: Record<string, unknown>): AuditRecord;
   auditRecords(): AuditRecord[];
   verifyAudit(): AuditVerification;
@@ -188,6 +188,7 @@ export function openRegistry(root: string, model: string): Registry {
         const keepSet = new Set([...all.slice(-keep), ...protect]);
         if (state !== undefined) {
           keepSet.add(state.desired);
+          if (state.last_complete !== null) keepSet.add(state.last_complete);
           for (const t of Object.values(state.targets)) if (t.version !== null) keepSet.add(t.version);
         }
         const removed: string[] = [];

@@ -23,7 +23,10 @@ export const deploymentStateSchema = z.object({
   reason: z.string(),
   since: z.string(),
   complete: z.boolean(),
+  /** The last version every target confirmed (the training reference while a push is incomplete). */
+  last_complete: z.string().nullable().default(null),
   targets: z.record(z.string(), targetStateSchema),
 });
 export type DeploymentState = z.infer<typeof deploymentStateSchema>;
+export type DeploymentStateInput = z.input<typeof deploymentStateSchema>;
 export type TargetState = z.infer<typeof targetStateSchema>;

@@ -90,7 +90,7 @@ t.test('partial failure is recorded per target and reconciled later', async (t) 
   t.equal(r.complete, false);
   t.match(r.failed, [{ target: `vllm:${b.url}`, error: /HTTP 500: engine is busy/ }]);
   const s = reg.deployment()!;
-  t.match(s, { desired: 'v2', complete: false });
+  t.match(s, { desired: 'v2', complete: false, last_complete: 'v1' });
   t.match(s.targets[`vllm:${a.url}`], { version: 'v2', error: null });
   t.match(s.targets[`vllm:${b.url}`], { version: 'v1', error: /engine is busy/ }, 'the lagging server is recorded as still serving v1');
   t.ok(reg.auditRecords().some((x) => x.event === 'promote.partial'));
@@ -100,6 +100,7 @@ t.test('partial failure is recorded per target and reconciled later', async (t) 
   const rec = await reconcile(reg, { targets, retry: fast });
   t.equal(rec?.complete, true);
   t.match(reg.deployment()!.targets[`vllm:${b.url}`], { version: 'v2', error: null });
+  t.equal(reg.deployment()!.last_complete, 'v2');
   t.ok(b.loaded.has('tiny-v2'));
   t.equal(await reconcile(reg, { targets, retry: fast }), undefined, 'nothing left to do');
 });
