@@ -11,7 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { AligndError, errorMessage } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
 import { type OrtTensor, type TrainState, accumulate, applyAccumulated, f32, i64, initAccumulator, initState, trainStep } from '../engine/index.js';
-import { adapterFromTensors, batchFeeds, loraHostTensors } from '../model/model.js';
+import { adapterFromTensors, batchFeeds, loraHostTensors, loraShapeKey } from '../model/model.js';
 import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
@@ -147,6 +147,11 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
     return result;
   }
   result.trainedExampleIds = (k.objective === 'dpo' ? pairs : kto).map((r) => r.id);
+  if (input.deployedAdapter !== null && loraShapeKey(input.deployedAdapter.config) !== loraShapeKey(m.lora)) {
+    throw new AligndError('CONFIG_INVALID', `the deployed adapter's LoRA shape ${loraShapeKey(input.deployedAdapter.config)} differs from the policy's ${loraShapeKey(m.lora)}`, {
+      action: 'a candidate warm-starts from the deployed adapter: keep the LoRA shape, or deploy the base (no adapter) first so the next round starts fresh',
+    });
+  }
   const ktoNeeds = k.objective === 'kto' && k.microBatchSize < 2;
   if (ktoNeeds) throw new AligndError('CONFIG_INVALID', 'KTO needs microBatchSize ≥ 2 (z₀ comes from mismatched pairs in the batch)', { action: 'raise align.microBatchSize' });
 
@@ -328,7 +333,7 @@ function restoreParams(state: TrainState, p: Record<string, Float32Array>): void
 
 function dpoFeeds(m: AlignModel, pairs: PairRow[], ref: Map<number, number[]>, idx: number[], beta: number, maxLength: number, pad: number): Record<string, OrtTensor> {
   const rows = idx.map((i) => pairs[i]!);
-  const b = packLogProbBatch([...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], pad, maxLength);
+  const b = packLogProbBatch([...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], pad, Math.min(maxLength, m.model.spec.maxPositions));
   const P = rows.length;
   return {
     ...batchFeeds(b),
@@ -348,7 +353,7 @@ async function ktoFeeds(m: AlignModel, rows0: KtoRow[], ref: Map<number, number[
     return { ids: [...r.prompt, ...other.own.ids.slice(other.own.promptLength)], promptLength: r.prompt.length };
   });
   const refKl = await sequenceLogps(m, deployed, mismatched, 2 * N, maxLength);
-  const b = packLogProbBatch([...rows.map((r) => r.own), ...mismatched], pad, maxLength);
+  const b = packLogProbBatch([...rows.map((r) => r.own), ...mismatched], pad, Math.min(maxLength, m.model.spec.maxPositions));
   return {
     ...batchFeeds(b),
     own_index: i64([N], rows.map((_, i) => i)), kl_index: i64([N], rows.map((_, i) => N + i)),

@@ -146,3 +146,8 @@ t.test('adaptive β rises while the measured KL is over its target', async (t) =
   const betas = r.steps.map((s) => s.beta);
   t.ok(betas.every((b, i) => i === 0 || b >= betas[i - 1]!) && betas.at(-1)! > betas[0]!, `β per step ${betas.join(', ')}`);
 });
+
+t.test('a deployed adapter of another LoRA shape is refused with the shapes named', async (t) => {
+  const other = initLora(ckpt.spec, { ...lora, r: 2 }, 1);
+  await t.rejects(runRound({ model: m, deployedAdapter: other, anchorAdapter: null, window: win, heldout, knobs: base }), { code: 'CONFIG_INVALID', message: /LoRA shape/ });
+});
