@@ -33,3 +33,15 @@ export async function promoteIfAllowed(reg: Registry, v: VersionInfo, deployment
   const approved = v.manifest.gate?.approval?.approved === true;
   return promote(reg, v.version, { ...opts, reason: approved ? `approved by ${v.manifest.gate?.approval?.by}` : 'gate' });
 }
+
+/**
+ * The newest version whose effective decision is `promote` and that is newer than the deployed
+ * one: what the daemon's loop pushes in `auto` mode after an approval given elsewhere (the CLI
+ * writes the approval to the registry; the daemon notices it here).
+ */
+export function nextToPromote(reg: Registry): VersionInfo | undefined {
+  const deployed = reg.deployment()?.desired;
+  const floor = deployed === undefined ? 0 : Number(deployed.slice(1));
+  const candidates = reg.list().filter((v) => v.number > floor && effectiveDecision(v) === 'promote');
+  return candidates.at(-1);
+}

@@ -2,7 +2,7 @@
  * Writing decisions where they belong: the candidate's manifest (figures and reasons) and the
  * model's audit log; and a person's approve/deny of a held candidate (the admin API and the CLI
  * call these). Approving does not push by itself: it turns the decision into `promote`, and the
- * daemon's loop (or `alignd promote`) performs the promotion.
+ * daemon performs the promotion (the admin route's onApproved hook, or its loop).
  */
 import { AligndError } from '../errors.js';
 import type { GateRecord } from '../registry/manifest.js';

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runGate } from '../../daemon/gate/gate.js';
 import { gateRoutes } from '../../daemon/gate/routes.js';
-import { promoteIfAllowed } from '../../daemon/gate/deploy.js';
+import { nextToPromote, promoteIfAllowed } from '../../daemon/gate/deploy.js';
+import { approveCandidate } from '../../daemon/gate/record.js';
 import { closeServer, startHttpServer } from '../../daemon/http/server.js';
 import { silentLogger } from '../../daemon/log.js';
 import { policySchema } from '../../daemon/policy/schema.js';
@@ -131,5 +132,15 @@ t.test('a held candidate approved through the admin API is promoted', async (t) 
   t.same(versions.versions.map((v) => `${v.version}:${v.decision}`), ['v1:pending', 'v2:promote', 'v3:reject']);
   t.match(await (await fetch(`${url}/v1/models/tiny/audit/verify`)).json(), { ok: true });
   t.equal((await fetch(`${url}/v1/models/nope/deployment`)).status, 404);
+
+  // An approval written elsewhere (the CLI) is found by the daemon's loop.
+  t.equal(nextToPromote(reg), undefined, 'nothing newer than the deployed v2 awaits a push');
+  const v4 = addVersion(reg, 4);
+  await runGate(reg, v4, policy, {
+    candidate: better, deployed, scorer: lexicalEnsemble, judge: lexicalJudge, productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
+  }, promotion);
+  t.equal(nextToPromote(reg), undefined, 'held, not yet approved');
+  approveCandidate(reg, v4, 'carol');
+  t.equal(nextToPromote(reg)?.version, v4);
   t.equal((await fetch(`${url}/v1/models/..%2Fetc/deployment`)).status, 404);
 });
