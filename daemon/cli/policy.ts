@@ -11,11 +11,13 @@ import { AligndError } from '../errors.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from '../gate/record.js';
 import { editDeployment } from '../policy/edit.js';
 import { readPolicyFile, type PolicyContext } from '../policy/load.js';
+import { policyJsonSchema } from '../policy/schema.js';
 import { parseVersion, validateModelName } from '../registry/names.js';
 import { listModels, openRegistry } from '../registry/registry.js';
 import { parse } from './args.js';
 
 const POLICY_USAGE = `Usage: alignd policy check FILE... [--data-dir DIR]
+       alignd policy schema          (JSON Schema of policy files, for editors)
 Validates policy files; with the registry under DIR (default: the daemon's data dir) pinned versions must exist.
 Exit status 1 when any file is invalid.`;
 const ROLLBACK_USAGE = `Usage: alignd rollback MODEL vN [--policy FILE | --policies DIR] [--data-dir DIR]
@@ -40,6 +42,10 @@ export async function cmdPolicy(argv: string[]): Promise<number> {
   if (values.help === true || sub === undefined) {
     process.stdout.write(POLICY_USAGE + '\n');
     return values.help === true ? 0 : 2;
+  }
+  if (sub === 'schema') {
+    process.stdout.write(JSON.stringify(policyJsonSchema(), null, 2) + '\n');
+    return 0;
   }
   if (sub !== 'check' || files.length === 0) throw new AligndError('CONFIG_INVALID', `unknown policy command '${sub}' or no FILE given\n\n${POLICY_USAGE}`);
   const root = registryRoot(values['data-dir'], values.config);

@@ -19,14 +19,15 @@ const regexString = z.string().min(1).superRefine((s, ctx) => {
   }
 });
 
-export const deploymentSchema = z.preprocess(
-  (v) => (v === 'auto' || v === 'frozen' ? { mode: v } : v),
+export const deploymentSchema = z.union([
+  // `auto` / `frozen` as plain strings are shorthands for {mode: ...}.
+  z.enum(['auto', 'frozen']).transform((mode) => ({ mode })),
   z.discriminatedUnion('mode', [
     z.strictObject({ mode: z.literal('auto') }),
     z.strictObject({ mode: z.literal('frozen') }),
     z.strictObject({ mode: z.literal('pinned'), version: z.string().regex(VERSION_RE, 'must be a registry version such as v3') }),
   ]),
-);
+], { error: 'deployment must be auto, frozen, or {mode: pinned, version: vN}' });
 export type Deployment = z.infer<typeof deploymentSchema>;
 
 const probeSchema = z.union([
@@ -161,3 +162,12 @@ export const policySchema = z.strictObject({
 });
 export type Policy = z.infer<typeof policySchema>;
 export type PolicyInput = z.input<typeof policySchema>;
+
+/** JSON Schema of policy files as written (for editors: yaml-language-server's `$schema`). */
+export function policyJsonSchema(): Record<string, unknown> {
+  return {
+    $id: 'https://alignd.dev/schemas/policy.json',
+    title: 'alignd policy',
+    ...z.toJSONSchema(policySchema, { io: 'input', unrepresentable: 'any' }),
+  };
+}

@@ -9,6 +9,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import { parse as parseYaml } from 'yaml';
 import { mainJs, repoRoot } from '../harness/daemon.js';
 import { watchPolicy } from '../../daemon/policy/watch.js';
 import { parsePolicyText } from '../../daemon/policy/load.js';
@@ -17,6 +20,8 @@ import { openRegistry } from '../../daemon/registry/registry.js';
 import { recordDecision } from '../../daemon/gate/record.js';
 
 const run = promisify(execFile);
+// ajv-formats is CommonJS; under NodeNext its default import may be the module object.
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (a: Ajv2020) => void;
 const alignd = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   run(process.execPath, [mainJs, ...args], { env: { ...process.env, ...env } }).then((r) => ({ ...r, code: 0 }), (e: { stdout: string; stderr: string; code: number }) => e);
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-policy-'));
@@ -133,6 +138,24 @@ t.test('deployment edits keep comments and layout', async (t) => {
   t.match(back, /# serving\ndeployment: auto\n/);
   const r = parsePolicyText(out, 'x.yaml');
   t.ok(r.ok && r.policy.deployment.mode === 'pinned');
+});
+
+t.test('CLI: policy schema matches the committed policies/policy.schema.json', async (t) => {
+  const r = await alignd(['policy', 'schema']);
+  t.equal(r.code, 0);
+  t.equal(r.stdout, readFileSync(join(repoRoot, 'policies/policy.schema.json'), 'utf8'), 'regenerate with: node dist/daemon/main.js policy schema > policies/policy.schema.json');
+  const schema = JSON.parse(r.stdout) as { properties: Record<string, unknown>; additionalProperties: boolean };
+  t.equal(schema.additionalProperties, false);
+  t.ok('deployment' in schema.properties && 'gate' in schema.properties);
+  // Editors validating with it agree with alignd on the shipped files and on an unknown field.
+  const ajv = new Ajv2020({ allErrors: true, strict: false });
+  addFormats(ajv);
+  const validate = ajv.compile(schema);
+  for (const f of ['default.yaml', 'llama-vllm.yaml']) {
+    t.ok(validate(parseYaml(readFileSync(join(repoRoot, 'policies', f), 'utf8'))), `${f}: ${JSON.stringify(validate.errors)}`);
+  }
+  t.notOk(validate(parseYaml(GOOD + 'gate:\n  confidance: 0.9\n')));
+  t.notOk(validate(parseYaml(GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: latest}'))));
 });
 
 t.test('CLI: policy check', async (t) => {
