@@ -124,7 +124,10 @@ export async function cmdApprove(argv: string[], approve: boolean): Promise<numb
   }
   const [model, version] = positionals;
   if (model === undefined || version === undefined) throw new AligndError('CONFIG_INVALID', `MODEL and VERSION are required\n\n${APPROVE_USAGE}`);
-  const reg = openRegistry(registryRoot(values['data-dir'], values.config), model);
+  const root = registryRoot(values['data-dir'], values.config);
+  validateModelName(model);
+  if (!existsSync(join(root, model, 'versions'))) throw new AligndError('CONFIG_INVALID', `no registry for ${model} under ${root}`, { action: 'pass --data-dir (the daemon\'s data directory)' });
+  const reg = openRegistry(root, model);
   const by = values.by ?? process.env['USER'] ?? 'cli';
   const v = (approve ? approveCandidate : denyCandidate)(reg, version, by, values.note);
   process.stdout.write(`${model} ${version}: ${approve ? 'approved' : 'denied'} by ${by}; decision now ${effectiveDecision(v)}\n`);
@@ -140,7 +143,7 @@ export async function cmdRegistry(argv: string[]): Promise<number> {
   }
   const root = registryRoot(values['data-dir'], values.config);
   if (sub === 'list') {
-    const models = model === undefined ? listModels(root) : [model];
+    const models = model === undefined ? listModels(root) : [validateModelName(model)].filter((m) => existsSync(join(root, m, 'versions')));
     const out = models.map((m) => {
       const reg = openRegistry(root, m);
       const d = reg.deployment();
@@ -153,6 +156,8 @@ export async function cmdRegistry(argv: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'verify' && model !== undefined) {
+    validateModelName(model);
+    if (!existsSync(join(root, model, 'versions'))) throw new AligndError('CONFIG_INVALID', `no registry for ${model} under ${root}`, { action: 'pass --data-dir (the daemon\'s data directory)' });
     const reg = openRegistry(root, model);
     const audit = reg.verifyAudit();
     const versions = reg.list().map((v) => ({ version: v.version, ...reg.verifyVersion(v.version) }));

@@ -42,6 +42,7 @@ export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Regi
     }
     const by = typeof body['by'] === 'string' ? body['by'] : 'admin-api';
     const note = typeof body['note'] === 'string' ? body['note'] : undefined;
+    if (!r.has(p['version'] ?? '')) return sendJson(res, 404, { error: `${r.model} has no version ${JSON.stringify(p['version'])}` });
     let v: VersionInfo;
     try {
       v = (approve ? approveCandidate : denyCandidate)(r, p['version'] ?? '', by, note);

@@ -125,6 +125,7 @@ t.test('a held candidate approved through the admin API is promoted', async (t) 
   t.match(await deny.json(), { decision: 'reject' });
   t.notOk(vllm.loaded.has('tiny-v3'));
   t.equal((await post('/v1/models/tiny/versions/v1/approve', {}, 'tok')).status, 409, 'never gated: nothing to approve');
+  t.equal((await post('/v1/models/tiny/versions/v99/approve', {}, 'tok')).status, 404);
 
   const dep = await (await fetch(`${url}/v1/models/tiny/deployment`)).json() as { current_name: string };
   t.equal(dep.current_name, 'tiny-v2', 'the current name is on the status API');

@@ -206,6 +206,9 @@ t.test('CLI: rollback edits the policy file; approve/deny; registry verify', asy
   t.match(traversal.stderr, /model name "\.\.\/x" is not allowed/);
 
   recordDecision(reg, 'v3', { decision: 'hold', reasons: ['reward_gain: too uncertain'], checks: [] });
+  const noReg = await alignd(['approve', 'other', 'v1', '--data-dir', dataDir]);
+  t.equal(noReg.code, 1);
+  t.match(noReg.stderr, /no registry for other under/);
   const notHeld = await alignd(['approve', 'tiny', 'v1', '--data-dir', dataDir]);
   t.equal(notHeld.code, 1);
   t.match(notHeld.stderr, /has not been through the gate/);
