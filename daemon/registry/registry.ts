@@ -49,8 +49,12 @@ export interface Registry {
   verifyAudit(): AuditVerification;
   /** Remove versions beyond the newest `keep`, except deployed, pinned, held and `protect`. Returns removed versions. */
   gc(keep: number, protect?: string[]): string[];
-  /** Remove staging leftovers of interrupted writes (call at startup, when no writer runs). */
-  cleanStaging(): number;
+  /**
+   * Startup recovery (call when no other writer runs): remove staging leftovers of interrupted
+   * writes, and audit versions whose process died between the commit rename and its audit record
+   * (`version.create` with `recovered: true`). Returns what it did.
+   */
+  cleanStaging(): { removed: number; recovered: string[] };
   /** Check an adapter's files against the manifest's hashes. */
   verifyVersion(version: string): { ok: boolean; reason?: string };
 }
@@ -208,12 +212,19 @@ export function openRegistry(root: string, model: string): Registry {
       });
     },
     cleanStaging() {
-      let n = 0;
+      let removed = 0;
       for (const e of readdirSync(stagingDir)) {
         rmSync(join(stagingDir, e), { recursive: true, force: true });
-        n++;
+        removed++;
       }
-      return n;
+      const audited = new Set(readAudit(auditPath).filter((r) => r.event === 'version.create').map((r) => r['version']));
+      const recovered: string[] = [];
+      for (const v of reg.list()) {
+        if (audited.has(v.version)) continue;
+        reg.audit('version.create', { version: v.version, parent: v.manifest.parent, adapter_sha256: v.manifest.adapter_sha256, recovered: true });
+        recovered.push(v.version);
+      }
+      return { removed, recovered };
     },
     verifyVersion(version) {
       const v = info(version);

@@ -127,8 +127,11 @@ t.test('kill -9 at random points while writing versions: never a half version, a
   const d = reg.deployment();
   t.ok(d === undefined || reg.has(d.desired), 'the deployed pointer names an existing version');
   t.ok(versions.length <= 6 + 1, 'gc kept it bounded');
-  reg.cleanStaging();
+  const rec = reg.cleanStaging();
   t.same(readdirSync(join(reg.dir, '.staging')), []);
+  const created = new Set(reg.auditRecords().filter((r) => r.event === 'version.create').map((r) => r['version']));
+  for (const v of versions) t.ok(created.has(v.version), `${v.version} has its version.create record${rec.recovered.includes(v.version) ? ' (recovered)' : ''}`);
+  t.ok(reg.verifyAudit().ok);
   mkdirSync(join(reg.dir, 'versions', 'not-a-version'));
   t.same(reg.list().map((v) => v.version), versions.map((v) => v.version), 'stray entries are not versions');
 });
