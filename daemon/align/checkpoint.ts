@@ -31,6 +31,7 @@ export function writeCandidate(dir: string, m: AlignModel, r: RoundResult, knobs
     beta: r.beta,
     kl: r.kl,
     kl_checks: r.klChecks,
+    kl_context_source: r.klContextSource,
     heldout: r.heldout,
     last_step: r.steps[r.steps.length - 1] ?? null,
   };

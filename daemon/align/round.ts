@@ -63,6 +63,8 @@ export interface RoundResult {
   heldout: { pairs: number; 'rewards/accuracies': number; 'rewards/margins': number } | null;
   trainedExampleIds: number[];
   skipped: { id: number; why: string }[];
+  /** Where the KL contexts and sampled-KL prompts came from ('train' only when no held-out examples exist). */
+  klContextSource: 'heldout' | 'train';
 }
 
 interface PairRow { id: number; chosen: PromptResponseTokens; rejected: PromptResponseTokens }
@@ -126,7 +128,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
   const start = input.deployedAdapter ?? m.freshAdapter(k.seed);
   const result: RoundResult = {
     candidate: null, candidateDir: null, stopReason: 'completed', reason: null, stepsTaken: 0, keptStep: 0, steps: [], klChecks: [],
-    kl: { perRound: 0, cumulative: 0, sampledSequence: null }, beta: k.beta, heldout: null, trainedExampleIds: [], skipped,
+    kl: { perRound: 0, cumulative: 0, sampledSequence: null }, beta: k.beta, heldout: null, trainedExampleIds: [], skipped, klContextSource: 'heldout',
   };
   const train = input.window.filter((e) => !e.heldout);
   const pairs = k.objective === 'dpo' ? tokenizePairs(m, train, skipped) : [];
@@ -134,8 +136,12 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
   const n = k.objective === 'dpo' ? pairs.length : kto.length;
   const heldPairs = tokenizePairs(m, input.heldout, []);
   const tok = m.ckpt.tokenizer!;
+  // KL contexts: held-out examples; with none, training examples (KL is taken under the
+  // policy's own distribution, so any real context measures the drift; held-out is preferred).
+  const contextSource = input.heldout.length > 0 ? input.heldout : train;
+  result.klContextSource = input.heldout.length > 0 ? 'heldout' : 'train';
   const contexts: PromptResponseTokens[] = [];
-  for (const e of input.heldout) {
+  for (const e of contextSource) {
     if (contexts.length >= k.klContexts) break;
     const resp = e.chosen ?? e.response;
     if (resp === null) continue;
@@ -299,7 +305,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
       result.heldout = { pairs: heldPairs.length, 'rewards/accuracies': acc / heldPairs.length, 'rewards/margins': margin / heldPairs.length };
     }
     // Sampled sequence-level KL on generations from the candidate.
-    const prompts = input.heldout.slice(0, k.sampledKl.prompts).map((e) => tok.encodePrompt(e.prompt));
+    const prompts = contextSource.slice(0, k.sampledKl.prompts).map((e) => tok.encodePrompt(e.prompt));
     if (prompts.length > 0 && k.sampledKl.maxNewTokens > 0) {
       const s = await sampledSequenceKl(m, candidate, deployed, prompts, { maxNewTokens: k.sampledKl.maxNewTokens, temperature: k.sampledKl.temperature, seed: k.seed + 1 });
       if (!Number.isFinite(s.kl)) throw diverged('sampled sequence KL is not finite');

@@ -151,3 +151,14 @@ t.test('a deployed adapter of another LoRA shape is refused with the shapes name
   const other = initLora(ckpt.spec, { ...lora, r: 2 }, 1);
   await t.rejects(runRound({ model: m, deployedAdapter: other, anchorAdapter: null, window: win, heldout, knobs: base }), { code: 'CONFIG_INVALID', message: /LoRA shape/ });
 });
+
+t.test('with no held-out examples the guard measures KL on training contexts (and says so)', async (t) => {
+  const r = await runRound({
+    model: m, deployedAdapter: deployedAdapter(6), anchorAdapter: null, window: win, heldout: [],
+    knobs: { ...base, learningRate: 0.5, maxGradNorm: 100, klBudget: { perRound: 0.02, cumulative: 10 } },
+  });
+  t.equal(r.klContextSource, 'train');
+  t.equal(r.stopReason, 'kl_budget');
+  t.ok(r.klChecks.some((c) => c.perRound > 0.02), 'the budget is still enforced');
+  t.equal(r.heldout, null, 'no held-out metrics without held-out pairs');
+});
