@@ -251,6 +251,8 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
         const klC = await heldoutKl(m, cur, anchor, contexts, 2 * k.microBatchSize, k.maxLength);
         if (!Number.isFinite(klR) || !Number.isFinite(klC)) throw diverged(`KL is not finite after step ${step + 1}`);
         result.klChecks.push({ step: step + 1, perRound: klR, cumulative: klC, beta });
+        // TRL-style `kl` on the step it was measured at (exact, nats/token, vs the deployed version).
+        result.steps[result.steps.length - 1]!.metrics['kl'] = klR;
         if (klR > k.klBudget.perRound || klC > k.klBudget.cumulative) {
           // Over budget: roll back to the last in-budget state and stop.
           restoreParams(state, snapshot.params);

@@ -68,6 +68,7 @@ t.test('three DPO rounds learn the hidden rule within their KL budgets', async (
       t.ok(c.perRound <= 0.5 || c.step > r.keptStep, `round ${round} step ${c.step}: per-round KL ${c.perRound.toFixed(4)} ≤ 0.5 (or rolled back)`);
     }
     t.ok(r.kl.perRound <= 0.5 && r.kl.cumulative <= 1.5, `round ${round}: kept KL ${r.kl.perRound.toFixed(4)} / ${r.kl.cumulative.toFixed(4)} within budgets`);
+    t.ok(r.steps.some((s) => s.metrics['kl'] !== undefined) && r.steps.every((s) => s.metrics['rewards/accuracies'] !== undefined), 'steps carry TRL metrics and kl');
     t.ok(r.kl.sampledSequence !== null && Number.isFinite(r.kl.sampledSequence), `round ${round}: sampled sequence KL ${r.kl.sampledSequence}`);
     t.comment(`round ${round}: steps ${r.stepsTaken} kept ${r.keptStep} stop ${r.stopReason} loss ${r.steps.at(-1)?.loss.toFixed(4)} `
       + `held-out acc (vs reference) ${r.heldout?.['rewards/accuracies'].toFixed(3)} KL ${r.kl.perRound.toFixed(4)}/${r.kl.cumulative.toFixed(4)}`);
