@@ -25,7 +25,7 @@ export interface FakeVllm {
   close(): Promise<void>;
 }
 
-export async function startFakeVllm(base = 'tiny-base', maxRank = 16): Promise<FakeVllm> {
+export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: string): Promise<FakeVllm> {
   const loaded = new Map<string, string>();
   const calls: VllmCall[] = [];
   let failures = 0;
@@ -43,6 +43,11 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16): Promise<F
       const body = raw === '' ? undefined : (JSON.parse(raw) as Record<string, unknown>);
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       calls.push({ method: req.method ?? '', path, body });
+      // vllm serve --api-key: every /v1 route wants the bearer token.
+      if (apiKey !== undefined && req.headers.authorization !== `Bearer ${apiKey}`) {
+        res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Unauthorized' }));
+        return;
+      }
       if (req.method === 'GET' && path === '/v1/models') {
         const data = [{ id: base, object: 'model', root: base, parent: null }, ...[...loaded].map(([id, root]) => ({ id, object: 'model', root, parent: base }))];
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data }));

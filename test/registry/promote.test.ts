@@ -136,6 +136,22 @@ t.test('vLLM errors become clear messages', async (t) => {
   t.equal(vllmErrorMessage('Internal Server Error'), 'Internal Server Error');
 });
 
+t.test('vLLM behind --api-key; targets from the policy need their secrets', async (t) => {
+  const vllm = await startFakeVllm('tiny-base', 16, 'k3y');
+  t.teardown(() => vllm.close());
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 1);
+  const servers = policySchema.parse({ model: 'tiny', base_model: { path: 'x' }, servers: [{ kind: 'vllm', urls: [vllm.url], api_key_env: 'TEST_VLLM_KEY' }, { kind: 'webhook', url: 'http://127.0.0.1:1/h', secret_env: 'TEST_HOOK_SECRET' }] }).servers;
+  t.throws(() => serverTargets(servers, {}), { message: /vLLM target needs TEST_VLLM_KEY, which is not set/ });
+  t.throws(() => serverTargets(servers, { TEST_VLLM_KEY: 'k3y' }), { message: /webhook target needs TEST_HOOK_SECRET/ });
+  await t.rejects(promote(reg, 'v1', { targets: [vllmTarget({ url: vllm.url, apiKey: 'wrong' })], retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, reason: 'gate' })
+    .then((r) => { if (!r.complete) throw new Error(r.failed[0]!.error); }), /HTTP 401: Unauthorized/);
+  const [target] = serverTargets(servers, { TEST_VLLM_KEY: 'k3y', TEST_HOOK_SECRET: 's' });
+  const r = await promote(reg, 'v1', { targets: [target!], retry: fast, reason: 'gate' });
+  t.equal(r.complete, true);
+  t.ok(vllm.loaded.has('tiny-v1'));
+});
+
 t.test('file-drop switches a symlink atomically; webhook posts signed JSON', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
   addVersions(reg, 3);
