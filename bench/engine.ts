@@ -5,7 +5,7 @@
  * with product FLOPs counted from the graphs, and (c) a 2048³ MatMul on the same provider as the
  * rate baseline of this machine. Last line is the JSON summary.
  *
- *   npm run bench:engine -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N] [--mlp 0] [--nodes] [--dump DIR]
+ *   npm run bench:engine -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N] [--mlp 0] [--spin] [--nodes] [--dump DIR]
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -98,7 +98,7 @@ async function timeInterleaved(n: number, jobs: Record<string, () => Promise<unk
 }
 
 async function main(): Promise<void> {
-  const opts = { provider, threads };
+  const opts = { provider, threads, spinning: process.argv.includes('--spin') };
   const batch = { x: f32([B, S, D], randomTensor('float32', [B, S, D], 1).data as Float32Array),
     target: f32([B, S, D], randomTensor('float32', [B, S, D], 2).data as Float32Array) };
 

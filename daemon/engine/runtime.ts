@@ -15,6 +15,12 @@ export interface RuntimeOptions {
   /** Intra-op threads (0 = onnxruntime's default: one per core). */
   threads?: number;
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Let idle intra-op threads spin-wait for the next op (onnxruntime's default). Off by default
+   * here: alignd alternates several sessions (policy, reference, reward model), and one session's
+   * spinning threads take the cores from the next one's run.
+   */
+  spinning?: boolean;
   /** WebGPU only: keep outputs on the device ('gpu-buffer') between runs. */
   preferredOutputLocation?: 'cpu' | 'gpu-buffer';
 }
@@ -34,7 +40,7 @@ function cacheKey(model: Uint8Array | string, o: RuntimeOptions): string {
   const h = createHash('sha256');
   if (typeof model === 'string') h.update(`path:${model}`);
   else h.update(model);
-  h.update(JSON.stringify([o.provider ?? 'cpu', o.threads ?? 0, o.graphOptimizationLevel ?? 'all', o.preferredOutputLocation ?? 'cpu']));
+  h.update(JSON.stringify([o.provider ?? 'cpu', o.threads ?? 0, o.graphOptimizationLevel ?? 'all', o.preferredOutputLocation ?? 'cpu', o.spinning ?? false]));
   return h.digest('hex');
 }
 
@@ -76,6 +82,7 @@ async function openSession(model: Uint8Array | string, o: RuntimeOptions): Promi
     executionMode: 'sequential',
   };
   if (o.preferredOutputLocation !== undefined) opts.preferredOutputLocation = o.preferredOutputLocation;
+  opts.extra = { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' } } };
   try {
     return typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
   } catch (err) {
