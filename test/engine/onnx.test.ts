@@ -118,7 +118,7 @@ t.test('grad of an unreachable parameter is zeros', async (t) => {
 
 t.test('engine config: defaults to cpu, rejects unknown providers with a clear path', async (t) => {
   const { engineConfigSchema, runtimeOptions } = await import('../../daemon/engine/config.js');
-  t.same(runtimeOptions(engineConfigSchema.parse({})), { provider: 'cpu', threads: 0, graphOptimizationLevel: 'all' });
+  t.same(runtimeOptions(engineConfigSchema.parse({})), { provider: 'cpu', threads: 0, graphOptimizationLevel: 'all', spinning: false });
   const bad = engineConfigSchema.safeParse({ provider: 'tpu' });
   t.notOk(bad.success);
   t.match(bad.error?.issues[0]?.path, ['provider']);
