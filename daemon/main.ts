@@ -24,8 +24,15 @@ import { cmdApprove, cmdPolicy, cmdRegistry, cmdRollback } from './cli/policy.js
 import { feedbackRoute } from '../adapters/sources/http.js';
 import { fileSource } from '../adapters/sources/file.js';
 import { createKafkaSource, sendToKafka, type KafkaSource } from '../adapters/sources/kafka.js';
+import { serverTargets } from '../adapters/servers/index.js';
+import { kafkaAnnouncer } from '../adapters/publishers/kafka.js';
+import { fileAnnouncer } from './registry/publisher.js';
+import { startLoop, type Loop } from './loop/loop.js';
 
-const VERSION = (JSON.parse(readFileSync(join(fileURLToPath(import.meta.url), '../../../package.json'), 'utf8')) as { version: string }).version;
+const PACKAGE_ROOT = join(fileURLToPath(import.meta.url), '../../..');
+const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+/** The embedded default policy: built-in tiny model, file-drop target under ./.alignd. */
+export const DEFAULT_POLICY = join(PACKAGE_ROOT, 'policies', 'default.yaml');
 
 const HELP = `alignd ${VERSION} — continuous alignment beside your inference servers
 
@@ -45,7 +52,9 @@ Commands:
 Run 'alignd <command> --help' for a command's options.
 `;
 
-const START_USAGE = `Usage: alignd start [--config FILE] [--data-dir DIR] [--host H] [--port N] [--file JSONL ...] [--kafka-brokers B1,B2 --topic T]
+const START_USAGE = `Usage: alignd start [--policy FILE ...] [--ingest-only] [--config FILE] [--data-dir DIR] [--host H] [--port N] [--file JSONL ...] [--kafka-brokers B1,B2 --topic T]
+  --policy FILE   one per served model (default: the embedded policies/default.yaml, built-in tiny model)
+  --ingest-only   take feedback into the buffer, train nothing
 Environment: ALIGND_ADMIN_TOKEN (enables admin routes), ALIGND_DATA_DIR, ALIGND_HTTP_HOST, ALIGND_HTTP_PORT, ALIGND_KAFKA_BROKERS, ALIGND_LOG_LEVEL`;
 const SEND_USAGE = `Usage: alignd send [FILE|-] [--http URL | --kafka-brokers B1,B2 --topic T]
 Default target: --http http://127.0.0.1:8787`;
@@ -58,11 +67,19 @@ export interface RunningDaemon {
   server: Server | undefined;
   sources: FeedbackSource[];
   telemetry: Telemetry;
+  /** The training loop; undefined when started --ingest-only. */
+  loop: Loop | undefined;
   stop(): Promise<void>;
 }
 
+export interface StartOptions {
+  /** Policy files, one per served model; empty: ingest only (no training loop). */
+  policyFiles: string[];
+  onRound?: Parameters<typeof startLoop>[0]['onRound'];
+}
+
 /** Wire and start the daemon's stages. */
-export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+export async function startDaemon(config: DaemonConfig, log: Logger, start: StartOptions = { policyFiles: [] }): Promise<RunningDaemon> {
   const startedAt = new Date();
   const buffer = openBuffer({ path: join(config.dataDir, 'buffer.sqlite'), heldoutFraction: config.ingest.heldoutFraction });
   const ingest = createIngest({ buffer, limits: config.ingest.limits, log: log.child({ stage: 'ingest' }) });
@@ -91,6 +108,18 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       return total;
     },
   });
+  let loop: Loop | undefined;
+  if (start.policyFiles.length > 0) {
+    const publisher = config.sources.kafka === undefined
+      ? fileAnnouncer(join(config.dataDir, 'promotions.jsonl'))
+      : kafkaAnnouncer({ brokers: config.sources.kafka.brokers });
+    loop = await startLoop({
+      policyFiles: start.policyFiles, dataDir: config.dataDir, buffer, log, telemetry, publisher,
+      makeTargets: (p) => serverTargets(p.servers),
+      ...(start.onRound === undefined ? {} : { onRound: start.onRound }),
+      ...(process.env['ALIGND_LOOP_POLL_MS'] === undefined ? {} : { pollMs: Number(process.env['ALIGND_LOOP_POLL_MS']), reconcileMs: Number(process.env['ALIGND_LOOP_POLL_MS']) }),
+    });
+  }
   let ready = false;
   let server: Server | undefined;
   if (config.http.enabled) {
@@ -111,8 +140,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
         { method: 'GET', path: '/readyz', handler: (_q, res) => sendJson(res, ready ? 200 : 503, { ready }) },
         { method: 'GET', path: '/v1/status', handler: (_q, res) => sendJson(res, 200, {
           version: VERSION, started_at: startedAt.toISOString(), uptime_s: Math.round((Date.now() - startedAt.getTime()) / 1000),
-          ingest: ingest.stats, buffer: buffer.counts(), sources: sources.map((s) => s.name),
+          ingest: ingest.stats, buffer: buffer.counts(), sources: sources.map((s) => s.name), models: loop?.status() ?? [],
         }) },
+        ...(loop?.routes() ?? []),
         feedbackRoute({ sink: ingest, maxBodyBytes: config.http.maxBodyBytes, maxEventBytes: config.ingest.limits.maxEventBytes, log }),
       ],
     });
@@ -126,10 +156,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   ready = true;
   let stopping: Promise<void> | undefined;
   return {
-    config, buffer, ingest, server, sources, telemetry,
+    config, buffer, ingest, server, sources, telemetry, loop,
     stop() {
       stopping ??= (async () => {
         ready = false;
+        // The round in hand is abandoned between phases (it is redone after a restart).
+        if (loop !== undefined) await loop.stop();
         for (const s of sources) {
           try {
             await s.stop();
@@ -152,7 +184,7 @@ async function cmdStart(argv: string[], log: Logger): Promise<number> {
   const { values } = parse(argv, {
     config: { type: 'string' }, 'data-dir': { type: 'string' }, host: { type: 'string' }, port: { type: 'string' },
     file: { type: 'string', multiple: true }, 'kafka-brokers': { type: 'string' }, topic: { type: 'string', multiple: true },
-    help: { type: 'boolean' },
+    policy: { type: 'string', multiple: true }, 'ingest-only': { type: 'boolean' }, help: { type: 'boolean' },
   }, START_USAGE);
   if (values.help === true) {
     process.stdout.write(START_USAGE + '\n');
@@ -169,7 +201,8 @@ async function cmdStart(argv: string[], log: Logger): Promise<number> {
         : { kafka: { ...base.sources.kafka, brokers: values['kafka-brokers'].split(','), topics: values.topic ?? base.sources.kafka?.topics ?? ['alignd.feedback'] } as NonNullable<DaemonConfig['sources']['kafka']> }),
     },
   };
-  const daemon = await startDaemon(config, log);
+  const policyFiles = values['ingest-only'] === true ? [] : (values.policy ?? [DEFAULT_POLICY]);
+  const daemon = await startDaemon(config, log, { policyFiles });
   log.info('alignd started', { dataDir: config.dataDir, version: VERSION });
   await new Promise<void>((resolve) => {
     const onSignal = (sig: string): void => {

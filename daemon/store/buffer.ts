@@ -397,6 +397,16 @@ export function openBuffer(opts: BufferOptions) {
       return db.prepare(`SELECT ${key} AS id, count(*) AS events FROM events WHERE ${key} IS NOT NULL GROUP BY ${key} ORDER BY events DESC LIMIT ?`)
         .all(limit) as Array<{ id: string; events: number }>;
     },
+    /**
+     * What a round's data window covered, for the version manifest: event time range and count,
+     * and the highest Kafka offset per topic-partition of the model's events up to `toSeq`.
+     */
+    windowSpan(model: string, fromSeq: number, toSeq: number): { from: string | null; to: string | null; events: number; kafka_offsets: Record<string, string> } {
+      const r = db.prepare(`SELECT min(ts) AS f, max(ts) AS t, count(*) AS n FROM events WHERE model = ? AND seq > ? AND seq <= ?`).get(model, fromSeq, toSeq) as { f: string | null; t: string | null; n: number };
+      const offsets = db.prepare(`SELECT topic, partition, max(CAST("offset" AS INTEGER)) AS o FROM events
+        WHERE model = ? AND source = 'kafka' AND seq <= ? GROUP BY topic, partition`).all(model, toSeq) as Array<{ topic: string; partition: number; o: number }>;
+      return { from: r.f, to: r.t, events: r.n, kafka_offsets: Object.fromEntries(offsets.map((o) => [`${o.topic}[${o.partition}]`, String(o.o)])) };
+    },
     /** Keep a round's outcome (figures and decision) for the status page and `alignd status`. */
     recordRoundResult(model: string, round: number, result: RoundResult): void {
       db.prepare(`INSERT INTO round_results (model, round, at, result) VALUES (?, ?, ?, ?)

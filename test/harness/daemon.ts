@@ -19,8 +19,10 @@ export interface DaemonProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** Without --policy the daemon is started --ingest-only (no training loop), unless `args` ask otherwise. */
 export async function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}, readyTimeoutMs = 30_000): Promise<DaemonProcess> {
-  const proc = spawn(process.execPath, [mainJs, 'start', '--port', '0', ...args], {
+  const loopArgs = args.includes('--policy') || args.includes('--demo') ? [] : ['--ingest-only'];
+  const proc = spawn(process.execPath, [mainJs, 'start', '--port', '0', ...loopArgs, ...args], {
     env: { ...process.env, ALIGND_LOG_LEVEL: 'debug', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];

@@ -1,0 +1,200 @@
+/**
+ * The training loop of every served model: one runtime per policy file, the scheduler that
+ * starts rounds, a reconcile timer (retries lagging server targets, pushes approvals given
+ * through the CLI), and the admin routes that act on models (trigger, rollback). Adapters come
+ * in as factories from the composition root.
+ */
+import { join } from 'node:path';
+import { AligndError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ReplayBuffer } from '../store/buffer.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
+import type { Policy } from '../policy/schema.js';
+import { editDeployment } from '../policy/edit.js';
+import { openRegistry } from '../registry/registry.js';
+import { reconcile } from '../registry/promote.js';
+import { servedName, VERSION_RE } from '../registry/names.js';
+import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
+import { nextToPromote, promoteIfAllowed } from '../gate/deploy.js';
+import { gateRoutes } from '../gate/routes.js';
+import { effectiveDecision } from '../gate/record.js';
+import type { SafetyJudge } from '../gate/types.js';
+import { sendJson, type Route } from '../http/server.js';
+import { openModelRuntime, type ModelRuntime } from './runtime.js';
+import { runTrainingRound, type RoundSummary } from './round.js';
+import { createScheduler, type Scheduler } from './scheduler.js';
+
+export interface LoopOptions {
+  policyFiles: string[];
+  dataDir: string;
+  buffer: ReplayBuffer;
+  log: Logger;
+  telemetry: Telemetry;
+  makeTargets: (policy: Policy) => ServerTarget[];
+  publisher: PromotionPublisher;
+  externalJudges?: SafetyJudge[];
+  /** min-new-examples check and reconcile intervals. */
+  pollMs?: number;
+  reconcileMs?: number;
+  /** Called after every round (the demo and tests watch rounds through it). */
+  onRound?: (summary: RoundSummary) => void;
+}
+
+export interface ModelStatus {
+  model: string;
+  policyFile: string;
+  mode: Policy['deployment']['mode'];
+  deployed: string | null;
+  serverName: string | null;
+  complete: boolean | null;
+  candidate: string | null;
+  lastDecision: string | null;
+  lastRound: number | null;
+  lastRoundFigures: Record<string, unknown> | null;
+  roundRunning: boolean;
+  policyRefusal: unknown;
+}
+
+export interface Loop {
+  runtimes: ModelRuntime[];
+  scheduler: Scheduler;
+  status(): ModelStatus[];
+  routes(): Route[];
+  runtime(model: string): ModelRuntime;
+  stop(): Promise<void>;
+}
+
+export async function startLoop(opts: LoopOptions): Promise<Loop> {
+  const log = opts.log.child({ stage: 'loop' });
+  const registryRoot = join(opts.dataDir, 'registry');
+  const controller = new AbortController();
+  const runtimes = opts.policyFiles.map((file) => openModelRuntime({
+    policyFile: file, dataDir: opts.dataDir, log: log.child({ policy: file }), makeTargets: opts.makeTargets, publisher: opts.publisher,
+    onPolicyApplied: () => scheduler.reschedule(),
+  }));
+  const seen = new Set<string>();
+  for (const rt of runtimes) {
+    if (seen.has(rt.model)) throw new AligndError('CONFIG_INVALID', `two policy files name the model ${rt.model}`, { action: 'one policy file per served model' });
+    seen.add(rt.model);
+  }
+  const byModel = (model: string): ModelRuntime => {
+    const rt = runtimes.find((r) => r.model === model);
+    if (rt === undefined) throw new AligndError('CONFIG_INVALID', `no policy for model ${model}`, { action: `start alignd with --policy for ${model}` });
+    return rt;
+  };
+  for (const rt of runtimes) await rt.enforce(); // a pinned version is served from the start
+
+  const lastFinished = (model: string): number | undefined => opts.buffer.roundResults(model, 1).at(-1)?.round;
+  const typesOf = (rt: ModelRuntime): Array<'pair' | 'kto'> => (rt.policy().objective.loss_type === 'kto' ? ['kto'] : ['pair']);
+  const scheduler: Scheduler = createScheduler({
+    log,
+    ...(opts.pollMs === undefined ? {} : { pollMs: opts.pollMs }),
+    models: runtimes.map((rt) => ({
+      model: rt.model,
+      cron: () => rt.policy().schedule.cron,
+      minNewExamples: () => rt.policy().schedule.min_new_examples,
+      newExamples: () => opts.buffer.newSinceCount(rt.model, typesOf(rt), lastFinished(rt.model)),
+      frozen: () => rt.policy().deployment.mode === 'frozen',
+    })),
+    runRound: async (model, trigger) => {
+      const rt = byModel(model);
+      const t0 = Date.now();
+      const summary = await opts.telemetry.span('alignd.round', { model, trigger }, () => runTrainingRound(rt, {
+        buffer: opts.buffer, dataDir: opts.dataDir, log, signal: controller.signal,
+        ...(opts.externalJudges === undefined ? {} : { externalJudges: opts.externalJudges }),
+        onProgress: (what, fields) => log.info(`progress: ${what}`, fields),
+      }, trigger));
+      const o = summary.outcome;
+      const i = opts.telemetry.instruments;
+      i.rounds.add(1, { model, outcome: o.decision });
+      if (o.decision !== 'discarded') i.decisions.add(1, { model, decision: o.decision });
+      if (typeof o.loss === 'number') i.roundLoss.record(o.loss, { model });
+      if (typeof o.klRound === 'number') i.roundKl.record(o.klRound, { model });
+      if (typeof o.rewardLcb === 'number') i.rewardLcb.record(o.rewardLcb, { model });
+      if (typeof o.unsafeUcb === 'number') i.unsafeUcb.record(o.unsafeUcb, { model });
+      if (o['promoted'] === true) i.promotionLatency.record((Date.now() - t0) / 1000, { model });
+      opts.onRound?.(summary);
+    },
+  });
+
+  // Retry lagging targets; push versions approved elsewhere (CLI) in auto mode.
+  const reconcileTimer = setInterval(() => {
+    for (const rt of runtimes) {
+      const p = rt.policy();
+      void (async () => {
+        await reconcile(rt.registry, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log });
+        const next = p.deployment.mode === 'auto' ? nextToPromote(rt.registry) : undefined;
+        if (next !== undefined) await promoteIfAllowed(rt.registry, next, p.deployment, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log });
+      })().catch((err: unknown) => {
+        opts.telemetry.instruments.errors.add(1, { component: 'reconcile' });
+        log.error('reconcile failed; retried on the next tick', { model: rt.model, err: errorMessage(err) });
+      });
+    }
+  }, opts.reconcileMs ?? 30_000);
+  reconcileTimer.unref();
+
+  function status(): ModelStatus[] {
+    return runtimes.map((rt) => {
+      const d = rt.registry.deployment();
+      const latest = rt.registry.latest();
+      const last = opts.buffer.roundResults(rt.model, 1).at(-1);
+      const p = rt.policy();
+      return {
+        model: rt.model, policyFile: rt.policyFile, mode: p.deployment.mode,
+        deployed: d?.desired ?? null, serverName: d === undefined ? null : servedName(rt.model, d.desired), complete: d?.complete ?? null,
+        candidate: latest !== undefined && latest.version !== d?.desired ? `${latest.version} (${effectiveDecision(latest)})` : null,
+        lastDecision: last?.result.decision ?? null, lastRound: last?.round ?? null, lastRoundFigures: last?.result ?? null,
+        roundRunning: scheduler.running(rt.model), policyRefusal: rt.watcher.lastRefusal() ?? null,
+      };
+    });
+  }
+
+  function routes(): Route[] {
+    return [
+      ...gateRoutes({ registryRoot, onApproved: async (reg, v) => {
+        const rt = byModel(reg.model);
+        await promoteIfAllowed(reg, v, rt.policy().deployment, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log });
+      } }),
+      { method: 'POST', path: '/v1/models/:model/trigger', admin: true, handler: (_q, res, p) => {
+        const rt = runtimes.find((r) => r.model === p['model']);
+        if (rt === undefined) return sendJson(res, 404, { error: `no policy for model ${JSON.stringify(p['model'])}` });
+        const running = scheduler.running(rt.model);
+        void scheduler.trigger(rt.model, 'manual (admin API)');
+        sendJson(res, 202, { model: rt.model, queued: running, started: !running });
+      } },
+      { method: 'POST', path: '/v1/models/:model/rollback', admin: true, handler: async (req, res, p) => {
+        const rt = runtimes.find((r) => r.model === p['model']);
+        if (rt === undefined) return sendJson(res, 404, { error: `no policy for model ${JSON.stringify(p['model'])}` });
+        let body: { version?: unknown } = {};
+        try {
+          let raw = '';
+          for await (const c of req) raw += (c as Buffer).toString('utf8');
+          body = raw.trim() === '' ? {} : (JSON.parse(raw) as { version?: unknown });
+        } catch {
+          return sendJson(res, 400, { error: 'body must be JSON {"version": "vN"}' });
+        }
+        const version = body.version;
+        if (typeof version !== 'string' || !VERSION_RE.test(version)) return sendJson(res, 400, { error: 'body must be JSON {"version": "vN"}' });
+        if (!openRegistry(registryRoot, rt.model).has(version)) return sendJson(res, 404, { error: `${rt.model} has no ${version}` });
+        // The policy file stays the source of truth: the rollback is an edit of it, which the watcher applies.
+        try {
+          editDeployment(rt.policyFile, { mode: 'pinned', version }, { versionExists: (m, v) => openRegistry(registryRoot, m).has(v) });
+        } catch (err) {
+          return sendJson(res, 409, { error: errorMessage(err) });
+        }
+        await rt.watcher.check();
+        sendJson(res, 200, { model: rt.model, deployment: rt.policy().deployment });
+      } },
+    ];
+  }
+
+  return {
+    runtimes, scheduler, status, routes, runtime: byModel,
+    async stop() {
+      controller.abort();
+      clearInterval(reconcileTimer);
+      await scheduler.stop();
+      for (const rt of runtimes) rt.stop();
+    },
+  };
+}

@@ -1,0 +1,163 @@
+/**
+ * One served model's runtime: its policy (hot-reloaded), registry, server targets, the loaded
+ * base model (lazily, with progress logs: loading is the slow part of a first round), and the
+ * reward and safety head ensembles persisted between rounds. The composition root makes one per
+ * policy file and hands the adapters (server targets, promotion publisher) in.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AligndError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { watchPolicy, type PolicyWatcher } from '../policy/watch.js';
+import type { Policy } from '../policy/schema.js';
+import { openRegistry, type Registry } from '../registry/registry.js';
+import type { RetryPolicy } from '../registry/promote.js';
+import { defaultRetry } from '../registry/promote.js';
+import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
+import { enforceDeployment } from '../gate/deploy.js';
+import { alignModel, type AlignModel } from '../align/context.js';
+import { loraConfigFromPolicy } from '../align/knobs.js';
+import { loadHeads, saveHeads, type HeadEnsemble } from '../align/heads.js';
+import { ensureTinyModel } from '../model/tiny.js';
+import { readPeftAdapter } from '../model/peft.js';
+import type { LoraAdapter } from '../model/lora.js';
+import type { RuntimeOptions } from '../engine/runtime.js';
+
+export const BUILTIN_TINY = 'builtin:tiny';
+
+export interface ModelRuntimeOptions {
+  policyFile: string;
+  dataDir: string;
+  log: Logger;
+  /** Server targets for a policy (the composition root wires adapters/servers). */
+  makeTargets: (policy: Policy) => ServerTarget[];
+  publisher: PromotionPublisher;
+  retry?: RetryPolicy;
+  runtime?: Partial<RuntimeOptions>;
+  /** Called after a valid policy edit has been applied (and the deployment enforced). */
+  onPolicyApplied?: (policy: Policy, changed: string[]) => void;
+}
+
+export interface ModelRuntime {
+  readonly model: string;
+  readonly policyFile: string;
+  readonly registry: Registry;
+  readonly watcher: PolicyWatcher;
+  policy(): Policy;
+  targets(): ServerTarget[];
+  publisher: PromotionPublisher;
+  retry: RetryPolicy;
+  /** The base model with the policy's LoRA shape, loaded on first use. */
+  align(): Promise<AlignModel>;
+  /** Resolved base-model directory (the tiny model is written on first use). */
+  baseDir(): string;
+  /** A registry version's adapter (null for none = the base model). */
+  adapterOf(version: string | null | undefined): Promise<LoraAdapter | null>;
+  heads(kind: 'reward' | 'safety'): HeadEnsemble | null;
+  saveHeads(kind: 'reward' | 'safety', e: HeadEnsemble): void;
+  /** Make the servers match the policy's deployment (pinned → serve that version). */
+  enforce(): Promise<void>;
+  stop(): void;
+}
+
+export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
+  const registryRoot = join(opts.dataDir, 'registry');
+  const retry = opts.retry ?? defaultRetry;
+  let targets: ServerTarget[] = [];
+  let loaded: { key: string; model: Promise<AlignModel> } | undefined;
+  // The watcher needs the registry (pinned versions must exist) and the registry needs the model
+  // name from the policy: read once through the watcher, then open the registry by that name.
+  let registry: Registry | undefined;
+  const log = opts.log;
+  const watcher = watchPolicy({
+    file: opts.policyFile,
+    ctx: { versionExists: (m, v) => openRegistry(registryRoot, m).has(v), requireEnv: true },
+    audit: (event, fields) => registry?.audit(event, fields),
+    log,
+    onApply: async (p, prev, changed) => {
+      if (p.model !== prev.model) {
+        log.error('a policy edit changed `model`; that needs a restart, the old name stays in force for training', { from: prev.model, to: p.model });
+      }
+      targets = opts.makeTargets(p);
+      await enforce(p);
+      opts.onPolicyApplied?.(p, changed);
+    },
+    onRefuse: (problems) => log.error('policy edit refused; the last good policy stays in force', { file: opts.policyFile, problems }),
+  });
+  const first = watcher.current();
+  registry = openRegistry(registryRoot, first.model);
+  const recovered = registry.cleanStaging();
+  if (recovered.removed > 0 || recovered.recovered.length > 0) log.warn('registry recovered after an interrupted write', { model: first.model, ...recovered });
+  targets = opts.makeTargets(first);
+  const reg = registry;
+  const headsDir = join(opts.dataDir, 'heads', first.model);
+  const headCache = new Map<string, HeadEnsemble | null>();
+
+  function baseDir(): string {
+    const p = watcher.current().base_model.path;
+    if (p === BUILTIN_TINY) return ensureTinyModel(join(opts.dataDir, 'models', 'tiny'));
+    const dir = resolve(p);
+    if (!existsSync(join(dir, 'config.json'))) {
+      throw new AligndError('MODEL_INVALID', `base model directory ${dir} has no config.json`, {
+        action: `set base_model.path in ${opts.policyFile} to a Hugging Face checkpoint directory, or to ${BUILTIN_TINY}` });
+    }
+    return dir;
+  }
+
+  async function enforce(p: Policy = watcher.current()): Promise<void> {
+    try {
+      await enforceDeployment(reg, p.deployment, { targets, publisher: opts.publisher, retry, log });
+    } catch (err) {
+      log.error('enforcing the policy deployment failed; it is retried by reconcile', { model: p.model, err: errorMessage(err) });
+    }
+  }
+
+  return {
+    model: first.model,
+    policyFile: opts.policyFile,
+    registry: reg,
+    watcher,
+    policy: () => watcher.current(),
+    targets: () => targets,
+    publisher: opts.publisher,
+    retry,
+    baseDir,
+    align() {
+      const p = watcher.current();
+      const lora = loraConfigFromPolicy(p);
+      const key = JSON.stringify([p.base_model.path, lora]);
+      if (loaded?.key !== key) {
+        const dir = baseDir();
+        log.info('loading base model', { model: p.model, dir });
+        const t0 = Date.now();
+        loaded = { key, model: Promise.resolve().then(() => {
+          const m = alignModel(dir, lora, opts.runtime ?? {});
+          log.info('base model loaded', { model: p.model, layers: m.ckpt.spec.numLayers, ms: Date.now() - t0 });
+          return m;
+        }) };
+      }
+      return loaded.model;
+    },
+    async adapterOf(version) {
+      if (version === null || version === undefined) return null;
+      const v = reg.get(version);
+      if (v === undefined) throw new AligndError('STORE_FAILED', `registry of ${reg.model} has no ${version}`, { action: 'check deployed.json and the policy\'s pinned version' });
+      const m = await this.align();
+      return readPeftAdapter(v.adapterDir, m.ckpt.spec);
+    },
+    heads(kind) {
+      if (!headCache.has(kind)) {
+        const path = join(headsDir, `${kind}.json`);
+        headCache.set(kind, existsSync(path) ? loadHeads(path) : null);
+      }
+      return headCache.get(kind) ?? null;
+    },
+    saveHeads(kind, e) {
+      mkdirSync(headsDir, { recursive: true });
+      saveHeads(join(headsDir, `${kind}.json`), e, kind);
+      headCache.set(kind, e);
+    },
+    enforce: () => enforce(),
+    stop: () => watcher.stop(),
+  };
+}
