@@ -68,6 +68,10 @@ t.test('the daemon runs as the container would run it', async (t) => {
     t.same(readdirSync(image.hostPath('/policies')).sort(), readdirSync(join(repoRoot, 'policies')).sort(), '/policies holds the example policies');
   }
 
+  // The image's /app must stay as shipped: Kubernetes mounts the root filesystem read-only.
+  const appFiles = (): string[] => readdirSync(image.hostPath('/app'), { recursive: true }).map(String).filter((f) => !f.startsWith('node_modules')).sort();
+  const appBefore = appFiles();
+
   const argv = mapArgv(spec.argv);
   const cwd = mapPath(spec.workdir);
   let port = 0;
@@ -124,6 +128,9 @@ t.test('the daemon runs as the container would run it', async (t) => {
   t.equal(signal, null, 'not killed by the signal: alignd handled it');
   t.equal(code, 0, 'SIGTERM: clean exit');
   t.match(logs.join(''), /"msg":"alignd stopped"/, 'it logged its clean stop');
+
+  t.same(appFiles(), appBefore, 'nothing was written under /app (read-only root filesystem in k8s)');
+  t.ok(readdirSync(image.hostPath('/data')).length > 1, 'what the daemon wrote is in /data', { data: readdirSync(image.hostPath('/data'), { recursive: true }) });
 
   const down = await run(mapArgv(hc), env, cwd);
   t.equal(down.code, 1, 'the HEALTHCHECK command fails once the daemon is down');
