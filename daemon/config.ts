@@ -11,6 +11,7 @@ import { AligndError } from './errors.js';
 import { defaultLimits } from './ingest/schema.js';
 // The Kafka source's schema lives beside the adapter; config.ts belongs to the composition root.
 import { kafkaSourceConfigSchema } from '../adapters/sources/kafka-config.js';
+import { engineConfigSchema } from './engine/config.js';
 
 export const daemonConfigSchema = z.strictObject({
   dataDir: z.string().default('.alignd'),
@@ -33,6 +34,8 @@ export const daemonConfigSchema = z.strictObject({
     /** Largest request body (an NDJSON batch). */
     maxBodyBytes: z.number().int().positive().default(16 * 1024 * 1024),
   }).prefault({}),
+  /** Training/inference runtime: execution provider (cpu | cuda | webgpu), threads, ... */
+  engine: engineConfigSchema.prefault({}),
   telemetry: z.strictObject({
     /** OTLP/HTTP endpoint (collector base URL) for metrics and traces; unset: OTEL_EXPORTER_OTLP_ENDPOINT or off. */
     otlpEndpoint: z.url().optional(),

@@ -28,6 +28,8 @@ import { serverTargets } from '../adapters/servers/index.js';
 import { kafkaAnnouncer } from '../adapters/publishers/kafka.js';
 import { fileAnnouncer } from './registry/publisher.js';
 import { startLoop, type Loop } from './loop/loop.js';
+import { runtimeOptions } from './engine/config.js';
+import { roundWaiter, runDemo } from './demo/demo.js';
 
 const PACKAGE_ROOT = join(fileURLToPath(import.meta.url), '../../..');
 const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -39,6 +41,7 @@ const HELP = `alignd ${VERSION} — continuous alignment beside your inference s
 Usage: alignd <command> [options]
 
 Commands:
+  demo [--rounds N]  the embedded default with simulated users: rounds, gate decisions, promotions
   start              run the daemon (embedded defaults: HTTP + file sources, buffer under ./.alignd)
   send [FILE|-]      push feedback events (JSONL) to the daemon's HTTP endpoint or to Kafka
   status             show a running daemon's status (or the buffer's, when it is not running)
@@ -75,6 +78,8 @@ export interface RunningDaemon {
 export interface StartOptions {
   /** Policy files, one per served model; empty: ingest only (no training loop). */
   policyFiles: string[];
+  /** Loop polling (min-new-examples trigger, reconcile); default from ALIGND_LOOP_POLL_MS or the loop's. */
+  pollMs?: number;
   onRound?: Parameters<typeof startLoop>[0]['onRound'];
 }
 
@@ -109,15 +114,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
     },
   });
   let loop: Loop | undefined;
+  const pollMs = start.pollMs ?? (process.env['ALIGND_LOOP_POLL_MS'] === undefined ? undefined : Number(process.env['ALIGND_LOOP_POLL_MS']));
   if (start.policyFiles.length > 0) {
     const publisher = config.sources.kafka === undefined
       ? fileAnnouncer(join(config.dataDir, 'promotions.jsonl'))
       : kafkaAnnouncer({ brokers: config.sources.kafka.brokers });
     loop = await startLoop({
-      policyFiles: start.policyFiles, dataDir: config.dataDir, buffer, log, telemetry, publisher,
+      policyFiles: start.policyFiles, dataDir: config.dataDir, buffer, log, telemetry, publisher, runtime: runtimeOptions(config.engine),
       makeTargets: (p) => serverTargets(p.servers),
       ...(start.onRound === undefined ? {} : { onRound: start.onRound }),
-      ...(process.env['ALIGND_LOOP_POLL_MS'] === undefined ? {} : { pollMs: Number(process.env['ALIGND_LOOP_POLL_MS']), reconcileMs: Number(process.env['ALIGND_LOOP_POLL_MS']) }),
+      ...(pollMs === undefined ? {} : { pollMs, reconcileMs: pollMs }),
     });
   }
   let ready = false;
@@ -219,6 +225,42 @@ async function cmdStart(argv: string[], log: Logger): Promise<number> {
   return 0;
 }
 
+const DEMO_USAGE = `Usage: alignd demo [--rounds N] [--prompts N] [--data-dir DIR] [--port N] [--policy FILE] [--seed N]
+Runs the daemon on its embedded defaults (built-in tiny model, HTTP feedback, registry and buffer under
+./.alignd, file-drop target) with simulated users; ends with one JSON line of figures.`;
+
+function demoConfig(values: { 'data-dir'?: string | undefined; port?: string | undefined }): DaemonConfig {
+  const base = loadDaemonConfig(undefined);
+  return { ...base, dataDir: values['data-dir'] ?? base.dataDir, http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
+}
+
+async function cmdDemo(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, {
+    rounds: { type: 'string' }, prompts: { type: 'string' }, 'data-dir': { type: 'string' }, port: { type: 'string' },
+    policy: { type: 'string' }, seed: { type: 'string' }, help: { type: 'boolean' },
+  }, DEMO_USAGE);
+  if (values.help === true) {
+    process.stdout.write(DEMO_USAGE + '\n');
+    return 0;
+  }
+  const rounds = Number(values.rounds ?? 4);
+  if (!(Number.isInteger(rounds) && rounds >= 1)) throw new AligndError('CONFIG_INVALID', `--rounds must be a positive integer, got ${values.rounds}`);
+  const waiter = roundWaiter();
+  const daemon = await startDaemon(demoConfig(values), log, { policyFiles: [values.policy ?? DEFAULT_POLICY], onRound: waiter.onRound, pollMs: 1000 });
+  try {
+    const addr = daemon.server?.address();
+    const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 8787}`;
+    log.info('demo: status page', { url: `${url}/` });
+    const summary = await runDemo(daemon.loop!, url, waiter.next, {
+      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed: Number(values.seed ?? 1), log,
+    });
+    process.stdout.write(JSON.stringify(summary) + '\n');
+    return 0;
+  } finally {
+    await daemon.stop();
+  }
+}
+
 async function cmdSend(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, {
     http: { type: 'string' }, 'kafka-brokers': { type: 'string' }, topic: { type: 'string' }, help: { type: 'boolean' },
@@ -271,6 +313,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger({ service: 'alignd' });
   switch (cmd) {
     case 'start': return cmdStart(rest, log);
+    case 'demo': return cmdDemo(rest, log);
     case 'send': return cmdSend(rest);
     case 'status': return cmdStatus(rest);
     case 'policy': return cmdPolicy(rest);

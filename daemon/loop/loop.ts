@@ -23,6 +23,7 @@ import { sendJson, type Route } from '../http/server.js';
 import { openModelRuntime, type ModelRuntime } from './runtime.js';
 import { runTrainingRound, type RoundSummary } from './round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
+import type { RuntimeOptions } from '../engine/runtime.js';
 
 export interface LoopOptions {
   policyFiles: string[];
@@ -33,6 +34,8 @@ export interface LoopOptions {
   makeTargets: (policy: Policy) => ServerTarget[];
   publisher: PromotionPublisher;
   externalJudges?: SafetyJudge[];
+  /** Execution provider and threads for the models' sessions. */
+  runtime?: Partial<RuntimeOptions>;
   /** min-new-examples check and reconcile intervals. */
   pollMs?: number;
   reconcileMs?: number;
@@ -71,6 +74,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
   const runtimes = opts.policyFiles.map((file) => openModelRuntime({
     policyFile: file, dataDir: opts.dataDir, log: log.child({ policy: file }), makeTargets: opts.makeTargets, publisher: opts.publisher,
     onPolicyApplied: () => scheduler.reschedule(),
+    ...(opts.runtime === undefined ? {} : { runtime: opts.runtime }),
   }));
   const seen = new Set<string>();
   for (const rt of runtimes) {

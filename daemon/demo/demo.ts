@@ -1,0 +1,134 @@
+/**
+ * `alignd demo`: a simulated production around the real daemon. Each demo round, simulated users
+ * send prompts to the currently served version, compare two of its sampled answers under a hidden
+ * gold rule (with label noise) and report answers that match a hidden unsafe pattern; the
+ * feedback goes in through the daemon's own HTTP endpoint, and the daemon's own triggers run the
+ * round, the gate decides, promotions land in the file-drop target. The demo only watches: it
+ * measures the gold reward and unsafe rate of the served version before and after.
+ */
+import type { Logger } from '../log.js';
+import type { Loop } from '../loop/loop.js';
+import type { RoundSummary } from '../loop/round.js';
+import type { FeedbackEvent } from '../ingest/schema.js';
+import { createRng } from '../model/rng.js';
+import { gold, isUnsafe, mean } from './oracle.js';
+
+export interface DemoOptions {
+  rounds: number;
+  /** Prompts per demo round; each gives one preference (two sampled answers). */
+  promptsPerRound: number;
+  /** Share of preference labels flipped (users are noisy). */
+  noise: number;
+  /** Share of unsafe answers users report. */
+  reportRate: number;
+  seed: number;
+  log: Logger;
+}
+
+export interface DemoSummary {
+  demo: 'done';
+  rounds: number;
+  promotions: number;
+  rejections: number;
+  holds: number;
+  discarded: number;
+  gold_reward_start: number;
+  gold_reward_end: number;
+  max_round_kl: number;
+  kl_budget: number;
+  unsafe_rate_start: number;
+  unsafe_rate_end: number;
+}
+
+const TOPICS = ['something', 'a line', 'a word', 'a note', 'a reply', 'a title', 'a summary', 'a greeting'];
+const SAMPLING = { maxNewTokens: 32, sampling: { temperature: 1.0, topP: 1.0 } };
+
+/** Wait for the next round the daemon finishes (its own triggers start it). */
+export function roundWaiter(): { onRound: (s: RoundSummary) => void; next: (timeoutMs: number) => Promise<RoundSummary> } {
+  const done: RoundSummary[] = [];
+  let wake: (() => void) | undefined;
+  return {
+    onRound: (s) => { done.push(s); wake?.(); },
+    async next(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (done.length === 0) {
+        if (Date.now() > deadline) throw new Error(`no round finished within ${Math.round(timeoutMs / 1000)} s`);
+        await new Promise<void>((r) => { wake = r; setTimeout(r, 1000); });
+      }
+      return done.shift()!;
+    },
+  };
+}
+
+export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number) => Promise<RoundSummary>, o: DemoOptions): Promise<DemoSummary> {
+  const rt = loop.runtimes[0]!;
+  const model = rt.model;
+  const policy = rt.policy();
+  const log = o.log.child({ demo: true });
+  const rng = createRng(o.seed);
+  const m = await rt.align();
+  const served = async () => rt.adapterOf(rt.registry.deployment()?.last_complete ?? null);
+  const evalPrompts = Array.from({ length: 48 }, (_, i) => `Write ${TOPICS[i % TOPICS.length]} ${i}`);
+  const redTeam = policy.probes.red_team.map((p) => p.prompt);
+
+  async function measure(): Promise<{ gold: number; unsafe: number }> {
+    const adapter = await served();
+    const answers = await m.model.generateText([...evalPrompts, ...redTeam], { ...SAMPLING, seed: 1234 }, adapter);
+    const texts = answers.map((a) => a.text);
+    return { gold: mean(texts.slice(0, evalPrompts.length).map(gold)), unsafe: mean(texts.map((t) => (isUnsafe(t) ? 1 : 0))) };
+  }
+
+  const start = await measure();
+  log.info('demo: served version measured', { version: rt.registry.deployment()?.desired ?? 'base', gold_reward: start.gold, unsafe_rate: start.unsafe });
+  const counts = { promote: 0, reject: 0, hold: 0, discarded: 0 };
+  let maxKl = 0;
+  let eventNo = Date.now();
+  for (let r = 1; r <= o.rounds; r++) {
+    const version = rt.registry.deployment()?.desired ?? 'v0';
+    const adapter = await served();
+    const prompts = Array.from({ length: o.promptsPerRound }, () => `Write ${TOPICS[Math.floor(rng.next() * TOPICS.length)]} ${Math.floor(rng.next() * 1000)}`);
+    const seed = Math.floor(rng.next() * 1e9);
+    const [a, b] = await Promise.all([
+      m.model.generateText(prompts, { ...SAMPLING, seed }, adapter),
+      m.model.generateText(prompts, { ...SAMPLING, seed: seed + 100_000 }, adapter),
+    ]);
+    const events: FeedbackEvent[] = [];
+    const base = (i: number) => ({ ts: new Date().toISOString(), model, model_version: version, prompt: prompts[i]!,
+      source: { user: `demo-user-${Math.floor(rng.next() * 400)}`, tenant: `demo-tenant-${i % 4}`, channel: 'demo' } });
+    prompts.forEach((_, i) => {
+      const ya = a[i]!.text;
+      const yb = b[i]!.text;
+      const ga = gold(ya);
+      const gb = gold(yb);
+      if (Math.abs(ga - gb) >= 0.02 && ya !== yb) {
+        let [chosen, rejected] = ga > gb ? [ya, yb] : [yb, ya];
+        if (rng.next() < o.noise) [chosen, rejected] = [rejected, chosen];
+        events.push({ ...base(i), event_id: `demo-${eventNo++}`, kind: 'preference', chosen, rejected });
+      }
+      for (const y of [ya, yb]) {
+        if (isUnsafe(y) && rng.next() < o.reportRate) {
+          events.push({ ...base(i), event_id: `demo-${eventNo++}`, kind: 'safety_report', response: y, category: 'policy_violation', severity: 'high' });
+        }
+      }
+    });
+    const res = await fetch(new URL('/v1/feedback', url), { method: 'POST', headers: { 'content-type': 'application/x-ndjson' },
+      body: events.map((e) => JSON.stringify(e)).join('\n') + '\n' });
+    const taken = (await res.json()) as { stored: number; rejected: unknown[] };
+    log.info('demo: feedback sent', { round: r, served: version, events: events.length, stored: taken.stored, rejected: taken.rejected.length });
+    const summary = await next(15 * 60_000);
+    const out = summary.outcome;
+    counts[out.decision]++;
+    if (typeof out.klRound === 'number' && Number.isFinite(out.klRound)) maxKl = Math.max(maxKl, out.klRound);
+    log.info('demo: round done', { round: summary.round, version: summary.version ?? null, decision: out.decision, reasons: out.reasons ?? [],
+      kl_round: out.klRound ?? null, kl_budget: policy.kl.per_round, reward_lcb: out.rewardLcb ?? null, unsafe_ucb: out.unsafeUcb ?? null,
+      served_now: rt.registry.deployment()?.desired ?? 'base' });
+  }
+  const end = await measure();
+  return {
+    demo: 'done', rounds: o.rounds, promotions: counts.promote, rejections: counts.reject, holds: counts.hold, discarded: counts.discarded,
+    gold_reward_start: round4(start.gold), gold_reward_end: round4(end.gold), max_round_kl: round4(maxKl), kl_budget: policy.kl.per_round,
+    unsafe_rate_start: round4(start.unsafe), unsafe_rate_end: round4(end.unsafe),
+  };
+}
+
+const round4 = (x: number): number => Math.round(x * 1e4) / 1e4;
