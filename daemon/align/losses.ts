@@ -41,17 +41,8 @@ export interface Objective {
 
 const mean = (x: Value): Value => O.meanAll(x);
 
-/**
- * log σ(z) = −log(1 + e^{−z}), with the true gradient σ(−z) everywhere. The engine's composite
- * (−softplus(−z) via Relu and Abs) has gradient 0 at exactly z = 0 (both subgradients are 0
- * there) — and every warm-started round begins at Δ = 0 exactly, where DPO would then never
- * move. Below z = −30, log σ(z) equals z to float precision and e^{−z} would overflow, so that
- * branch returns z (the other branch's input is clamped so its unused gradient stays finite).
- */
-export function logSigmoid(z: Value): Value {
-  const safe = O.max(z, -30);
-  return O.where(O.less(z, -30), z, O.neg(O.log(O.add(O.exp(O.neg(safe)), 1))));
-}
+/** log σ with the true gradient at 0 (the engine's; re-exported for the heads and tests). */
+export const logSigmoid = O.logSigmoid;
 
 /** Per-pair DPO-family losses [P] (before the mean), for the objective and for tests. */
 export function dpoLosses(inp: DpoInputs, opt: DpoOptions): Value {

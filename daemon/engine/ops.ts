@@ -254,13 +254,20 @@ export function rmsNorm(x: Value, scale: Value, epsilon = 1e-6): Value {
 
 // ---------------------------------------------------------------- activations (composites)
 
-/** softplus(x) = max(x, 0) + log(1 + exp(−|x|)): no overflow for large |x|. */
-export function softplus(x: Value): Value {
-  return add(relu(x), log(add(exp(neg(abs(x))), 1)));
+/**
+ * log σ(x) = −log(1 + e^{−x}), with the true gradient σ(−x) everywhere. (The textbook composite
+ * max(x, 0) + log(1 + e^{−|x|}) gets gradient 0 at exactly x = 0 from Relu's and Abs's
+ * subgradients — and a warm-started DPO round starts at exactly Δ = 0, where it would never move.)
+ * Below x = −30, log σ(x) equals x to float precision and e^{−x} would overflow, so that branch
+ * returns x; the other branch's input is clamped so its unused gradient stays finite.
+ */
+export function logSigmoid(x: Value): Value {
+  const safe = max(x, -30);
+  return where(less(x, -30), x, neg(log(add(exp(neg(safe)), 1))));
 }
 
-/** log σ(x) = −softplus(−x), stable for large |x|. */
-export const logSigmoid = (x: Value): Value => neg(softplus(neg(x)));
+/** softplus(x) = log(1 + eᵡ) = −log σ(−x): stable for large |x|, gradient σ(x) everywhere. */
+export const softplus = (x: Value): Value => neg(logSigmoid(neg(x)));
 
 /** SiLU / swish: x·σ(x). */
 export const silu = (x: Value): Value => mul(x, sigmoid(x));
