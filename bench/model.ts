@@ -10,44 +10,22 @@
  *
  *   npm run bench:model -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N]
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { Provider } from '../daemon/engine/index.js';
 import { type LogProbBatch, packLogProbBatch } from '../daemon/model/batch.js';
-import { parseModelConfig } from '../daemon/model/config.js';
 import { type Model, loadModel } from '../daemon/model/model.js';
 import { initLora, type LoraAdapter } from '../daemon/model/lora.js';
 import { referenceBatchLogProbs } from '../daemon/model/reference-forward.js';
 import { createRng } from '../daemon/model/rng.js';
-import { serializeSafetensors } from '../daemon/model/safetensors.js';
-import { TINY_CONFIG, TINY_SEED, initTensors, writeTinyModel } from '../daemon/model/tiny.js';
-import { tinyTokenizer } from '../daemon/model/tiny-tokenizer.js';
+import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
+import { arg, provider as providerArg, writeMidModel } from './common.js';
 
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : dflt;
-};
-const provider = arg('ep', 'cpu') as Provider;
+const provider = providerArg();
 const threads = Number(arg('threads', '0'));
 const iters = Number(arg('iters', '5'));
-
-/** ~20M parameters: 12 layers of d 384 (6 heads, 2 kv heads), SwiGLU 1024, the tiny vocabulary. */
-const MID_CONFIG = {
-  ...TINY_CONFIG, hidden_size: 384, num_hidden_layers: 12, num_attention_heads: 6, num_key_value_heads: 2, head_dim: 64,
-  intermediate_size: 1024, max_position_embeddings: 1024,
-};
-
-function writeMidModel(dir: string): void {
-  const spec = parseModelConfig(MID_CONFIG, 'bench config');
-  const tok = tinyTokenizer(MID_CONFIG.vocab_size);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(MID_CONFIG, null, 2) + '\n');
-  writeFileSync(join(dir, 'model.safetensors'), serializeSafetensors(initTensors(spec, TINY_SEED), { format: 'pt' }));
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -13,6 +13,7 @@ import type { Origin } from '../ingest/types.js';
 import type { FeedbackEvent, Prompt } from '../ingest/schema.js';
 import { deriveOwn, normalisedScore, pairBinary, pairRatings, type ExampleDraft, type ExampleType, type PromptPeer } from '../ingest/derive.js';
 import { openDb, type Db } from './db.js';
+import { rng as seededRandom } from '../random.js';
 
 export interface BufferOptions {
   path: string;
@@ -110,17 +111,8 @@ export function promptHash(prompt: Prompt): string {
   return hash('sha1', typeof prompt === 'string' ? prompt : JSON.stringify(prompt), 'hex');
 }
 
-/** mulberry32: small seeded PRNG so windows are reproducible from the round's seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded PRNG so windows are reproducible from the round's seed (the engine's mulberry32). */
+export { rng as seededRandom } from '../random.js';
 
 function shuffle<T>(xs: T[], rand: () => number): T[] {
   for (let i = xs.length - 1; i > 0; i--) {

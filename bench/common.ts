@@ -1,0 +1,30 @@
+/** What the model and align benches share: flags, the ~20M-parameter config, timing helpers. */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Provider } from '../daemon/engine/runtime.js';
+import { parseModelConfig } from '../daemon/model/config.js';
+import { serializeSafetensors } from '../daemon/model/safetensors.js';
+import { TINY_CONFIG, TINY_SEED, initTensors } from '../daemon/model/tiny.js';
+import { tinyTokenizer } from '../daemon/model/tiny-tokenizer.js';
+
+export const arg = (name: string, dflt: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : dflt;
+};
+export const provider = (): Provider => arg('ep', 'cpu') as Provider;
+
+/** ~20M parameters: 12 layers of d 384 (6 heads, 2 kv heads), SwiGLU 1024, the tiny vocabulary. */
+export const MID_CONFIG = {
+  ...TINY_CONFIG, hidden_size: 384, num_hidden_layers: 12, num_attention_heads: 6, num_key_value_heads: 2, head_dim: 64,
+  intermediate_size: 1024, max_position_embeddings: 1024,
+};
+
+/** Write the ~20M config as a Hugging Face directory (random weights, the tiny tokenizer). */
+export function writeMidModel(dir: string): void {
+  const spec = parseModelConfig(MID_CONFIG, 'bench config');
+  const tok = tinyTokenizer(MID_CONFIG.vocab_size);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(MID_CONFIG, null, 2) + '\n');
+  writeFileSync(join(dir, 'model.safetensors'), serializeSafetensors(initTensors(spec, TINY_SEED), { format: 'pt' }));
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));
+}
