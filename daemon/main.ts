@@ -114,11 +114,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
     },
   });
   let loop: Loop | undefined;
+  // The Kafka announcer's producer holds sockets open: closed on stop, or the process never exits.
+  let closePublisher: (() => Promise<void>) | undefined;
   const pollMs = start.pollMs ?? (process.env['ALIGND_LOOP_POLL_MS'] === undefined ? undefined : Number(process.env['ALIGND_LOOP_POLL_MS']));
   if (start.policyFiles.length > 0) {
-    const publisher = config.sources.kafka === undefined
-      ? fileAnnouncer(join(config.dataDir, 'promotions.jsonl'))
-      : kafkaAnnouncer({ brokers: config.sources.kafka.brokers });
+    const announcer = config.sources.kafka === undefined ? undefined : kafkaAnnouncer({ brokers: config.sources.kafka.brokers });
+    if (announcer !== undefined) closePublisher = () => announcer.close();
+    const publisher = announcer ?? fileAnnouncer(join(config.dataDir, 'promotions.jsonl'));
     loop = await startLoop({
       policyFiles: start.policyFiles, dataDir: config.dataDir, buffer, log, telemetry, publisher, runtime: runtimeOptions(config.engine),
       makeTargets: (p) => serverTargets(p.servers),
@@ -168,6 +170,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
         ready = false;
         // The round in hand is abandoned between phases (it is redone after a restart).
         if (loop !== undefined) await loop.stop();
+        try {
+          await closePublisher?.();
+        } catch (err) {
+          log.error('closing the promotion announcer failed', { err: errorMessage(err) });
+        }
         for (const s of sources) {
           try {
             await s.stop();
