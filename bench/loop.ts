@@ -94,7 +94,7 @@ try {
   }
   const roundsAfter = (await modelStatus(daemon.url, MODEL))?.lastRound ?? 0;
   const promotions = vllm.calls.filter((c) => c.path === '/v1/load_lora_adapter').length - loadsBefore;
-  say(`soak ${SOAK_S} s at ${RATE} events/s: ${roundsAfter - roundsBefore} rounds, ${promotions} promotions; rss samples ${samples.length}`);
+  say(`soak ${SOAK_S} s at ${RATE} events/s: ${roundsAfter - roundsBefore} rounds finished, ${promotions} adapters loaded at the server; rss samples ${samples.length}`);
   const code = await stopWithin(daemon, 'SIGTERM', 60_000);
   if (code !== 0) say(`warning: the daemon exited with ${String(code)} on SIGTERM`);
   await vllm.close();

@@ -70,7 +70,8 @@ t.test('kill -9 during a round, restart: round redone, no event lost, registry c
     const r = await fetch(`${second.url}/v1/status`);
     return ((await r.json()) as { buffer: { events: number } }).buffer.events === produced.size;
   }, 60_000, `${produced.size} events in the buffer`, () => second.logs.slice(-30).join('\n'));
-  t.equal(await stopWithin(second, 'SIGTERM', 30_000), 0, 'the restarted daemon exits 0 on SIGTERM');
+  // A round in hand when SIGTERM comes is finished or abandoned between phases: give it time.
+  t.equal(await stopWithin(second, 'SIGTERM', 120_000), 0, 'the restarted daemon exits 0 on SIGTERM');
 
   // Kafka: every message committed (after it was durable in SQLite).
   const offsets = await committedEqualsEnd(broker.brokers, 'alignd-ingest', TOPIC);
