@@ -232,7 +232,7 @@ async function cmdStart(argv: string[], log: Logger): Promise<number> {
   return 0;
 }
 
-const DEMO_USAGE = `Usage: alignd demo [--rounds N] [--prompts N] [--data-dir DIR] [--port N] [--policy FILE] [--seed N]
+const DEMO_USAGE = `Usage: alignd demo [--rounds N (10)] [--prompts N] [--data-dir DIR] [--port N] [--policy FILE] [--seed N]
 Runs the daemon on its embedded defaults (built-in tiny model, HTTP feedback, registry and buffer under
 ./.alignd, file-drop target) with simulated users; ends with one JSON line of figures.`;
 
@@ -250,7 +250,7 @@ async function cmdDemo(argv: string[], log: Logger): Promise<number> {
     process.stdout.write(DEMO_USAGE + '\n');
     return 0;
   }
-  const rounds = Number(values.rounds ?? 4);
+  const rounds = Number(values.rounds ?? 10);
   if (!(Number.isInteger(rounds) && rounds >= 1)) throw new AligndError('CONFIG_INVALID', `--rounds must be a positive integer, got ${values.rounds}`);
   const waiter = roundWaiter();
   const daemon = await startDaemon(demoConfig(values), log, { policyFiles: [values.policy ?? DEFAULT_POLICY], onRound: waiter.onRound, pollMs: 1000 });
