@@ -13,7 +13,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { f32, i64, initState, trainStep } from '../daemon/engine/index.js';
 import { packLogProbBatch } from '../daemon/model/batch.js';
 import { batchFeeds, loadModel, loraHostTensors } from '../daemon/model/model.js';
@@ -21,25 +20,14 @@ import { initLora } from '../daemon/model/lora.js';
 import { createRng } from '../daemon/model/rng.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
-import { arg, provider as providerArg, writeMidModel } from './common.js';
+import { arg, median, provider as providerArg, timeMs, writeMidModel } from './common.js';
 import { alignModel } from '../daemon/align/context.js';
 
 const provider = providerArg();
 const threads = Number(arg('threads', '0'));
 const iters = Number(arg('iters', '5'));
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function timeMs(fn: () => Promise<unknown>, n: number): Promise<number> {
-  await fn(); // warm-up
-  const ms: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await fn();
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
 
 interface Figures { name: string; params: number; pairs: number; tokens: number; stepMs: number; forwardMs: number }
 

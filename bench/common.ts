@@ -1,6 +1,7 @@
 /** What the model and align benches share: flags, the ~20M-parameter config, timing helpers. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { Provider } from '../daemon/engine/runtime.js';
 import { parseModelConfig } from '../daemon/model/config.js';
 import { serializeSafetensors } from '../daemon/model/safetensors.js';
@@ -27,4 +28,18 @@ export function writeMidModel(dir: string): void {
   writeFileSync(join(dir, 'model.safetensors'), serializeSafetensors(initTensors(spec, TINY_SEED), { format: 'pt' }));
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
   writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));
+}
+
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Median wall time of `n` runs after one warm-up run (session creation, first-run allocations). */
+export async function timeMs(fn: () => Promise<unknown>, n: number): Promise<number> {
+  await fn();
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    ms.push(performance.now() - t0);
+  }
+  return median(ms);
 }

@@ -21,27 +21,13 @@ import { referenceBatchLogProbs } from '../daemon/model/reference-forward.js';
 import { createRng } from '../daemon/model/rng.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
-import { arg, provider as providerArg, writeMidModel } from './common.js';
+import { arg, provider as providerArg, timeMs, writeMidModel } from './common.js';
 
 const provider = providerArg();
 const threads = Number(arg('threads', '0'));
 const iters = Number(arg('iters', '5'));
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
-async function timeMs(fn: () => Promise<unknown>, n: number): Promise<number> {
-  await fn(); // warm-up (session creation, first-run allocations)
-  const ms: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await fn();
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
 
 /** B random sequences of T tokens, the first quarter prompt. */
 function randomBatch(model: Model, B: number, T: number, seed: number): LogProbBatch {
