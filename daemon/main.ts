@@ -168,13 +168,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
     stop() {
       stopping ??= (async () => {
         ready = false;
-        // The round in hand is abandoned between phases (it is redone after a restart).
-        if (loop !== undefined) await loop.stop();
-        try {
-          await closePublisher?.();
-        } catch (err) {
-          log.error('closing the promotion announcer failed', { err: errorMessage(err) });
-        }
+        // Stop taking events first (each source finishes and acknowledges the batch in hand), then
+        // the loop (the round in hand is abandoned between phases and redone after a restart).
         for (const s of sources) {
           try {
             await s.stop();
@@ -183,6 +178,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
           }
         }
         if (server !== undefined) await closeServer(server);
+        if (loop !== undefined) await loop.stop();
+        try {
+          await closePublisher?.();
+        } catch (err) {
+          log.error('closing the promotion announcer failed', { err: errorMessage(err) });
+        }
         ingestRate.stop();
         await telemetry.shutdown();
         ingest.stopDeriving();

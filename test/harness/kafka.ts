@@ -186,7 +186,12 @@ function installExitHook(): void {
 }
 
 function clusterId(): string {
-  return randomBytes(16).toString('base64url'); // Kafka's Uuid: 16 bytes, base64url, no padding
+  // Kafka's Uuid: 16 bytes, base64url, no padding. One in 64 starts with '-', which StorageTool's
+  // argument parser takes for an option ("--cluster-id: expected one argument"): draw again.
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 /**
