@@ -39,6 +39,8 @@ export interface RoundInput {
   outDir?: string;
   /** Window marks etc. copied into the resumable metadata. */
   meta?: Record<string, unknown>;
+  /** Shutdown: checked before every optimizer step; an aborted round throws and writes nothing. */
+  signal?: AbortSignal;
 }
 
 export interface StepLog { step: number; lr: number; beta: number; loss: number; gradNorm: number; metrics: Record<string, number> }
@@ -214,6 +216,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
     };
 
     for (let step = 0; step < total; step++) {
+      if (input.signal?.aborted === true) throw new AligndError('ROUND_ABANDONED', `round abandoned at step ${step}: shutting down`, { action: 'none: the round is redone after the restart' });
       const lr = learningRate(step, total, k.learningRate, k.lrSchedulerType, warmup);
       const idx = nextIndices();
       const chunks: number[][] = [];

@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { errorMessage } from '../errors.js';
+import { AligndError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Example, ReplayBuffer, RoundResult as RoundOutcome } from '../store/buffer.js';
 import type { Prompt } from '../ingest/schema.js';
@@ -31,7 +31,7 @@ export interface RoundDeps {
   externalJudges?: SafetyJudge[];
   /** Progress for long work (steps, evaluation), for logs and the CLI. */
   onProgress?: (what: string, fields: Record<string, unknown>) => void;
-  /** Aborts between phases (shutdown): the round is abandoned cleanly and redone after restart. */
+  /** Shutdown: the round is abandoned between phases and at every optimizer step, and redone after a restart. */
   signal?: AbortSignal;
 }
 
@@ -111,7 +111,9 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const model = rt.model;
   const log = deps.log.child({ model });
   const { buffer } = deps;
-  const checkAbort = (): void => { if (deps.signal?.aborted === true) throw new Error('round abandoned: shutting down'); };
+  const checkAbort = (): void => {
+    if (deps.signal?.aborted === true) throw new AligndError('ROUND_ABANDONED', 'round abandoned between phases: shutting down', { action: 'none: the round is redone after the restart' });
+  };
   const round = mark.round;
   log.info('round started', { round, trigger, sinceRound: previousMark ?? null });
   deps.onProgress?.('round.start', { model, round, trigger });
@@ -158,7 +160,8 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   rmSync(outDir, { recursive: true, force: true }); // a redone round starts clean
   deps.onProgress?.('policy.train', { model, round, examples: window.examples.length, newExamples: window.newCount, replay: window.replayCount });
   const result: RoundResult = await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: { ...knobsFromPolicy(policy), seed: round },
-    outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log });
+    outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log,
+    ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
   const last = result.steps.at(-1);
   const base: RoundOutcome = {
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,

@@ -5,7 +5,7 @@
  * there is new data (min_new_examples); a manual trigger always does.
  */
 import { schedule, type ScheduledTask } from 'node-cron';
-import { errorMessage } from '../errors.js';
+import { AligndError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface SchedulerModel {
@@ -52,7 +52,8 @@ export function createScheduler(opts: {
       try {
         await opts.runRound(model, reason);
       } catch (err) {
-        opts.log.error('round failed', { model, trigger: reason, err: errorMessage(err) });
+        if (err instanceof AligndError && err.code === 'ROUND_ABANDONED') opts.log.info('round abandoned for shutdown; it is redone after a restart', { model, trigger: reason });
+        else opts.log.error('round failed', { model, trigger: reason, err: errorMessage(err) });
       } finally {
         s.busy = undefined;
         const q = s.queued;
