@@ -81,6 +81,8 @@ export interface StartOptions {
   /** Loop polling (min-new-examples trigger, reconcile); default from ALIGND_LOOP_POLL_MS or the loop's. */
   pollMs?: number;
   onRound?: Parameters<typeof startLoop>[0]['onRound'];
+  /** false: rounds run only on manual triggers (the demo). */
+  autoTriggers?: boolean;
 }
 
 /** Wire and start the daemon's stages. */
@@ -125,6 +127,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
       policyFiles: start.policyFiles, dataDir: config.dataDir, buffer, log, telemetry, publisher, runtime: runtimeOptions(config.engine),
       makeTargets: (p) => serverTargets(p.servers),
       ...(start.onRound === undefined ? {} : { onRound: start.onRound }),
+      ...(start.autoTriggers === undefined ? {} : { autoTriggers: start.autoTriggers }),
       ...(pollMs === undefined ? {} : { pollMs, reconcileMs: pollMs }),
     });
   }
@@ -254,7 +257,7 @@ async function cmdDemo(argv: string[], log: Logger): Promise<number> {
   const rounds = Number(values.rounds ?? 10);
   if (!(Number.isInteger(rounds) && rounds >= 1)) throw new AligndError('CONFIG_INVALID', `--rounds must be a positive integer, got ${values.rounds}`);
   const waiter = roundWaiter();
-  const daemon = await startDaemon(demoConfig(values), log, { policyFiles: [values.policy ?? DEFAULT_POLICY], onRound: waiter.onRound, pollMs: 1000 });
+  const daemon = await startDaemon(demoConfig(values), log, { policyFiles: [values.policy ?? DEFAULT_POLICY], onRound: waiter.onRound, pollMs: 1000, autoTriggers: false });
   try {
     const addr = daemon.server?.address();
     const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 8787}`;

@@ -2,8 +2,9 @@
  * `alignd demo`: a simulated production around the real daemon. Each demo round, simulated users
  * send prompts to the currently served version, compare two of its sampled answers under a hidden
  * gold rule (with label noise) and report answers that match a hidden unsafe pattern; the
- * feedback goes in through the daemon's own HTTP endpoint, and the daemon's own triggers run the
- * round, the gate decides, promotions land in the file-drop target. The demo only watches: it
+ * feedback goes in through the daemon's own HTTP endpoint, a manual trigger runs the round (the
+ * cron and min-new-examples triggers are off so a seed reproduces the run), the gate decides,
+ * promotions land in the file-drop target. The demo only watches: it
  * measures the gold reward and unsafe rate of the served version before and after.
  */
 import type { Logger } from '../log.js';
@@ -82,7 +83,11 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   log.info('demo: served version measured', { version: rt.registry.deployment()?.desired ?? 'base', gold_reward: start.gold, unsafe_rate: start.unsafe });
   const counts = { promote: 0, reject: 0, hold: 0, discarded: 0 };
   let maxKl = 0;
-  let eventNo = Date.now();
+  // Ids from the seed and the rounds already in this data dir: a fresh run reproduces the same
+  // held-out split (it hashes event ids), a rerun in the same dir still sends new events.
+  const runNo = loop.runtimes[0]!.registry.auditRecords().filter((a) => a.event === 'demo.run').length + 1;
+  rt.registry.audit('demo.run', { run: runNo, seed: o.seed, rounds: o.rounds });
+  let eventNo = 0;
   for (let r = 1; r <= o.rounds; r++) {
     const version = rt.registry.deployment()?.desired ?? 'v0';
     const adapter = await served();
@@ -103,11 +108,11 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
       if (Math.abs(ga - gb) >= 0.02 && ya !== yb) {
         let [chosen, rejected] = ga > gb ? [ya, yb] : [yb, ya];
         if (rng.next() < o.noise) [chosen, rejected] = [rejected, chosen];
-        events.push({ ...base(i), event_id: `demo-${eventNo++}`, kind: 'preference', chosen, rejected });
+        events.push({ ...base(i), event_id: `demo-s${o.seed}-run${runNo}-${eventNo++}`, kind: 'preference', chosen, rejected });
       }
       for (const y of [ya, yb]) {
         if (isUnsafe(y) && rng.next() < o.reportRate) {
-          events.push({ ...base(i), event_id: `demo-${eventNo++}`, kind: 'safety_report', response: y, category: 'policy_violation', severity: 'high' });
+          events.push({ ...base(i), event_id: `demo-s${o.seed}-run${runNo}-${eventNo++}`, kind: 'safety_report', response: y, category: 'policy_violation', severity: 'high' });
         }
       }
     });
@@ -115,6 +120,9 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
       body: events.map((e) => JSON.stringify(e)).join('\n') + '\n' });
     const taken = (await res.json()) as { stored: number; rejected: unknown[] };
     log.info('demo: feedback sent', { round: r, served: version, events: events.length, stored: taken.stored, rejected: taken.rejected.length });
+    // The demo triggers each round itself (as an operator's manual trigger would), once its
+    // feedback is in: the same windows every run, so a seed reproduces the run.
+    void loop.scheduler.trigger(model, `demo round ${r}`);
     const summary = await next(15 * 60_000);
     const out = summary.outcome;
     counts[out.decision]++;

@@ -41,6 +41,8 @@ export interface LoopOptions {
   reconcileMs?: number;
   /** Called after every round (the demo and tests watch rounds through it). */
   onRound?: (summary: RoundSummary) => void;
+  /** false: no cron or min-new-examples triggers, only manual ones (the demo). */
+  autoTriggers?: boolean;
 }
 
 export interface ModelStatus {
@@ -92,6 +94,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
   const typesOf = (rt: ModelRuntime): Array<'pair' | 'kto'> => (rt.policy().objective.loss_type === 'kto' ? ['kto'] : ['pair']);
   const scheduler: Scheduler = createScheduler({
     log,
+    ...(opts.autoTriggers === undefined ? {} : { autoTriggers: opts.autoTriggers }),
     ...(opts.pollMs === undefined ? {} : { pollMs: opts.pollMs }),
     models: runtimes.map((rt) => ({
       model: rt.model,

@@ -34,7 +34,10 @@ export function createScheduler(opts: {
   log: Logger;
   /** How often the min-new-examples trigger is checked. */
   pollMs?: number;
+  /** false: only manual triggers (the demo drives rounds itself, so its runs are reproducible). */
+  autoTriggers?: boolean;
 }): Scheduler {
+  const auto = opts.autoTriggers !== false;
   const state = new Map(opts.models.map((m) => [m.model, {
     m, busy: undefined as Promise<void> | undefined, queued: undefined as { reason: string; waiters: Array<() => void> } | undefined,
     task: undefined as ScheduledTask | undefined, cronExpr: '',
@@ -73,6 +76,7 @@ export function createScheduler(opts: {
   };
 
   function reschedule(): void {
+    if (!auto) return;
     for (const s of state.values()) {
       const expr = s.m.cron();
       if (s.task !== undefined && expr === s.cronExpr) continue;
@@ -83,6 +87,7 @@ export function createScheduler(opts: {
   }
   reschedule();
   const poll = setInterval(() => {
+    if (!auto) return;
     for (const s of state.values()) if (s.busy === undefined) due(s, 'min_new_examples');
   }, opts.pollMs ?? 5000);
   poll.unref();
