@@ -5,14 +5,11 @@
 // q/k/v biases. The fixtures' PEFT adapters give the (non-zero) point of evaluation.
 import t from 'tap';
 import { join } from 'node:path';
-import { tensor } from '../../daemon/engine/index.js';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
-import { declareBaseWeights, declareLora } from '../../daemon/model/forward-graph.js';
-import { loadModel, loraHostTensors } from '../../daemon/model/model.js';
+import { loadModel } from '../../daemon/model/model.js';
 import { readPeftAdapter } from '../../daemon/model/peft.js';
-import { buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
 import { gradcheck } from '../engine/gradcheck.js';
-import { PARITY, readJson, type SequenceRecord } from './fixtures.js';
+import { PARITY, loraLogProbGradCase, readJson, type SequenceRecord } from './fixtures.js';
 
 for (const arch of ['gpt2', 'mistral', 'qwen2'] as const) {
   t.test(arch, async (t) => {
@@ -21,30 +18,7 @@ for (const arch of ['gpt2', 'mistral', 'qwen2'] as const) {
     const { sequences } = readJson<{ sequences: SequenceRecord[] }>(arch, 'reference.json');
     // Two rows of different lengths; the longer one (16 tokens) is longer than Mistral's window of 6.
     const batch = packLogProbBatch([sequences[1]!, sequences[2]!].map((s) => ({ ids: s.ids, promptLength: s.prompt_length })), model.padId);
-    const host = loraHostTensors(adapter);
-    const r = await gradcheck({
-      name: `${arch} LoRA`,
-      yDims: [batch.batch],
-      build: (g, dt) => {
-        const base = declareBaseWeights(g, model.weights, 'float64');
-        const lv = declareLora(g, model.spec, adapter.config, 'param', 'float64');
-        const y = buildLogProbs(base, lv, logProbInputs(g, 'float64')).seqLogps;
-        const wrt = [...lv.pairs.values()].flatMap((p) => [p.a, p.b]).map((v) => {
-          const h = host[v.name]!;
-          return { v, data: tensor(dt, h.dims, Float64Array.from(h.data as Float32Array)) };
-        });
-        const dims = [batch.batch, batch.length];
-        return {
-          wrt, y,
-          feeds: {
-            input_ids: tensor('int64', dims, Array.from(batch.inputIds)),
-            attention_mask: tensor('float64', dims, Array.from(batch.attentionMask)),
-            targets: tensor('int64', dims, Array.from(batch.targets)),
-            target_mask: tensor('float64', dims, Array.from(batch.targetMask)),
-          },
-        };
-      },
-    });
+    const r = await gradcheck(loraLogProbGradCase(`${arch} LoRA`, model, adapter, batch));
     t.ok(r.fdNorm > 1e-2, `gradient is not trivially zero (‖fd‖ = ${r.fdNorm.toExponential(2)})`);
     // 5e-6: central differences with ε = 1e-5 carry an O(ε²·f''') truncation error, which these
     // adapters' large gradients (‖fd‖ up to ~5e2 on qwen2) bring to ~1e-6; a wrong rule gives ≫ 1e-3.

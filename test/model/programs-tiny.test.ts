@@ -8,10 +8,10 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  createSession, initState, ops as O, output, tensor, toOnnx, trainProgram, trainStep,
+  createSession, initState, ops as O, output, toOnnx, trainProgram, trainStep,
 } from '../../daemon/engine/index.js';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
-import { declareBaseWeights, declareLora } from '../../daemon/model/forward-graph.js';
+import { declareLora } from '../../daemon/model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterFromTensors, batchFeeds, loadModel, loraFeeds, loraHostTensors } from '../../daemon/model/model.js';
 import { buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
@@ -21,7 +21,7 @@ import {
 import { createRng } from '../../daemon/model/rng.js';
 import { ensureTinyModel } from '../../daemon/model/tiny.js';
 import { gradcheck } from '../engine/gradcheck.js';
-import { maxAbsDiff } from './fixtures.js';
+import { loraLogProbGradCase, maxAbsDiff } from './fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-programs-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,30 +142,7 @@ t.test('gradient of summed response log-probs w.r.t. LoRA A and B matches float6
     { ids: seqs[0]!.ids.slice(0, 9), promptLength: 4 },
     { ids: seqs[2]!.ids.slice(0, 7), promptLength: 3 },
   ], model.padId);
-  const host = loraHostTensors(init);
-  const r = await gradcheck({
-    name: 'tiny llama LoRA',
-    yDims: [2],
-    build: (g, dt) => {
-      const base = declareBaseWeights(g, model.weights, 'float64');
-      const lv = declareLora(g, spec, cfg, 'param', 'float64');
-      const y = buildLogProbs(base, lv, logProbInputs(g, 'float64')).seqLogps;
-      const wrt = [...lv.pairs.values()].flatMap((p) => [p.a, p.b]).map((v) => {
-        const h = host[v.name]!;
-        return { v, data: tensor(dt, h.dims, Float64Array.from(h.data as Float32Array)) };
-      });
-      const dims = [small.batch, small.length];
-      return {
-        wrt, y,
-        feeds: {
-          input_ids: tensor('int64', dims, Array.from(small.inputIds)),
-          attention_mask: tensor('float64', dims, Array.from(small.attentionMask)),
-          targets: tensor('int64', dims, Array.from(small.targets)),
-          target_mask: tensor('float64', dims, Array.from(small.targetMask)),
-        },
-      };
-    },
-  });
+  const r = await gradcheck(loraLogProbGradCase('tiny llama LoRA', model, init, small));
   t.ok(r.fdNorm > 1e-2, `gradient is not trivially zero (‖fd‖ = ${r.fdNorm.toExponential(2)})`);
   t.ok(r.relError < 1e-6, `relative error ${r.relError.toExponential(2)} over ${r.elements} LoRA elements`);
 });
