@@ -70,6 +70,12 @@ t.test('kill -9 during a round, restart: round redone, no event lost, registry c
     const r = await fetch(`${second.url}/v1/status`);
     return ((await r.json()) as { buffer: { events: number } }).buffer.events === produced.size;
   }, 60_000, `${produced.size} events in the buffer`, () => second.logs.slice(-30).join('\n'));
+  // The restarted consumer gets the killed one's partitions only after the group drops the dead
+  // member (session timeout): wait for its commits to reach the end before stopping it.
+  await waitFor(async () => {
+    const o = await committedEqualsEnd(broker.brokers, 'alignd-ingest', TOPIC);
+    return JSON.stringify(o.committed) === JSON.stringify(o.end);
+  }, 120_000, 'the restarted daemon to commit every partition', () => second.logs.slice(-30).join('\n'), 1000);
   // A round in hand when SIGTERM comes is finished or abandoned between phases: give it time.
   t.equal(await stopWithin(second, 'SIGTERM', 120_000), 0, 'the restarted daemon exits 0 on SIGTERM');
 
