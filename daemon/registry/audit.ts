@@ -9,11 +9,10 @@
  * was never acknowledged, so the next append cuts it off (and says so in its own record), and
  * verification reports it rather than calling it tampering.
  */
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { AligndError } from '../errors.js';
 import { withLock } from './lock.js';
-import { appendLineDurable } from './fsutil.js';
 
 export const GENESIS = '0'.repeat(64);
 const sha256 = (s: string | Buffer): string => createHash('sha256').update(s).digest('hex');
@@ -98,7 +97,13 @@ export function appendAudit(path: string, event: string, fields: Record<string, 
       }
     }
     const record: AuditRecord = { seq, ts: new Date().toISOString(), prev, event, ...fields, ...(torn === undefined ? {} : { tornTailBytesDropped: torn }) };
-    appendLineDurable(path, JSON.stringify(record));
+    const fd = openSync(path, 'a', 0o644);
+    try {
+      appendFileSync(fd, JSON.stringify(record) + '\n');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     return record;
   });
 }

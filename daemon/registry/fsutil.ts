@@ -3,7 +3,7 @@
  * file in the same directory, fsync it, rename it over the target, fsync the directory (so the
  * rename itself survives a power cut, not just a process crash).
  */
-import { appendFileSync, closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 
@@ -65,16 +65,5 @@ export function isDir(path: string): boolean {
     return statSync(path).isDirectory();
   } catch {
     return false;
-  }
-}
-
-/** Append one line and fsync before returning (append-only logs: audit, promotion announcements). */
-export function appendLineDurable(path: string, line: string): void {
-  const fd = openSync(path, 'a', 0o644);
-  try {
-    appendFileSync(fd, line + '\n');
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
