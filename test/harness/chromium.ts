@@ -13,9 +13,12 @@ export function ensureChromium(): string {
   if (process.getuid?.() !== 0) {
     throw new Error(`${CHROMIUM} is missing and this is not root: install Debian's chromium (apt-get install chromium) or set ALIGND_CHROMIUM`);
   }
-  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', timeout: 300_000 });
+  // apt's progress goes to stderr: on stdout it would be read as this test file's TAP stream (tap then
+  // reported the file as "no tests found" and skipped it on every fresh machine).
+  const toStderr = ['ignore', process.stderr, process.stderr] as const;
+  execFileSync('apt-get', ['update', '-qq'], { stdio: [...toStderr], timeout: 300_000 });
   execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'chromium'], {
-    stdio: 'inherit', timeout: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    stdio: [...toStderr], timeout: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   if (!existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} does not exist`);
   return CHROMIUM;
 }
