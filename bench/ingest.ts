@@ -28,7 +28,7 @@ import { kafkaSourceConfigSchema } from '../adapters/sources/kafka-config.js';
 import { createIngest } from '../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../daemon/ingest/schema.js';
 import type { RawFeedback } from '../daemon/ingest/types.js';
-import { createLogger } from '../daemon/log.js';
+import { createLogger } from '../daemon/base/log.js';
 import { openBuffer } from '../daemon/store/buffer.js';
 import { makeEventOfSize } from '../test/harness/events.js';
 import { createTopics, startBroker } from '../test/harness/kafka.js';

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { AligndError } from './errors.js';
+import { AligndError } from './base/errors.js';
 import { defaultLimits } from './ingest/schema.js';
 // The Kafka source's schema lives beside the adapter; config.ts belongs to the composition root.
 import { kafkaSourceConfigSchema } from '../adapters/sources/kafka-config.js';

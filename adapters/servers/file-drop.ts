@@ -8,9 +8,9 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import { adapterDigest } from '../../daemon/registry/registry.js';
-import { fsyncDir, fsyncTree } from '../../daemon/registry/fsutil.js';
+import { fsyncDir, fsyncTree } from '../../daemon/base/fs-durable.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 
 export function fileDropTarget(cfg: { dir: string }): ServerTarget {

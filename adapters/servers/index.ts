@@ -2,7 +2,7 @@
  * Server targets from a policy's `servers` list (used by the composition root). Secrets come from
  * the environment variables the policy names.
  */
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import type { ServerTargetConfig } from '../../daemon/policy/schema.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 import { fileDropTarget } from './file-drop.js';

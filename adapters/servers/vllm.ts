@@ -9,7 +9,7 @@
  * Errors come as {"error": {message, type, code}} or, from older builds, top-level
  * {message, type, code}; FastAPI's {"detail": "Not Found"} means the routes are off.
  */
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import type { DeployRequest, ServerTarget } from '../../daemon/registry/targets.js';
 import { bodyText, fetchWithTimeout } from './http-json.js';
 

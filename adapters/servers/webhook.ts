@@ -4,7 +4,7 @@
  * `x-alignd-signature: sha256=<hex>`. Any 2xx is success.
  */
 import { createHmac } from 'node:crypto';
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 import { bodyText, fetchWithTimeout } from './http-json.js';
 

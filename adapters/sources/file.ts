@@ -8,7 +8,7 @@
 import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { FeedbackSink, FeedbackSource, RawFeedback } from '../../daemon/ingest/types.js';
-import type { Logger } from '../../daemon/log.js';
+import type { Logger } from '../../daemon/base/log.js';
 import { splitLines } from './http.js';
 
 export interface FileSourceOptions {

@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FeedbackSink, IngestOutcome, RawFeedback } from '../../daemon/ingest/types.js';
 import type { Route } from '../../daemon/http/server.js';
 import { sendJson } from '../../daemon/http/server.js';
-import type { Logger } from '../../daemon/log.js';
+import type { Logger } from '../../daemon/base/log.js';
 
 export interface HttpFeedbackOptions {
   sink: FeedbackSink;

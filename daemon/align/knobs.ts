@@ -9,7 +9,7 @@
  * KL budgets are in nats per response token: the mean exact token-level KL(π‖π_ref) over the
  * held-out contexts' response positions (see kl.ts).
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { LoraConfig } from '../model/lora.js';
 import type { Policy } from '../policy/schema.js';
 import type { DpoLossType } from './losses.js';

@@ -8,8 +8,8 @@
  *   NaN/Inf anywhere discards the candidate (TRAINING_DIVERGED) and leaves the deployed untouched.
  */
 import * as ort from 'onnxruntime-node';
-import { AligndError, errorMessage } from '../errors.js';
-import { type Logger, silentLogger } from '../log.js';
+import { AligndError, errorMessage } from '../base/errors.js';
+import { type Logger, silentLogger } from '../base/log.js';
 import { type OrtTensor, type TrainState, accumulate, applyAccumulated, f32, i64, initAccumulator, initState, trainStep } from '../engine/index.js';
 import { adapterFromTensors, batchFeeds, loraHostTensors, loraShapeKey } from '../model/model.js';
 import { packLogProbBatch } from '../model/batch.js';

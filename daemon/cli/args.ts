@@ -1,6 +1,6 @@
 /** Small helpers over node:util parseArgs so each command states its flags in one place. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, usage: string) {
   try {

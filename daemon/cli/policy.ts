@@ -7,12 +7,12 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { loadDaemonConfig } from '../config.js';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from '../gate/record.js';
 import { editDeployment } from '../policy/edit.js';
 import { readPolicyFile, type PolicyContext } from '../policy/load.js';
 import { policyJsonSchema } from '../policy/schema.js';
-import { parseVersion, validateModelName } from '../registry/names.js';
+import { parseVersion, validateModelName } from '../base/names.js';
 import { listModels, openRegistry } from '../registry/registry.js';
 import { parse } from './args.js';
 

@@ -5,7 +5,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export interface SendResult { sent: number; stored: number; duplicates: number; rejected: Array<{ line: number; code: string; reason: string }> }
 

@@ -7,7 +7,7 @@
  * promotions land in the file-drop target. The demo only watches: it
  * measures the gold reward and unsafe rate of the served version before and after.
  */
-import type { Logger } from '../log.js';
+import type { Logger } from '../base/log.js';
 import type { Loop } from '../loop/loop.js';
 import type { RoundSummary } from '../loop/round.js';
 import type { FeedbackEvent } from '../ingest/schema.js';

@@ -8,7 +8,7 @@
  * the registry in vjp.ts, asking only for the inputs on a path (so frozen weights get no
  * weight-gradient products).
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { type Value, constant, value } from './graph.js';
 import { add, constantOfShape, shapeOf, sum, zerosLike } from './ops.js';
 import { isFloat, tensor } from './tensor.js';

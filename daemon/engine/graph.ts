@@ -12,7 +12,7 @@
  *
  * Naming is deterministic (a per-graph counter), so the same program gives the same ONNX bytes.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { type DType, type HostTensor, tensor, toHalf } from './tensor.js';
 
 export type Dim = number | string;

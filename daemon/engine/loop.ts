@@ -3,7 +3,7 @@
  * gradient accumulation over micro-batches. A step whose loss or gradient norm is not finite
  * throws TRAINING_DIVERGED and leaves the state as it was.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { type OrtTensor, type Session, run, scalarOrt, toOrt } from './runtime.js';
 import { type HostTensor } from './tensor.js';
 import { type ProgramInfo, names } from './train.js';

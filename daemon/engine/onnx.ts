@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { Attr, Graph, Node } from './graph.js';
 import { type Sink, bytesOf, sink, writeBytes, writeFloat, writeMessage, writeString, writeVarint } from './proto.js';
 import { type HostTensor, onnxType, rawBytes } from './tensor.js';

@@ -4,7 +4,7 @@
  * other operand's dtype). Composite helpers (rmsNorm, silu, softplus, logSigmoid, causalMask) are
  * built from these, so autodiff differentiates them through their parts.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import {
   A, type Attr, type Dim, type Graph, type Shape, type Value, type ValueInfo, constData, constant, emit, unknownDim, withShape,
 } from './graph.js';

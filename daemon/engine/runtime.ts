@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { AligndError, errorMessage } from '../errors.js';
+import { AligndError, errorMessage } from '../base/errors.js';
 import { type DType, type HostTensor, type TensorData, sizeOf } from './tensor.js';
 
 export type Provider = 'cpu' | 'cuda' | 'webgpu';

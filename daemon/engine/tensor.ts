@@ -3,7 +3,7 @@
  * These are what the graph builder stores for constants and frozen weights, and what the runtime
  * feeds to and reads from onnxruntime.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool';
 
@@ -105,8 +105,8 @@ export function rawBytes(t: HostTensor): Uint8Array {
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
-export { rng } from '../random.js';
-import { rng } from '../random.js';
+export { rng } from '../base/random.js';
+import { rng } from '../base/random.js';
 
 /** Uniform values in [lo, hi) from a seeded generator. */
 export function randomTensor(dtype: DType, dims: number[], seed: number, lo = -1, hi = 1): HostTensor {

@@ -15,7 +15,7 @@
  * Names (inputs → outputs): lr, step, adam_m.<p>, adam_v.<p> → loss, <metrics>, grad_norm, new.<p>,
  * new.adam_m.<p>, new.adam_v.<p>; accumulation: acc.<p> → new.acc.<p>.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { grad } from './autodiff.js';
 import { type Graph, type Value, graph, input, output, param } from './graph.js';
 import { add, cast, div, min, mul, pow, sqrt, sub, sum, sumAll } from './ops.js';

@@ -7,7 +7,7 @@
  * broadcasting is undone by unbroadcast(). Only standard ONNX ops are emitted, plus
  * com.microsoft.FusedMatMul for transposed products.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { type Attr, type Node, type Value, constData, constant, emit, withShape } from './graph.js';
 import { sizeOf, tensor } from './tensor.js';
 import {

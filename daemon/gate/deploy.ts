@@ -5,7 +5,7 @@
  *   recorded but never pushed.
  * - `frozen`: the current version stays; nothing is trained or pushed.
  */
-import type { Logger } from '../log.js';
+import type { Logger } from '../base/log.js';
 import type { Deployment } from '../policy/schema.js';
 import { promote, type PromoteOptions, type PromoteResult } from '../registry/promote.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';

@@ -4,9 +4,9 @@
  * and push it when the policy's deployment mode allows. The composition root calls this after a
  * training round has added the candidate.
  */
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import { silentLogger } from '../log.js';
+import { errorMessage } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { silentLogger } from '../base/log.js';
 import type { Policy } from '../policy/schema.js';
 import type { PromoteOptions, PromoteResult } from '../registry/promote.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';

@@ -4,7 +4,7 @@
  * call these). Approving does not push by itself: it turns the decision into `promote`, and the
  * daemon performs the promotion (the admin route's onApproved hook, or its loop).
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { GateRecord } from '../registry/manifest.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
 import type { GateDecision } from './types.js';

@@ -10,9 +10,9 @@
 import { existsSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
-import { AligndError, errorMessage } from '../errors.js';
+import { AligndError, errorMessage } from '../base/errors.js';
 import { sendJson, type Route } from '../http/server.js';
-import { MODEL_NAME_RE } from '../registry/names.js';
+import { MODEL_NAME_RE } from '../base/names.js';
 import { openRegistry, type Registry, type VersionInfo } from '../registry/registry.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from './record.js';
 

@@ -2,8 +2,8 @@
  * The ingest stage: validate → dedupe → durable write → (later, in chunks) derive examples.
  * Implements FeedbackSink for every source. Counters feed telemetry and `alignd status`.
  */
-import type { Logger } from '../log.js';
-import { silentLogger } from '../log.js';
+import type { Logger } from '../base/log.js';
+import { silentLogger } from '../base/log.js';
 import type { ReplayBuffer, StoredRow } from '../store/buffer.js';
 import type { EventLimits } from './schema.js';
 import type { FeedbackSink, IngestOutcome, RawFeedback, RejectCode } from './types.js';

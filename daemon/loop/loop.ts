@@ -5,15 +5,15 @@
  * in as factories from the composition root.
  */
 import { join } from 'node:path';
-import { AligndError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import { AligndError, errorMessage } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
 import type { ReplayBuffer } from '../store/buffer.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { Policy } from '../policy/schema.js';
 import { editDeployment } from '../policy/edit.js';
 import { openRegistry } from '../registry/registry.js';
 import { reconcile } from '../registry/promote.js';
-import { servedName, VERSION_RE } from '../registry/names.js';
+import { servedName, VERSION_RE } from '../base/names.js';
 import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
 import { nextToPromote, promoteIfAllowed } from '../gate/deploy.js';
 import { gateRoutes } from '../gate/routes.js';

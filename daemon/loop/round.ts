@@ -8,8 +8,8 @@
  */
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { AligndError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import { AligndError, errorMessage } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundResult as RoundOutcome } from '../store/buffer.js';
 import type { Prompt } from '../ingest/schema.js';
 import { runRound, type RoundResult } from '../align/round.js';

@@ -6,8 +6,8 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { AligndError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import { AligndError, errorMessage } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
 import { watchPolicy, type PolicyWatcher } from '../policy/watch.js';
 import type { Policy } from '../policy/schema.js';
 import { openRegistry, type Registry } from '../registry/registry.js';

@@ -5,8 +5,8 @@
  * there is new data (min_new_examples); a manual trigger always does.
  */
 import { schedule, type ScheduledTask } from 'node-cron';
-import { AligndError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import { AligndError, errorMessage } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
 
 export interface SchedulerModel {
   model: string;

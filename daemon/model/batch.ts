@@ -4,7 +4,7 @@
  * attention being causal, pads never change a real token's logits), next-token targets, and a
  * mask that keeps only response tokens (prompt tokens and pads contribute nothing).
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { PromptResponseTokens } from './tokenizer.js';
 
 export interface LogProbBatch {

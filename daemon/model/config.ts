@@ -8,7 +8,7 @@
  * or from `rope_parameters` (transformers 5.x), whichever the file has.
  */
 import { z } from 'zod';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'gpt2'] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];

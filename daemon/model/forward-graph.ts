@@ -21,7 +21,7 @@
  * rank-r product. A and B are trainable parameters ('param'), plain graph inputs fed on every run
  * ('input', how inference programs swap adapters without rebuilding), or initializers ('fixed').
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { A, type Graph, type Value, constant, emit, frozen, input, ops as O, param, tensor } from '../engine/index.js';
 import type { ModelSpec } from './config.js';
 import { loraScaling, loraTargets, type LoraAdapter, type LoraConfig } from './lora.js';

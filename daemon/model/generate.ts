@@ -9,7 +9,7 @@
  * one seeded RNG per row (row b uses seeds[b], default seed + b), so a row's tokens do not depend
  * on what else is in the batch and a seed reproduces them.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { type OrtTensor, i64 } from '../engine/index.js';
 import * as ort from 'onnxruntime-node';
 import type { ModelSpec } from './config.js';

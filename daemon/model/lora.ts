@@ -7,7 +7,7 @@
  * Dropout applies in training only (the engine's job); this module holds config, targets,
  * initialisation and the adapter's tensors.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { ModelSpec } from './config.js';
 import { createRng } from './rng.js';
 import { linearModules, type LinearModule } from './weights.js';

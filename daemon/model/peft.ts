@@ -11,7 +11,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { ModelSpec } from './config.js';
 import { loraTargets, validTargets, type LoraAdapter, type LoraConfig, type LoraPair } from './lora.js';
 import { pyFloat, pythonJsonDumps } from './pyjson.js';

@@ -19,7 +19,7 @@ import { lmHeadName, type NamedTensors } from './weights.js';
 import type { LogProbBatch } from './batch.js';
 import { createRng } from './rng.js';
 import { GREEDY, sampleToken, type SamplingOptions } from './sampling.js';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export interface ReferenceModel {
   spec: ModelSpec;

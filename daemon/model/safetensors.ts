@@ -12,7 +12,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import { join, dirname, basename } from 'node:path';
 import { z } from 'zod';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half.js';
 
 /** Dtypes in the reference crate's enum order (its derived `Ord` drives the writer's sort). */

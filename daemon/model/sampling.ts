@@ -4,7 +4,7 @@
  * them (temperature, then top-p). Runs in TypeScript on the last position's logits, whatever
  * produced them (the ONNX generation program, or the reference forward).
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { Rng } from './rng.js';
 
 export interface SamplingOptions {

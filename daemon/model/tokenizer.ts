@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { z } from 'zod';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export interface ChatMessage {
   role: string;

@@ -3,7 +3,7 @@
  * modules (what LoRA can target). One table that the loader's validation, the tiny-model
  * generator, the reference forward and the PEFT key mapping all read.
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { ModelSpec } from './config.js';
 import { numel, toFloat32, type TensorEntry } from './safetensors.js';
 

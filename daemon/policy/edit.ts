@@ -5,8 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
-import { AligndError } from '../errors.js';
-import { writeFileAtomicDurable } from '../registry/fsutil.js';
+import { AligndError } from '../base/errors.js';
+import { writeFileAtomicDurable } from '../base/fs-durable.js';
 import { formatProblems, parsePolicyText, type PolicyContext } from './load.js';
 import type { Deployment, Policy } from './schema.js';
 

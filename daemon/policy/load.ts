@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { policySchema, type Policy } from './schema.js';
 
 export interface PolicyProblem {

@@ -6,7 +6,7 @@
  */
 import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
-import { MODEL_NAME_RE, VERSION_RE } from '../registry/names.js';
+import { MODEL_NAME_RE, VERSION_RE } from '../base/names.js';
 
 const prob = z.number().min(0).max(1);
 const positive = z.number().positive();

@@ -10,11 +10,11 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { errorMessage } from '../errors.js';
-import { silentLogger, type Logger } from '../log.js';
+import { errorMessage } from '../base/errors.js';
+import { silentLogger, type Logger } from '../base/log.js';
 import { formatProblems, readPolicyFile, type PolicyContext, type PolicyProblem } from './load.js';
 import type { Policy } from './schema.js';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export interface PolicyWatcherOptions {
   file: string;

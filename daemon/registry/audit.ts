@@ -11,7 +11,7 @@
  */
 import { appendFileSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { withLock } from './lock.js';
 
 export const GENESIS = '0'.repeat(64);

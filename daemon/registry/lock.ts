@@ -4,7 +4,7 @@
  * short synchronous critical sections of the registry (allocating a version, appending audit).
  */
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 const sleepMs = (ms: number): void => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);

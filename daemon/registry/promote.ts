@@ -10,10 +10,10 @@
  * - Announcement happens once per completed promotion; a failing publisher is logged and audited,
  *   never undoes the push (servers already serve it).
  */
-import { AligndError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import { silentLogger } from '../log.js';
-import { servedName } from './names.js';
+import { AligndError, errorMessage } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { silentLogger } from '../base/log.js';
+import { servedName } from '../base/names.js';
 import type { Registry } from './registry.js';
 import type { DeploymentState } from './state.js';
 import type { PromotionPublisher, ServerTarget } from './targets.js';

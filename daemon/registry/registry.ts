@@ -15,12 +15,12 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join, relative } from 'node:path';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import { appendAudit, readAudit, verifyAudit, type AuditRecord, type AuditVerification } from './audit.js';
-import { fsyncDir, fsyncTree, isDir, writeDurable, writeFileAtomicDurable } from './fsutil.js';
+import { fsyncDir, fsyncTree, isDir, writeDurable, writeFileAtomicDurable } from '../base/fs-durable.js';
 import { withLock } from './lock.js';
 import { manifestSchema, type GateRecord, type Manifest, type ManifestInput } from './manifest.js';
-import { parseVersion, servedName, validateModelName, versionName } from './names.js';
+import { parseVersion, servedName, validateModelName, versionName } from '../base/names.js';
 import { deploymentStateSchema, type DeploymentState, type DeploymentStateInput } from './state.js';
 
 export interface VersionInfo {

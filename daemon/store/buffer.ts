@@ -8,12 +8,12 @@
  * - Sampling applies per-user and per-tenant caps (a defence against feedback poisoning).
  */
 import { hash } from 'node:crypto';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 import type { Origin } from '../ingest/types.js';
 import type { FeedbackEvent, Prompt } from '../ingest/schema.js';
 import { deriveOwn, normalisedScore, pairBinary, pairRatings, type ExampleDraft, type ExampleType, type PromptPeer } from '../ingest/derive.js';
 import { openDb, type Db } from './db.js';
-import { rng as seededRandom } from '../random.js';
+import { rng as seededRandom } from '../base/random.js';
 
 export interface BufferOptions {
   path: string;
@@ -112,7 +112,7 @@ export function promptHash(prompt: Prompt): string {
 }
 
 /** Seeded PRNG so windows are reproducible from the round's seed (the engine's mulberry32). */
-export { rng as seededRandom } from '../random.js';
+export { rng as seededRandom } from '../base/random.js';
 
 function shuffle<T>(xs: T[], rand: () => number): T[] {
   for (let i = xs.length - 1; i > 0; i--) {

@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { AligndError } from '../errors.js';
+import { AligndError } from '../base/errors.js';
 
 export type Db = Database.Database;
 

@@ -15,7 +15,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sendToKafka } from '../../adapters/sources/kafka.js';
-import { silentLogger } from '../../daemon/log.js';
+import { silentLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 import { consoleProduce, createTopics, startBroker } from '../harness/kafka.js';

@@ -13,7 +13,7 @@ import { gateRoutes } from '../../daemon/gate/routes.js';
 import { nextToPromote, promoteIfAllowed } from '../../daemon/gate/deploy.js';
 import { approveCandidate } from '../../daemon/gate/record.js';
 import { closeServer, startHttpServer } from '../../daemon/http/server.js';
-import { silentLogger } from '../../daemon/log.js';
+import { silentLogger } from '../../daemon/base/log.js';
 import { policySchema } from '../../daemon/policy/schema.js';
 import { memoryAnnouncer } from '../../daemon/registry/publisher.js';
 import { openRegistry, type Registry } from '../../daemon/registry/registry.js';

@@ -8,7 +8,7 @@
 import { createKafkaSource } from '../../adapters/sources/kafka.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../../daemon/ingest/schema.js';
-import { createLogger } from '../../daemon/log.js';
+import { createLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 
 interface ChildConfig { brokers: string[]; topic: string; groupId: string; dbPath: string; sessionTimeout?: number }

@@ -14,7 +14,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { createKafkaSource } from '../../adapters/sources/kafka.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../../daemon/ingest/schema.js';
-import { silentLogger } from '../../daemon/log.js';
+import { silentLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { makeEvent } from '../harness/events.js';
 import { createTopics, startBroker } from '../harness/kafka.js';

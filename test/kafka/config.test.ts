@@ -5,8 +5,8 @@
 import t from 'tap';
 import { createKafkaSource } from '../../adapters/sources/kafka.js';
 import { dlqTopicFor, kafkaSourceConfigSchema } from '../../adapters/sources/kafka-config.js';
-import { AligndError } from '../../daemon/errors.js';
-import { silentLogger } from '../../daemon/log.js';
+import { AligndError } from '../../daemon/base/errors.js';
+import { silentLogger } from '../../daemon/base/log.js';
 import { freePort } from '../harness/kafka.js';
 
 function caught(fn: () => unknown): Error | undefined {

@@ -14,7 +14,7 @@ import { createKafkaSource, sendToKafka } from '../../adapters/sources/kafka.js'
 import { DLQ_HEADERS } from '../../adapters/sources/kafka-dlq.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../../daemon/ingest/schema.js';
-import { silentLogger } from '../../daemon/log.js';
+import { silentLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { badInputs, makeEvent } from '../harness/events.js';
 import { consoleProduce, createTopics, startBroker } from '../harness/kafka.js';

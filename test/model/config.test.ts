@@ -2,7 +2,7 @@
 // the transformers 4 spelling of RoPE fields), and the errors for what alignd cannot run.
 import t from 'tap';
 import { join } from 'node:path';
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import { readModelSpec, loadCheckpoint } from '../../daemon/model/checkpoint.js';
 import { parseModelConfig, SUPPORTED_MODEL_TYPES } from '../../daemon/model/config.js';
 import { ropeInvFreq } from '../../daemon/model/reference-forward.js';

@@ -4,7 +4,7 @@ import t from 'tap';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import { readModelSpec } from '../../daemon/model/checkpoint.js';
 import { initLora, loraScaling, loraTargets, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterConfigJson, readPeftAdapter, writePeftAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../../daemon/model/peft.js';

@@ -9,7 +9,7 @@ import {
   fromFloat32, parseSafetensors, readCheckpointTensors, readSafetensors, serializeSafetensors, toFloat32, writeCheckpointTensors,
   type TensorEntry,
 } from '../../daemon/model/safetensors.js';
-import { AligndError } from '../../daemon/errors.js';
+import { AligndError } from '../../daemon/base/errors.js';
 import { PARITY, readJson } from './fixtures.js';
 
 function allSafetensors(dir: string): string[] {

@@ -6,7 +6,7 @@ import { openBuffer } from '../../daemon/store/buffer.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../../daemon/ingest/schema.js';
 import { fileSource } from '../../adapters/sources/file.js';
-import { silentLogger } from '../../daemon/log.js';
+import { silentLogger } from '../../daemon/base/log.js';
 import { makeEvent } from '../harness/events.js';
 
 const line = (x: unknown): string => (typeof x === 'string' ? x : JSON.stringify(x)) + '\n';

@@ -2,7 +2,7 @@
  * Names the registry puts on disk and on inference servers. Model names become directory names
  * and server-side adapter names, so they are restricted to a safe alphabet (no `/`, no `..`).
  */
-import { AligndError } from '../errors.js';
+import { AligndError } from './errors.js';
 
 /** Letters, digits, `.`, `_`, `-`; starts with a letter or digit; at most 64 characters. */
 export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
