@@ -8,9 +8,9 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AligndError } from './base/errors.js';
-import { defaultLimits } from './ingest/schema.js';
+import { defaultLimits } from './feedback/schema.js';
 // The Kafka source's schema lives beside the adapter; config.ts belongs to the composition root.
-import { kafkaSourceConfigSchema } from '../adapters/sources/kafka-config.js';
+import { kafkaSourceConfigSchema } from './ingest/kafka-source-config.js';
 import { engineConfigSchema } from './engine/config.js';
 
 export const daemonConfigSchema = z.strictObject({

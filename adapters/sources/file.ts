@@ -7,7 +7,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { FeedbackSink, FeedbackSource, RawFeedback } from '../../daemon/ingest/types.js';
+import type { FeedbackSink, FeedbackSource, RawFeedback } from '../../daemon/feedback/sink.js';
 import type { Logger } from '../../daemon/base/log.js';
 import { splitLines } from './http.js';
 

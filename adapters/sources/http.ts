@@ -10,7 +10,7 @@
  *   503 the buffer could not write (nothing acknowledged; retry later).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { FeedbackSink, IngestOutcome, RawFeedback } from '../../daemon/ingest/types.js';
+import type { FeedbackSink, IngestOutcome, RawFeedback } from '../../daemon/feedback/sink.js';
 import type { Route } from '../../daemon/http/server.js';
 import { sendJson } from '../../daemon/http/server.js';
 import type { Logger } from '../../daemon/base/log.js';

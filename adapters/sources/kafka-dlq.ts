@@ -3,7 +3,7 @@
  * headers naming why and where from, so an operator can fix and replay the message as it was.
  */
 import type { IHeaders, Message } from 'kafkajs';
-import type { IngestOutcome } from '../../daemon/ingest/types.js';
+import type { IngestOutcome } from '../../daemon/feedback/sink.js';
 
 export const DLQ_HEADERS = {
   reason: 'alignd-dlq-reason',

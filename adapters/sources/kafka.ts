@@ -17,9 +17,9 @@
 import { Kafka, logLevel as kafkaLogLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type LogEntry,
   type Producer, type SASLOptions } from 'kafkajs';
 import { AligndError, errorMessage } from '../../daemon/base/errors.js';
-import type { FeedbackSink, FeedbackSource, IngestOutcome, RawFeedback, RejectCode } from '../../daemon/ingest/types.js';
+import type { FeedbackSink, FeedbackSource, IngestOutcome, RawFeedback, RejectCode } from '../../daemon/feedback/sink.js';
 import { createLogger, type Logger } from '../../daemon/base/log.js';
-import { dlqTopicFor, kafkaSourceConfigSchema, type KafkaSourceConfig, type KafkaSourceConfigInput } from './kafka-config.js';
+import { dlqTopicFor, kafkaSourceConfigSchema, type KafkaSourceConfig, type KafkaSourceConfigInput } from '../../daemon/ingest/kafka-source-config.js';
 import { dlqMessage, headersToStrings } from './kafka-dlq.js';
 
 export interface KafkaSourceCounters {

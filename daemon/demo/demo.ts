@@ -10,7 +10,7 @@
 import type { Logger } from '../base/log.js';
 import type { Loop } from '../loop/loop.js';
 import type { RoundSummary } from '../loop/round.js';
-import type { FeedbackEvent } from '../ingest/schema.js';
+import type { FeedbackEvent } from '../feedback/schema.js';
 import { createRng } from '../model/rng.js';
 import { gold, isUnsafe, mean } from './oracle.js';
 

@@ -5,9 +5,9 @@
 import type { Logger } from '../base/log.js';
 import { silentLogger } from '../base/log.js';
 import type { ReplayBuffer, StoredRow } from '../store/buffer.js';
-import type { EventLimits } from './schema.js';
-import type { FeedbackSink, IngestOutcome, RawFeedback, RejectCode } from './types.js';
-import { createValidator } from './validate.js';
+import type { EventLimits } from '../feedback/schema.js';
+import type { FeedbackSink, IngestOutcome, RawFeedback, RejectCode } from '../feedback/sink.js';
+import { createValidator } from '../feedback/validate.js';
 
 export interface IngestStats {
   received: number;

@@ -11,7 +11,7 @@ import { rmSync } from 'node:fs';
 import { AligndError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundResult as RoundOutcome } from '../store/buffer.js';
-import type { Prompt } from '../ingest/schema.js';
+import type { Prompt } from '../feedback/schema.js';
 import { runRound, type RoundResult } from '../align/round.js';
 import { knobsFromPolicy } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';

@@ -9,9 +9,9 @@
  */
 import { hash } from 'node:crypto';
 import { AligndError } from '../base/errors.js';
-import type { Origin } from '../ingest/types.js';
-import type { FeedbackEvent, Prompt } from '../ingest/schema.js';
-import { deriveOwn, normalisedScore, pairBinary, pairRatings, type ExampleDraft, type ExampleType, type PromptPeer } from '../ingest/derive.js';
+import type { Origin } from '../feedback/sink.js';
+import type { FeedbackEvent, Prompt } from '../feedback/schema.js';
+import { deriveOwn, normalisedScore, pairBinary, pairRatings, type ExampleDraft, type ExampleType, type PromptPeer } from '../feedback/derive.js';
 import { openDb, type Db } from './db.js';
 import { rng as seededRandom } from '../base/random.js';
 

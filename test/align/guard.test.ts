@@ -14,7 +14,7 @@ import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { initLora, type LoraAdapter } from '../../daemon/model/lora.js';
 import { createRng } from '../../daemon/model/rng.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
-import type { FeedbackEvent } from '../../daemon/ingest/schema.js';
+import type { FeedbackEvent } from '../../daemon/feedback/schema.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { runRound } from '../../daemon/align/round.js';
 import { heldoutKl } from '../../daemon/align/kl.js';

@@ -4,7 +4,7 @@
  * of its non-space characters that are 'a'. Preference events are written
  * into a real replay buffer (SQLite) and come back as training windows and held-out examples.
  */
-import type { FeedbackEvent } from '../../daemon/ingest/schema.js';
+import type { FeedbackEvent } from '../../daemon/feedback/schema.js';
 import { createRng, type Rng } from '../../daemon/model/rng.js';
 import type { ReplayBuffer } from '../../daemon/store/buffer.js';
 

@@ -7,7 +7,7 @@
  */
 import { createKafkaSource } from '../../adapters/sources/kafka.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
-import { defaultLimits } from '../../daemon/ingest/schema.js';
+import { defaultLimits } from '../../daemon/feedback/schema.js';
 import { createLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 

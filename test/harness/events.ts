@@ -2,7 +2,7 @@
  * Feedback event factories shared by tests and benches: valid events of every kind, and the
  * bad inputs a producer can send (for DLQ, HTTP 400 and fuzz tests).
  */
-import type { FeedbackEvent } from '../../daemon/ingest/schema.js';
+import type { FeedbackEvent } from '../../daemon/feedback/schema.js';
 
 export type Kind = FeedbackEvent['kind'];
 

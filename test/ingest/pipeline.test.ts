@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
-import { defaultLimits } from '../../daemon/ingest/schema.js';
+import { defaultLimits } from '../../daemon/feedback/schema.js';
 import { badInputs, makeEvent } from '../harness/events.js';
-import type { RawFeedback } from '../../daemon/ingest/types.js';
+import type { RawFeedback } from '../../daemon/feedback/sink.js';
 
 const raw = (v: unknown): RawFeedback => ({ bytes: Buffer.isBuffer(v) ? v : Buffer.from(JSON.stringify(v)), origin: { source: 'cli' } });
 

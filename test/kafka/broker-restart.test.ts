@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { createKafkaSource } from '../../adapters/sources/kafka.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
-import { defaultLimits } from '../../daemon/ingest/schema.js';
+import { defaultLimits } from '../../daemon/feedback/schema.js';
 import { silentLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { makeEvent } from '../harness/events.js';

@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { createKafkaSource } from '../../adapters/sources/kafka.js';
-import { dlqTopicFor, kafkaSourceConfigSchema } from '../../adapters/sources/kafka-config.js';
+import { dlqTopicFor, kafkaSourceConfigSchema } from '../../daemon/ingest/kafka-source-config.js';
 import { AligndError } from '../../daemon/base/errors.js';
 import { silentLogger } from '../../daemon/base/log.js';
 import { freePort } from '../harness/kafka.js';

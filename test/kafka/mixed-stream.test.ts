@@ -13,7 +13,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { createKafkaSource, sendToKafka } from '../../adapters/sources/kafka.js';
 import { DLQ_HEADERS } from '../../adapters/sources/kafka-dlq.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
-import { defaultLimits } from '../../daemon/ingest/schema.js';
+import { defaultLimits } from '../../daemon/feedback/schema.js';
 import { silentLogger } from '../../daemon/base/log.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { badInputs, makeEvent } from '../harness/events.js';

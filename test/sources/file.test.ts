@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
-import { defaultLimits } from '../../daemon/ingest/schema.js';
+import { defaultLimits } from '../../daemon/feedback/schema.js';
 import { fileSource } from '../../adapters/sources/file.js';
 import { silentLogger } from '../../daemon/base/log.js';
 import { makeEvent } from '../harness/events.js';

@@ -4,7 +4,7 @@
  */
 import type { z } from 'zod';
 import { feedbackEventSchema, KINDS, SCHEMA_ID, type EventLimits, type FeedbackEvent } from './schema.js';
-import type { RejectCode } from './types.js';
+import type { RejectCode } from './sink.js';
 
 export type Validated =
   | { ok: true; event: FeedbackEvent; text: string }
