@@ -1,5 +1,5 @@
 /**
- * The scorer and judge shapes the gate consumes (daemon/gate/types.ts defines RewardScorer and
+ * The scorer and judge shapes the gate consumes (daemon/gate/evidence.ts defines RewardScorer and
  * SafetyJudge). They are restated here, structurally identical, because align is upstream of the
  * gate and imports only upstream stages; TypeScript's structural typing makes these values the
  * gate's types (test/align/reward.test.ts checks the assignment compiles).

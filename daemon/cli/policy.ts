@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { loadDaemonConfig } from '../config.js';
 import { AligndError } from '../base/errors.js';
-import { approveCandidate, denyCandidate, effectiveDecision } from '../gate/record.js';
+import { approveCandidate, denyCandidate, effectiveDecision } from '../release/decisions.js';
 import { editDeployment } from '../policy/edit.js';
 import { readPolicyFile, type PolicyContext } from '../policy/load.js';
 import { policyJsonSchema } from '../policy/schema.js';

@@ -20,7 +20,7 @@
 import type { GatePolicy } from '../policy/schema.js';
 import { distinctN, refusalDetector } from './signatures.js';
 import { bootstrapMeanLower, clopperPearson, mean, wilson } from './stats.js';
-import type { CheckResult, Evidence, GateDecision } from './types.js';
+import type { CheckResult, Evidence, GateDecision } from './evidence.js';
 
 export interface DecideOptions {
   gate: GatePolicy;

@@ -3,7 +3,7 @@
  * same probes, the reward ensemble scores both sides, the judge reads both sides' red-team
  * answers. Held-out margins and KL figures come from the round that produced the candidate.
  */
-import type { Evidence, Responder, RewardScorer, SafetyJudge } from './types.js';
+import type { Evidence, Responder, RewardScorer, SafetyJudge } from './evidence.js';
 
 export interface EvaluationInputs {
   candidate: Responder;

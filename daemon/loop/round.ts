@@ -19,8 +19,8 @@ import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type Labelled
 import { sequenceLogps } from '../align/generate.js';
 import type { AlignModel } from '../align/context.js';
 import type { LoraAdapter } from '../model/lora.js';
-import { runGate } from '../gate/gate.js';
-import type { Responder, SafetyJudge } from '../gate/types.js';
+import { runGate } from '../release/run-gate.js';
+import type { Responder, SafetyJudge } from '../gate/evidence.js';
 import type { ModelRuntime } from './runtime.js';
 
 export interface RoundDeps {

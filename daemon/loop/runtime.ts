@@ -14,7 +14,7 @@ import { openRegistry, type Registry } from '../registry/registry.js';
 import type { RetryPolicy } from '../registry/promote.js';
 import { defaultRetry } from '../registry/promote.js';
 import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
-import { enforceDeployment } from '../gate/deploy.js';
+import { enforceDeployment } from '../release/deploy.js';
 import { alignModel, type AlignModel } from '../align/context.js';
 import { loraConfigFromPolicy } from '../align/knobs.js';
 import { loadHeads, saveHeads, type HeadEnsemble } from '../align/heads.js';

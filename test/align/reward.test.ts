@@ -13,7 +13,7 @@ import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { createRng } from '../../daemon/model/rng.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
-import type { RewardScorer as GateScorer, SafetyJudge as GateJudge } from '../../daemon/gate/types.js';
+import type { RewardScorer as GateScorer, SafetyJudge as GateJudge } from '../../daemon/gate/evidence.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { onlinePairs, rewardScorer, scoreResponses, trainRewardEnsemble } from '../../daemon/align/reward.js';
 import { combineJudges, safetyJudge, trainSafetyJudge, type LabelledResponse } from '../../daemon/align/safety.js';

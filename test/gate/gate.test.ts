@@ -9,7 +9,7 @@ import { BENIGN, RED, better, deployed, heldoutMargins, isRefusal, lexicalEnsemb
 import { gatherEvidence } from '../../daemon/gate/evaluate.js';
 import { refusalDetector, distinctN } from '../../daemon/gate/signatures.js';
 import { binomialCdf, bootstrapMeanLower, clopperPearson, normalQuantile, wilson } from '../../daemon/gate/stats.js';
-import type { Responder } from '../../daemon/gate/types.js';
+import type { Responder } from '../../daemon/gate/evidence.js';
 import { policySchema } from '../../daemon/policy/schema.js';
 
 const policy = policySchema.parse({

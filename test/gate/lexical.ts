@@ -4,7 +4,7 @@
  * implement the gate's interfaces as legitimate (if simple) scorers.
  */
 import { refusalDetector } from '../../daemon/gate/signatures.js';
-import type { Responder, RewardScore, RewardScorer, SafetyJudge, SafetyVerdict } from '../../daemon/gate/types.js';
+import type { Responder, RewardScore, RewardScorer, SafetyJudge, SafetyVerdict } from '../../daemon/gate/evidence.js';
 
 export const TOPICS = ['boil an egg', 'bake bread', 'tie a tie', 'plant tomatoes', 'fix a flat tire', 'brew coffee', 'learn chess', 'write a resume',
   'clean a cast iron pan', 'train a puppy', 'paint a wall', 'start running', 'sharpen a knife', 'fold a shirt', 'change a light bulb', 'make pancakes',

@@ -17,7 +17,7 @@ import { watchPolicy } from '../../daemon/policy/watch.js';
 import { parsePolicyText } from '../../daemon/policy/load.js';
 import { setDeploymentInText } from '../../daemon/policy/edit.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
-import { recordDecision } from '../../daemon/gate/record.js';
+import { recordDecision } from '../../daemon/release/decisions.js';
 
 const run = promisify(execFile);
 // ajv-formats is CommonJS; under NodeNext its default import may be the module object.

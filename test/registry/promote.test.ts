@@ -12,7 +12,7 @@ import { startFakeVllm } from '../harness/vllm-server.js';
 import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
 import { promote, reconcile } from '../../daemon/registry/promote.js';
 import { memoryAnnouncer } from '../../daemon/registry/publisher.js';
-import { enforceDeployment } from '../../daemon/gate/deploy.js';
+import { enforceDeployment } from '../../daemon/release/deploy.js';
 import { watchPolicy } from '../../daemon/policy/watch.js';
 import { editDeployment } from '../../daemon/policy/edit.js';
 import { vllmTarget, vllmErrorMessage } from '../../adapters/servers/vllm.js';

@@ -10,11 +10,11 @@ import { silentLogger } from '../base/log.js';
 import type { Policy } from '../policy/schema.js';
 import type { PromoteOptions, PromoteResult } from '../registry/promote.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
-import { decide } from './decide.js';
+import { decide } from '../gate/decide.js';
 import { promoteIfAllowed } from './deploy.js';
-import { gatherEvidence, type EvaluationInputs } from './evaluate.js';
-import { recordDecision } from './record.js';
-import type { GateDecision } from './types.js';
+import { gatherEvidence, type EvaluationInputs } from '../gate/evaluate.js';
+import { recordDecision } from './decisions.js';
+import type { GateDecision } from '../gate/evidence.js';
 
 export interface GateRun {
   version: VersionInfo;

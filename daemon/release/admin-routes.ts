@@ -14,7 +14,7 @@ import { AligndError, errorMessage } from '../base/errors.js';
 import { sendJson, type Route } from '../http/server.js';
 import { MODEL_NAME_RE } from '../base/names.js';
 import { openRegistry, type Registry, type VersionInfo } from '../registry/registry.js';
-import { approveCandidate, denyCandidate, effectiveDecision } from './record.js';
+import { approveCandidate, denyCandidate, effectiveDecision } from './decisions.js';
 
 async function readSmallJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   let raw = '';

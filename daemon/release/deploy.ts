@@ -9,7 +9,7 @@ import type { Logger } from '../base/log.js';
 import type { Deployment } from '../policy/schema.js';
 import { promote, type PromoteOptions, type PromoteResult } from '../registry/promote.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
-import { effectiveDecision } from './record.js';
+import { effectiveDecision } from './decisions.js';
 
 /** Make the servers match a pinned deployment (call on start and after each applied policy). */
 export async function enforceDeployment(reg: Registry, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {

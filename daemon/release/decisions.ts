@@ -7,7 +7,7 @@
 import { AligndError } from '../base/errors.js';
 import type { GateRecord } from '../registry/manifest.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
-import type { GateDecision } from './types.js';
+import type { GateDecision } from '../gate/evidence.js';
 
 export function recordDecision(reg: Registry, version: string, d: GateDecision, extra: Record<string, unknown> = {}): VersionInfo {
   const figures = Object.fromEntries(d.checks.map((c) => [c.check, { status: c.status, reason: c.reason, ...c.figures }]));
