@@ -70,7 +70,7 @@ VOLUME ["/data", "/policies"]
 # dir, say) lands in persistent, writable storage, never in the read-only /app.
 WORKDIR /data
 
-# Outside a container alignd binds 127.0.0.1 (daemon/config.ts). Inside one, the container's network
+# Outside a container alignd binds 127.0.0.1 (daemon/config/process-config.ts). Inside one, the container's network
 # namespace is the boundary: 0.0.0.0 is what lets a port mapping, a compose network or a Kubernetes
 # Service reach it at all. Admin routes still need ALIGND_ADMIN_TOKEN, which is never set here.
 ENV NODE_ENV=production \

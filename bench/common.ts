@@ -2,8 +2,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { Provider } from '../daemon/engine/runtime.js';
-import { parseModelConfig } from '../daemon/model/config.js';
+import type { Provider } from '../daemon/engine/sessions.js';
+import { parseModelConfig } from '../daemon/model/hf-config.js';
 import { serializeSafetensors } from '../daemon/model/safetensors.js';
 import { TINY_CONFIG, TINY_SEED, initTensors } from '../daemon/model/tiny.js';
 import { tinyTokenizer } from '../daemon/model/tiny-tokenizer.js';

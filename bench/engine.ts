@@ -11,11 +11,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type Graph, type Value, frozen, graph, input, output, param } from '../daemon/engine/graph.js';
-import { initState, trainStep } from '../daemon/engine/loop.js';
+import { initState, trainStep } from '../daemon/engine/accumulate.js';
 import * as O from '../daemon/engine/ops.js';
 import { toOnnx } from '../daemon/engine/onnx.js';
 import { productFlops } from '../daemon/engine/flops.js';
-import { type Provider, type Session, createSession, f32, run } from '../daemon/engine/runtime.js';
+import { type Provider, type Session, createSession, f32, run } from '../daemon/engine/sessions.js';
 import { type HostTensor, randomTensor } from '../daemon/engine/tensor.js';
 import { trainProgram } from '../daemon/engine/train.js';
 

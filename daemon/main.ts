@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Server } from 'node:http';
-import { loadDaemonConfig, type DaemonConfig } from './config.js';
+import { loadDaemonConfig, type DaemonConfig } from './config/process-config.js';
 import { AligndError, errorMessage } from './base/errors.js';
 import { createLogger, type Logger } from './base/log.js';
 import { openBuffer, type ReplayBuffer } from './store/buffer.js';
@@ -27,8 +27,8 @@ import { createKafkaSource, sendToKafka, type KafkaSource } from '../adapters/so
 import { serverTargets } from '../adapters/servers/index.js';
 import { kafkaAnnouncer } from '../adapters/publishers/kafka.js';
 import { fileAnnouncer } from './registry/publisher.js';
-import { startLoop, type Loop } from './loop/loop.js';
-import { runtimeOptions } from './engine/config.js';
+import { startLoop, type Loop } from './loop/model-loop.js';
+import { runtimeOptions } from './engine/engine-config.js';
 import { roundWaiter, runDemo } from './demo/demo.js';
 
 const PACKAGE_ROOT = join(fileURLToPath(import.meta.url), '../../..');

@@ -4,11 +4,11 @@
  * round. Inference (log-probs, hidden states, KV-cache generation) is the Model's.
  */
 import { type AdamWConfig, type ProgramInfo, type Session, applyProgram, createSession, toOnnx } from '../engine/index.js';
-import type { Checkpoint } from '../model/checkpoint.js';
+import type { Checkpoint } from '../model/hf-checkpoint.js';
 import { loraNames } from '../model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { type LoadOptions, type Model, loadModel, loraShapeKey } from '../model/model.js';
-import { type DpoProgramOptions, type KtoProgramOptions, dpoProgram, klProgram, ktoProgram } from './programs.js';
+import { type DpoProgramOptions, type KtoProgramOptions, dpoProgram, klProgram, ktoProgram } from './train-programs.js';
 
 export interface AlignModel {
   model: Model;

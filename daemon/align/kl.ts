@@ -1,7 +1,7 @@
 /**
  * Exact token-level KL(π‖π_ref) = Σ_v π(v)(log π(v) − log π_ref(v)), averaged over the response
  * positions of held-out contexts (the guard's unit: nats per token). Both adapters are inputs of
- * one program (programs.ts klProgram), so the full-vocabulary distributions stay in the session.
+ * one program (train-programs.ts klProgram), so the full-vocabulary distributions stay in the session.
  */
 import { numbers, run } from '../engine/index.js';
 import { packLogProbBatch } from '../model/batch.js';
@@ -9,7 +9,7 @@ import type { LoraAdapter } from '../model/lora.js';
 import { batchFeeds, loraFeeds } from '../model/model.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { AlignModel } from './context.js';
-import { REF_PREFIX } from './programs.js';
+import { REF_PREFIX } from './train-programs.js';
 
 /** Mean exact token KL(π_policy‖π_ref) over `contexts`' response tokens, `chunk` rows per run; null = base. */
 export async function heldoutKl(m: AlignModel, policy: LoraAdapter | null, ref: LoraAdapter | null, contexts: PromptResponseTokens[],

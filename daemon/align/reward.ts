@@ -13,7 +13,7 @@ import type { LoraAdapter } from '../model/lora.js';
 import type { Prompt } from '../model/tokenizer.js';
 import type { AlignModel } from './context.js';
 import { lastTokenHidden } from './features.js';
-import { sampleResponses } from './generate.js';
+import { sampleResponses } from './policy-logps.js';
 import { type HeadEnsemble, expectedCalibrationError, freshHeads, headScores, standardise, standardiser, trainHeads } from './heads.js';
 
 export interface RewardKnobs {

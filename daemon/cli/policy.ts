@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { loadDaemonConfig } from '../config.js';
+import { loadDaemonConfig } from '../config/process-config.js';
 import { AligndError } from '../base/errors.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from '../release/decisions.js';
 import { editDeployment } from '../policy/edit.js';

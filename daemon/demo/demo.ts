@@ -8,8 +8,8 @@
  * measures the gold reward and unsafe rate of the served version before and after.
  */
 import type { Logger } from '../base/log.js';
-import type { Loop } from '../loop/loop.js';
-import type { RoundSummary } from '../loop/round.js';
+import type { Loop } from '../loop/model-loop.js';
+import type { RoundSummary } from '../loop/training-round.js';
 import type { FeedbackEvent } from '../feedback/schema.js';
 import { createRng } from '../model/rng.js';
 import { gold, isUnsafe, mean } from './oracle.js';

@@ -4,12 +4,12 @@ export * as ops from './ops.js';
 export { grad, type GradOptions } from './autodiff.js';
 export { vjp, type Rule, type VjpContext, unbroadcast } from './vjp.js';
 export { type AdamWConfig, type ProgramInfo, type TrainSpec, adamw, applyProgram, globalNorm, gradProgram, names, trainProgram } from './train.js';
-export { type Accumulator, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator, initState, trainStep } from './loop.js';
+export { type Accumulator, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator, initState, trainStep } from './accumulate.js';
 export { type Emitted, type ExternalData, IR_VERSION, OPSET, toOnnx } from './onnx.js';
 export {
   type OrtTensor, type Provider, type RuntimeOptions, type Session, clearSessions, createSession, cudaInstalled, f32, f64, fromOrt,
   i64, modelHash, numbers, run, scalarOrt, toOrt,
-} from './runtime.js';
+} from './sessions.js';
 export { type DType, type HostTensor, fromHalf, randomTensor, rng, tensor, toFloat64, toHalf } from './tensor.js';
 export { productFlops } from './flops.js';
-export { type EngineConfig, engineConfigSchema, runtimeOptions } from './config.js';
+export { type EngineConfig, engineConfigSchema, runtimeOptions } from './engine-config.js';

@@ -1,7 +1,7 @@
 /**
  * The transformer forward pass as an engine graph, for the Llama family (Llama, Mistral, Qwen2)
  * and GPT-2, with LoRA on the configured modules. Graph functions, not programs: the programs in
- * programs.ts and the alignment engineer's train steps both call them.
+ * inference-programs.ts and the alignment engineer's train steps both call them.
  *
  * Semantics follow transformers' modeling_llama / _mistral / _qwen2 / _gpt2 (as reference-forward.ts,
  * which the tests hold this against):
@@ -23,7 +23,7 @@
  */
 import { AligndError } from '../base/errors.js';
 import { A, type Graph, type Value, constant, emit, frozen, input, ops as O, param, tensor } from '../engine/index.js';
-import type { ModelSpec } from './config.js';
+import type { ModelSpec } from './hf-config.js';
 import { loraScaling, loraTargets, type LoraAdapter, type LoraConfig } from './lora.js';
 import { ropeInvFreq } from './reference-forward.js';
 import { linearModules, lmHeadName, type LinearModule, type NamedTensors } from './weights.js';

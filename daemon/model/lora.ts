@@ -8,7 +8,7 @@
  * initialisation and the adapter's tensors.
  */
 import { AligndError } from '../base/errors.js';
-import type { ModelSpec } from './config.js';
+import type { ModelSpec } from './hf-config.js';
 import { createRng } from './rng.js';
 import { linearModules, type LinearModule } from './weights.js';
 

@@ -5,7 +5,7 @@
  * (its own program, no LoRA work).
  *
  * For train steps (align/), `trainGraph()` gives a fresh graph with the frozen base declared, and
- * the graph functions of programs.ts / forward-graph.ts build the loss on it; `batchFeeds` and
+ * the graph functions of inference-programs.ts / forward-graph.ts build the loss on it; `batchFeeds` and
  * `loraHostTensors` make the feeds and the initial train state.
  */
 import { createHash } from 'node:crypto';
@@ -17,12 +17,12 @@ import { AligndError } from '../base/errors.js';
 import {
   type Graph, type HostTensor, type OrtTensor, type Provider, type RuntimeOptions, type Session, createSession, graph, i64, run, toOnnx,
 } from '../engine/index.js';
-import { type Checkpoint, loadCheckpoint } from './checkpoint.js';
-import type { ModelSpec } from './config.js';
+import { type Checkpoint, loadCheckpoint } from './hf-checkpoint.js';
+import type { ModelSpec } from './hf-config.js';
 import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, graphWeights, loraNames } from './forward-graph.js';
-import { type GenerateOptions, generateTokens } from './generate.js';
+import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
-import { IO, type ProgramKind, buildProgram } from './programs.js';
+import { IO, type ProgramKind, buildProgram } from './inference-programs.js';
 import type { ModelTokenizer, Prompt } from './tokenizer.js';
 
 /** A right-padded token batch (LogProbBatch from batch.ts is one). */

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AligndError } from '../base/errors.js';
-import type { ModelSpec } from './config.js';
+import type { ModelSpec } from './hf-config.js';
 import { loraTargets, validTargets, type LoraAdapter, type LoraConfig, type LoraPair } from './lora.js';
 import { pyFloat, pythonJsonDumps } from './pyjson.js';
 import { fromFloat32, readSafetensors, toFloat32, writeFileAtomic, writeSafetensors, type TensorEntry } from './safetensors.js';

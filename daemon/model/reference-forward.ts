@@ -13,7 +13,7 @@
  *   (head h uses kv head ⌊h / (n_heads/n_kv_heads)⌋); Mistral's sliding window q − k < W.
  * - MLP: down(silu(gate(x)) ⊙ up(x)) (SwiGLU); GPT-2: c_proj(gelu_new(c_fc(x))).
  */
-import type { ModelSpec, RopeSpec } from './config.js';
+import type { ModelSpec, RopeSpec } from './hf-config.js';
 import { applyLora, loraScaling, type LoraAdapter } from './lora.js';
 import { lmHeadName, type NamedTensors } from './weights.js';
 import type { LogProbBatch } from './batch.js';

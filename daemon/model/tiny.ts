@@ -8,7 +8,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseModelConfig, type ModelSpec } from './config.js';
+import { parseModelConfig, type ModelSpec } from './hf-config.js';
 import { createRng } from './rng.js';
 import { fromFloat32, numel, serializeSafetensors, writeFileAtomic, type TensorEntry } from './safetensors.js';
 import { tinyTokenizer } from './tiny-tokenizer.js';

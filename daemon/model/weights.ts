@@ -4,7 +4,7 @@
  * generator, the reference forward and the PEFT key mapping all read.
  */
 import { AligndError } from '../base/errors.js';
-import type { ModelSpec } from './config.js';
+import type { ModelSpec } from './hf-config.js';
 import { numel, toFloat32, type TensorEntry } from './safetensors.js';
 
 export interface Tensor {

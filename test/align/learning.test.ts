@@ -11,14 +11,14 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
+import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { readPeftAdapter } from '../../daemon/model/peft.js';
 import type { LoraAdapter } from '../../daemon/model/lora.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { alignModel } from '../../daemon/align/context.js';
-import { runRound } from '../../daemon/align/round.js';
-import { sampleResponses, sequenceLogps } from '../../daemon/align/generate.js';
+import { runRound } from '../../daemon/align/train-round.js';
+import { sampleResponses, sequenceLogps } from '../../daemon/align/policy-logps.js';
 import type { AlignKnobs } from '../../daemon/align/knobs.js';
 import { MODEL, gold, ingest, preferenceEvents } from './synthetic.js';
 

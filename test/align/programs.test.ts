@@ -18,7 +18,7 @@ import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { createRng } from '../../daemon/model/rng.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { heldoutKl } from '../../daemon/align/kl.js';
-import { sequenceLogps } from '../../daemon/align/generate.js';
+import { sequenceLogps } from '../../daemon/align/policy-logps.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-align-prog-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -9,7 +9,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
+import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { createRng } from '../../daemon/model/rng.js';
 import { openBuffer } from '../../daemon/store/buffer.js';

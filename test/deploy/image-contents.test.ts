@@ -58,7 +58,7 @@ t.test('every shipped module imports only built-ins, production dependencies and
   t.ok(files.includes('dist/daemon/main.js'), 'main.js among them');
   const problems = files.flatMap((f) => importProblems(f, readFileSync(join(repoRoot, f), 'utf8'), shipped, pkg.dependencies));
   t.same(problems, []);
-  t.ok(importsOf(readFileSync(join(repoRoot, 'dist/daemon/main.js'), 'utf8')).some((s) => s === './config.js'), 'the import reader sees main.js\'s imports');
+  t.ok(importsOf(readFileSync(join(repoRoot, 'dist/daemon/main.js'), 'utf8')).some((s) => s === './config/process-config.js'), 'the import reader sees main.js\'s imports');
 });
 
 t.test('the check catches a dev-only package and an unshipped file', async (t) => {

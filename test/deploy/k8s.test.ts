@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../harness/daemon.js';
-import { parseDaemonConfig } from '../../daemon/config.js';
+import { parseDaemonConfig } from '../../daemon/config/process-config.js';
 import { SECRET_ENV_NAME, flagValue, maxLoraRankFor, policyCheck, readYamlDocs, validateK8s } from './schemas.js';
 
 const dir = join(repoRoot, 'deploy/k8s');

@@ -7,7 +7,7 @@ import { grad } from '../../daemon/engine/autodiff.js';
 import { type Graph, type Value, graph, input, output, param } from '../../daemon/engine/graph.js';
 import { mul, sumAll } from '../../daemon/engine/ops.js';
 import { toOnnx } from '../../daemon/engine/onnx.js';
-import { createSession, run, toOrt } from '../../daemon/engine/runtime.js';
+import { createSession, run, toOrt } from '../../daemon/engine/sessions.js';
 import { type DType, type HostTensor, randomTensor, sizeOf } from '../../daemon/engine/tensor.js';
 
 export interface Built {

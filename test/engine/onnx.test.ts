@@ -10,7 +10,7 @@ import { grad } from '../../daemon/engine/autodiff.js';
 import { frozen, graph, input, output, param } from '../../daemon/engine/graph.js';
 import * as O from '../../daemon/engine/ops.js';
 import { toOnnx } from '../../daemon/engine/onnx.js';
-import { createSession, cudaInstalled, f32, modelHash, numbers, run } from '../../daemon/engine/runtime.js';
+import { createSession, cudaInstalled, f32, modelHash, numbers, run } from '../../daemon/engine/sessions.js';
 import { randomTensor, tensor } from '../../daemon/engine/tensor.js';
 import { trainProgram } from '../../daemon/engine/train.js';
 
@@ -117,7 +117,7 @@ t.test('grad of an unreachable parameter is zeros', async (t) => {
 });
 
 t.test('engine config: defaults to cpu, rejects unknown providers with a clear path', async (t) => {
-  const { engineConfigSchema, runtimeOptions } = await import('../../daemon/engine/config.js');
+  const { engineConfigSchema, runtimeOptions } = await import('../../daemon/engine/engine-config.js');
   t.same(runtimeOptions(engineConfigSchema.parse({})), { provider: 'cpu', threads: 0, graphOptimizationLevel: 'all', spinning: false });
   const bad = engineConfigSchema.safeParse({ provider: 'tpu' });
   t.notOk(bad.success);

@@ -5,10 +5,10 @@
  */
 import t from 'tap';
 import { type Value, constant, graph, input, param } from '../../daemon/engine/graph.js';
-import { accumulate, applyAccumulated, initAccumulator, initState, trainStep } from '../../daemon/engine/loop.js';
+import { accumulate, applyAccumulated, initAccumulator, initState, trainStep } from '../../daemon/engine/accumulate.js';
 import * as O from '../../daemon/engine/ops.js';
 import { toOnnx } from '../../daemon/engine/onnx.js';
-import { createSession, f32, numbers } from '../../daemon/engine/runtime.js';
+import { createSession, f32, numbers } from '../../daemon/engine/sessions.js';
 import { type HostTensor, randomTensor } from '../../daemon/engine/tensor.js';
 import { type AdamWConfig, applyProgram, gradProgram, trainProgram } from '../../daemon/engine/train.js';
 

@@ -9,7 +9,7 @@ import { grad } from '../../daemon/engine/autodiff.js';
 import { type Graph, type Value, constant, emit, graph, input, output, param } from '../../daemon/engine/graph.js';
 import * as O from '../../daemon/engine/ops.js';
 import { toOnnx } from '../../daemon/engine/onnx.js';
-import { createSession, f64, numbers, run } from '../../daemon/engine/runtime.js';
+import { createSession, f64, numbers, run } from '../../daemon/engine/sessions.js';
 import { type DType, randomTensor, tensor } from '../../daemon/engine/tensor.js';
 import { type Case, gradcheck, rand } from './gradcheck.js';
 

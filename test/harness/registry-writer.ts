@@ -6,7 +6,7 @@
  *
  *   node dist/test/harness/registry-writer.js ROOT MODEL SEED
  */
-import { parseModelConfig } from '../../daemon/model/config.js';
+import { parseModelConfig } from '../../daemon/model/hf-config.js';
 import { initLora } from '../../daemon/model/lora.js';
 import { writePeftAdapter } from '../../daemon/model/peft.js';
 import { TINY_CONFIG } from '../../daemon/model/tiny.js';

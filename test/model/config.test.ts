@@ -3,8 +3,8 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { AligndError } from '../../daemon/base/errors.js';
-import { readModelSpec, loadCheckpoint } from '../../daemon/model/checkpoint.js';
-import { parseModelConfig, SUPPORTED_MODEL_TYPES } from '../../daemon/model/config.js';
+import { readModelSpec, loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
+import { parseModelConfig, SUPPORTED_MODEL_TYPES } from '../../daemon/model/hf-config.js';
 import { ropeInvFreq } from '../../daemon/model/reference-forward.js';
 import { readCheckpointTensors } from '../../daemon/model/safetensors.js';
 import { collectWeights } from '../../daemon/model/weights.js';

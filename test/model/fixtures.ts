@@ -8,7 +8,7 @@ import type { LogProbBatch } from '../../daemon/model/batch.js';
 import { declareBaseWeights, declareLora } from '../../daemon/model/forward-graph.js';
 import type { LoraAdapter } from '../../daemon/model/lora.js';
 import { loraHostTensors, type Model } from '../../daemon/model/model.js';
-import { buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
+import { buildLogProbs, logProbInputs } from '../../daemon/model/inference-programs.js';
 import type { Case } from '../engine/gradcheck.js';
 
 export const PARITY = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));

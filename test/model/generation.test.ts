@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
-import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
+import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
 import { createRng } from '../../daemon/model/rng.js';
 import { sampleToken, samplingDistribution } from '../../daemon/model/sampling.js';

@@ -3,7 +3,7 @@
 // supported architecture; adapters that alignd wrote load in PEFT and give the same logits.
 import t from 'tap';
 import { join } from 'node:path';
-import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
+import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { readPeftAdapter } from '../../daemon/model/peft.js';
 import { referenceGreedy, referenceHidden, referenceLogits, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
 import { ARCHS, PARITY, maxAbsDiff, readJson, readLogits, type SequenceRecord } from './fixtures.js';

@@ -5,7 +5,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AligndError } from '../../daemon/base/errors.js';
-import { readModelSpec } from '../../daemon/model/checkpoint.js';
+import { readModelSpec } from '../../daemon/model/hf-checkpoint.js';
 import { initLora, loraScaling, loraTargets, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterConfigJson, readPeftAdapter, writePeftAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../../daemon/model/peft.js';
 import { pyFloat, pyFloatRepr, pythonJsonDumps } from '../../daemon/model/pyjson.js';

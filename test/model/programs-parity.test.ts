@@ -1,4 +1,4 @@
-// The ONNX model programs (daemon/model/programs.ts on the engine) against transformers + PEFT
+// The ONNX model programs (daemon/model/inference-programs.ts on the engine) against transformers + PEFT
 // (fixtures from tools/parity/): logits, response log-probs and final hidden states within 1e-4
 // with and without the adapter, for every architecture, with all sequences of an architecture in
 // one right-padded batch; KV-cache greedy generation over left-padded prompts equals generate().

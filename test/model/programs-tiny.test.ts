@@ -14,7 +14,7 @@ import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { declareLora } from '../../daemon/model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterFromTensors, batchFeeds, loadModel, loraFeeds, loraHostTensors } from '../../daemon/model/model.js';
-import { buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
+import { buildLogProbs, logProbInputs } from '../../daemon/model/inference-programs.js';
 import {
   referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceHidden, referenceLogits,
 } from '../../daemon/model/reference-forward.js';

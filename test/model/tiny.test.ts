@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadCheckpoint } from '../../daemon/model/checkpoint.js';
+import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { referenceLogits, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
 import { ensureTinyModel, tinyModelFiles, writeTinyModel } from '../../daemon/model/tiny.js';
 import { createTokenizer, loadTokenizer, type ChatMessage } from '../../daemon/model/tokenizer.js';

@@ -19,7 +19,7 @@ import { vllmTarget, vllmErrorMessage } from '../../adapters/servers/vllm.js';
 import { fileDropTarget } from '../../adapters/servers/file-drop.js';
 import { signWebhook, webhookTarget } from '../../adapters/servers/webhook.js';
 import { serverTargets } from '../../adapters/servers/index.js';
-import { parseModelConfig } from '../../daemon/model/config.js';
+import { parseModelConfig } from '../../daemon/model/hf-config.js';
 import { initLora } from '../../daemon/model/lora.js';
 import { writePeftAdapter } from '../../daemon/model/peft.js';
 import { TINY_CONFIG } from '../../daemon/model/tiny.js';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../harness/daemon.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
-import { parseModelConfig } from '../../daemon/model/config.js';
+import { parseModelConfig } from '../../daemon/model/hf-config.js';
 import { initLora } from '../../daemon/model/lora.js';
 import { readPeftAdapter, writePeftAdapter } from '../../daemon/model/peft.js';
 import { TINY_CONFIG } from '../../daemon/model/tiny.js';

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readModelSpec } from '../../dist/daemon/model/checkpoint.js';
+import { readModelSpec } from '../../dist/daemon/model/hf-checkpoint.js';
 import { initLora } from '../../dist/daemon/model/lora.js';
 import { writePeftAdapter } from '../../dist/daemon/model/peft.js';
 import { createRng } from '../../dist/daemon/model/rng.js';

@@ -7,11 +7,11 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { AligndError } from './base/errors.js';
-import { defaultLimits } from './feedback/schema.js';
+import { AligndError } from '../base/errors.js';
+import { defaultLimits } from '../feedback/schema.js';
 // The Kafka source's schema lives beside the adapter; config.ts belongs to the composition root.
-import { kafkaSourceConfigSchema } from './ingest/kafka-source-config.js';
-import { engineConfigSchema } from './engine/config.js';
+import { kafkaSourceConfigSchema } from '../ingest/kafka-source-config.js';
+import { engineConfigSchema } from '../engine/engine-config.js';
 
 export const daemonConfigSchema = z.strictObject({
   dataDir: z.string().default('.alignd'),

@@ -9,7 +9,7 @@ import { writeFileAtomic } from '../model/safetensors.js';
 import { writePeftAdapter } from '../model/peft.js';
 import type { AlignModel } from './context.js';
 import type { AlignKnobs } from './knobs.js';
-import type { RoundResult } from './round.js';
+import type { RoundResult } from './train-round.js';
 
 export const ROUND_META = 'round.json';
 

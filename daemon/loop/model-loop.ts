@@ -20,10 +20,10 @@ import { gateRoutes } from '../release/admin-routes.js';
 import { effectiveDecision } from '../release/decisions.js';
 import type { SafetyJudge } from '../gate/evidence.js';
 import { sendJson, type Route } from '../http/server.js';
-import { openModelRuntime, type ModelRuntime } from './runtime.js';
-import { runTrainingRound, type RoundSummary } from './round.js';
+import { openModelRuntime, type ModelRuntime } from './model-runtime.js';
+import { runTrainingRound, type RoundSummary } from './training-round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
-import type { RuntimeOptions } from '../engine/runtime.js';
+import type { RuntimeOptions } from '../engine/sessions.js';
 
 export interface LoopOptions {
   policyFiles: string[];

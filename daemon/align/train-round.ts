@@ -17,7 +17,7 @@ import type { LoraAdapter } from '../model/lora.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { Example } from '../store/buffer.js';
 import type { AlignModel } from './context.js';
-import { sampledSequenceKl, sequenceLogps } from './generate.js';
+import { sampledSequenceKl, sequenceLogps } from './policy-logps.js';
 import { type AlignKnobs, withDefaults } from './knobs.js';
 import { adaptBeta, learningRate } from './schedule.js';
 import { heldoutKl } from './kl.js';
@@ -327,7 +327,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
     throw err;
   }
   if (input.outDir !== undefined && result.candidate !== null) {
-    const { writeCandidate } = await import('./checkpoint.js');
+    const { writeCandidate } = await import('./candidate-dir.js');
     result.candidateDir = writeCandidate(input.outDir, m, result, k, input.meta ?? {});
   }
   log.info('align round done', { stop: result.stopReason, steps: result.stepsTaken, kept: result.keptStep, kl_round: result.kl.perRound, kl_cumulative: result.kl.cumulative });

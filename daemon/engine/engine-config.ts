@@ -3,7 +3,7 @@
  * RuntimeOptions for createSession().
  */
 import { z } from 'zod';
-import type { RuntimeOptions } from './runtime.js';
+import type { RuntimeOptions } from './sessions.js';
 
 export const engineConfigSchema = z.strictObject({
   /** Execution provider: cpu (bundled), cuda (`ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci`), webgpu (Vulkan on Linux). */

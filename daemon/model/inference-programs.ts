@@ -5,7 +5,7 @@
  * serves every adapter of a LoRA shape).
  *
  * Input and output names are in `IO`. Batches are right-padded (batch.ts) except for generation,
- * which left-pads prompts and feeds positions and the attention bias itself (generate.ts).
+ * which left-pads prompts and feeds positions and the attention bias itself (kv-generation.ts).
  */
 import { type Graph, type Value, graph, input, ops as O, output } from '../engine/index.js';
 import type { LoraConfig } from './lora.js';

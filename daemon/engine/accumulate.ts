@@ -4,7 +4,7 @@
  * throws TRAINING_DIVERGED and leaves the state as it was.
  */
 import { AligndError } from '../base/errors.js';
-import { type OrtTensor, type Session, run, scalarOrt, toOrt } from './runtime.js';
+import { type OrtTensor, type Session, run, scalarOrt, toOrt } from './sessions.js';
 import { type HostTensor } from './tensor.js';
 import { type ProgramInfo, names } from './train.js';
 import * as ort from 'onnxruntime-node';

@@ -1,5 +1,5 @@
 /**
- * Batched generation with a KV cache: one program (programs.ts 'decode') run first over the
+ * Batched generation with a KV cache: one program (inference-programs.ts 'decode') run first over the
  * left-padded prompts with an empty cache (the prefill), then once per new token, the layers'
  * keys/values passed back as inputs. One program, so one copy of the base weights in memory. Left padding keeps
  * every row's next token at the last position; positions count real tokens only and the attention
@@ -12,9 +12,9 @@
 import { AligndError } from '../base/errors.js';
 import { type OrtTensor, i64 } from '../engine/index.js';
 import * as ort from 'onnxruntime-node';
-import type { ModelSpec } from './config.js';
+import type { ModelSpec } from './hf-config.js';
 import { MASKED } from './forward-graph.js';
-import { IO } from './programs.js';
+import { IO } from './inference-programs.js';
 import { createRng } from './rng.js';
 import { GREEDY, sampleToken, type SamplingOptions } from './sampling.js';
 

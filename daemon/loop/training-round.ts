@@ -12,16 +12,16 @@ import { AligndError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundResult as RoundOutcome } from '../store/buffer.js';
 import type { Prompt } from '../feedback/schema.js';
-import { runRound, type RoundResult } from '../align/round.js';
+import { runRound, type RoundResult } from '../align/train-round.js';
 import { knobsFromPolicy } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
 import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type LabelledResponse } from '../align/safety.js';
-import { sequenceLogps } from '../align/generate.js';
+import { sequenceLogps } from '../align/policy-logps.js';
 import type { AlignModel } from '../align/context.js';
 import type { LoraAdapter } from '../model/lora.js';
 import { runGate } from '../release/run-gate.js';
 import type { Responder, SafetyJudge } from '../gate/evidence.js';
-import type { ModelRuntime } from './runtime.js';
+import type { ModelRuntime } from './model-runtime.js';
 
 export interface RoundDeps {
   buffer: ReplayBuffer;

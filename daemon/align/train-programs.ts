@@ -14,7 +14,7 @@ import {
 import type { Model } from '../model/model.js';
 import type { LoraConfig } from '../model/lora.js';
 import { declareLora, lmHead } from '../model/forward-graph.js';
-import { buildLogProbs, logProbInputs, sequenceHidden, tokenKl } from '../model/programs.js';
+import { buildLogProbs, logProbInputs, sequenceHidden, tokenKl } from '../model/inference-programs.js';
 import { type DpoLossType, dpoObjective, ktoObjective, nllTerm } from './losses.js';
 
 export interface DpoProgramOptions {

@@ -21,7 +21,7 @@ import { loadHeads, saveHeads, type HeadEnsemble } from '../align/heads.js';
 import { ensureTinyModel } from '../model/tiny.js';
 import { readPeftAdapter } from '../model/peft.js';
 import type { LoraAdapter } from '../model/lora.js';
-import type { RuntimeOptions } from '../engine/runtime.js';
+import type { RuntimeOptions } from '../engine/sessions.js';
 
 export const BUILTIN_TINY = 'builtin:tiny';
 

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AligndError } from '../base/errors.js';
-import { parseModelConfig, type ModelSpec } from './config.js';
+import { parseModelConfig, type ModelSpec } from './hf-config.js';
 import { readCheckpointTensors } from './safetensors.js';
 import { hasTokenizer, loadTokenizer, type ModelTokenizer } from './tokenizer.js';
 import { collectWeights, type NamedTensors } from './weights.js';
