@@ -17,7 +17,7 @@ import { f32, i64, initState, trainStep } from '../daemon/engine/index.js';
 import { packLogProbBatch } from '../daemon/model/batch.js';
 import { batchFeeds, loadModel, loraHostTensors } from '../daemon/model/model.js';
 import { initLora } from '../daemon/model/lora.js';
-import { createRng } from '../daemon/model/rng.js';
+import { createRng } from '../daemon/base/random.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
 import { arg, median, provider as providerArg, timeMs, writeMidModel } from './common.js';

@@ -18,7 +18,7 @@ import { type LogProbBatch, packLogProbBatch } from '../daemon/model/batch.js';
 import { type Model, loadModel } from '../daemon/model/model.js';
 import { initLora, type LoraAdapter } from '../daemon/model/lora.js';
 import { referenceBatchLogProbs } from '../daemon/model/reference-forward.js';
-import { createRng } from '../daemon/model/rng.js';
+import { createRng } from '../daemon/base/random.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
 import { arg, provider as providerArg, timeMs, writeMidModel } from './common.js';

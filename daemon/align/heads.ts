@@ -13,7 +13,7 @@
 import * as ort from 'onnxruntime-node';
 import { type Session, createSession, f32, graph, initState, input, ops as O, param, toOnnx, trainProgram, trainStep } from '../engine/index.js';
 import { AligndError } from '../base/errors.js';
-import { createRng } from '../model/rng.js';
+import { createRng } from '../base/random.js';
 import { fromFloat32, readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
 import { logSigmoid } from './losses.js';
 

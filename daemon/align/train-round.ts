@@ -21,7 +21,7 @@ import { sampledSequenceKl, sequenceLogps } from './policy-logps.js';
 import { type AlignKnobs, withDefaults } from './knobs.js';
 import { adaptBeta, learningRate } from './schedule.js';
 import { heldoutKl } from './kl.js';
-import { createRng } from '../model/rng.js';
+import { createRng } from '../base/random.js';
 
 export interface RoundInput {
   model: AlignModel;

@@ -11,7 +11,7 @@ import type { Logger } from '../base/log.js';
 import type { Loop } from '../loop/model-loop.js';
 import type { RoundSummary } from '../loop/training-round.js';
 import type { FeedbackEvent } from '../feedback/schema.js';
-import { createRng } from '../model/rng.js';
+import { createRng } from '../base/random.js';
 import { gold, isUnsafe, mean } from './oracle.js';
 
 export interface DemoOptions {

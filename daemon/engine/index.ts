@@ -10,6 +10,6 @@ export {
   type OrtTensor, type Provider, type RuntimeOptions, type Session, clearSessions, createSession, cudaInstalled, f32, f64, fromOrt,
   i64, modelHash, numbers, run, scalarOrt, toOrt,
 } from './sessions.js';
-export { type DType, type HostTensor, fromHalf, randomTensor, rng, tensor, toFloat64, toHalf } from './tensor.js';
+export { type DType, type HostTensor, fromHalf, randomTensor, tensor, toFloat64, toHalf } from './tensor.js';
 export { productFlops } from './flops.js';
 export { type EngineConfig, engineConfigSchema, runtimeOptions } from './engine-config.js';

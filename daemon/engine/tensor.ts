@@ -105,12 +105,11 @@ export function rawBytes(t: HostTensor): Uint8Array {
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
-export { rng } from '../base/random.js';
-import { rng } from '../base/random.js';
+import { mulberry32 } from '../base/random.js';
 
 /** Uniform values in [lo, hi) from a seeded generator. */
 export function randomTensor(dtype: DType, dims: number[], seed: number, lo = -1, hi = 1): HostTensor {
-  const r = rng(seed);
+  const r = mulberry32(seed).next;
   const n = sizeOf(dims);
   const v = new Array<number>(n);
   for (let i = 0; i < n; i++) v[i] = lo + (hi - lo) * r();

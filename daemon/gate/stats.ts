@@ -8,7 +8,7 @@
  *   reproducible from its evidence.
  * - Φ⁻¹ by Acklam's rational approximation (relative error < 1.2e-9, ample for bounds).
  */
-import { createRng } from '../model/rng.js';
+import { createRng } from '../base/random.js';
 
 /** Inverse standard normal CDF (Acklam 2003). */
 export function normalQuantile(p: number): number {

@@ -15,7 +15,7 @@ import * as ort from 'onnxruntime-node';
 import type { ModelSpec } from './hf-config.js';
 import { MASKED } from './forward-graph.js';
 import { IO } from './inference-programs.js';
-import { createRng } from './rng.js';
+import { createRng } from '../base/random.js';
 import { GREEDY, sampleToken, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions {

@@ -9,7 +9,7 @@
  */
 import { AligndError } from '../base/errors.js';
 import type { ModelSpec } from './hf-config.js';
-import { createRng } from './rng.js';
+import { createRng } from '../base/random.js';
 import { linearModules, type LinearModule } from './weights.js';
 
 export const LLAMA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;

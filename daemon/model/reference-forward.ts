@@ -17,7 +17,7 @@ import type { ModelSpec, RopeSpec } from './hf-config.js';
 import { applyLora, loraScaling, type LoraAdapter } from './lora.js';
 import { lmHeadName, type NamedTensors } from './weights.js';
 import type { LogProbBatch } from './batch.js';
-import { createRng } from './rng.js';
+import { createRng } from '../base/random.js';
 import { GREEDY, sampleToken, type SamplingOptions } from './sampling.js';
 import { AligndError } from '../base/errors.js';
 

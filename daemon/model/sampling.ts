@@ -5,7 +5,7 @@
  * produced them (the ONNX generation program, or the reference forward).
  */
 import { AligndError } from '../base/errors.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../base/random.js';
 
 export interface SamplingOptions {
   /** 0 → greedy (argmax, first index on ties). */

@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseModelConfig, type ModelSpec } from './hf-config.js';
-import { createRng } from './rng.js';
+import { createRng } from '../base/random.js';
 import { fromFloat32, numel, serializeSafetensors, writeFileAtomic, type TensorEntry } from './safetensors.js';
 import { tinyTokenizer } from './tiny-tokenizer.js';
 import { weightSpecs } from './weights.js';

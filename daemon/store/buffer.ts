@@ -13,7 +13,7 @@ import type { Origin } from '../feedback/sink.js';
 import type { FeedbackEvent, Prompt } from '../feedback/schema.js';
 import { deriveOwn, normalisedScore, pairBinary, pairRatings, type ExampleDraft, type ExampleType, type PromptPeer } from '../feedback/derive.js';
 import { openDb, type Db } from './db.js';
-import { rng as seededRandom } from '../base/random.js';
+import { mulberry32 } from '../base/random.js';
 
 export interface BufferOptions {
   path: string;
@@ -110,9 +110,6 @@ export function isHeldout(eventId: string, fraction: number): boolean {
 export function promptHash(prompt: Prompt): string {
   return hash('sha1', typeof prompt === 'string' ? prompt : JSON.stringify(prompt), 'hex');
 }
-
-/** Seeded PRNG so windows are reproducible from the round's seed (the engine's mulberry32). */
-export { rng as seededRandom } from '../base/random.js';
 
 function shuffle<T>(xs: T[], rand: () => number): T[] {
   for (let i = xs.length - 1; i > 0; i--) {
@@ -324,7 +321,7 @@ export function openBuffer(opts: BufferOptions) {
       const mark = req.sinceRound === undefined ? 0
         : ((st.roundMark.get(req.model, req.sinceRound) as { max_example_id: number } | undefined)?.max_example_id ?? 0);
       const ids = st.maxIds.get(req.model, req.model) as { ex: number; ev: number };
-      const rand = seededRandom(req.seed);
+      const rand = mulberry32(req.seed).next;
       let fresh = examplesWhere(`model = ? AND heldout = 0 AND type IN (${types}) AND id > ? AND id <= ?`, [req.model, mark, ids.ex]);
       if (req.maxExamples !== undefined && fresh.length > req.maxExamples) fresh = fresh.slice(fresh.length - req.maxExamples);
       const wantReplay = Math.round((fresh.length * req.replayFraction) / (1 - req.replayFraction));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { initLora, type LoraAdapter } from '../../daemon/model/lora.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { createRng } from '../../daemon/base/random.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import type { FeedbackEvent } from '../../daemon/feedback/schema.js';
 import { alignModel } from '../../daemon/align/context.js';

@@ -15,7 +15,7 @@ import { initLora, type LoraAdapter } from '../../daemon/model/lora.js';
 import { batchFeeds, loraHostTensors } from '../../daemon/model/model.js';
 import { referenceLogits } from '../../daemon/model/reference-forward.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { createRng } from '../../daemon/base/random.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { heldoutKl } from '../../daemon/align/kl.js';
 import { sequenceLogps } from '../../daemon/align/policy-logps.js';

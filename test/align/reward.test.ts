@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { createRng } from '../../daemon/base/random.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import type { RewardScorer as GateScorer, SafetyJudge as GateJudge } from '../../daemon/gate/evidence.js';
 import { alignModel } from '../../daemon/align/context.js';

@@ -5,7 +5,7 @@
  * into a real replay buffer (SQLite) and come back as training windows and held-out examples.
  */
 import type { FeedbackEvent } from '../../daemon/feedback/schema.js';
-import { createRng, type Rng } from '../../daemon/model/rng.js';
+import { createRng, type Rng } from '../../daemon/base/random.js';
 import type { ReplayBuffer } from '../../daemon/store/buffer.js';
 
 export const MODEL = 'tiny';

@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createValidator } from '../../daemon/feedback/validate.js';
 import { defaultLimits } from '../../daemon/feedback/schema.js';
-import { seededRandom, openBuffer } from '../../daemon/store/buffer.js';
+import { openBuffer } from '../../daemon/store/buffer.js';
+import { mulberry32 } from '../../daemon/base/random.js';
 import { spawnDaemon } from '../harness/daemon.js';
 import { makeEvent } from '../harness/events.js';
 
-const rand = seededRandom(20261127);
+const rand = mulberry32(20261127).next;
 const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)] as T;
 
 function randomValue(depth: number): unknown {

@@ -12,17 +12,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { makeEvent } from '../harness/events.js';
 import { createTopics, startBroker } from '../harness/kafka.js';
 import { committedEqualsEnd, sleep, spawnConsumer, waitFor } from './util.js';
-
-/** mulberry32: kill points are random but reproducible from the printed seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../daemon/base/random.js';
 
 function eventIdsIn(dbPath: string): string[] {
   const db = new Database(dbPath, { readonly: true });
@@ -47,7 +37,8 @@ t.test('kafka source under SIGKILL and SIGTERM', async (t) => {
     await createTopics(broker.brokers, [{ topic, numPartitions: 3 }]);
     const seed = Number(process.env['ALIGND_CRASH_SEED'] ?? Date.now() % 1_000_000);
     t.comment(`kill-point seed ${seed} (rerun with ALIGND_CRASH_SEED=${seed})`);
-    const random = rng(seed);
+    // Kill points are random but reproducible from the printed seed.
+    const random = mulberry32(seed).next;
 
     // The producer: 160 chunks of 50 events, one every ~120 ms; every 4th chunk re-sends the one before.
     const producer = kafka.producer({ idempotent: true });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { loadCheckpoint } from '../../daemon/model/hf-checkpoint.js';
 import { referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceResponseLogProbs } from '../../daemon/model/reference-forward.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { createRng } from '../../daemon/base/random.js';
 import { sampleToken, samplingDistribution } from '../../daemon/model/sampling.js';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { readJson } from './fixtures.js';

@@ -18,7 +18,7 @@ import { buildLogProbs, logProbInputs } from '../../daemon/model/inference-progr
 import {
   referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceHidden, referenceLogits,
 } from '../../daemon/model/reference-forward.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { createRng } from '../../daemon/base/random.js';
 import { ensureTinyModel } from '../../daemon/model/tiny.js';
 import { gradcheck } from '../engine/gradcheck.js';
 import { loraLogProbGradCase, maxAbsDiff } from './fixtures.js';

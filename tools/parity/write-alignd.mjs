@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { readModelSpec } from '../../dist/daemon/model/hf-checkpoint.js';
 import { initLora } from '../../dist/daemon/model/lora.js';
 import { writePeftAdapter } from '../../dist/daemon/model/peft.js';
-import { createRng } from '../../dist/daemon/model/rng.js';
+import { createRng } from '../../dist/daemon/base/random.js';
 import { tinyModelFiles, writeTinyModel } from '../../dist/daemon/model/tiny.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
