@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../model/safetensors.js';
+import { writeFileAtomicDurable } from '../base/fs-durable.js';
 import { writePeftAdapter } from '../model/peft.js';
 import type { AlignModel } from './context.js';
 import type { AlignKnobs } from './knobs.js';
@@ -35,6 +35,6 @@ export function writeCandidate(dir: string, m: AlignModel, r: RoundResult, knobs
     heldout: r.heldout,
     last_step: r.steps[r.steps.length - 1] ?? null,
   };
-  writeFileAtomic(join(dir, ROUND_META), JSON.stringify(body, null, 2) + '\n');
+  writeFileAtomicDurable(join(dir, ROUND_META), JSON.stringify(body, null, 2) + '\n');
   return adapterDir;
 }

@@ -1,7 +1,8 @@
 /**
- * Durable file operations for the registry. A file becomes visible only complete: write a temp
- * file in the same directory, fsync it, rename it over the target, fsync the directory (so the
- * rename itself survives a power cut, not just a process crash).
+ * Durable file operations (the registry, policy edits, adapters and checkpoints, round metadata).
+ * A file becomes visible only complete: write a temp file in the same directory, fsync it, rename
+ * it over the target, fsync the directory (so the rename itself survives a power cut, not just a
+ * process crash).
  */
 import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';

@@ -15,7 +15,8 @@ import { AligndError } from '../base/errors.js';
 import type { ModelSpec } from './hf-config.js';
 import { loraTargets, validTargets, type LoraAdapter, type LoraConfig, type LoraPair } from './lora.js';
 import { pyFloat, pythonJsonDumps } from './pyjson.js';
-import { fromFloat32, readSafetensors, toFloat32, writeFileAtomic, writeSafetensors, type TensorEntry } from './safetensors.js';
+import { writeFileAtomicDurable } from '../base/fs-durable.js';
+import { fromFloat32, readSafetensors, toFloat32, writeSafetensors, type TensorEntry } from './safetensors.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -93,7 +94,7 @@ export function writePeftAdapter(dir: string, spec: ModelSpec, adapter: LoraAdap
   loraTargets(spec, adapter.config); // validates the config against the model
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, ADAPTER_WEIGHTS), adapterTensors(adapter), { format: 'pt' });
-  writeFileAtomic(join(dir, ADAPTER_CONFIG), adapterConfigJson(spec, adapter.config));
+  writeFileAtomicDurable(join(dir, ADAPTER_CONFIG), adapterConfigJson(spec, adapter.config));
 }
 
 const adapterConfigSchema = z.looseObject({

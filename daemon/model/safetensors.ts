@@ -9,10 +9,11 @@
  * descending then name ascending (its `prepare` sort), compact JSON with `__metadata__` first
  * (keys in the given order) and omitted when null, header padded with spaces to a multiple of 8 so every tensor's data is aligned.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
-import { join, dirname, basename } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { AligndError } from '../base/errors.js';
+import { writeFileAtomicDurable } from '../base/fs-durable.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half.js';
 
 /** Dtypes in the reference crate's enum order (its derived `Ord` drives the writer's sort). */
@@ -257,16 +258,9 @@ export function serializeSafetensors(tensors: Map<string, TensorEntry> | Record<
   return out;
 }
 
-/** Write atomically (temp file + rename) so a reader never sees half a file. */
-export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  writeFileSync(tmp, bytes);
-  renameSync(tmp, path);
-}
-
 export function writeSafetensors(path: string, tensors: Map<string, TensorEntry> | Record<string, TensorEntry>,
   metadata: Record<string, string> | null = null): void {
-  writeFileAtomic(path, serializeSafetensors(tensors, metadata));
+  writeFileAtomicDurable(path, serializeSafetensors(tensors, metadata));
 }
 
 const indexSchema = z.object({
@@ -357,6 +351,6 @@ export function writeCheckpointTensors(dir: string, tensors: Map<string, TensorE
     files.push(file);
   });
   const sortedMap = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  writeFileAtomic(join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + '\n');
+  writeFileAtomicDurable(join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + '\n');
   return [...files, INDEX_FILE];
 }

@@ -10,7 +10,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseModelConfig, type ModelSpec } from './hf-config.js';
 import { createRng } from '../base/random.js';
-import { fromFloat32, numel, serializeSafetensors, writeFileAtomic, type TensorEntry } from './safetensors.js';
+import { writeFileAtomicDurable } from '../base/fs-durable.js';
+import { fromFloat32, numel, serializeSafetensors, type TensorEntry } from './safetensors.js';
 import { tinyTokenizer } from './tiny-tokenizer.js';
 import { weightSpecs } from './weights.js';
 
@@ -80,7 +81,7 @@ export function tinyModelFiles(seed = TINY_SEED): Map<string, Uint8Array> {
 /** Write the tiny checkpoint into `dir` (created if missing). */
 export function writeTinyModel(dir: string, seed = TINY_SEED): void {
   mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of tinyModelFiles(seed)) writeFileAtomic(join(dir, name), bytes);
+  for (const [name, bytes] of tinyModelFiles(seed)) writeFileAtomicDurable(join(dir, name), bytes);
 }
 
 /** The tiny checkpoint's directory, written on first use (the embedded default's base model). */
