@@ -9,9 +9,10 @@
  * was never acknowledged, so the next append cuts it off (and says so in its own record), and
  * verification reports it rather than calling it tampering.
  */
-import { appendFileSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { AligndError } from '../base/errors.js';
+import { appendLineDurable, lastCompleteLine } from '../base/fs-durable.js';
 import { withLock } from './lock.js';
 
 export const GENESIS = '0'.repeat(64);
@@ -38,33 +39,6 @@ export interface AuditVerification {
   tornTail: boolean;
 }
 
-function lastCompleteLine(path: string): { line: string | undefined; completeBytes: number; size: number } {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    // Read backwards in chunks until we have the last full line.
-    let end = size;
-    let tail = Buffer.alloc(0);
-    while (end > 0) {
-      const start = Math.max(0, end - 65536);
-      const chunk = Buffer.alloc(end - start);
-      readSync(fd, chunk, 0, chunk.length, start);
-      tail = Buffer.concat([chunk, tail]);
-      end = start;
-      const lastNl = tail.lastIndexOf(0x0a);
-      if (lastNl < 0) continue;
-      const prevNl = tail.lastIndexOf(0x0a, lastNl - 1);
-      if (prevNl >= 0 || end === 0) {
-        const completeBytes = end + lastNl + 1;
-        return { line: tail.subarray(prevNl + 1, lastNl).toString('utf8'), completeBytes, size };
-      }
-    }
-    return { line: undefined, completeBytes: 0, size };
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Append one record (under the registry's lock); returns it as written. */
 export function appendAudit(path: string, event: string, fields: Record<string, unknown> = {}): AuditRecord {
   return withLock(`${path}.lock`, () => {
@@ -73,16 +47,8 @@ export function appendAudit(path: string, event: string, fields: Record<string, 
     let torn: number | undefined;
     if (existsSync(path)) {
       const last = lastCompleteLine(path);
-      if (last.completeBytes < last.size) {
-        torn = last.size - last.completeBytes;
-        const fd = openSync(path, 'r+');
-        try {
-          ftruncateSync(fd, last.completeBytes);
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
-      }
+      // A torn final line is cut off by the append below; this record says how many bytes went.
+      if (last.completeBytes < last.size) torn = last.size - last.completeBytes;
       if (last.line !== undefined) {
         prev = sha256(last.line);
         let lastSeq: unknown;
@@ -97,13 +63,7 @@ export function appendAudit(path: string, event: string, fields: Record<string, 
       }
     }
     const record: AuditRecord = { seq, ts: new Date().toISOString(), prev, event, ...fields, ...(torn === undefined ? {} : { tornTailBytesDropped: torn }) };
-    const fd = openSync(path, 'a', 0o644);
-    try {
-      appendFileSync(fd, JSON.stringify(record) + '\n');
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    appendLineDurable(path, JSON.stringify(record));
     return record;
   });
 }

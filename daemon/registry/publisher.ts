@@ -1,20 +1,15 @@
 /**
- * Publishers that need no broker: a JSONL file (one announcement per line, fsynced) and an
- * in-process list. The Kafka publisher is in adapters/publishers/kafka.ts.
+ * Publishers that need no broker: a JSONL file (one announcement per line, fsynced; a torn last
+ * line is cut before the next) and an in-process list. The Kafka publisher is in
+ * adapters/publishers/kafka.ts.
  */
-import { appendFileSync, closeSync, fsyncSync, openSync } from 'node:fs';
+import { appendLineDurable } from '../base/fs-durable.js';
 import type { PromotionAnnouncement, PromotionPublisher } from './targets.js';
 
 export function fileAnnouncer(path: string): PromotionPublisher {
   return {
     async publish(a) {
-      const fd = openSync(path, 'a', 0o644);
-      try {
-        appendFileSync(fd, JSON.stringify(a) + '\n');
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
+      appendLineDurable(path, JSON.stringify(a));
     },
   };
 }
