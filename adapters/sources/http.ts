@@ -11,8 +11,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FeedbackSink, IngestOutcome, RawFeedback } from '../../daemon/feedback/sink.js';
-import type { Route } from '../../daemon/http/server.js';
-import { sendJson } from '../../daemon/http/server.js';
+import { isBodyTooLarge, readBody, sendJson, type Route } from '../../daemon/http/route.js';
 import type { Logger } from '../../daemon/base/log.js';
 
 export interface HttpFeedbackOptions {
@@ -20,32 +19,6 @@ export interface HttpFeedbackOptions {
   maxBodyBytes: number;
   maxEventBytes: number;
   log: Logger;
-}
-
-class BodyTooLarge extends Error {}
-
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length'] ?? NaN);
-    if (declared > limit) {
-      reject(new BodyTooLarge());
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new BodyTooLarge());
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 /** Split NDJSON into non-empty lines, keeping 1-based line numbers. */
@@ -75,7 +48,7 @@ export function feedbackRoute(opts: HttpFeedbackOptions): Route {
       try {
         body = await readBody(req, opts.maxBodyBytes);
       } catch (err) {
-        if (err instanceof BodyTooLarge) {
+        if (isBodyTooLarge(err)) {
           sendJson(res, 413, { error: `request body over ${opts.maxBodyBytes} bytes (http.maxBodyBytes): split the batch` });
           return;
         }

@@ -1,21 +1,12 @@
 /**
- * The daemon's HTTP server: health, readiness, status and the routes the composition root mounts
- * (feedback intake, admin actions). Binds to localhost unless configured otherwise.
+ * The daemon's HTTP server: serves the routes the composition root mounts (route.ts: health,
+ * readiness, status, feedback intake, admin actions). Binds to localhost unless configured
+ * otherwise.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../base/log.js';
-
-export type Handler = (req: IncomingMessage, res: ServerResponse, params: Record<string, string>) => void | Promise<void>;
-
-export interface Route {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-  /** Path with `:name` segments, e.g. `/v1/models/:model/approve`. */
-  path: string;
-  handler: Handler;
-  /** Mutating admin routes: require `Authorization: Bearer <token>`. */
-  admin?: boolean;
-}
+import { sendJson, type Route } from './route.js';
 
 export interface HttpServerOptions {
   host: string;
@@ -24,12 +15,6 @@ export interface HttpServerOptions {
   log: Logger;
   /** Token for admin routes; when unset they answer 503 (never open by default). */
   adminToken?: string;
-}
-
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }
 
 function match(pattern: string, path: string): Record<string, string> | undefined {

@@ -19,7 +19,7 @@ import { nextToPromote, promoteIfAllowed } from '../release/deploy.js';
 import { gateRoutes } from '../release/admin-routes.js';
 import { effectiveDecision } from '../release/decisions.js';
 import type { SafetyJudge } from '../gate/evidence.js';
-import { sendJson, type Route } from '../http/server.js';
+import { sendJson, type Route } from '../http/route.js';
 import { openModelRuntime, type ModelRuntime } from './model-runtime.js';
 import { runTrainingRound, type RoundSummary } from './training-round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';

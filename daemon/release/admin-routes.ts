@@ -11,17 +11,16 @@ import { existsSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { AligndError, errorMessage } from '../base/errors.js';
-import { sendJson, type Route } from '../http/server.js';
+import { readBody, sendJson, type Route } from '../http/route.js';
 import { MODEL_NAME_RE } from '../base/names.js';
 import { openRegistry, type Registry, type VersionInfo } from '../registry/registry.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from './decisions.js';
 
+/** Largest approve/deny body ({by, note}). */
+const MAX_ANSWER_BYTES = 65536;
+
 async function readSmallJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  let raw = '';
-  for await (const chunk of req) {
-    raw += (chunk as Buffer).toString('utf8');
-    if (raw.length > 65536) throw new AligndError('CONFIG_INVALID', 'request body too large');
-  }
+  const raw = (await readBody(req, MAX_ANSWER_BYTES)).toString('utf8');
   if (raw.trim() === '') return {};
   const v = JSON.parse(raw) as unknown;
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
