@@ -48,7 +48,8 @@ export interface KlCheck { step: number; perRound: number; cumulative: number; b
 
 export type StopReason = 'completed' | 'kl_budget' | 'kl_budget_exhausted' | 'diverged' | 'no_data';
 
-export interface RoundResult {
+/** What one training round produced (candidate, stop reason, steps, KL); the loop records a `RoundOutcome` from it. */
+export interface TrainingResult {
   /** The candidate adapter, or null when discarded / nothing trained. */
   candidate: LoraAdapter | null;
   candidateDir: string | null;
@@ -116,7 +117,7 @@ function shuffled<T>(xs: T[], seed: number): T[] {
   return a;
 }
 
-export async function runRound(input: RoundInput): Promise<RoundResult> {
+export async function runRound(input: RoundInput): Promise<TrainingResult> {
   const k = withDefaults(input.knobs);
   const m = input.model;
   const log = input.log ?? silentLogger;
@@ -128,7 +129,7 @@ export async function runRound(input: RoundInput): Promise<RoundResult> {
   // Warm start: the deployed adapter's values; with no deployed adapter, PEFT's init (B = 0) so
   // the candidate starts exactly at the base model but A carries gradient into B.
   const start = input.deployedAdapter ?? m.freshAdapter(k.seed);
-  const result: RoundResult = {
+  const result: TrainingResult = {
     candidate: null, candidateDir: null, stopReason: 'completed', reason: null, stepsTaken: 0, keptStep: 0, steps: [], klChecks: [],
     kl: { perRound: 0, cumulative: 0, sampledSequence: null }, beta: k.beta, heldout: null, trainedExampleIds: [], skipped, klContextSource: 'heldout',
   };

@@ -78,8 +78,8 @@ export type Counts = {
   examples: Record<string, number>;
 };
 
-/** A round's figures as the status page plots them; every field optional but `decision`. */
-export interface RoundResult {
+/** A round's recorded outcome: its figures as the status page plots them; every field optional but `decision`. */
+export interface RoundOutcome {
   decision: 'promote' | 'reject' | 'hold' | 'discarded';
   version?: string;
   loss?: number;
@@ -397,16 +397,16 @@ export function openBuffer(opts: BufferOptions) {
       return { from: r.f, to: r.t, events: r.n, kafka_offsets: Object.fromEntries(offsets.map((o) => [`${o.topic}[${o.partition}]`, String(o.o)])) };
     },
     /** Keep a round's outcome (figures and decision) for the status page and `alignd status`. */
-    recordRoundResult(model: string, round: number, result: RoundResult): void {
+    recordRoundResult(model: string, round: number, result: RoundOutcome): void {
       db.prepare(`INSERT INTO round_results (model, round, at, result) VALUES (?, ?, ?, ?)
         ON CONFLICT(model, round) DO UPDATE SET at = excluded.at, result = excluded.result`).run(model, round, Date.now(), JSON.stringify(result));
     },
     /** Round outcomes, oldest first (at most `limit` newest). */
-    roundResults(model?: string, limit = 500): Array<{ model: string; round: number; at: number; result: RoundResult }> {
+    roundResults(model?: string, limit = 500): Array<{ model: string; round: number; at: number; result: RoundOutcome }> {
       const rows = (model === undefined
         ? db.prepare(`SELECT * FROM round_results ORDER BY at DESC, round DESC LIMIT ?`).all(limit)
         : db.prepare(`SELECT * FROM round_results WHERE model = ? ORDER BY at DESC, round DESC LIMIT ?`).all(model, limit)) as Array<{ model: string; round: number; at: number; result: string }>;
-      return rows.reverse().map((r) => ({ model: r.model, round: r.round, at: r.at, result: JSON.parse(r.result) as RoundResult }));
+      return rows.reverse().map((r) => ({ model: r.model, round: r.round, at: r.at, result: JSON.parse(r.result) as RoundOutcome }));
     },
     close(): void {
       db.close();
