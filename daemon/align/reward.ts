@@ -7,7 +7,7 @@
  *
  * Not built: heads with their own LoRA (the issue's "optionally"); the heads see the frozen base.
  */
-import type { RewardScore, RewardScorer } from './types.js';
+import type { RewardScore, RewardScorer } from '../gate/evidence.js';
 import type { Example } from '../store/buffer.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { Prompt } from '../model/tokenizer.js';

@@ -8,7 +8,7 @@
  * External judges (an HTTP moderation endpoint, a guard model reading the policy's written safety
  * spec) implement the gate's SafetyJudge too; `combineJudges` merges them with the built-in one.
  */
-import type { SafetyJudge, SafetyVerdict } from './types.js';
+import type { SafetyJudge, SafetyVerdict } from '../gate/evidence.js';
 import type { Example } from '../store/buffer.js';
 import type { Prompt } from '../model/tokenizer.js';
 import type { AlignModel } from './context.js';

@@ -1,8 +1,8 @@
 /**
- * What the gate consumes. The alignment stage (reward-model ensemble, safety judge, implicit
- * reward, KL guard) and the model stage (generation) implement these; the gate depends on nothing
- * else, so any scorer or judge that honours the contract plugs in (an external classifier in
- * adapters/judges/, a test's lexical scorer).
+ * What the gate consumes: the evidence a decision is computed from, and the scorer, judge and
+ * responder contracts that produce it. The alignment stage (reward-model ensemble, safety judge,
+ * implicit reward, KL guard) implements them; this file imports nothing, so any scorer or judge
+ * that honours the contract plugs in (an external classifier, a test's lexical scorer).
  */
 
 /** One response scored by a reward-model ensemble. */
