@@ -4,8 +4,9 @@
  * the LoRA parameters, clipping and AdamW — on the tiny built-in model and on a ~20M-parameter
  * Llama config (same shape as bench:model's). Baseline in the same run: the forward log-prob pass
  * over the same tokens with the same adapter (the program that computes reference log-probs);
- * step_over_forward is their ratio (≈ 3 is the usual ideal for full backprop; LoRA with frozen
- * weights can land lower, see /work/shared/notes/engine.md § Cost model). Last line is the JSON
+ * step_over_forward is their ratio (≈ 3 is the usual ideal for full backprop, 6N against 2N FLOPs
+ * per token (Kaplan et al. 2020); LoRA with frozen weights skips the weight-gradient GEMMs, ≈ 4N,
+ * so 2–2.5 is expected). Last line is the JSON
  * summary for the ~20M config.
  *
  *   npm run bench:align -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N]

@@ -5,7 +5,8 @@
  * of the model, so the closed-form tests feed hand-made log-probs and the round runner feeds the
  * outputs of the model's log-prob graph.
  *
- * Notation (see /work/shared/notes/alignment.md): r± = log π(y±|x) − log π_ref(y±|x), Δ = r⁺ − r⁻.
+ * Notation (Rafailov et al. 2023; TRL's DPOTrainer): r± = log π(y±|x) − log π_ref(y±|x), summed over
+ * response tokens; Δ = r⁺ − r⁻.
  */
 import { type Value, ops as O } from '../engine/index.js';
 

@@ -5,7 +5,7 @@
  * across members, and each member's reward (the gate's RewardScorer). Held-out accuracy and
  * expected calibration error of P(chosen ≻ rejected) = σ(mean r⁺ − mean r⁻) are reported per round.
  *
- * Not built: heads with their own LoRA (the issue's "optionally"); the heads see the frozen base.
+ * Not built: heads with their own LoRA; the heads see the frozen base.
  */
 import type { RewardScore, RewardScorer } from '../gate/evidence.js';
 import type { Example } from '../store/buffer.js';

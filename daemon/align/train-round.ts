@@ -1,5 +1,5 @@
 /**
- * One incremental training round (DESIGN.md § Alignment; issue 5):
+ * One incremental training round:
  *   reference = the deployed version (base + deployed adapter); its log-probs are computed once
  *   per round by the inference program and cached per example; the candidate warm-starts from the
  *   deployed adapter and trains on the window (new examples + replay; held-out never trained on);

@@ -9,7 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AligndError } from '../base/errors.js';
 import { defaultLimits } from '../feedback/schema.js';
-// The Kafka source's schema lives beside the adapter; config.ts belongs to the composition root.
+// The Kafka source's config schema lives in ingest (the adapter imports it from there): no adapter here.
 import { kafkaSourceConfigSchema } from '../ingest/kafka-source-config.js';
 import { engineConfigSchema } from '../engine/engine-config.js';
 

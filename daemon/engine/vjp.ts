@@ -3,9 +3,10 @@
  *
  * A rule gets the node's inputs x, outputs y, the incoming output gradients dy, and `needs[i]`
  * (whether input i's gradient is wanted: frozen weights and data are not), and returns the
- * gradient for each input (undefined = none). Formulas follow the note in shared/notes/engine.md;
- * broadcasting is undone by unbroadcast(). Only standard ONNX ops are emitted, plus
- * com.microsoft.FusedMatMul for transposed products.
+ * gradient for each input (undefined = none). Each formula is the op's textbook derivative (one
+ * line per input, as in PyTorch's tools/autograd/derivatives.yaml) and is checked against float64
+ * finite differences in test/engine/vjp.test.ts; broadcasting is undone by unbroadcast(). Only
+ * standard ONNX ops are emitted, plus com.microsoft.FusedMatMul for transposed products.
  */
 import { AligndError } from '../base/errors.js';
 import { type Attr, type Node, type Value, constData, constant, emit, withShape } from './graph.js';

@@ -1,5 +1,5 @@
 /**
- * Training examples derived from feedback events (DESIGN.md, event table):
+ * Training examples derived from feedback events:
  *   preference    → pair (chosen ≻ rejected)
  *   edit          → pair (edited ≻ response) and an SFT target (edited)
  *   binary        → KTO example; plus a pair when the same prompt has an up and a down

@@ -27,7 +27,7 @@ export interface RoundDeps {
   buffer: ReplayBuffer;
   dataDir: string;
   log: Logger;
-  /** External judges (adapters/judges) combined with the built-in one. */
+  /** External judges (any SafetyJudge, e.g. a classifier behind an API) combined with the built-in one. */
   externalJudges?: SafetyJudge[];
   /** Progress for long work (steps, evaluation), for logs and the CLI. */
   onProgress?: (what: string, fields: Record<string, unknown>) => void;

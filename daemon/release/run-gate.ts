@@ -1,8 +1,8 @@
 /**
  * One gate run for a candidate already in the registry: gather the evidence through the stage
  * interfaces, decide, write the decision (figures and reasons) to the manifest and the audit log,
- * and push it when the policy's deployment mode allows. The composition root calls this after a
- * training round has added the candidate.
+ * and push it when the policy's deployment mode allows. The loop calls this after a training round
+ * has added the candidate.
  */
 import { errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';

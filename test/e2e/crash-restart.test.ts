@@ -1,5 +1,5 @@
 /**
- * END-TO-END (issue 7, test 2): kill -9 the daemon in the middle of a training round, restart it
+ * END-TO-END: kill -9 the daemon in the middle of a training round, restart it
  * on the same data directory. Feedback arrives through a real Kafka broker before, during and
  * while the daemon is down. After the restart:
  * - the interrupted round has no recorded outcome and its data is trained by the redone round

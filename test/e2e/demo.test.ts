@@ -1,5 +1,5 @@
 /**
- * END-TO-END (issue 7, test 3): the embedded default, as the README's first command runs it
+ * END-TO-END: the embedded default, as the README's first command runs it
  * (`npm run demo` = `node dist/daemon/main.js demo`), in a fresh directory with no configuration:
  * the built-in tiny model, buffer and registry under ./.alignd, the file-drop target
  * ./.alignd/served, simulated users. On CPU it must reach at least one promotion within a bound

@@ -1,5 +1,5 @@
 /**
- * END-TO-END (issue 7, test 1): the whole loop on real parts. A real Kafka broker (from its Maven
+ * END-TO-END: the whole loop on real parts. A real Kafka broker (from its Maven
  * jars) carries feedback produced by kafkajs (`alignd send --kafka-brokers`) and by Kafka's own
  * console producer; the real daemon (`node dist/daemon/main.js start --kafka-brokers ... --policy`)
  * ingests it into SQLite, trains the tiny model on onnxruntime, the gate promotes, and a real

@@ -56,7 +56,7 @@ t.test('recordRejects keeps the original bytes in dead_letters, in the same tran
   buffer.close();
 });
 
-t.test('derivation: every kind becomes the examples DESIGN.md names', async (t) => {
+t.test('derivation: every kind becomes the examples feedback/derive.ts names', async (t) => {
   const { buffer, ingest } = fresh();
   const p = 'same prompt';
   const events = [
