@@ -1,8 +1,8 @@
 /**
- * Durable file operations (the registry, policy edits, adapters and checkpoints, round metadata).
- * A file becomes visible only complete: write a temp file in the same directory, fsync it, rename
- * it over the target, fsync the directory (so the rename itself survives a power cut, not just a
- * process crash).
+ * Durable file operations (the registry, policy edits, adapters and checkpoints, round metadata,
+ * append-only logs). A file becomes visible only complete: write a temp file in the same directory,
+ * fsync it, rename it over the target, fsync the directory (so the rename itself survives a power
+ * cut, not just a process crash). An append-only log gains whole lines only (`appendLineDurable`).
  */
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
