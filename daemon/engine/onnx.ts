@@ -55,7 +55,12 @@ function encodeAttr(s: Sink, name: string, a: Attr): void {
 }
 
 function encodeNode(s: Sink, n: Node): void {
-  for (const i of n.inputs) writeString(s, 1, i);
+  // Trailing omitted optional inputs are left out rather than written as '': onnxruntime 1.30's
+  // extended graph optimizations crash the process (SIGSEGV) on a float32 LayerNormalization whose
+  // absent bias is given as a trailing ''. Omitting them is the same model to the ONNX spec.
+  let given = n.inputs.length;
+  while (given > 0 && n.inputs[given - 1] === '') given--;
+  for (const i of n.inputs.slice(0, given)) writeString(s, 1, i);
   for (const o of n.outputs) writeString(s, 2, o);
   writeString(s, 3, n.name);
   writeString(s, 4, n.op);
