@@ -1,7 +1,7 @@
 /**
  * Train steps on real onnxruntime sessions: AdamW against a plain TypeScript reference (with weight
  * decay, bias correction and clipping), gradient accumulation against one big batch, and two tiny
- * models trained to a fixed target.
+ * models trained to a fixed target. On the provider under test (ALIGND_TEST_EP), same bounds.
  */
 import t from 'tap';
 import { type Value, constant, graph, input, param } from '../../daemon/engine/graph.js';
@@ -11,6 +11,7 @@ import { toOnnx } from '../../daemon/engine/onnx.js';
 import { createSession, f32, numbers } from '../../daemon/engine/sessions.js';
 import { type HostTensor, randomTensor } from '../../daemon/engine/tensor.js';
 import { type AdamWConfig, applyProgram, gradProgram, trainProgram } from '../../daemon/engine/train.js';
+import { testRuntime } from '../harness/ep.js';
 
 /** torch.optim.AdamW + clip_grad_norm_, in float64. */
 function referenceAdamW(p: Record<string, number[]>, grads: Record<string, number[]>, m: Record<string, number[]>,
@@ -43,7 +44,7 @@ t.test('AdamW steps equal a TypeScript reference (decay, bias correction, clippi
   // loss = ½ Σ c1 ⊙ w² + Σ c2 ⊙ bias: gradients c1 ⊙ w and c2, known in closed form.
   const loss = O.add(O.mul(O.sumAll(O.mul(constant(g, c1), O.mul(w, w))), 0.5), O.sumAll(O.mul(constant(g, c2), bias)));
   const info = trainProgram({ loss, params: [w, bias], optimizer: { ...cfg, decay } });
-  const session = await createSession(toOnnx(info.graph).bytes);
+  const session = await createSession(toOnnx(info.graph).bytes, await testRuntime());
   const init: Record<string, HostTensor> = { w: randomTensor('float32', [3, 4], 1), bias: randomTensor('float32', [5], 2) };
   const state = initState(init);
 
@@ -75,7 +76,7 @@ t.test('a non-finite loss discards the step and says so', async (t) => {
   const w = param(g, 'w', 'float32', [2]);
   const x = input(g, 'x', 'float32', [2]);
   const info = trainProgram({ loss: O.sumAll(O.log(O.mul(w, x))), params: [w] });
-  const session = await createSession(toOnnx(info.graph).bytes);
+  const session = await createSession(toOnnx(info.graph).bytes, await testRuntime());
   const state = initState({ w: randomTensor('float32', [2], 3, 0.5, 1) });
   const before = numbers(state.params['w']!);
   await t.rejects(trainStep(session, info, state, { x: f32([2], [-1, 1]) }, 0.1), { code: 'TRAINING_DIVERGED' });
@@ -104,7 +105,7 @@ t.test('gradient accumulation over micro-batches equals one step on the whole ba
   const micro = regression();
   const gp = gradProgram({ loss: micro.loss, params: [micro.w, micro.b] });
   const ap = applyProgram([{ name: 'w', dtype: 'float32', shape: [3, 1] }, { name: 'b', dtype: 'float32', shape: [1] }], cfg);
-  const [s1, s2, s3] = await Promise.all([one, gp, ap].map((p) => createSession(toOnnx(p.graph).bytes)));
+  const [s1, s2, s3] = await Promise.all([one, gp, ap].map(async (p) => createSession(toOnnx(p.graph).bytes, await testRuntime())));
 
   const a = initState(init);
   const bstate = initState(init);
@@ -135,7 +136,7 @@ t.test('a tiny MLP fits a fixed target (MSE < 2e-3 from ≈ 0.3)', async (t) => 
   const h = O.gelu(O.add(O.matmul(x, w1), b1), 'tanh');
   const err = O.sub(O.matmul(h, w2), y);
   const info = trainProgram({ loss: O.meanAll(O.mul(err, err)), params: [w1, b1, w2], optimizer: { weightDecay: 0 } });
-  const session = await createSession(toOnnx(info.graph).bytes);
+  const session = await createSession(toOnnx(info.graph).bytes, await testRuntime());
   const xs = randomTensor('float32', [32, 4], 31);
   const xd = xs.data as Float32Array;
   // Target: a smooth fixed function of the inputs.
@@ -178,7 +179,7 @@ t.test('a tiny causal self-attention block fits a fixed target (loss < 5% of ini
   const out = O.add(x, O.matmul(ctx, wo));
   const err = O.sub(out, target);
   const info = trainProgram({ loss: O.meanAll(O.mul(err, err)), params: [wq, wk, wv, wo, ln], optimizer: { weightDecay: 0, maxGradNorm: 1 } });
-  const session = await createSession(toOnnx(info.graph).bytes);
+  const session = await createSession(toOnnx(info.graph).bytes, await testRuntime());
   // Target: x plus the causal running mean of x (what uniform causal attention computes).
   const xs = randomTensor('float32', [B, S, D], 41);
   const xd = xs.data as Float32Array;

@@ -49,7 +49,7 @@ function pidAlive(pid: number): boolean {
 }
 
 /** mkdir is atomic: the one that creates the lock dir owns it; a dead owner's lock is broken. */
-async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + 15 * 60_000;
   for (;;) {
     try {
@@ -62,7 +62,7 @@ async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
       try { owner = Number(readFileSync(join(lockDir, 'owner'), 'utf8')); } catch { /* owner file not written yet */ }
       const age = (() => { try { return Date.now() - statSync(lockDir).mtimeMs; } catch { return 0; } })();
       if ((Number.isFinite(owner) && !pidAlive(owner)) || age > 15 * 60_000) rmSync(lockDir, { recursive: true, force: true });
-      else if (Date.now() > deadline) throw new Error(`kafka harness: lock ${lockDir} held by pid ${owner} for too long; remove it if no test is running`);
+      else if (Date.now() > deadline) throw new Error(`test harness: lock ${lockDir} held by pid ${owner} for too long; remove it if no test is running`);
       else await sleep(500);
     }
   }

@@ -52,9 +52,9 @@ export function loraLogProbGradCase(name: string, model: Model, adapter: LoraAda
     name,
     yDims: [batch.batch],
     build: (g, dt) => {
-      const base = declareBaseWeights(g, model.weights, 'float64');
-      const lv = declareLora(g, model.spec, adapter.config, 'param', 'float64');
-      const y = buildLogProbs(base, lv, logProbInputs(g, 'float64')).seqLogps;
+      const base = declareBaseWeights(g, model.weights, dt);
+      const lv = declareLora(g, model.spec, adapter.config, 'param', dt);
+      const y = buildLogProbs(base, lv, logProbInputs(g, dt)).seqLogps;
       const wrt = [...lv.pairs.values()].flatMap((p) => [p.a, p.b]).map((v) => {
         const h = host[v.name]!;
         return { v, data: tensor(dt, h.dims, Float64Array.from(h.data as Float32Array)) };
@@ -64,9 +64,9 @@ export function loraLogProbGradCase(name: string, model: Model, adapter: LoraAda
         wrt, y,
         feeds: {
           input_ids: tensor('int64', dims, Array.from(batch.inputIds)),
-          attention_mask: tensor('float64', dims, Array.from(batch.attentionMask)),
+          attention_mask: tensor(dt, dims, Array.from(batch.attentionMask)),
           targets: tensor('int64', dims, Array.from(batch.targets)),
-          target_mask: tensor('float64', dims, Array.from(batch.targetMask)),
+          target_mask: tensor(dt, dims, Array.from(batch.targetMask)),
         },
       };
     },

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { loadModel } from '../../daemon/model/model.js';
 import { readPeftAdapter } from '../../daemon/model/peft.js';
-import { gradcheck } from '../engine/gradcheck.js';
+import { gradcheck, onDevice } from '../engine/gradcheck.js';
 import { PARITY, loraLogProbGradCase, readJson, type SequenceRecord } from './fixtures.js';
 
 for (const arch of ['gpt2', 'mistral', 'qwen2'] as const) {
@@ -22,6 +22,10 @@ for (const arch of ['gpt2', 'mistral', 'qwen2'] as const) {
     t.ok(r.fdNorm > 1e-2, `gradient is not trivially zero (‖fd‖ = ${r.fdNorm.toExponential(2)})`);
     // 5e-6: central differences with ε = 1e-5 carry an O(ε²·f''') truncation error, which these
     // adapters' large gradients (‖fd‖ up to ~5e2 on qwen2) bring to ~1e-6; a wrong rule gives ≫ 1e-3.
-    t.ok(r.relError < 5e-6, `relative error ${r.relError.toExponential(2)} over ${r.elements} LoRA elements (${adapter.pairs.size} modules)`);
+    // 1e-4 for float32 gradients (WebGPU) against the float64 differences: float32 rounding through
+    // the layers gives up to 1.5e-5 (qwen2), on the CPU provider as on lavapipe.
+    const tol = r.dtype === 'float64' ? 5e-6 : 1e-4;
+    t.ok(r.relError < tol, `relative error ${r.relError.toExponential(2)} over ${r.elements} LoRA elements (${adapter.pairs.size} modules, ${r.dtype})`);
+    onDevice(t, r);
   });
 }

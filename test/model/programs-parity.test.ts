@@ -4,16 +4,19 @@
 // one right-padded batch; KV-cache greedy generation over left-padded prompts equals generate().
 import t from 'tap';
 import { join } from 'node:path';
+import { toOnnx } from '../../daemon/engine/onnx.js';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
-import { loadModel } from '../../daemon/model/model.js';
+import { batchFeeds, loadModel, loraFeeds } from '../../daemon/model/model.js';
 import { readPeftAdapter } from '../../daemon/model/peft.js';
+import { buildProgram } from '../../daemon/model/inference-programs.js';
+import { TEST_EP, cpuFallbacks, testRuntime, unexpectedFallbacks } from '../harness/ep.js';
 import { ARCHS, PARITY, maxAbsDiff, readJson, readLogits, type SequenceRecord } from './fixtures.js';
 
 const TOL = 1e-4;
 
 for (const arch of ARCHS) {
   t.test(arch, async (t) => {
-    const model = loadModel(join(PARITY, arch, 'model'), { threads: 1 });
+    const model = loadModel(join(PARITY, arch, 'model'), await testRuntime({ threads: 1 }));
     const adapter = readPeftAdapter(join(PARITY, arch, 'adapter'), model.spec);
     const { sequences } = readJson<{ sequences: SequenceRecord[] }>(arch, 'reference.json');
     const ref = readLogits(arch, 'reference.safetensors');
@@ -49,5 +52,10 @@ for (const arch of ARCHS) {
       sequences.forEach((s, b) => t.same(gen[b], ad === null ? s.greedy : s.greedy_lora, `${label} seq${b}: cached greedy continuation equals generate()`));
     }
     t.equal(B, sequences.length);
+    if (TEST_EP !== 'cpu') {
+      const program = toOnnx(buildProgram('logprobs', model.weights, adapter.config)).bytes;
+      const onCpu = await cpuFallbacks(program, { ...batchFeeds(batch), ...loraFeeds(adapter) });
+      t.same(unexpectedFallbacks(onCpu), [], `the log-prob program ran on ${TEST_EP} (float ops on the CPU provider: ${onCpu.join(', ')})`);
+    }
   });
 }
