@@ -31,7 +31,7 @@ export type OrtTensor = ort.Tensor;
 const INSTALL: Record<Provider, string> = {
   cpu: 'the CPU provider is bundled with onnxruntime-node; reinstall it with `npm ci`',
   cuda: 'install the CUDA provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci` (needs CUDA 12 and cuDNN 9), or set engine provider to cpu',
-  webgpu: 'the WebGPU provider needs Vulkan on Linux: install libvulkan1 and a Vulkan driver (e.g. mesa-vulkan-drivers or the NVIDIA driver), or set engine provider to cpu',
+  webgpu: 'the WebGPU provider needs Vulkan on Linux: install libvulkan1 and a Vulkan driver whose device Dawn accepts (the NVIDIA driver, or Mesa ≥ 25\'s lavapipe; Debian 12\'s mesa-vulkan-drivers 22.3 answers "No supported adapters", see bench/README.md), or set engine provider to cpu',
 };
 
 const cache = new Map<string, Promise<Session>>();
