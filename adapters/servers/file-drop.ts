@@ -13,9 +13,18 @@ import { adapterDigest } from '../../daemon/registry/registry.js';
 import { fsyncDir, fsyncTree } from '../../daemon/base/fs-durable.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 
+const versionDir = (model: string): RegExp => new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
+
 export function fileDropTarget(cfg: { dir: string }): ServerTarget {
   return {
     id: `file:${cfg.dir}`,
+    // What a watcher of the directory serves: the version the model's link points at, when that
+    // version's directory exists (a directory without the link is not what a watcher loads).
+    async observe(model) {
+      const link = join(cfg.dir, model);
+      const current = existsSync(link) ? readlinkSync(link) : undefined;
+      return current !== undefined && versionDir(model).test(current) && existsSync(join(cfg.dir, current, 'adapter_config.json')) ? [current] : [];
+    },
     async deploy(req) {
       mkdirSync(cfg.dir, { recursive: true });
       const dest = join(cfg.dir, req.name);
@@ -45,7 +54,7 @@ export function fileDropTarget(cfg: { dir: string }): ServerTarget {
       const link = join(cfg.dir, model);
       const current = existsSync(link) ? readlinkSync(link) : undefined;
       const esc = model.replace(/[.]/g, '\\.');
-      const re = new RegExp(`^${esc}-v[0-9]+$`);
+      const re = versionDir(model);
       // Leftovers of a copy or link switch interrupted by a crash.
       const junk = new RegExp(`^\\.(?:${esc}-v[0-9]+\\.[0-9a-f]+\\.tmp|${esc}\\.[0-9a-f]+\\.link)$`);
       const removed: string[] = [];

@@ -11,7 +11,7 @@
  */
 import { AligndError } from '../../daemon/base/errors.js';
 import type { DeployRequest, ServerTarget } from '../../daemon/registry/targets.js';
-import { bodyText, fetchWithTimeout } from './http-json.js';
+import { errorBody, excerpt, fetchWithTimeout, readBody } from './http-json.js';
 
 export interface VllmTargetConfig {
   url: string;
@@ -39,16 +39,25 @@ export function vllmErrorMessage(body: string): string {
   return body.trim() || '(empty body)';
 }
 
+/** A rank above the server's --max-lora-rank: vLLM 0.32 answers 500, older builds 400. */
+const RANK_TOO_LARGE = /rank \d+ is greater than max_lora_rank \d+/i;
+
 function explain(url: string, op: string, status: number, body: string, path?: string): AligndError {
   const msg = vllmErrorMessage(body);
   let action: string;
-  if (status === 404 && /^not found$/i.test(msg)) action = 'runtime LoRA updating is off: start vLLM with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True';
+  // A 400 or a rank refusal fails the same way on every retry: permanent until the policy or the server changes.
+  let permanent = false;
+  if (RANK_TOO_LARGE.test(msg)) {
+    action = 'the adapter rank exceeds vLLM\'s --max-lora-rank: restart vLLM with a larger --max-lora-rank, or lower lora.r in the policy (not retried until the desired version changes)';
+    permanent = true;
+  } else if (status === 404 && /^not found$/i.test(msg)) action = 'runtime LoRA updating is off: start vLLM with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True';
   else if (status === 404) action = `vLLM cannot read the adapter at ${path ?? '(path)'}: the registry must be mounted where vLLM runs (set path_map in the policy's vllm target)`;
   else if (status === 401 || status === 403) action = 'vLLM wants an API key: set api_key_env in the policy\'s vllm target';
-  else if (status === 400 && /rank/i.test(msg)) action = 'the adapter rank exceeds vLLM\'s --max-lora-rank: raise it, or lower lora.r in the policy';
-  else if (status === 400) action = 'vLLM refused the adapter: check --enable-lora, --max-loras and that the adapter is plain LoRA for the served base model';
-  else action = 'vLLM failed; check its logs';
-  return new AligndError('SERVER_FAILED', `vLLM ${url} ${op} failed with HTTP ${status}: ${msg}`, { action });
+  else if (status === 400) {
+    action = 'vLLM refused the adapter: check --enable-lora, --max-loras and that the adapter is plain LoRA for the served base model';
+    permanent = true;
+  } else action = 'vLLM failed; check its logs';
+  return new AligndError('SERVER_FAILED', `vLLM ${url} ${op} failed with HTTP ${status}: ${excerpt(msg)}`, { action, permanent });
 }
 
 export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
@@ -57,51 +66,62 @@ export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(cfg.apiKey === undefined ? {} : { authorization: `Bearer ${cfg.apiKey}` }) };
   const mapPath = (p: string): string => (cfg.pathMap !== undefined && p.startsWith(cfg.pathMap.from) ? cfg.pathMap.to + p.slice(cfg.pathMap.from.length) : p);
 
-  const call = async (op: string, path: string, body?: unknown): Promise<Response> => {
+  const call = async (op: string, path: string, signal: AbortSignal | undefined, body?: unknown): Promise<Response> => {
     try {
-      return await fetchWithTimeout(`${base}${path}`, body === undefined ? { headers } : { method: 'POST', headers, body: JSON.stringify(body) }, timeout);
+      return await fetchWithTimeout(`${base}${path}`, body === undefined ? { headers } : { method: 'POST', headers, body: JSON.stringify(body) }, timeout, signal);
     } catch (err) {
+      if (signal?.aborted === true) throw signal.reason as Error;
       throw new AligndError('SERVER_FAILED', `vLLM ${base} ${op}: cannot connect (${(err as Error).message})`, { action: 'check that vLLM runs and that the url in the policy is right', cause: err });
     }
   };
-  const models = async (): Promise<ModelEntry[]> => {
-    const res = await call('GET /v1/models', '/v1/models');
-    const text = await bodyText(res);
-    if (!res.ok) throw explain(base, 'GET /v1/models', res.status, text);
+  const models = async (signal?: AbortSignal): Promise<ModelEntry[]> => {
+    const res = await call('GET /v1/models', '/v1/models', signal);
+    if (!res.ok) throw explain(base, 'GET /v1/models', res.status, await errorBody(res, `vLLM ${base} GET /v1/models`));
+    const text = await readBody(res, `vLLM ${base} GET /v1/models`);
+    let j: { data?: unknown };
     try {
-      const j = JSON.parse(text) as { data?: ModelEntry[] };
-      return Array.isArray(j.data) ? j.data : [];
+      j = JSON.parse(text) as { data?: unknown };
     } catch (err) {
-      throw new AligndError('SERVER_FAILED', `vLLM ${base} GET /v1/models answered non-JSON`, { action: 'is the url a vLLM OpenAI-compatible server?', cause: err });
+      throw new AligndError('SERVER_FAILED', `vLLM ${base} GET /v1/models answered non-JSON: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?', cause: err });
     }
+    if (!Array.isArray(j.data)) throw new AligndError('SERVER_FAILED', `vLLM ${base} GET /v1/models has no data list: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?' });
+    return (j.data as unknown[]).filter((m): m is ModelEntry => typeof m === 'object' && m !== null && typeof (m as ModelEntry).id === 'string');
   };
+  const ours = (model: string): RegExp => new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
 
   return {
     id: `vllm:${base}`,
-    async deploy(req: DeployRequest) {
+    timeoutMs: timeout,
+    async observe(model, signal) {
+      const re = ours(model);
+      return (await models(signal)).map((m) => m.id).filter((id) => re.test(id));
+    },
+    async deploy(req: DeployRequest, signal?: AbortSignal) {
       const loraPath = mapPath(req.adapterDir);
-      const listed = (await models()).find((m) => m.id === req.name);
+      const listed = (await models(signal)).find((m) => m.id === req.name);
       if (listed === undefined) {
-        const res = await call('load', '/v1/load_lora_adapter', { lora_name: req.name, lora_path: loraPath });
-        const text = await bodyText(res);
+        const res = await call('load', '/v1/load_lora_adapter', signal, { lora_name: req.name, lora_path: loraPath });
+        const text = res.ok ? '' : await errorBody(res, `vLLM ${base} loading ${req.name}`);
         // 400 "already loaded": another alignd instance or an earlier attempt won; verified below.
         if (!res.ok && !(res.status === 400 && /already/i.test(vllmErrorMessage(text)))) throw explain(base, `loading ${req.name}`, res.status, text, loraPath);
+        if (res.ok) await res.body?.cancel();
       }
-      const after = (await models()).find((m) => m.id === req.name);
+      const after = (await models(signal)).find((m) => m.id === req.name);
       if (after === undefined) throw new AligndError('SERVER_FAILED', `vLLM ${base} accepted ${req.name} but does not list it in /v1/models`, { action: 'check vLLM logs; the adapter may have failed to load' });
       if (typeof after.root === 'string' && after.root !== loraPath) {
         throw new AligndError('SERVER_FAILED', `vLLM ${base} serves ${req.name} from ${after.root}, not ${loraPath}`, { action: 'a different adapter holds this immutable name; unload it by hand and investigate' });
       }
     },
-    async retire(model, keep) {
-      const re = new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
-      const drop = (await models()).map((m) => m.id).filter((id) => re.test(id) && !keep.includes(id));
+    async retire(model, keep, signal) {
+      const re = ours(model);
+      const drop = (await models(signal)).map((m) => m.id).filter((id) => re.test(id) && !keep.includes(id));
       const done: string[] = [];
       for (const name of drop) {
-        const res = await call('unload', '/v1/unload_lora_adapter', { lora_name: name });
-        const text = await bodyText(res);
-        if (res.ok || res.status === 404) done.push(name);
-        else throw explain(base, `unloading ${name}`, res.status, text);
+        const res = await call('unload', '/v1/unload_lora_adapter', signal, { lora_name: name });
+        if (res.ok || res.status === 404) {
+          await res.body?.cancel();
+          done.push(name);
+        } else throw explain(base, `unloading ${name}`, res.status, await errorBody(res, `vLLM ${base} unloading ${name}`));
       }
       return done;
     },

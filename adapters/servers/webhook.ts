@@ -6,16 +6,19 @@
 import { createHmac } from 'node:crypto';
 import { AligndError } from '../../daemon/base/errors.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
-import { bodyText, fetchWithTimeout } from './http-json.js';
+import { errorBody, fetchWithTimeout } from './http-json.js';
 
 export function signWebhook(secret: string, timestamp: string, body: string): string {
   return 'sha256=' + createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
 }
 
 export function webhookTarget(cfg: { url: string; secret: string; timeoutMs?: number }): ServerTarget {
+  const timeoutMs = cfg.timeoutMs ?? 30_000;
   return {
     id: `webhook:${cfg.url}`,
-    async deploy(req) {
+    timeoutMs,
+    // No observe(): a receiver has no listing to read back, so the record of acknowledged pushes stands in.
+    async deploy(req, signal) {
       const ts = new Date().toISOString();
       const body = JSON.stringify({
         schema: 'alignd.deploy/v1', model: req.model, version: req.version, name: req.name,
@@ -26,11 +29,13 @@ export function webhookTarget(cfg: { url: string; secret: string; timeoutMs?: nu
         res = await fetchWithTimeout(cfg.url, {
           method: 'POST', body,
           headers: { 'content-type': 'application/json', 'x-alignd-timestamp': ts, 'x-alignd-signature': signWebhook(cfg.secret, ts, body) },
-        }, cfg.timeoutMs ?? 30_000);
+        }, timeoutMs, signal);
       } catch (err) {
+        if (signal?.aborted === true) throw signal.reason as Error;
         throw new AligndError('SERVER_FAILED', `webhook ${cfg.url}: cannot connect (${(err as Error).message})`, { action: 'check the webhook url in the policy', cause: err });
       }
-      if (!res.ok) throw new AligndError('SERVER_FAILED', `webhook ${cfg.url} answered HTTP ${res.status}: ${await bodyText(res)}`, { action: 'check the receiver; a 401/403 usually means the secret differs' });
+      if (!res.ok) throw new AligndError('SERVER_FAILED', `webhook ${cfg.url} answered HTTP ${res.status}: ${await errorBody(res, `webhook ${cfg.url}`)}`, { action: 'check the receiver; a 401/403 usually means the secret differs' });
+      await res.body?.cancel();
     },
     async retire() {
       return [];

@@ -26,8 +26,10 @@ export class AligndError extends Error {
   /** What the operator should do about it. */
   readonly action: string | undefined;
   readonly input: string | undefined;
+  /** true: trying again cannot help until something else changes (a config or capacity mismatch). */
+  readonly permanent: boolean;
 
-  constructor(code: ErrorCode, message: string, opts: { action?: string; input?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { action?: string; input?: string; cause?: unknown; permanent?: boolean } = {}) {
     const parts = [message];
     if (opts.input !== undefined) parts.push(`(input: ${opts.input})`);
     if (opts.action !== undefined) parts.push(`— ${opts.action}`);
@@ -36,6 +38,7 @@ export class AligndError extends Error {
     this.code = code;
     this.action = opts.action;
     this.input = opts.input;
+    this.permanent = opts.permanent ?? false;
   }
 }
 
@@ -43,4 +46,9 @@ export class AligndError extends Error {
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
+}
+
+/** Whether retrying `err` is pointless (an AligndError marked permanent). */
+export function isPermanent(err: unknown): boolean {
+  return err instanceof AligndError && err.permanent;
 }

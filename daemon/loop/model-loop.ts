@@ -12,10 +12,9 @@ import type { Telemetry } from '../telemetry/telemetry.js';
 import type { Policy } from '../policy/schema.js';
 import { editDeployment } from '../policy/edit.js';
 import { openRegistry } from '../registry/registry.js';
-import { reconcile } from '../registry/promote.js';
 import { servedName, VERSION_RE } from '../base/names.js';
 import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
-import { nextToPromote, promoteIfAllowed } from '../release/deploy.js';
+import { convergeDeployment, nextToPromote, promoteIfAllowed } from '../release/deploy.js';
 import { gateRoutes } from '../release/admin-routes.js';
 import { effectiveDecision } from '../release/decisions.js';
 import type { SafetyJudge } from '../gate/evidence.js';
@@ -57,6 +56,9 @@ export interface ModelStatus {
   lastRound: number | null;
   lastRoundFigures: Record<string, unknown> | null;
   roundRunning: boolean;
+  /** A reconcile pass is in hand; ticks meanwhile are skipped (counted), never queued. */
+  reconcileRunning: boolean;
+  reconcileSkippedTicks: number;
   policyRefusal: unknown;
 }
 
@@ -124,18 +126,29 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     },
   });
 
-  // Retry lagging targets; push versions approved elsewhere (CLI) in auto mode.
+  // The deployment controller: each tick compares what every server lists with what should be
+  // served (the pin, else the registry's desired version) and pushes the difference; in auto mode
+  // it also pushes versions approved elsewhere (CLI). At most one pass per model at a time: a
+  // tick that finds one running is skipped, so a hung server cannot pile passes up.
+  const reconciling = new Map<string, Promise<void>>();
+  const skippedTicks = new Map<string, number>();
   const reconcileTimer = setInterval(() => {
     for (const rt of runtimes) {
+      if (reconciling.has(rt.model)) {
+        skippedTicks.set(rt.model, (skippedTicks.get(rt.model) ?? 0) + 1);
+        log.debug('reconcile still running; tick skipped', { model: rt.model });
+        continue;
+      }
       const p = rt.policy();
-      void (async () => {
-        await reconcile(rt.registry, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log });
+      const pass = (async () => {
+        await convergeDeployment(rt.registry, p.deployment, rt.pushOptions(controller.signal));
         const next = p.deployment.mode === 'auto' ? nextToPromote(rt.registry) : undefined;
-        if (next !== undefined) await promoteIfAllowed(rt.registry, next, p.deployment, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log });
+        if (next !== undefined) await promoteIfAllowed(rt.registry, next, p.deployment, rt.pushOptions(controller.signal));
       })().catch((err: unknown) => {
         opts.telemetry.instruments.errors.add(1, { component: 'reconcile' });
         log.error('reconcile failed; retried on the next tick', { model: rt.model, err: errorMessage(err) });
-      });
+      }).finally(() => reconciling.delete(rt.model));
+      reconciling.set(rt.model, pass);
     }
   }, opts.reconcileMs ?? 30_000);
   reconcileTimer.unref();
@@ -152,6 +165,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
         candidate: latest !== undefined && latest.version !== d?.desired ? `${latest.version} (${effectiveDecision(latest)})` : null,
         lastDecision: last?.result.decision ?? null, lastRound: last?.round ?? null, lastRoundFigures: last?.result ?? null,
         roundRunning: scheduler.running(rt.model), policyRefusal: rt.watcher.lastRefusal() ?? null,
+        reconcileRunning: reconciling.has(rt.model), reconcileSkippedTicks: skippedTicks.get(rt.model) ?? 0,
       };
     });
   }
@@ -160,7 +174,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     return [
       ...gateRoutes({ registryRoot, onApproved: async (reg, v) => {
         const rt = byModel(reg.model);
-        await promoteIfAllowed(reg, v, rt.policy().deployment, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log });
+        await promoteIfAllowed(reg, v, rt.policy().deployment, rt.pushOptions(controller.signal));
       } }),
       { method: 'POST', path: '/v1/models/:model/trigger', admin: true, handler: (_q, res, p) => {
         const rt = runtimes.find((r) => r.model === p['model']);
@@ -189,8 +203,11 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
         } catch (err) {
           return sendJson(res, 409, { error: errorMessage(err) });
         }
+        // Applying the edit waits for the push only up to the runtime's bound (a hung server must
+        // not hold the answer); the push goes on and /v1/status shows when it completes.
         await rt.watcher.check();
-        sendJson(res, 200, { model: rt.model, deployment: rt.policy().deployment });
+        const d = rt.registry.deployment();
+        sendJson(res, 200, { model: rt.model, deployment: rt.policy().deployment, push: { desired: d?.desired ?? null, complete: d?.complete ?? false } });
       } },
     ];
   }
@@ -201,7 +218,8 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       controller.abort();
       clearInterval(reconcileTimer);
       await scheduler.stop();
-      for (const rt of runtimes) rt.stop();
+      await Promise.all(runtimes.map((rt) => rt.stop()));
+      await Promise.all([...reconciling.values()]);
     },
   };
 }

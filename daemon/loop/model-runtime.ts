@@ -11,8 +11,8 @@ import type { Logger } from '../base/log.js';
 import { watchPolicy, type PolicyWatcher } from '../policy/watch.js';
 import type { Policy } from '../policy/schema.js';
 import { openRegistry, type Registry } from '../registry/registry.js';
-import type { RetryPolicy } from '../registry/promote.js';
-import { defaultRetry } from '../registry/promote.js';
+import type { PromoteOptions, RetryPolicy } from '../registry/promote.js';
+import { abortableSleep, cancelPromotions, defaultRetry } from '../registry/promote.js';
 import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
 import { enforceDeployment } from '../release/deploy.js';
 import { alignModel, type AlignModel } from '../align/context.js';
@@ -33,6 +33,11 @@ export interface ModelRuntimeOptions {
   makeTargets: (policy: Policy) => ServerTarget[];
   publisher: PromotionPublisher;
   retry?: RetryPolicy;
+  /**
+   * How long a policy edit (a rollback) waits for its push before answering; the push goes on
+   * in the background and the reconcile timer finishes it. Default 2 s.
+   */
+  answerWithinMs?: number;
   runtime?: Partial<RuntimeOptions>;
   /** Called after a valid policy edit has been applied (and the deployment enforced). */
   onPolicyApplied?: (policy: Policy, changed: string[]) => void;
@@ -47,6 +52,8 @@ export interface ModelRuntime {
   targets(): ServerTarget[];
   publisher: PromotionPublisher;
   retry: RetryPolicy;
+  /** What a push of this model needs (the current targets, publisher, retry, log). */
+  pushOptions(signal?: AbortSignal): Omit<PromoteOptions, 'reason'>;
   /** The base model with the policy's LoRA shape, loaded on first use. */
   align(): Promise<AlignModel>;
   /** Resolved base-model directory (the tiny model is written on first use). */
@@ -55,14 +62,21 @@ export interface ModelRuntime {
   adapterOf(version: string | null | undefined): Promise<LoraAdapter | null>;
   heads(kind: 'reward' | 'safety'): HeadEnsemble | null;
   saveHeads(kind: 'reward' | 'safety', e: HeadEnsemble): void;
-  /** Make the servers match the policy's deployment (pinned → serve that version). */
+  /**
+   * Make the servers match the policy's deployment (pinned → serve that version). Resolves when
+   * the push is done or after `answerWithinMs`, whichever is first; the push goes on.
+   */
   enforce(): Promise<void>;
-  stop(): void;
+  /** Stop watching the policy and cancel pushes in hand; resolves when they have ended. */
+  stop(): Promise<void>;
 }
 
 export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
   const registryRoot = join(opts.dataDir, 'registry');
   const retry = opts.retry ?? defaultRetry;
+  const answerWithinMs = opts.answerWithinMs ?? 2000;
+  const pushes = new Set<Promise<void>>();
+  const stopping = new AbortController();
   let targets: ServerTarget[] = [];
   let loaded: { key: string; model: Promise<AlignModel> } | undefined;
   // The watcher needs the registry (pinned versions must exist) and the registry needs the model
@@ -78,7 +92,11 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       if (p.model !== prev.model) {
         log.error('a policy edit changed `model`; that needs a restart, the old name stays in force for training', { from: prev.model, to: p.model });
       }
-      targets = opts.makeTargets(p);
+      const ids = (ts: ServerTarget[]): string => ts.map((t) => t.id).join('\n');
+      const next = opts.makeTargets(p);
+      // A push in hand must not go on to a target the policy no longer names.
+      if (ids(next) !== ids(targets)) cancelPromotions(reg, 'the policy\'s server targets changed');
+      targets = next;
       await enforce(p);
       opts.onPolicyApplied?.(p, changed);
     },
@@ -104,12 +122,19 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
     return dir;
   }
 
+  const pushOptions = (signal?: AbortSignal): Omit<PromoteOptions, 'reason'> => ({
+    targets, publisher: opts.publisher, retry, log, signal: signal === undefined ? stopping.signal : AbortSignal.any([signal, stopping.signal]),
+  });
+
   async function enforce(p: Policy = watcher.current()): Promise<void> {
-    try {
-      await enforceDeployment(reg, p.deployment, { targets, publisher: opts.publisher, retry, log });
-    } catch (err) {
+    const push = enforceDeployment(reg, p.deployment, pushOptions()).then(() => undefined, (err: unknown) => {
       log.error('enforcing the policy deployment failed; it is retried by reconcile', { model: p.model, err: errorMessage(err) });
-    }
+    });
+    pushes.add(push);
+    void push.finally(() => pushes.delete(push));
+    const waited = new AbortController();
+    await Promise.race([push, abortableSleep(answerWithinMs, waited.signal)]);
+    waited.abort();
   }
 
   return {
@@ -121,6 +146,7 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
     targets: () => targets,
     publisher: opts.publisher,
     retry,
+    pushOptions,
     baseDir,
     align() {
       const p = watcher.current();
@@ -158,6 +184,11 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       headCache.set(kind, e);
     },
     enforce: () => enforce(),
-    stop: () => watcher.stop(),
+    async stop() {
+      watcher.stop();
+      stopping.abort(new AligndError('SERVER_FAILED', 'alignd is stopping'));
+      cancelPromotions(reg, 'alignd is stopping');
+      await Promise.all([...pushes]);
+    },
   };
 }

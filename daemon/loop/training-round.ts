@@ -196,7 +196,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter),
     scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
     judge, productionPrompts: production, heldoutMargins: margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
-  }, { targets: rt.targets(), publisher: rt.publisher, retry: rt.retry, log }, round);
+  }, { ...rt.pushOptions(deps.signal), log }, round);
 
   const checks = gate.decision.checks;
   const outcome: RoundOutcome = {

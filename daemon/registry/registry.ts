@@ -193,6 +193,7 @@ export function openRegistry(root: string, model: string): Registry {
         if (state !== undefined) {
           keepSet.add(state.desired);
           if (state.last_complete !== null) keepSet.add(state.last_complete);
+          if (state.previous !== null) keepSet.add(state.previous);
           for (const t of Object.values(state.targets)) if (t.version !== null) keepSet.add(t.version);
         }
         const removed: string[] = [];

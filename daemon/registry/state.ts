@@ -1,8 +1,9 @@
 /**
  * deployed.json: which version should be served (`desired`), which each server target actually
  * serves, and whether the last push reached every target. Written atomically after every target
- * answers, so after a crash or a partial failure the file says exactly who serves what, and
- * `reconcile` retries the targets that lag.
+ * answers, so after a crash or a partial failure the file says who was last seen serving what.
+ * It is a record, not the truth: `reconcile` compares it with what each server lists and pushes
+ * wherever the server disagrees (a restarted vLLM forgets every runtime-loaded adapter).
  */
 import { z } from 'zod';
 
@@ -13,6 +14,8 @@ export const targetStateSchema = z.object({
   /** Last push error, cleared on success. */
   error: z.string().nullable().default(null),
   attempts: z.number().int().nonnegative().default(0),
+  /** A version this target refused for good (rank above its maximum): not retried until `desired` changes. */
+  refused: z.string().nullable().default(null),
   updated_at: z.string(),
 });
 
@@ -25,6 +28,8 @@ export const deploymentStateSchema = z.object({
   complete: z.boolean(),
   /** The last version every target confirmed (the training reference while a push is incomplete). */
   last_complete: z.string().nullable().default(null),
+  /** The rollback version: the last complete version before `desired` (kept loaded beside it). */
+  previous: z.string().nullable().default(null),
   targets: z.record(z.string(), targetStateSchema),
 });
 export type DeploymentState = z.infer<typeof deploymentStateSchema>;

@@ -14,13 +14,28 @@ export interface DeployRequest {
   baseModel: string;
 }
 
+/**
+ * One server (or directory, or receiver) promotion pushes to. Every call takes an AbortSignal:
+ * promotion gives each call a deadline and cancels calls of a superseded promotion or of a
+ * stopping daemon, so an adapter must pass it to its I/O.
+ */
 export interface ServerTarget {
   /** Stable id for the registry's per-target state, e.g. `vllm:http://gpu-1:8000`. */
   readonly id: string;
-  /** Make `req.name` the served adapter; resolves only once the server confirms it. Idempotent. */
-  deploy(req: DeployRequest): Promise<void>;
+  /** The adapter's own timeout per call; promotion's deadline for a call is a little longer. */
+  readonly timeoutMs?: number;
+  /**
+   * Make `req.name` the served adapter; resolves only once the server confirms it. Idempotent.
+   * Throws an AligndError with `permanent: true` when retrying cannot help (rank too large).
+   */
+  deploy(req: DeployRequest, signal?: AbortSignal): Promise<void>;
   /** Drop adapters of `model` other than `keep` (best effort; errors are reported, not fatal). */
-  retire(model: string, keep: string[]): Promise<string[]>;
+  retire(model: string, keep: string[], signal?: AbortSignal): Promise<string[]>;
+  /**
+   * What the server itself says it serves of `model`: the `<model>-vN` names it lists. Absent
+   * when the target has no listing (a webhook): then the record of acknowledged pushes stands in.
+   */
+  observe?(model: string, signal?: AbortSignal): Promise<string[]>;
 }
 
 /** What is announced after a complete promotion (Kafka topic `alignd.promotions`, key = model). */

@@ -7,19 +7,26 @@
  */
 import type { Logger } from '../base/log.js';
 import type { Deployment } from '../policy/schema.js';
-import { promote, type PromoteOptions, type PromoteResult } from '../registry/promote.js';
+import { promote, reconcile, type PromoteOptions, type PromoteResult } from '../registry/promote.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
 import { effectiveDecision } from './decisions.js';
 
-/** Make the servers match a pinned deployment (call on start and after each applied policy). */
+/**
+ * Make the servers match a pinned deployment (call on start and after each applied policy). A new
+ * pin preempts whatever push is in hand (a hung server must not delay a rollback); an old pin is
+ * one reconcile pass against what the servers list.
+ */
 export async function enforceDeployment(reg: Registry, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {
   if (deployment.mode !== 'pinned') return undefined;
   const s = reg.deployment();
-  const lagging = s === undefined || s.desired !== deployment.version || !s.complete
-    || opts.targets.some((t) => s.targets[t.id]?.version !== deployment.version);
-  if (!lagging) return undefined;
+  if (s?.desired === deployment.version) return reconcile(reg, opts);
   reg.audit('deployment.pinned', { version: deployment.version, previous: s?.desired ?? null });
-  return promote(reg, deployment.version, { ...opts, reason: `pinned by policy (${deployment.version})` });
+  return promote(reg, deployment.version, { ...opts, reason: `pinned by policy (${deployment.version})`, preempt: true });
+}
+
+/** One pass of the deployment controller: the pin when there is one, else the registry's desired version. */
+export function convergeDeployment(reg: Registry, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {
+  return deployment.mode === 'pinned' ? enforceDeployment(reg, deployment, opts) : reconcile(reg, opts);
 }
 
 /** After a decision (or an approval): push the candidate when the mode allows it. */

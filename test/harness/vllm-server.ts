@@ -1,11 +1,13 @@
 /**
- * A real HTTP server speaking vLLM's runtime-LoRA endpoints as vLLM 0.11 does, for tests:
- *   GET  /v1/models                 {object: "list", data: [{id, object: "model", root, parent}]}
- *   POST /v1/load_lora_adapter      {lora_name, lora_path} → 200 text; 400 already loaded / rank
- *                                   too high; 404 "No adapter found" when the path lacks an adapter
+ * A real HTTP server speaking vLLM's runtime-LoRA endpoints, for the faults a real vLLM cannot be
+ * made to show on demand (hangs, garbage answers, injected 5xx, routes off, older error shapes);
+ * what a real vLLM does is tested against a real one in test-optional/vllm/. Shapes as vLLM 0.32:
+ *   GET  /v1/models                 {object: "list", data: [{id, object: "model", created,
+ *                                   owned_by, root, parent, max_model_len, permission: [...]}]}
+ *   POST /v1/load_lora_adapter      {lora_name, lora_path} → 200 text; 400 already loaded; 500
+ *                                   rank above max_lora_rank; 404 "No adapter found"
  *   POST /v1/unload_lora_adapter    {lora_name} → 200 text; 404 unknown
- * It reads adapter_config.json from lora_path like vLLM does, records every call, and fails on
- * demand (status, error-body shape) or with the runtime routes switched off.
+ * It reads adapter_config.json from lora_path like vLLM does and records every call.
  */
 import { createServer, type Server } from 'node:http';
 import { existsSync, readFileSync } from 'node:fs';
@@ -22,7 +24,22 @@ export interface FakeVllm {
   failLoads(n: number, status?: number, shape?: 'nested' | 'flat'): void;
   maxRank: number;
   routesOff: boolean;
+  /** Never answer GET /v1/models or loads (the connection stays open). */
+  hang: boolean;
+  /** Answer GET /v1/models with this text instead (garbage). */
+  modelsBody: string | undefined;
+  /** What a restart does to runtime-loaded adapters: forget them all. */
+  restart(): void;
   close(): Promise<void>;
+}
+
+/** One /v1/models entry as vLLM 0.32 lists it (~0.5 kB with a registry path as root). */
+function modelEntry(id: string, root: string, parent: string | null): Record<string, unknown> {
+  const created = Math.floor(Date.now() / 1000);
+  return {
+    id, object: 'model', created, owned_by: 'vllm', root, parent, max_model_len: 512,
+    permission: [{ id: `modelperm-${id.replace(/[^a-z0-9]/gi, '').padEnd(32, '0').slice(0, 32)}`, object: 'model_permission', created, allow_create_engine: false, allow_sampling: true, allow_logprobs: true, allow_search_indices: false, allow_view: true, allow_fine_tuning: false, organization: '*', group: null, is_blocking: false }],
+  };
 }
 
 export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: string): Promise<FakeVllm> {
@@ -31,7 +48,7 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
   let failures = 0;
   let failStatus = 500;
   let failShape: 'nested' | 'flat' = 'nested';
-  const state = { maxRank, routesOff: false };
+  const state = { maxRank, routesOff: false, hang: false, modelsBody: undefined as string | undefined };
   const error = (res: import('node:http').ServerResponse, status: number, message: string, type = 'BadRequestError', shape: 'nested' | 'flat' = 'nested'): void => {
     const body = shape === 'nested' ? { error: { message, type, param: null, code: status } } : { object: 'error', message, type, param: null, code: status };
     res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
@@ -48,9 +65,10 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
         res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Unauthorized' }));
         return;
       }
+      if (state.hang) return; // never answers; the client's deadline must end it
       if (req.method === 'GET' && path === '/v1/models') {
-        const data = [{ id: base, object: 'model', root: base, parent: null }, ...[...loaded].map(([id, root]) => ({ id, object: 'model', root, parent: base }))];
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data }));
+        const data = [modelEntry(base, base, null), ...[...loaded].map(([id, root]) => modelEntry(id, root, base))];
+        res.writeHead(200, { 'content-type': 'application/json' }).end(state.modelsBody ?? JSON.stringify({ object: 'list', data }));
         return;
       }
       if (state.routesOff || req.method !== 'POST' || (path !== '/v1/load_lora_adapter' && path !== '/v1/unload_lora_adapter')) {
@@ -73,7 +91,8 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
       const cfgPath = join(lp, 'adapter_config.json');
       if (!existsSync(cfgPath)) return error(res, 404, `No adapter found for ${lp}`, 'NotFoundError');
       const r = (JSON.parse(readFileSync(cfgPath, 'utf8')) as { r: number }).r;
-      if (r > state.maxRank) return error(res, 400, `LoRA rank ${r} is greater than max_lora_rank ${state.maxRank}.`);
+      // vLLM 0.32 answers a rank above --max-lora-rank with 500 (older builds: 400).
+      if (r > state.maxRank) return error(res, 500, `LoRA rank ${r} is greater than max_lora_rank ${state.maxRank}.`, 'InternalServerError');
       loaded.set(name, lp);
       res.writeHead(200, { 'content-type': 'text/plain' }).end(`Success: LoRA adapter '${name}' added successfully.`);
     });
@@ -85,6 +104,9 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
     failLoads(n, status = 500, shape = 'nested') { failures = n; failStatus = status; failShape = shape; },
     get maxRank() { return state.maxRank; }, set maxRank(v: number) { state.maxRank = v; },
     get routesOff() { return state.routesOff; }, set routesOff(v: boolean) { state.routesOff = v; },
+    get hang() { return state.hang; }, set hang(v: boolean) { state.hang = v; },
+    get modelsBody() { return state.modelsBody; }, set modelsBody(v: string | undefined) { state.modelsBody = v; },
+    restart() { loaded.clear(); },
     close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }),
   };
 }

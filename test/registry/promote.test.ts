@@ -102,7 +102,9 @@ t.test('partial failure is recorded per target and reconciled later', async (t) 
   t.match(reg.deployment()!.targets[`vllm:${b.url}`], { version: 'v2', error: null });
   t.equal(reg.deployment()!.last_complete, 'v2');
   t.ok(b.loaded.has('tiny-v2'));
-  t.equal(await reconcile(reg, { targets, retry: fast }), undefined, 'nothing left to do');
+  const pushed = [...a.calls, ...b.calls].filter((c) => c.path !== '/v1/models').length;
+  t.match(await reconcile(reg, { targets, retry: fast }), { complete: true, restored: [] });
+  t.equal([...a.calls, ...b.calls].filter((c) => c.path !== '/v1/models').length, pushed, 'nothing left to do: only listings read');
 });
 
 t.test('concurrent promotions run one at a time, in call order', async (t) => {
@@ -125,7 +127,7 @@ t.test('vLLM errors become clear messages', async (t) => {
   addVersions(reg, 1, 8);
   const v = reg.get('v1')!;
   const req = { model: 'tiny', version: 'v1', name: 'tiny-v1', adapterDir: v.adapterDir, adapterSha256: v.manifest.adapter_sha256, baseModel: 'tiny-base' };
-  await t.rejects(vllmTarget({ url: vllm.url }).deploy(req), { code: 'SERVER_FAILED', message: /HTTP 400: LoRA rank 8 is greater than max_lora_rank 4.*--max-lora-rank/ });
+  await t.rejects(vllmTarget({ url: vllm.url }).deploy(req), { code: 'SERVER_FAILED', permanent: true, message: /HTTP 500: LoRA rank 8 is greater than max_lora_rank 4.*--max-lora-rank/ });
   vllm.maxRank = 16;
   await t.rejects(vllmTarget({ url: vllm.url, pathMap: { from: reg.dir, to: '/mnt/elsewhere' } }).deploy(req), { message: /HTTP 404: No adapter found for \/mnt\/elsewhere.*mounted where vLLM runs/ });
   vllm.routesOff = true;
