@@ -31,6 +31,7 @@ import { fileAnnouncer } from './registry/publisher.js';
 import { startLoop, type Loop } from './loop/model-loop.js';
 import { runtimeOptions } from './engine/engine-config.js';
 import { roundWaiter, runDemo } from './demo/demo.js';
+import { TINY_SEED, TINY_SERVING_SHAPE, writeTinyModel } from './model/tiny.js';
 
 const PACKAGE_ROOT = join(fileURLToPath(import.meta.url), '../../..');
 const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -51,6 +52,8 @@ Commands:
   rollback MODEL vN  pin MODEL to registry version vN by editing its policy file
   approve MODEL vN   approve a candidate the gate held (deny MODEL vN refuses it)
   registry list|verify [MODEL]  versions, deployed pointer, integrity and audit chain
+  tiny-model DIR     write the built-in tiny model as a Hugging Face checkpoint (--serving: the
+                     hidden-128 variant a real vLLM serves on the CPU)
   help               this text
 
 Run 'alignd <command> --help' for a command's options.
@@ -237,6 +240,23 @@ async function cmdStart(argv: string[], log: Logger): Promise<number> {
   return 0;
 }
 
+const TINY_USAGE = `Usage: alignd tiny-model DIR [--serving]
+Writes the built-in tiny model (Llama layout, byte-level BPE tokenizer with a chat template; seeded,
+no download) as a Hugging Face checkpoint directory. --serving: hidden 128 with two heads of 64,
+which vLLM's CPU attention serves (the default's heads of 16 are below its smallest head size).`;
+
+function cmdTinyModel(argv: string[]): number {
+  const { values, positionals } = parse(argv, { serving: { type: 'boolean' }, help: { type: 'boolean' } }, TINY_USAGE);
+  if (values.help === true || positionals.length !== 1) {
+    process.stdout.write(TINY_USAGE + '\n');
+    return values.help === true ? 0 : 2;
+  }
+  const dir = positionals[0]!;
+  writeTinyModel(dir, TINY_SEED, values.serving === true ? TINY_SERVING_SHAPE : {});
+  process.stdout.write(`${dir}: tiny model written${values.serving === true ? ' (serving shape: hidden 128, 2 heads of 64)' : ''}\n`);
+  return 0;
+}
+
 const DEMO_USAGE = `Usage: alignd demo [--rounds N (10)] [--prompts N] [--data-dir DIR] [--port N] [--policy FILE] [--seed N]
 Runs the daemon on its embedded defaults (built-in tiny model, HTTP feedback, registry and buffer under
 ./.alignd, file-drop target) with simulated users; ends with one JSON line of figures.`;
@@ -333,6 +353,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'approve': return cmdApprove(rest, true);
     case 'deny': return cmdApprove(rest, false);
     case 'registry': return cmdRegistry(rest);
+    case 'tiny-model': return cmdTinyModel(rest);
     case 'schema':
       process.stdout.write(JSON.stringify(feedbackJsonSchema(), null, 2) + '\n');
       return 0;

@@ -42,6 +42,17 @@ export const TINY_CONFIG = {
   vocab_size: 384,
 } as const;
 
+/**
+ * A wider variant for serving tests against a real vLLM, whose CPU attention kernels take head
+ * sizes from 32 up (the default's 16 is refused): hidden 128, two heads of 64. Same tokenizer.
+ */
+export const TINY_SERVING_SHAPE = {
+  hidden_size: 128, intermediate_size: 256, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 64,
+} as const;
+
+/** The dimensions a variant may change (the tokenizer, and so the vocabulary, stay). */
+export type TinyShape = Partial<Record<'hidden_size' | 'intermediate_size' | 'num_attention_heads' | 'num_key_value_heads' | 'head_dim' | 'num_hidden_layers', number>>;
+
 /** Values uniform in ±1/√fan_in for matrices (fan_in = last dim), ±0.125 for embeddings (near-uniform first predictions), small for biases. */
 export function initTensors(spec: ModelSpec, seed: number): Map<string, TensorEntry> {
   const rng = createRng(seed);
@@ -65,13 +76,14 @@ function configText(config: Record<string, unknown>): string {
   return JSON.stringify(sorted, null, 2) + '\n';
 }
 
-/** Every file of the tiny checkpoint, by name. Pure: the same seed gives the same bytes. */
-export function tinyModelFiles(seed = TINY_SEED): Map<string, Uint8Array> {
-  const spec = parseModelConfig(TINY_CONFIG, 'tiny model config');
+/** Every file of the tiny checkpoint, by name. Pure: the same seed (and shape) gives the same bytes. */
+export function tinyModelFiles(seed = TINY_SEED, shape: TinyShape = {}): Map<string, Uint8Array> {
+  const config = { ...TINY_CONFIG, ...shape };
+  const spec = parseModelConfig(config, 'tiny model config');
   const tok = tinyTokenizer(TINY_CONFIG.vocab_size);
   const enc = new TextEncoder();
   return new Map<string, Uint8Array>([
-    ['config.json', enc.encode(configText({ ...TINY_CONFIG }))],
+    ['config.json', enc.encode(configText(config))],
     ['model.safetensors', serializeSafetensors(initTensors(spec, seed), { format: 'pt' })],
     ['tokenizer.json', enc.encode(JSON.stringify(tok.tokenizerJson, null, 2) + '\n')],
     ['tokenizer_config.json', enc.encode(JSON.stringify(tok.tokenizerConfig, null, 2) + '\n')],
@@ -79,9 +91,9 @@ export function tinyModelFiles(seed = TINY_SEED): Map<string, Uint8Array> {
 }
 
 /** Write the tiny checkpoint into `dir` (created if missing). */
-export function writeTinyModel(dir: string, seed = TINY_SEED): void {
+export function writeTinyModel(dir: string, seed = TINY_SEED, shape: TinyShape = {}): void {
   mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of tinyModelFiles(seed)) writeFileAtomicDurable(join(dir, name), bytes);
+  for (const [name, bytes] of tinyModelFiles(seed, shape)) writeFileAtomicDurable(join(dir, name), bytes);
 }
 
 /** The tiny checkpoint's directory, written on first use (the embedded default's base model). */

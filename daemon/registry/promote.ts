@@ -240,7 +240,8 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
         save();
         return;
       }
-      if (recorded && !serving) {
+      // Recorded as serving it (an unreachable server keeps its version in the record, with the error).
+      if (cur.version === version && !serving) {
         // The record said served, the server says otherwise: it restarted or someone unloaded it.
         log.warn('server target lost the served version; pushing it again', { target: t.id, version });
         reg.audit('reconcile.drift', { target: t.id, version, name, observed: 'missing' });
