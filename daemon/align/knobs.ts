@@ -11,7 +11,7 @@
  */
 import { AligndError } from '../base/errors.js';
 import type { LoraConfig } from '../model/lora.js';
-import type { Policy } from '../policy/schema.js';
+import { labelSmoothingRefusal, type Policy } from '../policy/schema.js';
 import type { DpoLossType } from './losses.js';
 
 export interface AlignKnobs {
@@ -94,7 +94,7 @@ export function withDefaults(k: Partial<AlignKnobs>): AlignKnobs {
   };
   if (!(out.beta > 0)) bad('beta', `must be > 0, got ${out.beta}`);
   if (!(out.labelSmoothing >= 0 && out.labelSmoothing < 0.5)) bad('labelSmoothing', `must be in [0, 0.5), got ${out.labelSmoothing}`);
-  if (out.labelSmoothing > 0 && out.lossType !== 'sigmoid' && out.lossType !== 'robust') bad('labelSmoothing', `applies to lossType sigmoid (cDPO) or robust, not ${out.lossType}`);
+  if (out.labelSmoothing > 0 && out.lossType !== 'robust') bad('labelSmoothing', `refused: ${labelSmoothingRefusal(out.lossType)}`);
   if (!(out.learningRate > 0)) bad('learningRate', `must be > 0, got ${out.learningRate}`);
   if (!(out.batchSize >= 1 && out.microBatchSize >= 1 && out.batchSize % out.microBatchSize === 0)) {
     bad('microBatchSize', `(${out.microBatchSize}) must divide batchSize (${out.batchSize})`);

@@ -9,6 +9,7 @@
  * response tokens; Δ = r⁺ − r⁻.
  */
 import { type Value, ops as O } from '../engine/index.js';
+import { labelSmoothingRefusal } from '../policy/schema.js';
 
 /** TRL's DPOConfig.loss_type values alignd implements. */
 export type DpoLossType = 'sigmoid' | 'ipo' | 'robust' | 'hinge';
@@ -29,7 +30,10 @@ export interface DpoOptions {
   lossType: DpoLossType;
   /** β: a number, or a graph input so an adaptive controller can change it without a rebuild. */
   beta: number | Value;
-  /** ε for `robust` (Chowdhury et al. 2024), in [0, 0.5). */
+  /**
+   * ε for `robust` (Chowdhury et al. 2024), in [0, 0.5). TRL ≥ 0.29 ignores it for `sigmoid`
+   * (cDPO lives on only as `robust`), so alignd refuses it there rather than train differently.
+   */
   labelSmoothing?: number;
 }
 
@@ -52,12 +56,9 @@ export function dpoLosses(inp: DpoInputs, opt: DpoOptions): Value {
   const beta = opt.beta;
   switch (opt.lossType) {
     case 'sigmoid': {
-      // Rafailov et al. 2023, eq. 7: −log σ(β Δ). With label_smoothing ε > 0 it is TRL's
-      // conservative DPO (cDPO; Mitchell 2023): −(1−ε) log σ(βΔ) − ε log σ(−βΔ).
-      const z = O.mul(O.sub(rChosen, rRejected), beta);
-      const eps = opt.labelSmoothing ?? 0;
-      if (eps === 0) return O.neg(logSigmoid(z));
-      return O.neg(O.add(O.mul(logSigmoid(z), 1 - eps), O.mul(logSigmoid(O.neg(z)), eps)));
+      // Rafailov et al. 2023, eq. 7: −log σ(β Δ); label_smoothing plays no part (TRL ≥ 0.29,
+      // DPOTrainer._compute_loss, loss_type "sigmoid").
+      return O.neg(logSigmoid(O.mul(O.sub(rChosen, rRejected), beta)));
     }
     case 'robust': {
       // Chowdhury et al. 2024 (rDPO), eq. 8: [−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1 − 2ε):
@@ -100,16 +101,17 @@ export function dpoMetrics(inp: DpoInputs, beta: number | Value): Record<string,
 export function dpoObjective(inp: DpoInputs, opt: DpoOptions): Objective {
   const eps = opt.labelSmoothing ?? 0;
   if (!(eps >= 0 && eps < 0.5)) throw new RangeError(`label_smoothing must be in [0, 0.5), got ${eps}`);
-  if (eps > 0 && opt.lossType !== 'sigmoid' && opt.lossType !== 'robust') throw new RangeError(`label_smoothing applies to loss_type sigmoid (cDPO) or robust, not ${opt.lossType}`);
+  if (eps > 0 && opt.lossType !== 'robust') throw new RangeError(labelSmoothingRefusal(opt.lossType));
   return { loss: mean(dpoLosses(inp, opt)), metrics: dpoMetrics(inp, opt.beta) };
 }
 
 /**
- * RPO-style NLL term (Pang et al. 2024, eq. 3; TRL's `rpo_alpha`): α · mean over pairs of the
- * per-token negative log-likelihood of the chosen (or edited) response.
+ * RPO's NLL term (Pang et al. 2024, eq. 3), as TRL computes it (loss_type "sft" beside "sigmoid",
+ * weight rpo_alpha): α · the token-level mean negative log-likelihood of the chosen responses —
+ * Σ over the batch's chosen tokens / their count, so long responses weigh by their length.
  */
 export function nllTerm(chosen: Value, chosenLength: Value, alpha: number): Value {
-  return O.mul(mean(O.neg(O.div(chosen, chosenLength))), alpha);
+  return O.mul(O.div(O.neg(O.sumAll(chosen)), O.sumAll(chosenLength)), alpha);
 }
 
 export interface KtoInputs {

@@ -293,13 +293,16 @@ export function sequencePositions(ids: Value): Value {
 }
 
 /**
- * Hidden state [B, H] at each row's last real token (index Σ mask − 1 of a right-padded row):
+ * Hidden state [B, H] at each row's last real token — the last position whose mask is 1, so
+ * right- and left-padded rows both work (Σ mask − 1 is that position only under right padding):
  * for reward and safety heads, whose response ends there.
  */
 export function lastTokenHidden(hidden: Value, attentionMask: Value): Value {
   const g = hidden.g;
   const H = hidden.shape![2] as number;
-  const last = O.sub(O.cast(O.reduceSum(attentionMask, [1], false), 'int64'), 1); // [B]
+  const len = O.squeeze(O.shapeOf(attentionMask, 1, 2), [0]);
+  const pos1 = O.cast(O.range(constant(g, tensor('int64', [], [1])), O.add(len, constant(g, tensor('int64', [], [1]))), constant(g, tensor('int64', [], [1]))), attentionMask.dtype);
+  const last = O.sub(O.cast(O.reduceMax(O.mul(attentionMask, pos1), [1], false), 'int64'), 1); // [B]: max over real positions
   const idx = O.expand(O.reshape(last, [-1, 1, 1]), O.concat([O.shapeOf(hidden, 0, 1), O.ints(g, [1, H])], 0));
   return O.squeeze(O.gatherElements(hidden, idx, 1), [1]);
 }

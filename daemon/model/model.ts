@@ -145,8 +145,30 @@ export function adapterFromTensors(like: LoraAdapter, tensors: Record<string, { 
   return { config: like.config, pairs };
 }
 
-function padIdOf(ck: Checkpoint): number {
-  return ck.tokenizer?.padTokenId ?? ck.spec.padTokenId ?? ck.spec.eosTokenIds[0] ?? 0;
+/**
+ * The pad id batches are filled with. Checked against the embedding rows here, at load: an id
+ * past the vocabulary (a pad token added to the tokenizer without resizing the embeddings, as
+ * often done for GPT-2) would otherwise fail deep inside onnxruntime's Gather on the first batch.
+ */
+function padIdOf(ck: Checkpoint, dir: string): number {
+  const fromTokenizer = ck.tokenizer?.padTokenId;
+  const pad = fromTokenizer ?? ck.spec.padTokenId ?? ck.spec.eosTokenIds[0] ?? 0;
+  const source = fromTokenizer !== null && fromTokenizer !== undefined ? `the tokenizer's pad token ${JSON.stringify(ck.tokenizer?.padToken ?? ck.tokenizer?.eosToken)}`
+    : ck.spec.padTokenId !== null ? 'config.json pad_token_id' : 'config.json eos_token_id';
+  if (!(Number.isInteger(pad) && pad >= 0 && pad < ck.spec.vocabSize)) {
+    throw new AligndError('MODEL_INVALID', `pad id ${pad} (${source}) is outside the model's vocabulary of ${ck.spec.vocabSize} embeddings`, {
+      input: dir, action: 'resize the token embeddings after adding a pad token (model.resize_token_embeddings(len(tokenizer))), or set pad_token to an existing token such as eos',
+    });
+  }
+  const tok = ck.tokenizer;
+  for (const [what, id] of [['bos', tok?.bosTokenId], ['eos', tok?.eosTokenId]] as const) {
+    if (id !== null && id !== undefined && id >= ck.spec.vocabSize) {
+      throw new AligndError('MODEL_INVALID', `the tokenizer's ${what} id ${id} is outside the model's vocabulary of ${ck.spec.vocabSize} embeddings`, {
+        input: dir, action: 'the tokenizer does not belong to this checkpoint, or the embeddings were not resized after adding tokens',
+      });
+    }
+  }
+  return pad;
 }
 
 /** Load a Hugging Face checkpoint directory (the tiny model's too) and prepare its programs lazily. */
@@ -202,7 +224,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   };
 
   const model: Model = {
-    dir, spec, checkpoint, tokenizer: checkpoint.tokenizer, weights, padId: padIdOf(checkpoint), runtime,
+    dir, spec, checkpoint, tokenizer: checkpoint.tokenizer, weights, padId: padIdOf(checkpoint, dir), runtime,
     async logprobs(batch, adapter = null) {
       checkBatch(batch);
       const r = await runProgram('logprobs', adapter, batchFeeds(batch));

@@ -116,7 +116,21 @@ const adapterConfigSchema = z.looseObject({
   lora_bias: z.boolean().optional(),
   target_parameters: z.array(z.string()).nullable().optional(),
   layer_replication: z.unknown().optional(),
+  // Variants that change the forward pass (PEFT 0.21's LoraConfig); refused by name when set.
+  alora_invocation_tokens: z.array(z.number()).nullable().optional(),
+  exclude_modules: z.union([z.array(z.string()), z.string()]).nullable().optional(),
+  use_bdlora: z.unknown().optional(),
+  trainable_token_indices: z.unknown().optional(),
+  use_qalora: z.boolean().optional(),
+  arrow_config: z.unknown().optional(),
+  kasa_config: z.unknown().optional(),
+  velora_config: z.unknown().optional(),
+  monteclora_config: z.unknown().optional(),
 });
+
+/** Set: not null, not false, not an empty list or object. */
+const isSet = (v: unknown): boolean => v !== undefined && v !== null && v !== false
+  && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0);
 
 function bad(dir: string, message: string, action: string): AligndError {
   return new AligndError('ADAPTER_INVALID', message, { input: dir, action });
@@ -130,8 +144,8 @@ export function parseAdapterConfig(raw: unknown, spec: ModelSpec, dir: string): 
       'the adapter must be a PEFT LoRA adapter saved with save_pretrained');
   }
   const c = p.data;
-  const unsupported = (what: string): AligndError => bad(dir, `adapter uses ${what}, which alignd does not support`,
-    'use a plain LoRA adapter (no DoRA, bias "none", no modules_to_save, no rank/alpha patterns)');
+  const unsupported = (what: string, why = ''): AligndError => bad(dir, `adapter uses ${what}, which alignd does not support${why === '' ? '' : `: ${why}`}`,
+    'use a plain LoRA adapter (no DoRA, bias "none", no modules_to_save, no rank/alpha patterns, no aLoRA)');
   if (c.peft_type !== 'LORA') throw bad(dir, `peft_type is "${c.peft_type}", not "LORA"`, 'alignd reads LoRA adapters only');
   if (c.task_type !== undefined && c.task_type !== null && c.task_type !== 'CAUSAL_LM') throw bad(dir, `task_type is "${c.task_type}", not "CAUSAL_LM"`, 'use an adapter trained for causal LM');
   if (c.use_dora === true) throw unsupported('DoRA (use_dora: true)');
@@ -143,6 +157,18 @@ export function parseAdapterConfig(raw: unknown, spec: ModelSpec, dir: string): 
   if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) throw unsupported('layers_to_transform');
   if (c.layer_replication !== undefined && c.layer_replication !== null) throw unsupported('layer_replication');
   if (c.target_parameters !== undefined && c.target_parameters !== null && c.target_parameters.length > 0) throw unsupported('target_parameters');
+  if (isSet(c.alora_invocation_tokens)) {
+    throw unsupported(`alora_invocation_tokens (activated LoRA, ${JSON.stringify(c.alora_invocation_tokens)})`,
+      'PEFT leaves the tokens before the invocation sequence at the base model, alignd would apply the adapter to every token');
+  }
+  if (isSet(c.exclude_modules)) {
+    const ex = Array.isArray(c.exclude_modules) ? c.exclude_modules.join(', ') : `pattern "${c.exclude_modules}"`;
+    throw unsupported(`exclude_modules (${ex})`, 'list the modules in target_modules instead of excluding some');
+  }
+  if (isSet(c.use_bdlora)) throw unsupported('use_bdlora (BD-LoRA)', 'its block-diagonal factors are not plain A/B matrices');
+  if (isSet(c.trainable_token_indices)) throw unsupported('trainable_token_indices', 'it trains embedding rows beside the LoRA matrices');
+  if (c.use_qalora === true) throw unsupported('use_qalora (QA-LoRA)', 'its A acts on pooled input groups');
+  for (const k of ['arrow_config', 'kasa_config', 'velora_config', 'monteclora_config'] as const) if (isSet(c[k])) throw unsupported(k);
   if (c.target_modules === null || typeof c.target_modules === 'string') {
     throw bad(dir, `target_modules ${c.target_modules === null ? 'is null' : `is the pattern "${c.target_modules}"`}`,
       `list module names instead; for ${spec.modelType}: ${validTargets(spec).join(', ')}`);

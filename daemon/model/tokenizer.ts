@@ -62,6 +62,7 @@ const tokenizerConfigSchema = z.looseObject({
   unk_token: addedTokenSchema,
   chat_template: z.union([z.string(), z.array(z.object({ name: z.string(), template: z.string() }))]).nullable().optional(),
   clean_up_tokenization_spaces: z.boolean().optional(),
+  clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output: z.boolean().optional(),
 });
 const tokenizerJsonSchema = z.looseObject({
   model: z.looseObject({ type: z.string().optional() }),
@@ -93,7 +94,13 @@ export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown
   const tc = tokenizerConfigSchema.safeParse(tokenizerConfig);
   if (!tc.success) throw new AligndError('MODEL_INVALID', `tokenizer_config.json is invalid: ${tc.error.message}`, { input: source, action: 'fix tokenizer_config.json' });
   const cfg = tc.data;
-  const config = { ...cfg, clean_up_tokenization_spaces: cfg.clean_up_tokenization_spaces ?? false };
+  // transformers 5 ignores clean_up_tokenization_spaces for BPE models (the clean-up is meant for
+  // WordPiece and strips real spaces before punctuation), unless the override flag is set. Real
+  // Llama 3 configs set it to true; decoded text is re-tokenised for training, so it matters.
+  const isBpe = tj.data.model.type === 'BPE';
+  const cleanUp = (cfg.clean_up_tokenization_spaces ?? false)
+    && (!isBpe || cfg.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
+  const config = { ...cfg, clean_up_tokenization_spaces: cleanUp };
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(tokenizerJson as object, config);
@@ -126,8 +133,9 @@ export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown
   for (const id of vocab.values()) if (id > maxId) maxId = id;
   const eosTokenId = idOf(eosToken);
 
+  // The empty string too goes through the post-processor: transformers encodes "" as [bos].
   const encode = (text: string, opts: { addSpecialTokens?: boolean } = {}): number[] =>
-    text.length === 0 ? [] : tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
 
   const renderChat = (messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string => {
     if (template === null) {

@@ -35,6 +35,17 @@ const probeSchema = z.union([
   z.strictObject({ prompt: z.string().min(1), category: z.string().optional() }),
 ]);
 
+/**
+ * Why label_smoothing is refused outside `robust`: TRL ≥ 0.29 ignores it for `sigmoid` (its
+ * conservative-DPO form lives on as `robust`), so a TRL config would train differently here.
+ * One text for the policy check, the knobs and the objective.
+ */
+export function labelSmoothingRefusal(lossType: string): string {
+  return lossType === 'sigmoid'
+    ? 'label_smoothing has no effect on loss_type sigmoid in TRL >= 0.29 (conservative DPO moved to loss_type robust): set loss_type: robust to train with label noise, or label_smoothing: 0'
+    : `label_smoothing applies to loss_type robust only, not ${lossType}`;
+}
+
 export const serverTargetSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('vllm'),
@@ -121,8 +132,8 @@ export const policySchema = z.strictObject({
     kto: z.strictObject({ desirable_weight: positive.default(1), undesirable_weight: positive.default(1) }).prefault({}),
   }).prefault({}).refine((o) => o.micro_batch_size <= o.batch_size && o.batch_size % o.micro_batch_size === 0, {
     message: 'micro_batch_size must divide batch_size', path: ['micro_batch_size'],
-  }).refine((o) => o.loss_type === 'robust' || o.loss_type === 'sigmoid' || o.label_smoothing === 0, {
-    message: 'label_smoothing applies to loss_type sigmoid or robust only', path: ['label_smoothing'],
+  }).superRefine((o, ctx) => {
+    if (o.label_smoothing > 0 && o.loss_type !== 'robust') ctx.addIssue({ code: 'custom', message: labelSmoothingRefusal(o.loss_type), path: ['label_smoothing'] });
   }),
   schedule: z.strictObject({
     /** node-cron expression (5 or 6 fields). */

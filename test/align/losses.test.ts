@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { type Value, createSession, f64, grad, graph, input, numbers, output, param, run, toOnnx } from '../../daemon/engine/index.js';
-import { type DpoLossType, dpoObjective, ktoObjective, nllTerm } from '../../daemon/align/losses.js';
+import { type DpoLossType, dpoLosses, dpoObjective, ktoObjective, nllTerm } from '../../daemon/align/losses.js';
 
 const pc = [-12.0, -8.5, -20.25, -5.0];
 const pr = [-13.5, -8.0, -22.0, -9.0];
@@ -26,9 +26,8 @@ function closedForm(type: DpoLossType, beta: number, eps: number): { loss: numbe
     const delta = (pc[i]! - rc[i]!) - (pr[i]! - rr[i]!);
     const z = beta * delta;
     if (type === 'sigmoid') {
-      // cDPO when ε > 0: −(1−ε) log σ(z) − ε log σ(−z).
-      losses.push(-(1 - eps) * logSig(z) - eps * logSig(-z));
-      d.push(beta * (-(1 - eps) * sig(-z) + eps * sig(z)) / P);
+      losses.push(-logSig(z));
+      d.push(-beta * sig(-z) / P);
     }
     if (type === 'robust') {
       losses.push((-(1 - eps) * logSig(z) + eps * logSig(-z)) / (1 - 2 * eps));
@@ -65,7 +64,7 @@ async function runDpo(type: DpoLossType, beta: number, eps: number) {
   return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, numbers(v)]));
 }
 
-for (const [type, beta, eps] of [['sigmoid', 0.1, 0], ['sigmoid', 2, 0], ['sigmoid', 0.5, 0.1], ['robust', 0.5, 0.2], ['ipo', 0.1, 0], ['ipo', 1, 0], ['hinge', 0.1, 0], ['hinge', 1.5, 0]] as const) {
+for (const [type, beta, eps] of [['sigmoid', 0.1, 0], ['sigmoid', 2, 0], ['robust', 0.5, 0.2], ['robust', 0.5, 0], ['ipo', 0.1, 0], ['ipo', 1, 0], ['hinge', 0.1, 0], ['hinge', 1.5, 0]] as const) {
   t.test(`DPO loss_type ${type} β=${beta} ε=${eps} equals its closed form`, async (t) => {
     const out = await runDpo(type, beta, eps);
     const want = closedForm(type, beta, eps);
@@ -134,14 +133,34 @@ t.test('KTO equals its closed form: z₀ from mismatched pairs, detached and cla
   }
 });
 
-t.test('RPO NLL term is α · mean per-token NLL of the chosen responses', async (t) => {
+t.test('RPO NLL term is α · the token-level mean NLL of the chosen responses (TRL: Σ NLL / Σ tokens)', async (t) => {
+  // A long and a short response: the token-level mean weighs the long one by its length.
+  const chosen = [-30, -2, -12.5];
+  const lengths = [10, 1, 5];
   const g = graph('nll');
-  const c = input(g, 'c', 'float64', [P]);
-  const l = input(g, 'l', 'float64', [P]);
+  const c = input(g, 'c', 'float64', [3]);
+  const l = input(g, 'l', 'float64', [3]);
   output(nllTerm(c, l, 0.7), 'nll');
   const s = await createSession(toOnnx(g).bytes);
-  const out = await run(s, { c: f64([P], pc), l: f64([P], lc) });
-  t.ok(Math.abs(numbers(out['nll']!)[0]! - 0.7 * meanOf(pc.map((x, i) => -x / lc[i]!))) < 1e-12);
+  const out = await run(s, { c: f64([3], chosen), l: f64([3], lengths) });
+  const tokenMean = -chosen.reduce((a, x) => a + x, 0) / lengths.reduce((a, x) => a + x, 0);
+  const perSequenceMean = meanOf(chosen.map((x, i) => -x / lengths[i]!));
+  t.ok(Math.abs(tokenMean - perSequenceMean) > 0.05, 'the two readings differ on this data (the test can fail)');
+  t.ok(Math.abs(numbers(out['nll']!)[0]! - 0.7 * tokenMean) < 1e-12, `nll ${numbers(out['nll']!)[0]} vs α·${tokenMean}`);
+});
+
+t.test('label_smoothing: ignored by the sigmoid loss as in TRL >= 0.29, and refused there with a pointer at robust', async (t) => {
+  const x = input(graph('ls'), 'x', 'float64', [P]);
+  t.throws(() => dpoObjective({ chosen: x, rejected: x, refChosen: x, refRejected: x }, { lossType: 'sigmoid', beta: 0.1, labelSmoothing: 0.1 }), /no effect on loss_type sigmoid.*loss_type: robust/);
+  const g = graph('ls_sigmoid');
+  const chosen = input(g, 'chosen', 'float64', [P]);
+  const rejected = input(g, 'rejected', 'float64', [P]);
+  const refChosen = input(g, 'ref_chosen', 'float64', [P]);
+  const refRejected = input(g, 'ref_rejected', 'float64', [P]);
+  output(dpoLosses({ chosen, rejected, refChosen, refRejected }, { lossType: 'sigmoid', beta: 0.5, labelSmoothing: 0.2 }), 'with');
+  output(dpoLosses({ chosen, rejected, refChosen, refRejected }, { lossType: 'sigmoid', beta: 0.5 }), 'without');
+  const out = await run(await createSession(toOnnx(g).bytes), { chosen: f64([P], pc), rejected: f64([P], pr), ref_chosen: f64([P], rc), ref_rejected: f64([P], rr) });
+  t.same(numbers(out['with']!), numbers(out['without']!));
 });
 
 t.test('log σ keeps its gradient at Δ = 0 exactly (a warm-started round\'s first step) and stays finite far out', async (t) => {

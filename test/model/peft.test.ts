@@ -129,6 +129,11 @@ t.test('adapters alignd cannot use are refused with the reason', async (t) => {
     ['regex targets', (c) => { c['target_modules'] = '.*proj'; }, /pattern ".*proj"/],
     ['rank pattern', (c) => { c['rank_pattern'] = { q_proj: 2 }; }, /rank_pattern/],
     ['bad r', (c) => { c['r'] = 0; }, /adapter_config\.json is invalid: r/],
+    // PEFT applies an aLoRA only from the invocation tokens on; applying it everywhere is silently wrong.
+    ['aLoRA', (c) => { c['alora_invocation_tokens'] = [5, 9]; }, /alora_invocation_tokens.*activated LoRA.*every token/],
+    ['exclude_modules', (c) => { c['exclude_modules'] = ['k_proj']; }, /exclude_modules \(k_proj\).*list the modules in target_modules/],
+    ['BD-LoRA', (c) => { c['use_bdlora'] = { nblocks: 2 }; }, /use_bdlora.*block-diagonal/],
+    ['trainable tokens', (c) => { c['trainable_token_indices'] = [3]; }, /trainable_token_indices/],
   ];
   for (const [name, edit, pattern] of cases) {
     const err = readError(editedCopy(t, edit));

@@ -94,6 +94,8 @@ t.test('the watcher refuses every kind of invalid edit and keeps the last good p
     ['bad regex', GOOD + 'gate:\n  refusal_patterns: ["(unclosed"]\n', /^gate\.refusal_patterns\.0: not a valid regular expression/],
     ['path traversal in the model name', GOOD.replace('model: tiny', 'model: ../../etc'), /^model: /],
     ['cross-field rule', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  batch_size: 8\n  micro_batch_size: 3'), /^objective\.micro_batch_size: micro_batch_size must divide batch_size/],
+    // TRL >= 0.29 ignores label_smoothing for sigmoid: refused with the variant that has it.
+    ['label_smoothing with sigmoid', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  loss_type: sigmoid\n  label_smoothing: 0.1'), /^objective\.label_smoothing: label_smoothing has no effect on loss_type sigmoid.*loss_type: robust/],
     ['KL budgets inverted', GOOD + 'kl:\n  per_round: 0.9\n  cumulative: 0.1\n', /^kl\.per_round: per_round must not exceed cumulative/],
     ['pinned version missing from the registry', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: v9}'), /^deployment\.version: tiny has no registry version v9/],
     ['malformed version', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: latest}'), /^deployment\.version: must be a registry version/],

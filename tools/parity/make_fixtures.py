@@ -338,6 +338,126 @@ def phase_tokenizers():
         print(f"tokenizer {name}: {tok.get_vocab_size()} tokens, {len(probes)} probes")
 
 
+def phase_semantics():
+    """Behaviours of transformers / PEFT / TRL that alignd must match or refuse (issue 14), written to
+    semantics/: an aLoRA adapter and how far PEFT's output is from plain LoRA; final hidden states of
+    a left-padded batch; a BPE tokenizer with clean_up_tokenization_spaces=true and a bos
+    post-processor (decoding, the empty string); TRL's DPO losses on sequences whose log-probs are
+    recorded beside them (sigmoid with label_smoothing, robust, RPO = sigmoid + sft, IPO)."""
+    os.chdir(OUT)
+    import trl
+    from datasets import Dataset
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+    from trl import DPOConfig, DPOTrainer
+    out = Path("semantics")
+    out.mkdir(exist_ok=True)
+    report = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__}}
+
+    # aLoRA: PEFT applies the adapter only from the invocation sequence on.
+    base = load_base("llama/model")
+    invocation = [9, 23]
+    ids = [1, 5, 9, 23, 42, 17, 3, 60, 11, 7]
+    torch.manual_seed(5)
+    alora = get_peft_model(load_base("llama/model"), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                               alora_invocation_tokens=invocation, init_lora_weights=False))
+    alora.eval()
+    alora.save_pretrained(str(out / "alora-adapter"))
+    with torch.no_grad():
+        lg_alora = alora(torch.tensor([ids])).logits[0]
+        plain = get_peft_model(load_base("llama/model"), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+        plain.load_state_dict(alora.state_dict(), strict=False)
+        for n, p in plain.named_parameters():
+            if "lora_" in n:
+                p.copy_(dict(alora.named_parameters())[n])
+        plain.eval()
+        lg_plain = plain(torch.tensor([ids])).logits[0]
+        lg_base = base(torch.tensor([ids])).logits[0]
+    start = 2  # ids[2:4] is the invocation sequence
+    report["alora"] = {"invocation_tokens": invocation, "ids": ids,
+                       "max_abs_dlogit_vs_lora_on_every_token": (lg_alora - lg_plain).abs().max().item(),
+                       "max_abs_dlogit_vs_base_before_invocation": (lg_alora[:start] - lg_base[:start]).abs().max().item()}
+
+    # Final hidden states of a left-padded batch (pad id 0, mask 0) at the last position = the last real token.
+    rows = [[1, 5, 9, 23, 42, 17, 3], [2, 33, 8, 51]]
+    T = max(len(r) for r in rows)
+    left = torch.tensor([[0] * (T - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
+    with torch.no_grad():
+        hidden = base.model(input_ids=left, attention_mask=mask).last_hidden_state[:, -1, :].float()
+    save_file({"last_hidden": hidden.contiguous()}, str(out / "left-padded.safetensors"), metadata={"format": "pt"})
+    report["left_padded"] = {"model": "llama/model", "input_ids": left.tolist(), "attention_mask": mask.tolist()}
+
+    # A Llama-3-layout BPE tokenizer with a bos post-processor and clean_up_tokenization_spaces: true.
+    tdir = out / "tokenizer-bos"
+    tdir.mkdir(exist_ok=True)
+    raw = Tokenizer.from_file("tokenizers/bytelevel-split/tokenizer.json")
+    bos = "<|begin_of_text|>"
+    raw.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, raw.token_to_id(bos))])
+    raw.save(str(tdir / "tokenizer.json"))
+    (tdir / "tokenizer_config.json").write_text(json.dumps({"bos_token": bos, "eos_token": "<|eot_id|>", "clean_up_tokenization_spaces": True,
+                                                            "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2) + "\n")
+    tok = AutoTokenizer.from_pretrained(str(tdir))
+    texts = ["Hello , world .", "It 's done ; isn 't it ?", "a ! b ? c .", ""]
+    report["tokenizer_bos"] = {"clean_up_tokenization_spaces": tok.clean_up_tokenization_spaces, "probes": [
+        {"text": t, "ids": tok(t)["input_ids"], "ids_no_special": tok(t, add_special_tokens=False)["input_ids"],
+         "decoded": tok.decode(tok(t)["input_ids"]), "decoded_skip_special": tok.decode(tok(t)["input_ids"], skip_special_tokens=True)}
+        for t in texts]}
+
+    # TRL's DPO losses. The policy is the llama model with a LoRA adapter (random A and B), the
+    # reference the base (adapter disabled), as TRL does for a PEFT model without ref_model.
+    ptok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file("tokenizers/bytelevel-split/tokenizer.json"),
+                                   bos_token=bos, eos_token="<|eot_id|>", pad_token="<|eot_id|>")
+    data = Dataset.from_list([
+        {"prompt": "The assistant answered", "chosen": " the question, and the user said thanks.", "rejected": " no."},
+        {"prompt": "Numbers like 12345", "chosen": " appear.", "rejected": " and 2026 appear; so do URLs such as example.org/path?q=1."},
+        {"prompt": "It's, we're", "chosen": " they'll, I'd", "rejected": " you've, SHE'S, don't: contractions in both cases."},
+    ])
+    trl_cases = [("sigmoid", {"loss_type": ["sigmoid"]}), ("sigmoid_label_smoothing_0.1", {"loss_type": ["sigmoid"], "label_smoothing": 0.1}),
+                 ("robust_0.1", {"loss_type": ["robust"], "label_smoothing": 0.1}), ("rpo_0.5", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}),
+                 ("ipo", {"loss_type": ["ipo"]})]
+    report["trl_dpo"] = {"beta": 0.5, "cases": {}}
+    # A tiny Llama over the tokenizer's vocabulary (the parity models have 64 ids); only its outputs are recorded.
+    trl_model_dir = WORK / "trl-model"
+    gen = torch.Generator().manual_seed(21)
+    torch.manual_seed(21)
+    m0 = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=len(ptok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                                      tie_word_embeddings=True, bos_token_id=ptok.bos_token_id, eos_token_id=ptok.eos_token_id),
+                                          attn_implementation="eager")
+    big_init(m0, gen)
+    m0.save_pretrained(str(trl_model_dir))
+    for name, kw in trl_cases:
+        torch.manual_seed(11)
+        model = AutoModelForCausalLM.from_pretrained(str(trl_model_dir), dtype=torch.float32, attn_implementation="eager")
+        args = DPOConfig(output_dir=str(WORK / "trl"), per_device_train_batch_size=3, beta=0.5, report_to=[], use_cpu=True,
+                         max_length=64, seed=11, **kw)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=ptok,
+                             peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        trainer.model.eval()
+        batch = next(iter(trainer.get_train_dataloader()))
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, batch).item()
+            ids_t, comp = batch["input_ids"], batch["completion_mask"]
+            att = batch["attention_mask"]
+            def seq_logps(m):
+                lp = torch.log_softmax(m(input_ids=ids_t, attention_mask=att).logits[:, :-1].double(), -1)
+                tok_lp = lp.gather(-1, ids_t[:, 1:, None])[..., 0] * comp[:, 1:]
+                return tok_lp.sum(1)
+            pol = seq_logps(trainer.model)
+            with trainer.model.disable_adapter():
+                ref = seq_logps(trainer.model)
+        n = ids_t.shape[0] // 2
+        lengths = comp[:, 1:].sum(1)
+        report["trl_dpo"]["cases"][name] = {
+            "config": kw, "loss": loss,
+            "chosen": pol[:n].tolist(), "rejected": pol[n:].tolist(), "ref_chosen": ref[:n].tolist(), "ref_rejected": ref[n:].tolist(),
+            "chosen_length": lengths[:n].tolist(), "rejected_length": lengths[n:].tolist()}
+        print(f"trl {name}: loss {loss:.6f}")
+    (out / "semantics.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    print(f"semantics: aLoRA vs LoRA-everywhere max |dlogit| {report['alora']['max_abs_dlogit_vs_lora_on_every_token']:.3f}")
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
-    {"base": phase_base, "check": phase_check, "tokenizers": phase_tokenizers}[sys.argv[1]]()
+    {"base": phase_base, "check": phase_check, "tokenizers": phase_tokenizers, "semantics": phase_semantics}[sys.argv[1]]()

@@ -15,4 +15,5 @@ PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py tokenizers
 npm run build --silent
 node tools/parity/write-alignd.mjs
 PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py check
+PYTHONHASHSEED=0 "$VENV/bin/python" tools/parity/make_fixtures.py semantics
 du -sh test/fixtures/parity
