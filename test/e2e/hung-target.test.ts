@@ -10,6 +10,7 @@ import { mkdtempSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnDaemon } from '../harness/daemon.js';
+import { within } from '../registry/util.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 import { parseModelConfig } from '../../daemon/model/hf-config.js';
 import { initLora } from '../../daemon/model/lora.js';
@@ -18,11 +19,6 @@ import { TINY_CONFIG } from '../../daemon/model/tiny.js';
 
 const spec = parseModelConfig(TINY_CONFIG, 'tiny');
 
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(timer));
-}
 const until = async (what: string, f: () => boolean | Promise<boolean>, tries = 300): Promise<void> => {
   for (let i = 0; i < tries; i++) {
     if (await f()) return;

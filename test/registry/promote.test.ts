@@ -5,11 +5,11 @@
  */
 import t from 'tap';
 import { createServer } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFakeVllm } from '../harness/vllm-server.js';
-import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
+import { addVersions, fast, loads, tmp as mkTmp, unloads } from './util.js';
+import { openRegistry } from '../../daemon/registry/registry.js';
 import { promote, reconcile } from '../../daemon/registry/promote.js';
 import { memoryAnnouncer } from '../../daemon/registry/publisher.js';
 import { enforceDeployment } from '../../daemon/release/deploy.js';
@@ -19,24 +19,9 @@ import { vllmTarget, vllmErrorMessage } from '../../adapters/servers/vllm.js';
 import { fileDropTarget } from '../../adapters/servers/file-drop.js';
 import { signWebhook, webhookTarget } from '../../adapters/servers/webhook.js';
 import { serverTargets } from '../../adapters/servers/index.js';
-import { parseModelConfig } from '../../daemon/model/hf-config.js';
-import { initLora } from '../../daemon/model/lora.js';
-import { writePeftAdapter } from '../../daemon/model/peft.js';
-import { TINY_CONFIG } from '../../daemon/model/tiny.js';
 import { policySchema } from '../../daemon/policy/schema.js';
 
-const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-promote-'));
-const spec = parseModelConfig(TINY_CONFIG, 'tiny');
-const fast = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 };
-
-function addVersions(reg: Registry, n: number, r = 8): void {
-  for (let i = 0; i < n; i++) {
-    const adapter = initLora(spec, { r, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, 100 + i);
-    reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
-  }
-}
-const loads = (calls: { path: string; body: Record<string, unknown> | undefined }[]) => calls.filter((c) => c.path === '/v1/load_lora_adapter').map((c) => c.body?.['lora_name']);
-const unloads = (calls: { path: string; body: Record<string, unknown> | undefined }[]) => calls.filter((c) => c.path === '/v1/unload_lora_adapter').map((c) => c.body?.['lora_name']);
+const tmp = (): string => mkTmp('alignd-promote-');
 
 t.test('promotion to vLLM: load, verify, announce, retire; retry after failures', async (t) => {
   const vllm = await startFakeVllm();

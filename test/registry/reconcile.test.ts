@@ -5,41 +5,18 @@
  * the same behaviours against a real vLLM are in test-optional/vllm/.
  */
 import t from 'tap';
-import { existsSync, mkdtempSync, readlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFakeVllm } from '../harness/vllm-server.js';
-import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
+import { addVersions, fast, loads, tmp as mkTmp, unloads, within } from './util.js';
+import { openRegistry } from '../../daemon/registry/registry.js';
 import { promote, reconcile } from '../../daemon/registry/promote.js';
 import { enforceDeployment } from '../../daemon/release/deploy.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 import { vllmTarget } from '../../adapters/servers/vllm.js';
 import { fileDropTarget } from '../../adapters/servers/file-drop.js';
-import { parseModelConfig } from '../../daemon/model/hf-config.js';
-import { initLora } from '../../daemon/model/lora.js';
-import { writePeftAdapter } from '../../daemon/model/peft.js';
-import { TINY_CONFIG } from '../../daemon/model/tiny.js';
 
-const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-reconcile-'));
-const spec = parseModelConfig(TINY_CONFIG, 'tiny');
-const fast = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 };
-
-function addVersions(reg: Registry, n: number, r = 8): void {
-  for (let i = 0; i < n; i++) {
-    const adapter = initLora(spec, { r, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, 100 + i);
-    reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
-  }
-}
-type Calls = Array<{ path: string; body: Record<string, unknown> | undefined }>;
-const loads = (calls: Calls) => calls.filter((c) => c.path === '/v1/load_lora_adapter').map((c) => c.body?.['lora_name']);
-const unloads = (calls: Calls) => calls.filter((c) => c.path === '/v1/unload_lora_adapter').map((c) => c.body?.['lora_name']);
-
-/** Settles with `p`, or rejects when `ms` pass first (a liveness bound, not a speed figure). */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(timer));
-}
+const tmp = (): string => mkTmp('alignd-reconcile-');
 
 /** A target whose server never answers and which ignores cancellation (the worst case). */
 function deafTarget(id: string, timeoutMs: number): ServerTarget & { calls: number } {
