@@ -1,11 +1,12 @@
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { mainJs, spawnDaemon } from '../harness/daemon.js';
 import { makeEvent } from '../harness/events.js';
+import { loadModel } from '../../daemon/model/model.js';
 
 const run = promisify(execFile);
 const alignd = (args: string[], env: NodeJS.ProcessEnv = {}) =>
@@ -22,6 +23,18 @@ t.test('help, version, schema and unknown commands', async (t) => {
   const badFlag = await alignd(['start', '--nope']);
   t.equal(badFlag.code, 1);
   t.match(badFlag.stderr, /Unknown option '--nope'/);
+});
+
+t.test('tiny-model writes the built-in checkpoint, or its serving variant (heads of 64 for vLLM\'s CPU kernels)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'alignd-cli-tiny-'));
+  const r = await alignd(['tiny-model', join(dir, 'serving'), '--serving']);
+  t.equal(r.code, 0, r.stderr);
+  const cfg = JSON.parse(readFileSync(join(dir, 'serving', 'config.json'), 'utf8')) as Record<string, number>;
+  t.match(cfg, { hidden_size: 128, num_attention_heads: 2, head_dim: 64, vocab_size: 384 });
+  t.ok(loadModel(join(dir, 'serving')).tokenizer?.hasChatTemplate, 'a loadable checkpoint with a chat template');
+  t.equal((await alignd(['tiny-model', join(dir, 'plain')])).code, 0);
+  t.match(JSON.parse(readFileSync(join(dir, 'plain', 'config.json'), 'utf8')), { hidden_size: 64, head_dim: 16 });
+  t.equal((await alignd(['tiny-model'])).code, 2, 'no directory: usage, exit 2');
 });
 
 t.test('send (file and stdin) to a running daemon, then status', async (t) => {
