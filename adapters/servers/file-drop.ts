@@ -11,9 +11,8 @@ import { join } from 'node:path';
 import { AligndError } from '../../daemon/base/errors.js';
 import { adapterDigest } from '../../daemon/registry/registry.js';
 import { fsyncDir, fsyncTree } from '../../daemon/base/fs-durable.js';
+import { servedNamePattern } from '../../daemon/base/names.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
-
-const versionDir = (model: string): RegExp => new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
 
 export function fileDropTarget(cfg: { dir: string }): ServerTarget {
   return {
@@ -23,7 +22,7 @@ export function fileDropTarget(cfg: { dir: string }): ServerTarget {
     async observe(model) {
       const link = join(cfg.dir, model);
       const current = existsSync(link) ? readlinkSync(link) : undefined;
-      return current !== undefined && versionDir(model).test(current) && existsSync(join(cfg.dir, current, 'adapter_config.json')) ? [current] : [];
+      return current !== undefined && servedNamePattern(model).test(current) && existsSync(join(cfg.dir, current, 'adapter_config.json')) ? [current] : [];
     },
     async deploy(req) {
       mkdirSync(cfg.dir, { recursive: true });
@@ -54,7 +53,7 @@ export function fileDropTarget(cfg: { dir: string }): ServerTarget {
       const link = join(cfg.dir, model);
       const current = existsSync(link) ? readlinkSync(link) : undefined;
       const esc = model.replace(/[.]/g, '\\.');
-      const re = versionDir(model);
+      const re = servedNamePattern(model);
       // Leftovers of a copy or link switch interrupted by a crash.
       const junk = new RegExp(`^\\.(?:${esc}-v[0-9]+\\.[0-9a-f]+\\.tmp|${esc}\\.[0-9a-f]+\\.link)$`);
       const removed: string[] = [];

@@ -11,6 +11,7 @@
  */
 import { AligndError } from '../../daemon/base/errors.js';
 import type { DeployRequest, ServerTarget } from '../../daemon/registry/targets.js';
+import { servedNamePattern } from '../../daemon/base/names.js';
 import { errorBody, excerpt, fetchWithTimeout, readBody } from './http-json.js';
 
 export interface VllmTargetConfig {
@@ -87,13 +88,12 @@ export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
     if (!Array.isArray(j.data)) throw new AligndError('SERVER_FAILED', `vLLM ${base} GET /v1/models has no data list: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?' });
     return (j.data as unknown[]).filter((m): m is ModelEntry => typeof m === 'object' && m !== null && typeof (m as ModelEntry).id === 'string');
   };
-  const ours = (model: string): RegExp => new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
 
   return {
     id: `vllm:${base}`,
     timeoutMs: timeout,
     async observe(model, signal) {
-      const re = ours(model);
+      const re = servedNamePattern(model);
       return (await models(signal)).map((m) => m.id).filter((id) => re.test(id));
     },
     async deploy(req: DeployRequest, signal?: AbortSignal) {
@@ -113,7 +113,7 @@ export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
       }
     },
     async retire(model, keep, signal) {
-      const re = ours(model);
+      const re = servedNamePattern(model);
       const drop = (await models(signal)).map((m) => m.id).filter((id) => re.test(id) && !keep.includes(id));
       const done: string[] = [];
       for (const name of drop) {

@@ -27,3 +27,6 @@ export const versionName = (n: number): string => `v${n}`;
 
 /** The immutable server-side adapter name of a version: `<model>-v<N>`. Never reused for other weights. */
 export const servedName = (model: string, version: string): string => `${model}-${version}`;
+
+/** Matches the served names of `model`'s versions (`<model>-v<N>`) and nothing else a server lists. */
+export const servedNamePattern = (model: string): RegExp => new RegExp(`^${model.replace(/[.]/g, '\\.')}-v[0-9]+$`);
