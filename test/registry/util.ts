@@ -1,5 +1,6 @@
-/** Shared by the promotion and reconcile tests: tiny-model versions, calls seen by the test vLLM server, a liveness bound. */
+/** Shared by the promotion and reconcile tests: tiny-model versions, calls seen by the test vLLM server, a webhook receiver, a liveness bound. */
 import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Registry } from '../../daemon/registry/registry.js';
@@ -30,4 +31,20 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([p, new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms); })])
     .finally(() => clearTimeout(timer));
+}
+
+/** A webhook receiver that records each POST (body, signature, timestamp) and answers 204; closed in teardown. */
+export async function webhookReceiver(t: { teardown(fn: () => unknown): void }): Promise<{ url: string; got: Array<{ body: string; sig: string; ts: string }> }> {
+  const got: Array<{ body: string; sig: string; ts: string }> = [];
+  const hook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('end', () => {
+      got.push({ body, sig: String(req.headers['x-alignd-signature']), ts: String(req.headers['x-alignd-timestamp']) });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  t.teardown(() => hook.close());
+  return { url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/deploy`, got };
 }
