@@ -8,12 +8,12 @@ import { join } from 'node:path';
 import { writeFileAtomicDurable } from '../base/fs-durable.js';
 import { writePeftAdapter } from '../model/peft.js';
 import type { AlignModel } from './context.js';
-import type { AlignKnobs } from './knobs.js';
+import type { TrainingKnobs } from './knobs.js';
 import type { TrainingResult } from './train-round.js';
 
 export const ROUND_META = 'round.json';
 
-export function writeCandidate(dir: string, m: AlignModel, r: TrainingResult, knobs: AlignKnobs, meta: Record<string, unknown>): string {
+export function writeCandidate(dir: string, m: AlignModel, r: TrainingResult, knobs: TrainingKnobs, meta: Record<string, unknown>): string {
   mkdirSync(dir, { recursive: true });
   const adapterDir = join(dir, 'adapter');
   writePeftAdapter(adapterDir, m.ckpt.spec, r.candidate!);

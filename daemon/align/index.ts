@@ -1,6 +1,6 @@
 /** The alignment stage's public surface (see README.md beside this file). */
 export { type AlignModel, alignModel } from './context.js';
-export { type AlignKnobs, DEFAULT_KNOBS, knobsFromPolicy, loraConfigFromPolicy, withDefaults } from './knobs.js';
+export { type DpoKnobs, type KtoKnobs, type TrainingKnobs, loraConfigFromPolicy, trainingKnobs } from './knobs.js';
 export { type KlCheck, type RoundInput, type TrainingResult, type StepLog, type StopReason, runRound } from './train-round.js';
 export { ROUND_META, writeCandidate } from './candidate-dir.js';
 export { heldoutKl } from './kl.js';

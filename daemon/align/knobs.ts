@@ -1,139 +1,108 @@
 /**
- * The policy knobs a training round reads, as a plain typed object. Field names follow TRL's
- * DPOConfig/KTOConfig/TrainingArguments in camelCase (loss_type → lossType, label_smoothing →
- * labelSmoothing, rpo_alpha → rpoAlpha, learning_rate → learningRate, lr_scheduler_type →
- * lrSchedulerType, warmup_ratio → warmupRatio, max_steps → maxSteps, num_train_epochs →
- * numTrainEpochs, per_device_train_batch_size → batchSize, max_grad_norm → maxGradNorm, ...), so
- * the policy schema (daemon/policy) can map its YAML onto this one-to-one.
+ * The knobs a training round reads, derived from a validated policy (daemon/policy/schema.ts, the
+ * one place every knob's default and constraint lives). This file only renames: no defaults, no
+ * validation. Field names follow TRL's DPOConfig/KTOConfig/TrainingArguments in camelCase; each
+ * field's comment gives the YAML path it comes from, the name every error and log uses.
  *
  * KL budgets are in nats per response token: the mean exact token-level KL(π‖π_ref) over the
  * held-out contexts' response positions (see kl.ts).
  */
-import { AligndError } from '../base/errors.js';
 import type { LoraConfig } from '../model/lora.js';
-import { labelSmoothingRefusal, type Policy } from '../policy/schema.js';
+import type { Policy } from '../policy/schema.js';
 import type { DpoLossType } from './losses.js';
 
-export interface AlignKnobs {
-  /** 'dpo' trains on pairs, 'kto' on unpaired up/down rows. */
-  objective: 'dpo' | 'kto';
+type Objective = Policy['objective'];
+type Kl = Policy['kl'];
+
+/** objective.loss_type sigmoid | ipo | robust | hinge: trains on pairs. */
+export interface DpoKnobs {
+  kind: 'dpo';
+  /** objective.loss_type */
   lossType: DpoLossType;
-  beta: number;
-  labelSmoothing: number;
-  /** RPO NLL weight on chosen responses; 0 = off. */
-  rpoAlpha: number;
-  desirableWeight: number;
-  undesirableWeight: number;
-
-  learningRate: number;
-  lrSchedulerType: 'cosine' | 'linear' | 'constant';
-  warmupRatio: number;
-  /** Optimizer steps per round; when 0, numTrainEpochs over the window decides. */
-  maxSteps: number;
-  numTrainEpochs: number;
-  /** Pairs (or KTO rows) per optimizer step. */
-  batchSize: number;
-  /** Pairs per forward/backward; batchSize / microBatchSize micro-batches are accumulated. */
-  microBatchSize: number;
-  maxGradNorm: number;
-  weightDecay: number;
-  /** Prompt + response tokens per sequence (longer ones are truncated, prompt first). */
-  maxLength: number;
-  seed: number;
-
-  klBudget: {
-    /** Against the deployed version (this round's reference). */
-    perRound: number;
-    /** Against the anchor (base model, or a pinned version). */
-    cumulative: number;
-  };
-  /** Exact KL on held-out contexts every N optimizer steps (1 = before every step is committed). */
-  klEveryNSteps: number;
-  /** Held-out contexts used for the exact KL (the first N held-out examples). */
-  klContexts: number;
-  /** Ziegler et al. 2019 adaptive β (target in nats/token, clamped to [minBeta, maxBeta]); null = fixed β. */
-  adaptiveBeta: { target: number; kBeta: number; minBeta: number; maxBeta: number } | null;
-  /** Sampled sequence-level KL at the end: responses per held-out prompt set, tokens each. */
-  sampledKl: { prompts: number; maxNewTokens: number; temperature: number };
-
-  /** LoRA shape for a round with no deployed adapter yet (PEFT names in camelCase). */
-  lora: { r: number; loraAlpha: number; targetModules: string[]; useRslora: boolean };
+  /** objective.label_smoothing */
+  labelSmoothing: Objective['label_smoothing'];
+  /** objective.rpo_alpha (null: off) */
+  rpoAlpha: Objective['rpo_alpha'];
 }
 
-export const DEFAULT_KNOBS: AlignKnobs = {
-  objective: 'dpo',
-  lossType: 'sigmoid',
-  beta: 0.1,
-  labelSmoothing: 0,
-  rpoAlpha: 0,
-  desirableWeight: 1,
-  undesirableWeight: 1,
-  learningRate: 5e-4,
-  lrSchedulerType: 'cosine',
-  warmupRatio: 0.1,
-  maxSteps: 0,
-  numTrainEpochs: 1,
-  batchSize: 8,
-  microBatchSize: 8,
-  maxGradNorm: 1,
-  weightDecay: 0,
-  maxLength: 256,
-  seed: 0,
-  klBudget: { perRound: 0.05, cumulative: 0.5 },
-  klEveryNSteps: 5,
-  klContexts: 32,
-  adaptiveBeta: null,
-  sampledKl: { prompts: 16, maxNewTokens: 32, temperature: 1 },
-  lora: { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], useRslora: false },
-};
+/** objective.loss_type kto: trains on unpaired up/down rows. */
+export interface KtoKnobs {
+  kind: 'kto';
+  /** objective.kto.desirable_weight */
+  desirableWeight: Objective['kto']['desirable_weight'];
+  /** objective.kto.undesirable_weight */
+  undesirableWeight: Objective['kto']['undesirable_weight'];
+}
 
-export function withDefaults(k: Partial<AlignKnobs>): AlignKnobs {
-  const out: AlignKnobs = { ...DEFAULT_KNOBS, ...k, klBudget: { ...DEFAULT_KNOBS.klBudget, ...k.klBudget } };
-  const bad = (field: string, why: string): never => {
-    throw new AligndError('CONFIG_INVALID', `align.${field} ${why}`, { input: 'policy alignment knobs', action: `fix align.${field} in the policy` });
+export interface TrainingKnobs {
+  objective: DpoKnobs | KtoKnobs;
+  /** objective.beta (the starting β when kl.adaptive_beta is enabled) */
+  beta: Objective['beta'];
+  /** objective.learning_rate (peak) */
+  learningRate: Objective['learning_rate'];
+  /** objective.lr_scheduler_type */
+  lrSchedulerType: Objective['lr_scheduler_type'];
+  /** objective.warmup_ratio */
+  warmupRatio: Objective['warmup_ratio'];
+  /** objective.max_steps: optimizer steps per round; null: numTrainEpochs over the window decides. */
+  maxSteps: number | null;
+  /** objective.num_epochs */
+  numTrainEpochs: Objective['num_epochs'];
+  /** objective.batch_size: pairs (or KTO rows) per optimizer step. */
+  batchSize: Objective['batch_size'];
+  /** objective.micro_batch_size: rows per forward/backward; batchSize / microBatchSize are accumulated. */
+  microBatchSize: Objective['micro_batch_size'];
+  /** objective.max_grad_norm */
+  maxGradNorm: Objective['max_grad_norm'];
+  /** objective.weight_decay */
+  weightDecay: Objective['weight_decay'];
+  /** objective.max_length: prompt + response tokens per sequence (longer ones lose prompt tokens first). */
+  maxLength: Objective['max_length'];
+  klBudget: {
+    /** kl.per_round: against the deployed version (this round's reference). */
+    perRound: Kl['per_round'];
+    /** kl.cumulative: against the anchor (base model, or a pinned version). */
+    cumulative: Kl['cumulative'];
   };
-  if (!(out.beta > 0)) bad('beta', `must be > 0, got ${out.beta}`);
-  if (!(out.labelSmoothing >= 0 && out.labelSmoothing < 0.5)) bad('labelSmoothing', `must be in [0, 0.5), got ${out.labelSmoothing}`);
-  if (out.labelSmoothing > 0 && out.lossType !== 'robust') bad('labelSmoothing', `refused: ${labelSmoothingRefusal(out.lossType)}`);
-  if (!(out.learningRate > 0)) bad('learningRate', `must be > 0, got ${out.learningRate}`);
-  if (!(out.batchSize >= 1 && out.microBatchSize >= 1 && out.batchSize % out.microBatchSize === 0)) {
-    bad('microBatchSize', `(${out.microBatchSize}) must divide batchSize (${out.batchSize})`);
-  }
-  if (!(out.klBudget.perRound > 0 && out.klBudget.cumulative > 0)) bad('klBudget', 'budgets must be > 0');
-  if (!(out.klEveryNSteps >= 1)) bad('klEveryNSteps', 'must be ≥ 1');
-  if (!(out.warmupRatio >= 0 && out.warmupRatio < 1)) bad('warmupRatio', 'must be in [0, 1)');
-  return out;
+  /** kl.check_steps: exact KL every N optimizer steps (1 = before every step is kept). */
+  klEveryNSteps: Kl['check_steps'];
+  /** kl.check_contexts: held-out contexts of the exact KL (the first N). */
+  klContexts: Kl['check_contexts'];
+  /** kl.adaptive_beta (Ziegler et al. 2019; target in nats/token, β clamped to [minBeta, maxBeta]); null when not enabled. */
+  adaptiveBeta: { target: number; kBeta: number; minBeta: number; maxBeta: number } | null;
+  /** kl.sampled: sampled sequence-level KL at the end (prompts, max_new_tokens, temperature). */
+  sampledKl: { prompts: number; maxNewTokens: number; temperature: number };
 }
 
 /**
- * The knobs a policy file sets (daemon/policy/schema.ts), mapped onto AlignKnobs. Fields read:
- * objective.{loss_type, beta, label_smoothing, learning_rate, max_steps, num_epochs, batch_size,
- * micro_batch_size, max_grad_norm, rpo_alpha, kto.desirable_weight, kto.undesirable_weight},
- * kl.{per_round, cumulative, adaptive_beta.{enabled, target, k_beta, min_beta, max_beta}}.
- * (objective.replay_fraction and data.max_*_share go to the buffer's window(), kl.anchor to the
- * caller's choice of anchor adapter, lora.* to loraConfigFromPolicy.)
+ * The training knobs of a validated policy. (objective.replay_fraction and data.max_*_share go to
+ * the buffer's window(), kl.anchor to the caller's choice of anchor adapter, lora.* to
+ * loraConfigFromPolicy.)
  */
-export function knobsFromPolicy(p: Policy): Partial<AlignKnobs> {
+export function trainingKnobs(p: Policy): TrainingKnobs {
   const o = p.objective;
   const ab = p.kl.adaptive_beta;
-  const out: Partial<AlignKnobs> = {
-    objective: o.loss_type === 'kto' ? 'kto' : 'dpo',
-    lossType: o.loss_type === 'kto' ? 'sigmoid' : o.loss_type,
+  return {
+    objective: o.loss_type === 'kto'
+      ? { kind: 'kto', desirableWeight: o.kto.desirable_weight, undesirableWeight: o.kto.undesirable_weight }
+      : { kind: 'dpo', lossType: o.loss_type, labelSmoothing: o.label_smoothing, rpoAlpha: o.rpo_alpha },
     beta: o.beta,
-    labelSmoothing: o.label_smoothing,
-    rpoAlpha: o.rpo_alpha ?? 0,
-    desirableWeight: o.kto.desirable_weight,
-    undesirableWeight: o.kto.undesirable_weight,
     learningRate: o.learning_rate,
-    maxSteps: o.max_steps ?? 0,
-    numTrainEpochs: o.num_epochs ?? 1,
+    lrSchedulerType: o.lr_scheduler_type,
+    warmupRatio: o.warmup_ratio,
+    maxSteps: o.max_steps ?? null,
+    numTrainEpochs: o.num_epochs,
     batchSize: o.batch_size,
     microBatchSize: o.micro_batch_size,
     maxGradNorm: o.max_grad_norm,
+    weightDecay: o.weight_decay,
+    maxLength: o.max_length,
     klBudget: { perRound: p.kl.per_round, cumulative: p.kl.cumulative },
+    klEveryNSteps: p.kl.check_steps,
+    klContexts: p.kl.check_contexts,
     adaptiveBeta: ab.enabled ? { target: ab.target, kBeta: ab.k_beta, minBeta: ab.min_beta, maxBeta: ab.max_beta } : null,
+    sampledKl: { prompts: p.kl.sampled.prompts, maxNewTokens: p.kl.sampled.max_new_tokens, temperature: p.kl.sampled.temperature },
   };
-  return out;
 }
 
 /** The policy's LoRA block as the model stage's LoraConfig (PEFT names). */

@@ -31,10 +31,10 @@ export interface DpoOptions {
   /** β: a number, or a graph input so an adaptive controller can change it without a rebuild. */
   beta: number | Value;
   /**
-   * ε for `robust` (Chowdhury et al. 2024), in [0, 0.5). TRL ≥ 0.29 ignores it for `sigmoid`
-   * (cDPO lives on only as `robust`), so alignd refuses it there rather than train differently.
+   * ε for `robust` (Chowdhury et al. 2024), in [0, 0.5); 0 = none. TRL ≥ 0.29 ignores it for
+   * `sigmoid` (cDPO lives on only as `robust`), so alignd refuses it there rather than train differently.
    */
-  labelSmoothing?: number;
+  labelSmoothing: number;
 }
 
 export interface Objective {
@@ -63,7 +63,7 @@ export function dpoLosses(inp: DpoInputs, opt: DpoOptions): Value {
     case 'robust': {
       // Chowdhury et al. 2024 (rDPO), eq. 8: [−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1 − 2ε):
       // an unbiased loss under preference flips with probability ε.
-      const eps = opt.labelSmoothing ?? 0;
+      const eps = opt.labelSmoothing;
       const z = O.mul(O.sub(rChosen, rRejected), beta);
       const fwd = O.mul(logSigmoid(z), -(1 - eps));
       const back = O.mul(logSigmoid(O.neg(z)), eps);
@@ -99,7 +99,7 @@ export function dpoMetrics(inp: DpoInputs, beta: number | Value): Record<string,
 }
 
 export function dpoObjective(inp: DpoInputs, opt: DpoOptions): Objective {
-  const eps = opt.labelSmoothing ?? 0;
+  const eps = opt.labelSmoothing;
   if (!(eps >= 0 && eps < 0.5)) throw new RangeError(`label_smoothing must be in [0, 0.5), got ${eps}`);
   if (eps > 0 && opt.lossType !== 'robust') throw new RangeError(labelSmoothingRefusal(opt.lossType));
   return { loss: mean(dpoLosses(inp, opt)), metrics: dpoMetrics(inp, opt.beta) };
@@ -128,8 +128,8 @@ export interface KtoInputs {
 export interface KtoOptions {
   beta: number | Value;
   /** λ_D and λ_U (TRL `desirable_weight`, `undesirable_weight`). */
-  desirableWeight?: number;
-  undesirableWeight?: number;
+  desirableWeight: number;
+  undesirableWeight: number;
 }
 
 /**
@@ -138,8 +138,8 @@ export interface KtoOptions {
  * detached and clamped at 0 as in TRL's KTOTrainer.
  */
 export function ktoObjective(inp: KtoInputs, opt: KtoOptions): Objective {
-  const wD = opt.desirableWeight ?? 1;
-  const wU = opt.undesirableWeight ?? 1;
+  const wD = opt.desirableWeight;
+  const wU = opt.undesirableWeight;
   const r = O.sub(inp.logps, inp.refLogps);
   const z0 = O.stopGradient(O.max(mean(O.sub(inp.klLogps, inp.refKlLogps)), 0));
   const dLoss = O.mul(O.sub(1, O.sigmoid(O.mul(O.sub(r, z0), opt.beta))), wD);

@@ -20,8 +20,8 @@ import { type DpoLossType, dpoObjective, ktoObjective, nllTerm } from './losses.
 export interface DpoProgramOptions {
   lossType: DpoLossType;
   labelSmoothing: number;
-  /** RPO's α on the chosen NLL; 0 = off. */
-  rpoAlpha: number;
+  /** RPO's α on the chosen NLL; null or 0 = off. */
+  rpoAlpha: number | null;
   optimizer: AdamWConfig;
   /** true: a gradProgram for micro-batch accumulation; false: one-step trainProgram. */
   accumulate: boolean;
@@ -54,7 +54,7 @@ export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions)
   const obj = dpoObjective(dpo, { lossType: o.lossType, beta: input(g, 'beta', 'float32', []), labelSmoothing: o.labelSmoothing });
   let loss = obj.loss;
   const metrics: Record<string, Value> = { ...obj.metrics };
-  if (o.rpoAlpha > 0) {
+  if (o.rpoAlpha !== null && o.rpoAlpha > 0) {
     const nll = nllTerm(dpo.chosen, dpo.chosenLength, o.rpoAlpha);
     metrics['nll_loss'] = O.stopGradient(nll);
     loss = O.add(loss, nll);

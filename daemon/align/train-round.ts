@@ -18,7 +18,7 @@ import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { Example } from '../store/buffer.js';
 import type { AlignModel } from './context.js';
 import { sampledSequenceKl, sequenceLogps } from './policy-logps.js';
-import { type AlignKnobs, withDefaults } from './knobs.js';
+import type { TrainingKnobs } from './knobs.js';
 import { adaptBeta, learningRate } from './schedule.js';
 import { heldoutKl } from './kl.js';
 import { createRng } from '../base/random.js';
@@ -33,7 +33,10 @@ export interface RoundInput {
   window: Example[];
   /** Held-out examples (buffer.heldout()): KL contexts and held-out metrics; never trained on. */
   heldout: Example[];
-  knobs: Partial<AlignKnobs>;
+  /** From the policy (trainingKnobs): validated there, used as is. */
+  knobs: TrainingKnobs;
+  /** The round's seed (the loop passes the round number): LoRA init, batch order, sampled KL. */
+  seed: number;
   log?: Logger;
   /** Where the candidate is checkpointed (PEFT adapter + round.json); omitted = not written. */
   outDir?: string;
@@ -100,7 +103,7 @@ function tokenizeKto(m: AlignModel, exs: Example[], skipped: { id: number; why: 
 }
 
 function diverged(what: string): AligndError {
-  return new AligndError('TRAINING_DIVERGED', what, { action: 'the candidate was discarded and the deployed version is untouched; lower align.learningRate or check the feedback window for bad data' });
+  return new AligndError('TRAINING_DIVERGED', what, { action: 'the candidate was discarded and the deployed version is untouched; lower objective.learning_rate in the policy or check the feedback window for bad data' });
 }
 
 const stateToAdapter = (state: TrainState, like: LoraAdapter): LoraAdapter => adapterFromTensors(like, state.params);
@@ -118,7 +121,9 @@ function shuffled<T>(xs: T[], seed: number): T[] {
 }
 
 export async function runRound(input: RoundInput): Promise<TrainingResult> {
-  const k = withDefaults(input.knobs);
+  const k = input.knobs;
+  const seed = input.seed;
+  const objective = k.objective.kind;
   const m = input.model;
   const log = input.log ?? silentLogger;
   const pad = m.model.padId;
@@ -128,15 +133,15 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
   const anchor = input.anchorAdapter;
   // Warm start: the deployed adapter's values; with no deployed adapter, PEFT's init (B = 0) so
   // the candidate starts exactly at the base model but A carries gradient into B.
-  const start = input.deployedAdapter ?? m.freshAdapter(k.seed);
+  const start = input.deployedAdapter ?? m.freshAdapter(seed);
   const result: TrainingResult = {
     candidate: null, candidateDir: null, stopReason: 'completed', reason: null, stepsTaken: 0, keptStep: 0, steps: [], klChecks: [],
     kl: { perRound: 0, cumulative: 0, sampledSequence: null }, beta: k.beta, heldout: null, trainedExampleIds: [], skipped, klContextSource: 'heldout',
   };
   const train = input.window.filter((e) => !e.heldout);
-  const pairs = k.objective === 'dpo' ? tokenizePairs(m, train, skipped) : [];
-  const kto = k.objective === 'kto' ? tokenizeKto(m, train, skipped) : [];
-  const n = k.objective === 'dpo' ? pairs.length : kto.length;
+  const pairs = objective === 'dpo' ? tokenizePairs(m, train, skipped) : [];
+  const kto = objective === 'kto' ? tokenizeKto(m, train, skipped) : [];
+  const n = objective === 'dpo' ? pairs.length : kto.length;
   const heldPairs = tokenizePairs(m, input.heldout, []);
   const tok = m.ckpt.tokenizer!;
   // KL contexts: held-out examples; with none, training examples (KL is taken under the
@@ -152,23 +157,21 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
   }
   if (n === 0) {
     result.stopReason = 'no_data';
-    result.reason = `no ${k.objective === 'dpo' ? 'pairs' : 'KTO rows'} in the window`;
+    result.reason = `no ${objective === 'dpo' ? 'pairs' : 'KTO rows'} in the window`;
     return result;
   }
-  result.trainedExampleIds = (k.objective === 'dpo' ? pairs : kto).map((r) => r.id);
+  result.trainedExampleIds = (objective === 'dpo' ? pairs : kto).map((r) => r.id);
   if (input.deployedAdapter !== null && loraShapeKey(input.deployedAdapter.config) !== loraShapeKey(m.lora)) {
     throw new AligndError('CONFIG_INVALID', `the deployed adapter's LoRA shape ${loraShapeKey(input.deployedAdapter.config)} differs from the policy's ${loraShapeKey(m.lora)}`, {
-      action: 'a candidate warm-starts from the deployed adapter: keep the LoRA shape, or deploy the base (no adapter) first so the next round starts fresh',
+      action: 'a candidate warm-starts from the deployed adapter: keep lora.r, lora.alpha, lora.use_rslora and lora.target_modules in the policy, or deploy the base (no adapter) first so the next round starts fresh',
     });
   }
-  const ktoNeeds = k.objective === 'kto' && k.microBatchSize < 2;
-  if (ktoNeeds) throw new AligndError('CONFIG_INVALID', 'KTO needs microBatchSize ≥ 2 (z₀ comes from mismatched pairs in the batch)', { action: 'raise align.microBatchSize' });
 
   try {
     if ((deployed !== null && !finiteAdapter(deployed)) || (anchor !== null && !finiteAdapter(anchor))) throw diverged('the deployed or anchor adapter holds NaN/Inf values');
     // Reference log-probs: once per round, cached per example.
     const refCache = new Map<number, number[]>();
-    if (k.objective === 'dpo') {
+    if (objective === 'dpo') {
       const lp = await sequenceLogps(m, deployed, pairs.flatMap((p) => [p.chosen, p.rejected]), 2 * k.microBatchSize, k.maxLength);
       pairs.forEach((p, i) => refCache.set(p.id, [lp[2 * i]!, lp[2 * i + 1]!]));
     } else {
@@ -179,14 +182,14 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
 
     const optimizer = { maxGradNorm: k.maxGradNorm, weightDecay: k.weightDecay };
     const micro = k.batchSize / k.microBatchSize;
-    const prog = k.objective === 'dpo'
-      ? await m.dpo({ lossType: k.lossType, labelSmoothing: k.labelSmoothing, rpoAlpha: k.rpoAlpha, optimizer, accumulate: micro > 1 })
-      : await m.kto({ desirableWeight: k.desirableWeight, undesirableWeight: k.undesirableWeight, optimizer, accumulate: micro > 1 });
+    const prog = k.objective.kind === 'dpo'
+      ? await m.dpo({ lossType: k.objective.lossType, labelSmoothing: k.objective.labelSmoothing, rpoAlpha: k.objective.rpoAlpha, optimizer, accumulate: micro > 1 })
+      : await m.kto({ desirableWeight: k.objective.desirableWeight, undesirableWeight: k.objective.undesirableWeight, optimizer, accumulate: micro > 1 });
     const apply = micro > 1 ? await m.apply(optimizer) : null;
     const state = initState(loraHostTensors(start));
 
     const stepsPerEpoch = Math.ceil(n / k.batchSize);
-    const total = k.maxSteps > 0 ? k.maxSteps : Math.max(1, Math.round(k.numTrainEpochs * stepsPerEpoch));
+    const total = k.maxSteps ?? Math.max(1, Math.round(k.numTrainEpochs * stepsPerEpoch));
     const warmup = Math.floor(k.warmupRatio * total);
     let beta = k.beta;
 
@@ -209,7 +212,7 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
     const nextIndices = (): number[] => {
       const idx: number[] = [];
       while (idx.length < k.batchSize) {
-        if (order.length === 0) order = shuffled(Array.from({ length: n }, (_, i) => i), k.seed * 7919 + epoch++);
+        if (order.length === 0) order = shuffled(Array.from({ length: n }, (_, i) => i), seed * 7919 + epoch++);
         idx.push(order.shift()!);
         if (n < k.batchSize && idx.length === n) break;
       }
@@ -224,7 +227,7 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
       for (let i = 0; i < idx.length; i += k.microBatchSize) chunks.push(idx.slice(i, i + k.microBatchSize));
       let res;
       if (micro === 1 || chunks.length === 1) {
-        const feeds = k.objective === 'dpo' ? dpoFeeds(m, pairs, refCache, chunks[0]!, beta, k.maxLength, pad)
+        const feeds = objective === 'dpo' ? dpoFeeds(m, pairs, refCache, chunks[0]!, beta, k.maxLength, pad)
           : await ktoFeeds(m, kto, refCache, chunks[0]!, beta, k.maxLength, pad, deployed);
         if (apply === null) res = await trainStep(prog.session, prog.info, state, feeds, lr);
         else {
@@ -236,7 +239,7 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
         const acc = initAccumulator(state);
         const sums: Record<string, number> = {};
         for (const c of chunks) {
-          const feeds = k.objective === 'dpo' ? dpoFeeds(m, pairs, refCache, c, beta, k.maxLength, pad)
+          const feeds = objective === 'dpo' ? dpoFeeds(m, pairs, refCache, c, beta, k.maxLength, pad)
             : await ktoFeeds(m, kto, refCache, c, beta, k.maxLength, pad, deployed);
           const r1 = await accumulate(prog.session, prog.info, state, acc, feeds);
           for (const [key, v] of Object.entries(r1.metrics)) sums[key] = (sums[key] ?? 0) + v / chunks.length;
@@ -313,7 +316,7 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
     // Sampled sequence-level KL on generations from the candidate.
     const prompts = contextSource.slice(0, k.sampledKl.prompts).map((e) => tok.encodePrompt(e.prompt));
     if (prompts.length > 0 && k.sampledKl.maxNewTokens > 0) {
-      const s = await sampledSequenceKl(m, candidate, deployed, prompts, { maxNewTokens: k.sampledKl.maxNewTokens, temperature: k.sampledKl.temperature, seed: k.seed + 1 });
+      const s = await sampledSequenceKl(m, candidate, deployed, prompts, { maxNewTokens: k.sampledKl.maxNewTokens, temperature: k.sampledKl.temperature, seed: seed + 1 });
       if (!Number.isFinite(s.kl)) throw diverged('sampled sequence KL is not finite');
       result.kl.sampledSequence = s.kl;
     }
@@ -329,7 +332,7 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
   }
   if (input.outDir !== undefined && result.candidate !== null) {
     const { writeCandidate } = await import('./candidate-dir.js');
-    result.candidateDir = writeCandidate(input.outDir, m, result, k, input.meta ?? {});
+    result.candidateDir = writeCandidate(input.outDir, m, result, k, { seed, ...input.meta });
   }
   log.info('align round done', { stop: result.stopReason, steps: result.stepsTaken, kept: result.keptStep, kl_round: result.kl.perRound, kl_cumulative: result.kl.cumulative });
   return result;

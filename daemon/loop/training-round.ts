@@ -13,7 +13,7 @@ import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundOutcome } from '../store/buffer.js';
 import type { Prompt } from '../feedback/schema.js';
 import { runRound, type TrainingResult } from '../align/train-round.js';
-import { knobsFromPolicy } from '../align/knobs.js';
+import { trainingKnobs } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
 import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type LabelledResponse } from '../align/safety.js';
 import { sequenceLogps } from '../align/policy-logps.js';
@@ -159,7 +159,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const outDir = join(deps.dataDir, 'rounds', model, String(round));
   rmSync(outDir, { recursive: true, force: true }); // a redone round starts clean
   deps.onProgress?.('policy.train', { model, round, examples: window.examples.length, newExamples: window.newCount, replay: window.replayCount });
-  const result: TrainingResult = await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: { ...knobsFromPolicy(policy), seed: round },
+  const result: TrainingResult = await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: trainingKnobs(policy), seed: round,
     outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log,
     ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
   const last = result.steps.at(-1);

@@ -10,6 +10,10 @@ import { MODEL_NAME_RE, VERSION_RE } from '../base/names.js';
 
 const prob = z.number().min(0).max(1);
 const positive = z.number().positive();
+/** Values that passed `positive` (cross-field rules judge only those). */
+const amounts = (...xs: unknown[]): boolean => xs.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0);
+/** Values that passed `int().positive()`. */
+const counts = (...xs: unknown[]): boolean => xs.every((x) => Number.isInteger(x) && (x as number) > 0);
 
 const regexString = z.string().min(1).superRefine((s, ctx) => {
   try {
@@ -121,19 +125,33 @@ export const policySchema = z.strictObject({
     beta: z.number().gt(0).max(10).default(0.1),
     label_smoothing: z.number().min(0).lt(0.5).default(0),
     learning_rate: z.number().gt(0).max(1).default(5e-5),
+    /** transformers' get_scheduler names; warmup first (warmup_ratio of the round's steps). */
+    lr_scheduler_type: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+    warmup_ratio: z.number().min(0).lt(1).default(0.1),
+    /** Optimizer steps per round; unset: num_epochs over the round's window decides. */
     max_steps: z.number().int().positive().optional(),
-    num_epochs: z.number().positive().max(100).optional(),
+    num_epochs: z.number().positive().max(100).default(1),
     batch_size: z.number().int().positive().default(16),
     micro_batch_size: z.number().int().positive().default(4),
     max_grad_norm: positive.default(1),
+    /** AdamW's decoupled weight decay on the LoRA parameters. */
+    weight_decay: z.number().min(0).max(1).default(0),
+    /** Prompt + response tokens per sequence (longer ones lose prompt tokens first); at most the model's positions. */
+    max_length: z.number().int().min(2).default(256),
     replay_fraction: prob.default(0.3),
     /** Weight of the NLL term on chosen/edited responses (RPO); null: off. */
     rpo_alpha: z.number().min(0).nullable().default(null),
     kto: z.strictObject({ desirable_weight: positive.default(1), undesirable_weight: positive.default(1) }).prefault({}),
-  }).prefault({}).refine((o) => o.micro_batch_size <= o.batch_size && o.batch_size % o.micro_batch_size === 0, {
-    message: 'micro_batch_size must divide batch_size', path: ['micro_batch_size'],
-  }).superRefine((o, ctx) => {
-    if (o.label_smoothing > 0 && o.loss_type !== 'robust') ctx.addIssue({ code: 'custom', message: labelSmoothingRefusal(o.loss_type), path: ['label_smoothing'] });
+  }).prefault({}).superRefine((o, ctx) => {
+    // Cross-field rules: zod runs them even when a field failed its own check; they judge only
+    // fields that passed, so one mistake gives one problem.
+    const refuse = (path: string, message: string): void => { ctx.addIssue({ code: 'custom', message, path: [path] }); };
+    const sizesOk = counts(o.batch_size, o.micro_batch_size);
+    if (sizesOk && !(o.micro_batch_size <= o.batch_size && o.batch_size % o.micro_batch_size === 0)) refuse('micro_batch_size', 'micro_batch_size must divide batch_size');
+    if (o.label_smoothing > 0 && o.loss_type !== 'robust') refuse('label_smoothing', labelSmoothingRefusal(o.loss_type));
+    // KTO's z₀ comes from mismatched pairs (x_i, y_{i+1}) within a micro-batch: one row has none.
+    if (sizesOk && o.loss_type === 'kto' && o.micro_batch_size < 2) refuse('micro_batch_size', 'loss_type kto needs micro_batch_size ≥ 2 (its KL estimate z₀ pairs each prompt with another row\'s response in the micro-batch)');
+    if (o.loss_type === 'kto' && o.rpo_alpha !== null && o.rpo_alpha > 0) refuse('rpo_alpha', 'rpo_alpha (an NLL term on chosen responses) applies to the DPO losses, not kto, which has no chosen side');
   }),
   schedule: z.strictObject({
     /** node-cron expression (5 or 6 fields). */
@@ -147,6 +165,16 @@ export const policySchema = z.strictObject({
     /** Mean per-token KL(candidate ‖ anchor) allowed in total. */
     cumulative: positive.default(0.5),
     anchor: z.union([z.literal('base'), z.string().regex(VERSION_RE)]).default('base'),
+    /** Exact KL on held-out contexts every N optimizer steps (and after the last). */
+    check_steps: z.number().int().positive().default(5),
+    /** Held-out contexts the exact KL is measured on (the first N). */
+    check_contexts: z.number().int().positive().default(32),
+    /** Sampled sequence-level KL at the end of a round (reported, not budgeted): prompts × max_new_tokens; 0 = off. */
+    sampled: z.strictObject({
+      prompts: z.number().int().nonnegative().default(16),
+      max_new_tokens: z.number().int().nonnegative().default(32),
+      temperature: positive.default(1),
+    }).prefault({}),
     /** Adaptive β (Ziegler et al. 2019): β ← β·(1 + k_beta·clip(KL/target − 1, ±0.2)). */
     adaptive_beta: z.strictObject({
       enabled: z.boolean().default(false),
@@ -155,7 +183,13 @@ export const policySchema = z.strictObject({
       min_beta: positive.default(0.01),
       max_beta: positive.default(1),
     }).prefault({}),
-  }).prefault({}).refine((k) => k.per_round <= k.cumulative, { message: 'per_round must not exceed cumulative', path: ['per_round'] }),
+  }).prefault({}).superRefine((k, ctx) => {
+    const refuse = (path: string[], message: string): void => { ctx.addIssue({ code: 'custom', message, path }); };
+    if (amounts(k.per_round, k.cumulative) && k.per_round > k.cumulative) refuse(['per_round'], 'per_round must not exceed cumulative');
+    const ab = k.adaptive_beta;
+    if (amounts(ab.min_beta, ab.max_beta) && ab.min_beta > ab.max_beta) refuse(['adaptive_beta', 'min_beta'], 'min_beta must not exceed max_beta');
+    if (ab.enabled && amounts(ab.target, k.per_round) && ab.target > k.per_round) refuse(['adaptive_beta', 'target'], `target (${ab.target}) must lie inside the per-round budget per_round (${k.per_round}): the round stops at the budget before β could settle`);
+  }),
   gate: gatePolicySchema.prefault({}),
   probes: z.strictObject({
     benign: z.array(probeSchema).default([]),
@@ -170,6 +204,12 @@ export const policySchema = z.strictObject({
   }).prefault({}),
   retention: z.strictObject({ keep_versions: z.number().int().min(1).default(10) }).prefault({}),
   deployment: deploymentSchema.default({ mode: 'auto' }),
+}).superRefine((p, ctx) => {
+  const ab = p.kl.adaptive_beta;
+  const judged = amounts(p.objective.beta, ab.min_beta, ab.max_beta) && ab.min_beta <= ab.max_beta;
+  if (ab.enabled && judged && !(p.objective.beta >= ab.min_beta && p.objective.beta <= ab.max_beta)) {
+    ctx.addIssue({ code: 'custom', path: ['objective', 'beta'], message: `beta (${p.objective.beta}) must lie in kl.adaptive_beta's [min_beta, max_beta] = [${ab.min_beta}, ${ab.max_beta}]: the controller would clamp it at the first KL check` });
+  }
 });
 export type Policy = z.infer<typeof policySchema>;
 export type PolicyInput = z.input<typeof policySchema>;

@@ -18,8 +18,9 @@ import type { FeedbackEvent } from '../../daemon/feedback/schema.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { runRound } from '../../daemon/align/train-round.js';
 import { heldoutKl } from '../../daemon/align/kl.js';
-import type { AlignKnobs } from '../../daemon/align/knobs.js';
+import type { TrainingKnobs } from '../../daemon/align/knobs.js';
 import { MODEL, gold, ingest, preferenceEvents, prompt, response } from './synthetic.js';
+import { type KnobLayer, policyKnobs } from './policy-knobs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-guard-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,10 +34,13 @@ t.teardown(() => buffer.close());
 ingest(buffer, preferenceEvents(96, 7, 0.1, 'g'));
 const win = buffer.window({ model: MODEL, types: ['pair'], replayFraction: 0, seed: 1 }).examples;
 const heldout = buffer.heldout(MODEL, ['pair'], 100);
-const base: Partial<AlignKnobs> = {
-  beta: 0.1, learningRate: 1e-3, numTrainEpochs: 1, batchSize: 8, microBatchSize: 8, maxLength: 48, seed: 3,
-  klEveryNSteps: 1, klContexts: 16, sampledKl: { prompts: 4, maxNewTokens: 6, temperature: 1 },
+const baseLayer: KnobLayer = {
+  objective: { beta: 0.1, learning_rate: 1e-3, num_epochs: 1, batch_size: 8, micro_batch_size: 8, max_length: 48 },
+  kl: { check_steps: 1, check_contexts: 16, sampled: { prompts: 4, max_new_tokens: 6, temperature: 1 } },
 };
+const knobs = (over: KnobLayer = {}): TrainingKnobs => policyKnobs(baseLayer, over);
+const base = knobs();
+const seed = 3;
 
 function deployedAdapter(seed: number): LoraAdapter {
   const a = initLora(ckpt.spec, lora, seed);
@@ -49,8 +53,8 @@ t.test('an absurd learning rate stops the round at the per-round budget; a moder
   const deployed = deployedAdapter(1);
   const budget = 0.02;
   const absurd = await runRound({
-    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout,
-    knobs: { ...base, learningRate: 0.5, maxGradNorm: 100, klBudget: { perRound: budget, cumulative: 10 } },
+    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout, seed,
+    knobs: knobs({ objective: { learning_rate: 0.5, max_grad_norm: 100 }, kl: { per_round: budget, cumulative: 10 } }),
   });
   t.equal(absurd.stopReason, 'kl_budget', absurd.reason ?? '');
   t.equal(absurd.stepsTaken, 1, 'stopped after the first step');
@@ -60,8 +64,8 @@ t.test('an absurd learning rate stops the round at the per-round budget; a moder
   t.match(absurd.reason, /no step fitted/);
 
   const r = await runRound({
-    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout,
-    knobs: { ...base, learningRate: 0.01, klBudget: { perRound: budget, cumulative: 10 } },
+    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout, seed,
+    knobs: knobs({ objective: { learning_rate: 0.01 }, kl: { per_round: budget, cumulative: 10 } }),
   });
   t.equal(r.stopReason, 'kl_budget', r.reason ?? '');
   t.ok(r.keptStep > 0 && r.candidate !== null, `kept step ${r.keptStep} of ${r.stepsTaken}`);
@@ -74,14 +78,15 @@ t.test('an absurd learning rate stops the round at the per-round budget; a moder
 
 t.test('the cumulative budget against the anchor stops a round too', async (t) => {
   const r = await runRound({
-    model: m, deployedAdapter: deployedAdapter(2), anchorAdapter: null, window: win, heldout,
-    knobs: { ...base, learningRate: 0.05, klBudget: { perRound: 10, cumulative: 0.05 } },
+    model: m, deployedAdapter: deployedAdapter(2), anchorAdapter: null, window: win, heldout, seed,
+    // per_round above cumulative, which no policy may set: it isolates the cumulative budget.
+    knobs: { ...knobs({ objective: { learning_rate: 0.05 } }), klBudget: { perRound: 10, cumulative: 0.05 } },
   });
   t.equal(r.stopReason, 'kl_budget');
   t.ok(r.kl.cumulative <= 0.05, `cumulative ${r.kl.cumulative}`);
   const far = await runRound({
-    model: m, deployedAdapter: deployedAdapter(2), anchorAdapter: null, window: win, heldout,
-    knobs: { ...base, klBudget: { perRound: 1, cumulative: 1e-6 } },
+    model: m, deployedAdapter: deployedAdapter(2), anchorAdapter: null, window: win, heldout, seed,
+    knobs: { ...base, klBudget: { perRound: 1, cumulative: 1e-6 } }, // per_round > cumulative, as above
   });
   t.equal(far.stopReason, 'kl_budget_exhausted');
   t.equal(far.candidate, null);
@@ -93,7 +98,7 @@ t.test('NaN in the deployed adapter: candidate discarded, reason reported, deplo
   const first = [...deployed.pairs.values()][0]!;
   first.b[5] = NaN;
   const before = [...deployed.pairs.values()].map((p) => Array.from(p.b));
-  const r = await runRound({ model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout, knobs: base });
+  const r = await runRound({ model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout, knobs: base, seed });
   t.equal(r.stopReason, 'diverged');
   t.equal(r.candidate, null);
   t.match(r.reason, /NaN|not finite/);
@@ -103,8 +108,9 @@ t.test('NaN in the deployed adapter: candidate discarded, reason reported, deplo
 t.test('an update that overflows to Inf/NaN mid-round is caught and the candidate discarded', async (t) => {
   const deployed = deployedAdapter(4);
   const r = await runRound({
-    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout,
-    knobs: { ...base, learningRate: 1e38, maxGradNorm: 1e38, klBudget: { perRound: 1e30, cumulative: 1e30 }, numTrainEpochs: 3 },
+    model: m, deployedAdapter: deployed, anchorAdapter: null, window: win, heldout, seed,
+    // A learning rate no policy may set (learning_rate ≤ 1): fault injection for the divergence guard.
+    knobs: { ...knobs({ objective: { num_epochs: 3, max_grad_norm: 1e38 }, kl: { per_round: 1e30, cumulative: 1e30 } }), learningRate: 1e38 },
   });
   t.equal(r.stopReason, 'diverged', r.reason ?? '');
   t.equal(r.candidate, null);
@@ -126,8 +132,8 @@ t.test('KTO rounds train on unpaired up/down rows; z₀ is reported as kl', asyn
   const w = kb.window({ model: MODEL, types: ['kto'], replayFraction: 0, seed: 1 }).examples;
   t.ok(w.length > 30);
   const r = await runRound({
-    model: m, deployedAdapter: null, anchorAdapter: null, window: w, heldout,
-    knobs: { ...base, objective: 'kto', learningRate: 3e-3, numTrainEpochs: 2, klEveryNSteps: 4, klBudget: { perRound: 1, cumulative: 2 } },
+    model: m, deployedAdapter: null, anchorAdapter: null, window: w, heldout, seed,
+    knobs: knobs({ objective: { loss_type: 'kto', learning_rate: 3e-3, num_epochs: 2 }, kl: { check_steps: 4, per_round: 1, cumulative: 2 } }),
   });
   t.not(r.candidate, null, r.reason ?? '');
   t.ok(r.steps.length > 0 && r.steps.every((s) => Number.isFinite(s.loss) && s.metrics['kl']! >= 0), 'finite losses, z₀ ≥ 0');
@@ -138,8 +144,8 @@ t.test('KTO rounds train on unpaired up/down rows; z₀ is reported as kl', asyn
 
 t.test('adaptive β rises while the measured KL is over its target', async (t) => {
   const r = await runRound({
-    model: m, deployedAdapter: deployedAdapter(5), anchorAdapter: null, window: win, heldout,
-    knobs: { ...base, learningRate: 0.01, maxSteps: 4, klBudget: { perRound: 10, cumulative: 10 }, adaptiveBeta: { target: 1e-6, kBeta: 0.5, minBeta: 0.01, maxBeta: 1 } },
+    model: m, deployedAdapter: deployedAdapter(5), anchorAdapter: null, window: win, heldout, seed,
+    knobs: knobs({ objective: { learning_rate: 0.01, max_steps: 4 }, kl: { per_round: 10, cumulative: 10, adaptive_beta: { enabled: true, target: 1e-6, k_beta: 0.5, min_beta: 0.01, max_beta: 1 } } }),
   });
   t.equal(r.stopReason, 'completed', r.reason ?? '');
   t.ok(r.beta > 0.1, `β ${r.beta}`);
@@ -149,13 +155,13 @@ t.test('adaptive β rises while the measured KL is over its target', async (t) =
 
 t.test('a deployed adapter of another LoRA shape is refused with the shapes named', async (t) => {
   const other = initLora(ckpt.spec, { ...lora, r: 2 }, 1);
-  await t.rejects(runRound({ model: m, deployedAdapter: other, anchorAdapter: null, window: win, heldout, knobs: base }), { code: 'CONFIG_INVALID', message: /LoRA shape/ });
+  await t.rejects(runRound({ model: m, deployedAdapter: other, anchorAdapter: null, window: win, heldout, knobs: base, seed }), { code: 'CONFIG_INVALID', message: /LoRA shape/ });
 });
 
 t.test('with no held-out examples the guard measures KL on training contexts (and says so)', async (t) => {
   const r = await runRound({
-    model: m, deployedAdapter: deployedAdapter(6), anchorAdapter: null, window: win, heldout: [],
-    knobs: { ...base, learningRate: 0.5, maxGradNorm: 100, klBudget: { perRound: 0.02, cumulative: 10 } },
+    model: m, deployedAdapter: deployedAdapter(6), anchorAdapter: null, window: win, heldout: [], seed,
+    knobs: knobs({ objective: { learning_rate: 0.5, max_grad_norm: 100 }, kl: { per_round: 0.02, cumulative: 10 } }),
   });
   t.equal(r.klContextSource, 'train');
   t.equal(r.stopReason, 'kl_budget');

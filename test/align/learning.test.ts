@@ -19,8 +19,8 @@ import { openBuffer } from '../../daemon/store/buffer.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { runRound } from '../../daemon/align/train-round.js';
 import { sampleResponses, sequenceLogps } from '../../daemon/align/policy-logps.js';
-import type { AlignKnobs } from '../../daemon/align/knobs.js';
 import { MODEL, gold, ingest, preferenceEvents } from './synthetic.js';
+import { policyKnobs } from './policy-knobs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-learn-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,12 +30,13 @@ const tok = ckpt.tokenizer!;
 const lora = { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
 const m = alignModel(join(dir, 'model'), lora, { threads: 2 });
 
-const knobs: Partial<AlignKnobs> = {
-  objective: 'dpo', lossType: 'sigmoid', beta: 0.1, learningRate: 3e-3, lrSchedulerType: 'cosine', warmupRatio: 0.05,
-  numTrainEpochs: 2, batchSize: 16, microBatchSize: 8, maxGradNorm: 1, maxLength: 64, seed: 1,
-  klBudget: { perRound: 0.5, cumulative: 1.5 }, klEveryNSteps: 5, klContexts: 32,
-  sampledKl: { prompts: 16, maxNewTokens: 12, temperature: 1 },
-};
+const knobs = policyKnobs({
+  objective: {
+    loss_type: 'sigmoid', beta: 0.1, learning_rate: 3e-3, lr_scheduler_type: 'cosine', warmup_ratio: 0.05,
+    num_epochs: 2, batch_size: 16, micro_batch_size: 8, max_grad_norm: 1, max_length: 64,
+  },
+  kl: { per_round: 0.5, cumulative: 1.5, check_steps: 5, check_contexts: 32, sampled: { prompts: 16, max_new_tokens: 12, temperature: 1 } },
+});
 
 async function goldOfSamples(adapter: LoraAdapter | null, prompts: string[], seed: number): Promise<number> {
   const ids = prompts.map((p) => tok.encodePrompt(p));
@@ -60,7 +61,7 @@ t.test('three DPO rounds learn the hidden rule within their KL budgets', async (
     t.ok(win.examples.every((e) => !e.heldout) && heldout.every((e) => e.heldout), 'held-out examples never in the training window');
     lastDir = join(dir, `round-${round}`);
     const r = await runRound({
-      model: m, deployedAdapter: deployed, anchorAdapter: null, window: win.examples, heldout, knobs, outDir: lastDir,
+      model: m, deployedAdapter: deployed, anchorAdapter: null, window: win.examples, heldout, knobs, seed: 1, outDir: lastDir,
       meta: { round: mark.round, max_example_id: mark.maxExampleId, max_event_seq: mark.maxEventSeq, new_count: win.newCount, replay_count: win.replayCount },
     });
     t.not(r.candidate, null, `round ${round}: candidate (${r.stopReason}${r.reason ? `: ${r.reason}` : ''})`);

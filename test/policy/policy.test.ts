@@ -97,6 +97,7 @@ t.test('the watcher refuses every kind of invalid edit and keeps the last good p
     // TRL >= 0.29 ignores label_smoothing for sigmoid: refused with the variant that has it.
     ['label_smoothing with sigmoid', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  loss_type: sigmoid\n  label_smoothing: 0.1'), /^objective\.label_smoothing: label_smoothing has no effect on loss_type sigmoid.*loss_type: robust/],
     ['KL budgets inverted', GOOD + 'kl:\n  per_round: 0.9\n  cumulative: 0.1\n', /^kl\.per_round: per_round must not exceed cumulative/],
+    ['KTO with one row per micro-batch', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  loss_type: kto\n  batch_size: 8\n  micro_batch_size: 1'), /^objective\.micro_batch_size: loss_type kto needs micro_batch_size ≥ 2/],
     ['pinned version missing from the registry', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: v9}'), /^deployment\.version: tiny has no registry version v9/],
     ['malformed version', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: latest}'), /^deployment\.version: must be a registry version/],
     ['not a mapping', '- just\n- a list\n', /^\(root\): the policy must be a YAML mapping/],
@@ -185,6 +186,70 @@ t.test('CLI: policy check', async (t) => {
   const missing = await alignd(['policy', 'check', join(dir, 'nope.yaml')]);
   t.equal(missing.code, 1);
   t.match(missing.stdout, /nope\.yaml: \(file\): cannot read: ENOENT/);
+});
+
+/**
+ * Every knob combination a training round would refuse (or silently not apply), as a policy edit:
+ * [what, objective/kl/lora YAML lines, the YAML path the refusal names, the reason].
+ */
+const REFUSED: Array<[string, string, string, RegExp]> = [
+  ['KTO with micro_batch_size 1', 'objective:\n  loss_type: kto\n  batch_size: 8\n  micro_batch_size: 1\n', 'objective.micro_batch_size', /kto needs micro_batch_size ≥ 2/],
+  ['micro_batch_size not dividing batch_size', 'objective:\n  batch_size: 8\n  micro_batch_size: 3\n', 'objective.micro_batch_size', /must divide batch_size/],
+  ['micro_batch_size above batch_size', 'objective:\n  batch_size: 4\n  micro_batch_size: 8\n', 'objective.micro_batch_size', /must divide batch_size/],
+  ['label_smoothing with sigmoid', 'objective:\n  loss_type: sigmoid\n  label_smoothing: 0.1\n', 'objective.label_smoothing', /no effect on loss_type sigmoid in TRL >= 0\.29/],
+  ['label_smoothing with hinge', 'objective:\n  loss_type: hinge\n  label_smoothing: 0.1\n', 'objective.label_smoothing', /robust only, not hinge/],
+  ['label_smoothing with ipo', 'objective:\n  loss_type: ipo\n  label_smoothing: 0.1\n', 'objective.label_smoothing', /robust only, not ipo/],
+  ['label_smoothing with kto', 'objective:\n  loss_type: kto\n  label_smoothing: 0.1\n', 'objective.label_smoothing', /robust only, not kto/],
+  ['label_smoothing of 0.5', 'objective:\n  loss_type: robust\n  label_smoothing: 0.5\n', 'objective.label_smoothing', /<0\.5/],
+  ['rpo_alpha with kto', 'objective:\n  loss_type: kto\n  rpo_alpha: 0.5\n', 'objective.rpo_alpha', /applies to the DPO losses, not kto/],
+  ['beta of 0', 'objective:\n  beta: 0\n', 'objective.beta', />0/],
+  ['learning_rate of 0', 'objective:\n  learning_rate: 0\n', 'objective.learning_rate', />0/],
+  ['warmup_ratio of 1', 'objective:\n  warmup_ratio: 1\n', 'objective.warmup_ratio', /<1/],
+  ['max_length with no room for a response', 'objective:\n  max_length: 1\n', 'objective.max_length', />=2/],
+  ['negative weight_decay', 'objective:\n  weight_decay: -0.1\n', 'objective.weight_decay', />=0/],
+  ['fractional batch_size', 'objective:\n  batch_size: 8.5\n', 'objective.batch_size', /int/],
+  ['per-round budget over the cumulative one', 'kl:\n  per_round: 0.9\n  cumulative: 0.1\n', 'kl.per_round', /must not exceed cumulative/],
+  ['a per-round budget of 0', 'kl:\n  per_round: 0\n', 'kl.per_round', />0/],
+  ['a negative cumulative budget', 'kl:\n  cumulative: -1\n', 'kl.cumulative', />0/],
+  ['KL checks every 0 steps', 'kl:\n  check_steps: 0\n', 'kl.check_steps', />0/],
+  ['KL on no contexts', 'kl:\n  check_contexts: 0\n', 'kl.check_contexts', />0/],
+  ['sampled KL at temperature 0', 'kl:\n  sampled: { temperature: 0 }\n', 'kl.sampled.temperature', />0/],
+  ['adaptive β range inverted', 'kl:\n  adaptive_beta: { enabled: true, min_beta: 0.5, max_beta: 0.2 }\n', 'kl.adaptive_beta.min_beta', /must not exceed max_beta/],
+  ['adaptive β target over the per-round budget', 'kl:\n  per_round: 0.05\n  adaptive_beta: { enabled: true, target: 0.1 }\n', 'kl.adaptive_beta.target', /inside the per-round budget/],
+  ['β outside the adaptive range', 'objective:\n  beta: 2\nkl:\n  adaptive_beta: { enabled: true, max_beta: 1 }\n', 'objective.beta', /must lie in kl\.adaptive_beta's \[min_beta, max_beta\]/],
+  ['LoRA rank 0', 'lora:\n  r: 0\n', 'lora.r', />=1/],
+  ['no LoRA target modules', 'lora:\n  target_modules: []\n', 'lora.target_modules', />=1/],
+  ['LoRA dropout of 1', 'lora:\n  dropout: 1\n', 'lora.dropout', /<1/],
+  ['LoRA alpha of 0', 'lora:\n  alpha: 0\n', 'lora.alpha', />0/],
+];
+const refusedPolicy = (yaml: string): string => `model: tiny\nbase_model:\n  path: builtin:tiny\n${yaml}`;
+
+t.test('every combination a round would refuse is refused by the schema, naming the YAML path', async (t) => {
+  for (const [what, yaml, path, reason] of REFUSED) {
+    const r = parsePolicyText(refusedPolicy(yaml), 'p.yaml');
+    t.notOk(r.ok, `${what}: refused`);
+    const problems = r.ok ? [] : r.problems;
+    t.same(problems.map((p) => p.path), [path], `${what}: names ${path} (${JSON.stringify(problems)})`);
+    t.match(problems[0]?.reason, reason, `${what}: says why`);
+  }
+});
+
+t.test('CLI: policy check refuses each of those combinations, naming the YAML path', async (t) => {
+  const dir = tmp();
+  const files = REFUSED.map(([, yaml], i) => {
+    const f = join(dir, `refused-${i}.yaml`);
+    writeFileSync(f, refusedPolicy(yaml));
+    return f;
+  });
+  const r = await alignd(['policy', 'check', ...files, '--data-dir', dir]);
+  t.equal(r.code, 1);
+  REFUSED.forEach(([what, , path, reason], i) => {
+    const lines = r.stdout.split('\n');
+    const at = lines.findIndex((l) => l.startsWith(`${files[i]}: INVALID (1 problem)`));
+    t.ok(at >= 0, `${what}: INVALID with one problem`);
+    const line = lines[at + 1] ?? '';
+    t.ok(line.startsWith(`  ${files[i]}: ${path}: `) && reason.test(line), `${what}: ${line}`);
+  });
 });
 
 t.test('CLI: rollback edits the policy file; approve/deny; registry verify', async (t) => {
