@@ -6,7 +6,12 @@
  * over the same tokens with the same adapter (the program that computes reference log-probs);
  * step_over_forward is their ratio (≈ 3 is the usual ideal for full backprop, 6N against 2N FLOPs
  * per token (Kaplan et al. 2020); LoRA with frozen weights skips the weight-gradient GEMMs, ≈ 4N,
- * so 2–2.5 is expected). Last line is the JSON
+ * so 2–2.5 is expected).
+ *
+ * Also the micro-batch trainer's two ways to make a step of one micro-batch: the one-program train
+ * step, and the accumulate path (a gradProgram run, then an applyProgram run) every step of k > 1
+ * micro-batches takes; accumulate_over_step is their ratio. The knobs, programs and feeds are the
+ * round's own (a default policy with this LoRA shape, its DPO objective). Last line is the JSON
  * summary for the ~20M config.
  *
  *   npm run bench:align -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N]
@@ -14,15 +19,18 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { f32, i64, initState, trainStep } from '../daemon/engine/index.js';
+import { accumulate, applyAccumulated, initAccumulator, initState, trainStep } from '../daemon/engine/index.js';
 import { packLogProbBatch } from '../daemon/model/batch.js';
-import { batchFeeds, loadModel, loraHostTensors } from '../daemon/model/model.js';
+import { loadModel, loraHostTensors } from '../daemon/model/model.js';
 import { initLora } from '../daemon/model/lora.js';
 import { createRng } from '../daemon/base/random.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
+import { policySchema } from '../daemon/policy/schema.js';
 import { arg, median, provider as providerArg, timeMs, writeMidModel } from './common.js';
 import { alignModel } from '../daemon/align/context.js';
+import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
+import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
 
 const provider = providerArg();
 const threads = Number(arg('threads', '0'));
@@ -30,34 +38,47 @@ const iters = Number(arg('iters', '5'));
 
 
 
-interface Figures { name: string; params: number; pairs: number; tokens: number; stepMs: number; forwardMs: number }
+interface Figures { name: string; params: number; pairs: number; tokens: number; stepMs: number; forwardMs: number; accumulateMs: number }
 
 async function measure(name: string, dir: string, P: number, T: number): Promise<Figures> {
   const model = loadModel(dir, { provider, threads });
   const ckpt = model.checkpoint;
-  const lora = { r: 16, loraAlpha: 32, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
-  const m = alignModel(model, lora);
-  const adapter = initLora(ckpt.spec, lora, 1);
+  const policy = policySchema.parse({
+    model: 'bench', base_model: { path: dir }, lora: { r: 16, alpha: 32, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
+    objective: { batch_size: P, micro_batch_size: P, max_length: T },
+  });
+  const k = trainingKnobs(policy);
+  if (k.objective.kind !== 'dpo') throw new Error('the default policy trains DPO');
+  const m = alignModel(model, loraConfigFromPolicy(policy));
+  const adapter = initLora(ckpt.spec, m.lora, 1);
   const rng = createRng(2);
   for (const p of adapter.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-0.01, 0.01);
   const V = ckpt.spec.vocabSize;
-  const seqs = Array.from({ length: 2 * P }, () => ({ ids: Array.from({ length: T }, () => Math.floor(rng.next() * V)), promptLength: T / 4 }));
-  const batch = packLogProbBatch(seqs, model.padId);
-  const ref = (await model.logprobs(batch, adapter)).seqLogps;
-  const prog = await m.dpo({ lossType: 'sigmoid', labelSmoothing: 0, rpoAlpha: 0, optimizer: { maxGradNorm: 1, weightDecay: 0 }, accumulate: false });
+  const seq = () => ({ ids: Array.from({ length: T }, () => Math.floor(rng.next() * V)), promptLength: T / 4 });
+  const rows = Array.from({ length: 2 * P }, seq);
+  const pairs = Array.from({ length: P }, (_, i) => ({ id: i, chosen: rows[i]!, rejected: rows[P + i]! }));
+  const dpo = dpoTraining({ model: m, deployed: adapter, knobs: k }, k.objective);
+  const feeds = await dpo.feeds(pairs, await dpo.referenceLogps(pairs), k.beta);
+  const batch = packLogProbBatch(rows, model.padId);
+  const one = await dpo.program(false);
+  const grad = await dpo.program(true);
+  const apply = await m.apply(optimizerOf(k));
   const state = initState(loraHostTensors(adapter));
-  const feeds = {
-    ...batchFeeds(batch), chosen_index: i64([P], Array.from({ length: P }, (_, i) => i)), rejected_index: i64([P], Array.from({ length: P }, (_, i) => P + i)),
-    ref_chosen: f32([P], ref.slice(0, P)), ref_rejected: f32([P], ref.slice(P)), beta: f32([], [0.1]),
+  const accumulated = async (): Promise<unknown> => {
+    const acc = initAccumulator(state);
+    await accumulate(grad.session, grad.info, state, acc, feeds);
+    return applyAccumulated(apply.session, apply.info, state, acc, 1e-5);
   };
-  // Interleave the two measurements so machine noise hits both alike.
+  // Interleave the measurements so machine noise hits them alike.
   const stepMs: number[] = [];
+  const accMs: number[] = [];
   const fwdMs: number[] = [];
   for (let round = 0; round < 3; round++) {
-    stepMs.push(await timeMs(() => trainStep(prog.session, prog.info, state, feeds, 1e-5), iters));
+    stepMs.push(await timeMs(() => trainStep(one.session, one.info, state, feeds, 1e-5), iters));
+    accMs.push(await timeMs(accumulated, iters));
     fwdMs.push(await timeMs(() => model.logprobs(batch, adapter), iters));
   }
-  return { name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), forwardMs: median(fwdMs) };
+  return { name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), forwardMs: median(fwdMs), accumulateMs: median(accMs) };
 }
 
 function line(f: Figures): Record<string, number | string> {
@@ -66,6 +87,7 @@ function line(f: Figures): Record<string, number | string> {
     step_ms: +f.stepMs.toFixed(2), forward_ms: +f.forwardMs.toFixed(2),
     pairs_per_s: +(f.pairs / (f.stepMs / 1000)).toFixed(2), tokens_per_s: +(f.tokens / (f.stepMs / 1000)).toFixed(1),
     step_over_forward: +(f.stepMs / f.forwardMs).toFixed(3),
+    accumulate_ms: +f.accumulateMs.toFixed(2), accumulate_over_step: +(f.accumulateMs / f.stepMs).toFixed(3),
   };
 }
 
@@ -82,6 +104,7 @@ try {
   console.log(JSON.stringify({ bench: 'align.model', provider, ...l }));
   console.log(JSON.stringify({
     bench: 'align', pairs_per_s: l['pairs_per_s'], tokens_per_s: l['tokens_per_s'], step_over_forward: l['step_over_forward'],
+    accumulate_over_step: l['accumulate_over_step'],
     rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
   }));
 } finally {

@@ -10,15 +10,18 @@ import { initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { type LoadOptions, type Model, loadModel, loraShapeKey } from '../model/model.js';
 import { type DpoProgramOptions, type KtoProgramOptions, dpoProgram, klProgram, ktoProgram } from './train-programs.js';
 
+/** A train program and its session. */
+export interface TrainProgram { info: ProgramInfo; session: Session }
+
 export interface AlignModel {
   model: Model;
   ckpt: Checkpoint;
   /** The LoRA shape candidates are trained with (the deployed adapter's, or the policy's for a first round). */
   lora: LoraConfig;
   kl(policy: LoraConfig | null, ref: LoraConfig | null): Promise<Session>;
-  dpo(o: DpoProgramOptions): Promise<{ info: ProgramInfo; session: Session }>;
-  kto(o: KtoProgramOptions): Promise<{ info: ProgramInfo; session: Session }>;
-  apply(o: AdamWConfig): Promise<{ info: ProgramInfo; session: Session }>;
+  dpo(o: DpoProgramOptions): Promise<TrainProgram>;
+  kto(o: KtoProgramOptions): Promise<TrainProgram>;
+  apply(o: AdamWConfig): Promise<TrainProgram>;
   /** PEFT's fresh adapter (A random, B = 0: exactly the base model, with gradient into B). */
   freshAdapter(seed: number): LoraAdapter;
 }
@@ -36,7 +39,7 @@ export function alignModel(model: Model | string, lora: LoraConfig, opts: LoadOp
     }
     return hit;
   };
-  const compiled = async (info: ProgramInfo): Promise<{ info: ProgramInfo; session: Session }> =>
+  const compiled = async (info: ProgramInfo): Promise<TrainProgram> =>
     ({ info, session: await createSession(toOnnx(info.graph).bytes, m.runtime) });
   const key = (o: object): string => JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v));
   return {

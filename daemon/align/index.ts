@@ -1,10 +1,13 @@
 /** The alignment stage's public surface (see README.md beside this file). */
 export { type AlignModel, alignModel } from './context.js';
 export { type DpoKnobs, type KtoKnobs, type TrainingKnobs, loraConfigFromPolicy, trainingKnobs } from './knobs.js';
-export { type KlCheck, type RoundInput, type TrainingResult, type StepLog, type StopReason, runRound } from './train-round.js';
+export { type RoundInput, type TrainingResult, type StepLog, type StopReason, runRound } from './train-round.js';
+export { type KlCheck, type KlGuard, type KlStop, klGuard } from './kl-guard.js';
+export { type MicroBatch, type MicroBatchTrainer, microBatchTrainer } from './micro-batch-trainer.js';
+export { type KtoRow, type PairRow, type TrainingObjective, dpoTraining, ktoTraining, optimizerOf, tokenizePairs } from './objectives.js';
 export { ROUND_META, writeCandidate } from './candidate-dir.js';
 export { heldoutKl } from './kl.js';
-export { type SampleOptions, sampleResponses, sampledSequenceKl, sequenceLogps } from './policy-logps.js';
+export { type SampleOptions, pairLogRatios, sampleResponses, sampledSequenceKl, sequenceLogps } from './policy-logps.js';
 export { type DpoLossType, type Objective, dpoLosses, dpoMetrics, dpoObjective, ktoObjective, logSigmoid, nllTerm } from './losses.js';
 export { adaptBeta, learningRate } from './schedule.js';
 export { type HeadEnsemble, expectedCalibrationError, loadHeads, saveHeads } from './heads.js';

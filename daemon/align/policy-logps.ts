@@ -32,6 +32,19 @@ export async function sequenceLogps(m: AlignModel, adapter: LoraAdapter | null, 
 }
 
 /**
+ * Per pair, the policy's log-ratio margin against a reference,
+ *   d = (log π(y⁺|x) − log π_ref(y⁺|x)) − (log π(y⁻|x) − log π_ref(y⁻|x)),
+ * DPO's implicit reward margin before β (Rafailov et al. 2023, eq. 5).
+ */
+export async function pairLogRatios(m: AlignModel, policy: LoraAdapter | null, reference: LoraAdapter | null,
+  pairs: readonly { chosen: PromptResponseTokens; rejected: PromptResponseTokens }[], chunk = 16, maxLength = Infinity): Promise<number[]> {
+  const seqs = pairs.flatMap((p) => [p.chosen, p.rejected]);
+  const pol = await sequenceLogps(m, policy, seqs, chunk, maxLength);
+  const ref = await sequenceLogps(m, reference, seqs, chunk, maxLength);
+  return pairs.map((_, i) => (pol[2 * i]! - ref[2 * i]!) - (pol[2 * i + 1]! - ref[2 * i + 1]!));
+}
+
+/**
  * Sampled sequence-level KL(π‖π_ref) ≈ mean over y ~ π(·|x) of log π(y|x) − log π_ref(y|x)
  * (the Monte-Carlo estimator OnlineDPO/PPO log as objective/kl), on the given prompts.
  */

@@ -16,7 +16,7 @@ import { runRound, type TrainingResult } from '../align/train-round.js';
 import { trainingKnobs } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
 import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type LabelledResponse } from '../align/safety.js';
-import { sequenceLogps } from '../align/policy-logps.js';
+import { pairLogRatios } from '../align/policy-logps.js';
 import type { AlignModel } from '../align/context.js';
 import type { LoraAdapter } from '../model/lora.js';
 import { runGate } from '../release/run-gate.js';
@@ -71,9 +71,8 @@ function responder(m: AlignModel, adapter: LoraAdapter | null): Responder {
 async function heldoutMargins(m: AlignModel, candidate: LoraAdapter, deployed: LoraAdapter | null, pairs: Example[], beta: number): Promise<number[]> {
   const tok = m.ckpt.tokenizer!;
   const rows = pairs.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, 200);
-  const seqs = rows.flatMap((e) => [tok.promptResponse(e.prompt, e.chosen!), tok.promptResponse(e.prompt, e.rejected!)]);
-  const [pol, ref] = await Promise.all([sequenceLogps(m, candidate, seqs), sequenceLogps(m, deployed, seqs)]);
-  return rows.map((_, i) => beta * ((pol[2 * i]! - ref[2 * i]!) - (pol[2 * i + 1]! - ref[2 * i + 1]!)));
+  const tokens = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
+  return (await pairLogRatios(m, candidate, deployed, tokens)).map((d) => beta * d);
 }
 
 const figure = (checks: Array<{ check: string; figures: Record<string, unknown> }>, check: string, key: string): number | undefined => {
