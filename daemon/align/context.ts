@@ -3,25 +3,28 @@
  * policy trains, and the train-step and KL sessions built for them — made once and reused by every
  * round. Inference (log-probs, hidden states, KV-cache generation) is the Model's.
  */
-import { type AdamWConfig, type ProgramInfo, type Session, applyProgram, createSession, toOnnx } from '../engine/index.js';
+import { type AdamWConfig, type InputDecls, type NoInputs, type Program, type ProgramInfo, type Session, applyProgram, createSession, toOnnx } from '../engine/index.js';
 import type { Checkpoint } from '../model/hf-checkpoint.js';
 import { loraNames } from '../model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { type LoadOptions, type Model, loadModel, loraShapeKey } from '../model/model.js';
-import { type DpoProgramOptions, type KtoProgramOptions, dpoProgram, klProgram, ktoProgram } from './train-programs.js';
+import type { LogProbInputDecl } from '../model/inference-programs.js';
+import {
+  type DpoProgramInputs, type DpoProgramOptions, type KtoProgramInputs, type KtoProgramOptions, dpoProgram, klInputs, klProgram, ktoProgram,
+} from './train-programs.js';
 
-/** A train program and its session. */
-export interface TrainProgram { info: ProgramInfo; session: Session }
+/** A train program (its declared inputs type the feeds of trainStep/accumulate) and its session. */
+export interface TrainProgram<I extends InputDecls> { info: ProgramInfo<I>; session: Session }
 
 export interface AlignModel {
   model: Model;
   ckpt: Checkpoint;
   /** The LoRA shape candidates are trained with (the deployed adapter's, or the policy's for a first round). */
   lora: LoraConfig;
-  kl(policy: LoraConfig | null, ref: LoraConfig | null): Promise<Session>;
-  dpo(o: DpoProgramOptions): Promise<TrainProgram>;
-  kto(o: KtoProgramOptions): Promise<TrainProgram>;
-  apply(o: AdamWConfig): Promise<TrainProgram>;
+  kl(policy: LoraConfig | null, ref: LoraConfig | null): Promise<Program<LogProbInputDecl>>;
+  dpo(o: DpoProgramOptions): Promise<TrainProgram<DpoProgramInputs>>;
+  kto(o: KtoProgramOptions): Promise<TrainProgram<KtoProgramInputs>>;
+  apply(o: AdamWConfig): Promise<TrainProgram<NoInputs>>;
   /** PEFT's fresh adapter (A random, B = 0: exactly the base model, with gradient into B). */
   freshAdapter(seed: number): LoraAdapter;
 }
@@ -39,14 +42,14 @@ export function alignModel(model: Model | string, lora: LoraConfig, opts: LoadOp
     }
     return hit;
   };
-  const compiled = async (info: ProgramInfo): Promise<TrainProgram> =>
+  const compiled = async <I extends InputDecls>(info: ProgramInfo<I>): Promise<TrainProgram<I>> =>
     ({ info, session: await createSession(toOnnx(info.graph).bytes, m.runtime) });
   const key = (o: object): string => JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v));
   return {
     model: m,
     ckpt: m.checkpoint,
     lora,
-    kl: (p, r) => once(`kl:${loraShapeKey(p)}:${loraShapeKey(r)}`, () => createSession(toOnnx(klProgram(m, p, r)).bytes, m.runtime)),
+    kl: (p, r) => once(`kl:${loraShapeKey(p)}:${loraShapeKey(r)}`, async () => ({ inputs: klInputs, session: await createSession(toOnnx(klProgram(m, p, r)).bytes, m.runtime) })),
     dpo: (o) => once(`dpo:${key(o)}`, () => compiled(dpoProgram(m, lora, o))),
     kto: (o) => once(`kto:${key(o)}`, () => compiled(ktoProgram(m, lora, o))),
     apply: (o) => once(`apply:${key(o)}`, async () => {

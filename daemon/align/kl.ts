@@ -3,7 +3,7 @@
  * positions of held-out contexts (the guard's unit: nats per token). Both adapters are inputs of
  * one program (train-programs.ts klProgram), so the full-vocabulary distributions stay in the session.
  */
-import { numbers, run } from '../engine/index.js';
+import { numbers, runProgram } from '../engine/index.js';
 import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
 import { batchFeeds, loraFeeds } from '../model/model.js';
@@ -15,12 +15,12 @@ import { REF_PREFIX } from './train-programs.js';
 export async function heldoutKl(m: AlignModel, policy: LoraAdapter | null, ref: LoraAdapter | null, contexts: PromptResponseTokens[],
   chunk: number, maxLength: number): Promise<number> {
   if (contexts.length === 0) return 0;
-  const s = await m.kl(policy?.config ?? null, ref?.config ?? null);
+  const program = await m.kl(policy?.config ?? null, ref?.config ?? null);
   const lora = { ...(policy === null ? {} : loraFeeds(policy)), ...(ref === null ? {} : loraFeeds(ref, REF_PREFIX)) };
   let sum = 0, count = 0;
   for (let i = 0; i < contexts.length; i += chunk) {
     const b = packLogProbBatch(contexts.slice(i, i + chunk), m.model.padId, Math.min(maxLength, m.model.spec.maxPositions));
-    const out = await run(s, { ...batchFeeds(b), ...lora });
+    const out = await runProgram(program, batchFeeds(b), lora);
     sum += numbers(out['kl_sum']!)[0]!;
     count += numbers(out['kl_count']!)[0]!;
   }

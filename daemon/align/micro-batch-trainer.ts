@@ -5,19 +5,21 @@
  * the one-program train step is no faster (bench:align, accumulate_over_step 0.99 on the tiny and
  * the ~20M model) and gives the same numbers on the tests' seeds.
  */
-import { type OrtTensor, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator } from '../engine/index.js';
+import {
+  type Feeds, type InputDecls, type NoInputs, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator,
+} from '../engine/index.js';
 import type { TrainProgram } from './context.js';
 
-/** A micro-batch's feeds, built when it is its turn (KTO's need a reference run of their own). */
-export type MicroBatch = () => Promise<Record<string, OrtTensor>>;
+/** A micro-batch's feeds (typed by the program's declared inputs), built when it is its turn (KTO's need a reference run of their own). */
+export type MicroBatch<I extends InputDecls> = () => Promise<Feeds<I>>;
 
-export interface MicroBatchTrainer {
+export interface MicroBatchTrainer<I extends InputDecls> {
   /** One optimizer step over `microBatches` at learning rate `lr`; the loss and metrics are their means. */
-  step(microBatches: MicroBatch[], lr: number): Promise<StepResult>;
+  step(microBatches: MicroBatch<I>[], lr: number): Promise<StepResult>;
 }
 
 /** A trainer of `state` with the objective's gradient program and the apply program (the policy's AdamW). */
-export function microBatchTrainer(grad: TrainProgram, apply: TrainProgram, state: TrainState): MicroBatchTrainer {
+export function microBatchTrainer<I extends InputDecls>(grad: TrainProgram<I>, apply: TrainProgram<NoInputs>, state: TrainState): MicroBatchTrainer<I> {
   return {
     async step(mbs, lr) {
       const acc = initAccumulator(state);

@@ -5,16 +5,17 @@
  * reference log-probs (once per round, under the deployed version), which program a micro-batch
  * runs, and what that program is fed for a micro-batch of rows.
  */
-import { type AdamWConfig, type OrtTensor, type ProgramInfo, type Session, f32, i64 } from '../engine/index.js';
+import { type AdamWConfig, type Feeds, type InputDecls, f32, i64 } from '../engine/index.js';
 import { AligndError, errorMessage } from '../base/errors.js';
 import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
 import { batchFeeds } from '../model/model.js';
 import type { ModelTokenizer, PromptResponseTokens } from '../model/tokenizer.js';
 import type { Example } from '../store/buffer.js';
-import type { AlignModel } from './context.js';
+import type { AlignModel, TrainProgram } from './context.js';
 import type { DpoKnobs, KtoKnobs, TrainingKnobs } from './knobs.js';
 import { sequenceLogps } from './policy-logps.js';
+import type { DpoProgramInputs, KtoProgramInputs } from './train-programs.js';
 
 export interface Skipped { id: number; why: string }
 
@@ -26,7 +27,8 @@ export interface ObjectiveContext {
   knobs: TrainingKnobs;
 }
 
-export interface TrainingObjective<Row extends { id: number }> {
+/** Rows of type Row, trained by a program whose data inputs are declared by I (train-programs.ts). */
+export interface TrainingObjective<Row extends { id: number }, I extends InputDecls> {
   /** What the rows are called in messages ('pairs', 'KTO rows'). */
   rowsName: string;
   /** The window's rows this objective trains on, tokenised; rows that fail are listed in `skipped`. */
@@ -37,9 +39,9 @@ export interface TrainingObjective<Row extends { id: number }> {
    * The program of a micro-batch: a gradProgram when `accumulate` (what the round runs), else the
    * one-step trainProgram (bench:align compares the two).
    */
-  program(accumulate: boolean): Promise<{ info: ProgramInfo; session: Session }>;
-  /** What that program is fed for one micro-batch of rows at β. */
-  feeds(rows: Row[], reference: Map<number, number[]>, beta: number): Promise<Record<string, OrtTensor>>;
+  program(accumulate: boolean): Promise<TrainProgram<I>>;
+  /** What that program is fed for one micro-batch of rows at β: exactly its declared inputs. */
+  feeds(rows: Row[], reference: Map<number, number[]>, beta: number): Promise<Feeds<I>>;
 }
 
 /** AdamW as the policy sets it (objective.max_grad_norm, objective.weight_decay). */
@@ -69,7 +71,7 @@ export function tokenizePairs(m: AlignModel, exs: Example[], skipped: Skipped[])
   return out;
 }
 
-export function dpoTraining(c: ObjectiveContext, o: DpoKnobs): TrainingObjective<PairRow> {
+export function dpoTraining(c: ObjectiveContext, o: DpoKnobs): TrainingObjective<PairRow, DpoProgramInputs> {
   const { model: m, knobs: k } = c;
   return {
     rowsName: 'pairs',
@@ -95,7 +97,7 @@ export function dpoTraining(c: ObjectiveContext, o: DpoKnobs): TrainingObjective
 
 export interface KtoRow { id: number; prompt: number[]; own: PromptResponseTokens; desirable: boolean }
 
-export function ktoTraining(c: ObjectiveContext, o: KtoKnobs): TrainingObjective<KtoRow> {
+export function ktoTraining(c: ObjectiveContext, o: KtoKnobs): TrainingObjective<KtoRow, KtoProgramInputs> {
   const { model: m, knobs: k } = c;
   return {
     rowsName: 'KTO rows',

@@ -9,13 +9,45 @@
  * Every program takes adapter tensors as inputs, so one session serves every round.
  */
 import {
-  type AdamWConfig, type ProgramInfo, type Value, gradProgram, input, ops as O, output, trainProgram,
+  type AdamWConfig, type InputDecls, type ProgramInfo, type Value, declareInputs, float32, gradProgram, int64, ops as O, output, trainProgram,
 } from '../engine/index.js';
 import type { Model } from '../model/model.js';
 import type { LoraConfig } from '../model/lora.js';
 import { declareLora, lmHead } from '../model/forward-graph.js';
-import { buildLogProbs, logProbInputs, sequenceHidden, tokenKl } from '../model/inference-programs.js';
+import { LOGPROB_INPUTS, type LogProbInputDecl, buildLogProbs, logProbValues, sequenceHidden, tokenKl } from '../model/inference-programs.js';
 import { type DpoLossType, dpoObjective, ktoObjective, nllTerm } from './losses.js';
+
+/**
+ * DPO train step over a packed batch of 2P rows: `chosen_index`/`rejected_index` [P] pick each
+ * pair's rows; `ref_chosen`/`ref_rejected` [P] are the cached reference log-probs; `beta` scalar.
+ */
+export const dpoInputs = {
+  ...LOGPROB_INPUTS,
+  chosen_index: int64(['pairs']),
+  rejected_index: int64(['pairs']),
+  ref_chosen: float32(['pairs']),
+  ref_rejected: float32(['pairs']),
+  beta: float32([]),
+} as const;
+export type DpoProgramInputs = typeof dpoInputs;
+
+/**
+ * KTO train step over 2N rows: rows `own_index` [N] are (x_i, y_i), rows `kl_index` [N] are the
+ * mismatched (x_i, y_{i+1}) pairs for z₀; `ref_logps`, `ref_kl_logps`, `desirable` [N].
+ */
+export const ktoInputs = {
+  ...LOGPROB_INPUTS,
+  own_index: int64(['rows']),
+  kl_index: int64(['rows']),
+  ref_logps: float32(['rows']),
+  ref_kl_logps: float32(['rows']),
+  desirable: float32(['rows']),
+  beta: float32([]),
+} as const;
+export type KtoProgramInputs = typeof ktoInputs;
+
+/** The exact-KL program: a log-prob batch (plus both adapters' tensors, named by their shapes). */
+export const klInputs: LogProbInputDecl = LOGPROB_INPUTS;
 
 export interface DpoProgramOptions {
   lossType: DpoLossType;
@@ -27,31 +59,26 @@ export interface DpoProgramOptions {
   accumulate: boolean;
 }
 
-function policyLogps(model: Model, lora: LoraConfig, name: string) {
+/** The trainable policy's log-probs on a program's declared inputs (a log-prob batch and more). */
+function policyLogps<I extends InputDecls & LogProbInputDecl>(model: Model, lora: LoraConfig, name: string, decl: I) {
   const { g, base } = model.trainGraph(name);
   // training: true applies the config's lora_dropout, as PEFT does in train mode.
   const policy = declareLora(g, model.spec, lora, 'param', 'float32', { training: true });
-  const inp = logProbInputs(g);
-  const lp = buildLogProbs(base, policy, inp);
-  const params = [...policy.pairs.values()].flatMap((x) => [x.a, x.b]);
-  return { g, inp, lp, params };
+  const x = declareInputs(g, decl);
+  const lp = buildLogProbs(base, policy, logProbValues(x));
+  const params = [...policy.pairs.values()].flatMap((p) => [p.a, p.b]);
+  return { x, lp, params };
 }
 
-/**
- * DPO train step over a packed batch of 2P rows: `chosen_index`/`rejected_index` [P] pick each
- * pair's rows; `ref_chosen`/`ref_rejected` [P] are the cached reference log-probs; `beta` scalar.
- */
-export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions): ProgramInfo {
-  const { g, inp, lp, params } = policyLogps(model, lora, 'align_dpo');
-  const ci = input(g, 'chosen_index', 'int64', ['pairs']);
-  const ri = input(g, 'rejected_index', 'int64', ['pairs']);
-  const lengths = O.reduceSum(inp.targetMask, [1], false);
+export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions): ProgramInfo<DpoProgramInputs> {
+  const { x, lp, params } = policyLogps(model, lora, 'align_dpo', dpoInputs);
+  const lengths = O.reduceSum(x.target_mask, [1], false);
   const dpo = {
-    chosen: O.gather(lp.seqLogps, ci), rejected: O.gather(lp.seqLogps, ri),
-    refChosen: input(g, 'ref_chosen', 'float32', ['pairs']), refRejected: input(g, 'ref_rejected', 'float32', ['pairs']),
-    chosenLength: O.gather(lengths, ci), rejectedLength: O.gather(lengths, ri),
+    chosen: O.gather(lp.seqLogps, x.chosen_index), rejected: O.gather(lp.seqLogps, x.rejected_index),
+    refChosen: x.ref_chosen, refRejected: x.ref_rejected,
+    chosenLength: O.gather(lengths, x.chosen_index), rejectedLength: O.gather(lengths, x.rejected_index),
   };
-  const obj = dpoObjective(dpo, { lossType: o.lossType, beta: input(g, 'beta', 'float32', []), labelSmoothing: o.labelSmoothing });
+  const obj = dpoObjective(dpo, { lossType: o.lossType, beta: x.beta, labelSmoothing: o.labelSmoothing });
   let loss = obj.loss;
   const metrics: Record<string, Value> = { ...obj.metrics };
   if (o.rpoAlpha !== null && o.rpoAlpha > 0) {
@@ -59,25 +86,20 @@ export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions)
     metrics['nll_loss'] = O.stopGradient(nll);
     loss = O.add(loss, nll);
   }
-  return o.accumulate ? gradProgram({ loss, params, metrics }) : trainProgram({ loss, params, metrics, optimizer: o.optimizer });
+  const spec = { loss, params, metrics, inputs: dpoInputs };
+  return o.accumulate ? gradProgram(spec) : trainProgram({ ...spec, optimizer: o.optimizer });
 }
 
 export interface KtoProgramOptions { desirableWeight: number; undesirableWeight: number; optimizer: AdamWConfig; accumulate: boolean }
 
-/**
- * KTO train step over 2N rows: rows `own_index` [N] are (x_i, y_i), rows `kl_index` [N] are the
- * mismatched (x_i, y_{i+1}) pairs for z₀; `ref_logps`, `ref_kl_logps`, `desirable` [N].
- */
-export function ktoProgram(model: Model, lora: LoraConfig, o: KtoProgramOptions): ProgramInfo {
-  const { g, lp, params } = policyLogps(model, lora, 'align_kto');
-  const own = input(g, 'own_index', 'int64', ['rows']);
-  const kl = input(g, 'kl_index', 'int64', ['rows']);
+export function ktoProgram(model: Model, lora: LoraConfig, o: KtoProgramOptions): ProgramInfo<KtoProgramInputs> {
+  const { x, lp, params } = policyLogps(model, lora, 'align_kto', ktoInputs);
   const obj = ktoObjective({
-    logps: O.gather(lp.seqLogps, own), refLogps: input(g, 'ref_logps', 'float32', ['rows']),
-    klLogps: O.gather(lp.seqLogps, kl), refKlLogps: input(g, 'ref_kl_logps', 'float32', ['rows']),
-    desirable: input(g, 'desirable', 'float32', ['rows']),
-  }, { beta: input(g, 'beta', 'float32', []), desirableWeight: o.desirableWeight, undesirableWeight: o.undesirableWeight });
-  const spec = { loss: obj.loss, params, metrics: obj.metrics };
+    logps: O.gather(lp.seqLogps, x.own_index), refLogps: x.ref_logps,
+    klLogps: O.gather(lp.seqLogps, x.kl_index), refKlLogps: x.ref_kl_logps,
+    desirable: x.desirable,
+  }, { beta: x.beta, desirableWeight: o.desirableWeight, undesirableWeight: o.undesirableWeight });
+  const spec = { loss: obj.loss, params, metrics: obj.metrics, inputs: ktoInputs };
   return o.accumulate ? gradProgram(spec) : trainProgram({ ...spec, optimizer: o.optimizer });
 }
 
@@ -91,7 +113,7 @@ export const REF_PREFIX = 'ref.';
  */
 export function klProgram(model: Model, policy: LoraConfig | null, ref: LoraConfig | null) {
   const { g, base } = model.trainGraph('align_kl');
-  const inp = logProbInputs(g);
+  const inp = logProbValues(declareInputs(g, klInputs));
   const side = (cfg: LoraConfig | null, prefix: string) => {
     const lora = cfg === null ? null : declareLora(g, model.spec, cfg, 'input', 'float32', { prefix });
     return O.logSoftmax(lmHead(base, sequenceHidden(base, lora, inp.ids, inp.attentionMask)), -1);

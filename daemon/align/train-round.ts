@@ -10,7 +10,7 @@
 import { AligndError } from '../base/errors.js';
 import { type Logger, silentLogger } from '../base/log.js';
 import { createRng } from '../base/random.js';
-import { initState } from '../engine/index.js';
+import { type InputDecls, initState } from '../engine/index.js';
 import type { LoraAdapter } from '../model/lora.js';
 import { loraHostTensors, loraShapeKey } from '../model/model.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
@@ -19,7 +19,7 @@ import { diverged, finiteAdapter, stateToAdapter } from './candidate-state.js';
 import type { AlignModel } from './context.js';
 import { type KlCheck, klGuard } from './kl-guard.js';
 import type { TrainingKnobs } from './knobs.js';
-import { microBatchTrainer } from './micro-batch-trainer.js';
+import { type MicroBatch, microBatchTrainer } from './micro-batch-trainer.js';
 import { type Skipped, type TrainingObjective, dpoTraining, ktoTraining, optimizerOf, tokenizePairs, tokenizerOf } from './objectives.js';
 import { pairLogRatios, sampledSequenceKl } from './policy-logps.js';
 import { learningRate } from './schedule.js';
@@ -79,7 +79,7 @@ export async function runRound(input: RoundInput): Promise<TrainingResult> {
   return o.kind === 'dpo' ? trainRound(input, dpoTraining(c, o)) : trainRound(input, ktoTraining(c, o));
 }
 
-async function trainRound<Row extends { id: number }>(input: RoundInput, objective: TrainingObjective<Row>): Promise<TrainingResult> {
+async function trainRound<Row extends { id: number }, I extends InputDecls>(input: RoundInput, objective: TrainingObjective<Row, I>): Promise<TrainingResult> {
   const { knobs: k, seed, model: m } = input;
   const log = input.log ?? silentLogger;
   // null = the base model (no adapter program work on that side).
@@ -140,7 +140,7 @@ async function trainRound<Row extends { id: number }>(input: RoundInput, objecti
       const lr = learningRate(step, total, k.learningRate, k.lrSchedulerType, warmup);
       const beta = guard.beta;
       const idx = batches.next();
-      const microBatches = [];
+      const microBatches: MicroBatch<I>[] = [];
       for (let i = 0; i < idx.length; i += k.microBatchSize) {
         const mb = idx.slice(i, i + k.microBatchSize).map((j) => rows[j]!);
         microBatches.push(() => objective.feeds(mb, reference, beta));

@@ -7,6 +7,7 @@ import { AligndError } from '../base/errors.js';
 import { type OrtTensor, type Session, run, scalarOrt, toOrt } from './sessions.js';
 import { type HostTensor } from './tensor.js';
 import { type ProgramInfo, names } from './train.js';
+import { type Feeds, type InputDecls, checkFeeds } from './program-inputs.js';
 import * as ort from 'onnxruntime-node';
 
 export interface TrainState {
@@ -43,7 +44,7 @@ async function scalarOf(t: OrtTensor | undefined): Promise<number> {
   return Number(d[0]);
 }
 
-function optimizerFeeds(info: ProgramInfo, state: TrainState, lr: number): Record<string, OrtTensor> {
+function optimizerFeeds(info: ProgramInfo<InputDecls>, state: TrainState, lr: number): Record<string, OrtTensor> {
   const feeds: Record<string, OrtTensor> = {
     [names.lr]: scalarOrt(state.dtype, lr),
     [names.step]: new ort.Tensor('int64', BigInt64Array.of(BigInt(state.step + 1)), []),
@@ -61,7 +62,7 @@ function release(t: OrtTensor | undefined): void {
   if (t !== undefined && t.location === 'gpu-buffer') t.dispose();
 }
 
-function adopt(info: ProgramInfo, state: TrainState, out: Record<string, OrtTensor>): void {
+function adopt(info: ProgramInfo<InputDecls>, state: TrainState, out: Record<string, OrtTensor>): void {
   for (const p of info.params) {
     release(state.params[p]);
     release(state.m[p]);
@@ -78,9 +79,13 @@ function diverged(what: string, step: number, value: number): AligndError {
     { input: `step ${step}`, action: 'the update was discarded; lower the learning rate or set maxGradNorm, and check the batch for bad values' });
 }
 
-/** One training step with a trainProgram(): forward, backward, clipping and AdamW in one run. */
-export async function trainStep(session: Session, info: ProgramInfo, state: TrainState,
-  batch: Record<string, OrtTensor>, lr: number): Promise<StepResult> {
+/**
+ * One training step with a trainProgram(): forward, backward, clipping and AdamW in one run.
+ * `batch` is typed by the program's declared inputs (program-inputs.ts).
+ */
+export async function trainStep<I extends InputDecls>(session: Session, info: ProgramInfo<I>, state: TrainState,
+  batch: NoInfer<Feeds<I>>, lr: number): Promise<StepResult> {
+  if (Object.keys(info.inputs).length > 0) checkFeeds(info.inputs, batch, info.graph.name);
   const out = await run(session, { ...batch, ...optimizerFeeds(info, state, lr) });
   const loss = await scalarOf(out[names.loss]);
   const gradNorm = await scalarOf(out[names.gradNorm]);
@@ -104,8 +109,9 @@ export function initAccumulator(state: TrainState): Accumulator {
 }
 
 /** Run a gradProgram() on one micro-batch and add its gradients into `acc`. */
-export async function accumulate(session: Session, info: ProgramInfo, state: TrainState, acc: Accumulator,
-  batch: Record<string, OrtTensor>): Promise<{ loss: number; metrics: Record<string, number> }> {
+export async function accumulate<I extends InputDecls>(session: Session, info: ProgramInfo<I>, state: TrainState, acc: Accumulator,
+  batch: NoInfer<Feeds<I>>): Promise<{ loss: number; metrics: Record<string, number> }> {
+  if (Object.keys(info.inputs).length > 0) checkFeeds(info.inputs, batch, info.graph.name);
   const feeds: Record<string, OrtTensor> = { ...batch };
   for (const p of info.params) {
     feeds[p] = state.params[p]!;
@@ -126,7 +132,7 @@ export async function accumulate(session: Session, info: ProgramInfo, state: Tra
 }
 
 /** Apply the mean of the accumulated gradients with an applyProgram(); resets nothing (make a new accumulator). */
-export async function applyAccumulated(session: Session, info: ProgramInfo, state: TrainState, acc: Accumulator,
+export async function applyAccumulated(session: Session, info: ProgramInfo<InputDecls>, state: TrainState, acc: Accumulator,
   lr: number): Promise<StepResult> {
   const feeds = optimizerFeeds(info, state, lr);
   feeds[names.gradScale] = scalarOrt(state.dtype, 1 / Math.max(1, acc.microBatches));

@@ -4,6 +4,9 @@ export * as ops from './ops.js';
 export { grad, type GradOptions } from './autodiff.js';
 export { vjp, type Rule, type VjpContext, unbroadcast } from './vjp.js';
 export { type AdamWConfig, type ProgramInfo, type TrainSpec, adamw, applyProgram, globalNorm, gradProgram, names, trainProgram } from './train.js';
+export {
+  type Declared, type Feeds, type InputDecl, type InputDecls, type NoInputs, type Program, checkDeclared, checkFeeds, declareInputs, float32, floatInput, int64, runProgram,
+} from './program-inputs.js';
 export { type Accumulator, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator, initState, trainStep } from './accumulate.js';
 export { type Emitted, type ExternalData, IR_VERSION, OPSET, toOnnx } from './onnx.js';
 export {

@@ -19,6 +19,7 @@ import { AligndError } from '../base/errors.js';
 import { grad } from './autodiff.js';
 import { type Graph, type Value, graph, input, output, param } from './graph.js';
 import { add, cast, div, min, mul, pow, sqrt, sub, sum, sumAll } from './ops.js';
+import { type InputDecls, type NoInputs, checkDeclared } from './program-inputs.js';
 
 export interface AdamWConfig {
   beta1?: number;
@@ -43,18 +44,25 @@ export const names = {
   next: (name: string): string => `new.${name}`,
 };
 
-export interface TrainSpec {
+export interface TrainSpec<I extends InputDecls = InputDecls> {
   loss: Value;
   params: Value[];
   metrics?: Record<string, Value>;
   optimizer?: AdamWConfig;
+  /**
+   * The program's data inputs (program-inputs.ts). Given, they are checked against the graph and
+   * type the feeds of trainStep/accumulate; omitted, the feeds are any named tensors.
+   */
+  inputs?: I;
 }
 
 /** What a runner needs to drive a program: the names it feeds and reads. */
-export interface ProgramInfo {
+export interface ProgramInfo<I extends InputDecls = InputDecls> {
   graph: Graph;
   params: string[];
   metrics: string[];
+  /** The declared data inputs ({} when the program declared none). */
+  inputs: I;
 }
 
 function checkParams(params: Value[]): void {
@@ -112,22 +120,35 @@ export function adamw(params: Value[], grads: Value[], cfg: AdamWConfig = {}): V
   return norm;
 }
 
-function outputMetrics(spec: TrainSpec): string[] {
+function outputMetrics(spec: TrainSpec<InputDecls>): string[] {
   output(spec.loss, names.loss);
   return Object.entries(spec.metrics ?? {}).map(([k, v]) => output(v, k).name);
 }
 
+/** The inputs a train program has besides its declared data: parameters, optimizer state, accumulators. */
+function engineInput(params: Set<string>): (name: string) => boolean {
+  const own = new Set<string>([names.lr, names.step, names.gradScale]);
+  for (const p of params) for (const n of [names.m(p), names.v(p), names.acc(p)]) own.add(n);
+  return (name) => params.has(name) || own.has(name);
+}
+
+function programInfo<I extends InputDecls>(g: Graph, paramValues: Value[], metrics: string[], inputs: I | undefined): ProgramInfo<I> {
+  const params = paramValues.map((p) => p.name);
+  if (inputs !== undefined) checkDeclared(g, inputs, engineInput(new Set(params)));
+  return { graph: g, params, metrics, inputs: inputs ?? ({} as I) };
+}
+
 /** One program: forward, backward, clipping and AdamW. */
-export function trainProgram(spec: TrainSpec): ProgramInfo {
+export function trainProgram<I extends InputDecls = InputDecls>(spec: TrainSpec<I>): ProgramInfo<I> {
   checkParams(spec.params);
   const metrics = outputMetrics(spec);
   const grads = grad(spec.loss, spec.params);
   adamw(spec.params, grads, spec.optimizer);
-  return { graph: spec.loss.g, params: spec.params.map((p) => p.name), metrics };
+  return programInfo(spec.loss.g, spec.params, metrics, spec.inputs);
 }
 
 /** Micro-batch program: forward and backward; gradients are added into the acc.<p> inputs. */
-export function gradProgram(spec: Omit<TrainSpec, 'optimizer'>): ProgramInfo {
+export function gradProgram<I extends InputDecls = InputDecls>(spec: Omit<TrainSpec<I>, 'optimizer'>): ProgramInfo<I> {
   checkParams(spec.params);
   const metrics = outputMetrics(spec);
   const grads = grad(spec.loss, spec.params);
@@ -136,7 +157,7 @@ export function gradProgram(spec: Omit<TrainSpec, 'optimizer'>): ProgramInfo {
     const acc = input(g, names.acc(p.name), p.dtype, p.shape!);
     output(add(acc, grads[i]!), names.next(names.acc(p.name)));
   });
-  return { graph: g, params: spec.params.map((p) => p.name), metrics };
+  return programInfo(g, spec.params, metrics, spec.inputs);
 }
 
 /**
@@ -144,11 +165,11 @@ export function gradProgram(spec: Omit<TrainSpec, 'optimizer'>): ProgramInfo {
  * clipping and AdamW. `shapes` gives each parameter's name, dtype and shape.
  */
 export function applyProgram(shapes: { name: string; dtype: 'float32' | 'float64'; shape: (number | string)[] }[],
-  cfg: AdamWConfig = {}): ProgramInfo {
+  cfg: AdamWConfig = {}): ProgramInfo<NoInputs> {
   const g = graph('apply');
   const params = shapes.map((s) => param(g, s.name, s.dtype, s.shape));
   const scale = input(g, names.gradScale, shapes[0]!.dtype, []);
   const grads = shapes.map((s) => mul(input(g, names.acc(s.name), s.dtype, s.shape), scale));
   adamw(params, grads, cfg);
-  return { graph: g, params: shapes.map((s) => s.name), metrics: [] };
+  return programInfo(g, params, [], {});
 }

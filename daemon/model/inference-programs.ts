@@ -7,7 +7,7 @@
  * Input and output names are in `IO`. Batches are right-padded (batch.ts) except for generation,
  * which left-pads prompts and feeds positions and the attention bias itself (kv-generation.ts).
  */
-import { type Graph, type Value, graph, input, ops as O, output } from '../engine/index.js';
+import { type Declared, type Graph, type Value, declareInputs, floatInput, graph, input, int64, ops as O, output } from '../engine/index.js';
 import type { LoraConfig } from './lora.js';
 import {
   type BaseWeights, type FloatType, type GraphWeights, type LoraValues, declareBaseWeights, declareLora, forward, hiddenAt,
@@ -35,6 +35,42 @@ export const IO = {
   presentValue: (l: number): string => `present.${l}.value`,
 } as const;
 
+/**
+ * The data inputs of the inference programs the training round feeds (program-inputs.ts): a
+ * right-padded token batch; with next-token targets for log-probs; with positions for vocabulary
+ * log-probs. Train programs extend LOGPROB_INPUTS with their own.
+ */
+export const tokenInputs = (dtype: FloatType = 'float32') => ({
+  [IO.inputIds]: int64(['batch', 'seq']),
+  /** 1 for real tokens, 0 for pads. */
+  [IO.attentionMask]: floatInput(dtype, ['batch', 'seq']),
+}) as const;
+
+export const logProbInputDecl = (dtype: FloatType = 'float32') => ({
+  ...tokenInputs(dtype),
+  /** The next token at each position. */
+  [IO.targets]: int64(['batch', 'seq']),
+  /** 1 where the target is a response token. */
+  [IO.targetMask]: floatInput(dtype, ['batch', 'seq']),
+}) as const;
+
+export const vocabLogProbInputs = (dtype: FloatType = 'float32') => ({
+  ...tokenInputs(dtype),
+  /** [B, K] positions whose next-token distribution is wanted. */
+  [IO.positions]: int64(['batch', 'k']),
+}) as const;
+
+export type TokenInputs = ReturnType<typeof tokenInputs>;
+export type LogProbInputDecl = ReturnType<typeof logProbInputDecl>;
+export type VocabLogProbInputs = ReturnType<typeof vocabLogProbInputs>;
+export const LOGPROB_INPUTS: LogProbInputDecl = logProbInputDecl();
+
+/** The programs of a loaded Model whose inputs are declared (decode's KV cache is named per layer). */
+export interface ProgramInputs { logprobs: LogProbInputDecl; hidden: TokenInputs; vocab_logprobs: VocabLogProbInputs; logits: TokenInputs }
+export const programInputs = (dtype: FloatType = 'float32'): ProgramInputs => ({
+  logprobs: logProbInputDecl(dtype), hidden: tokenInputs(dtype), vocab_logprobs: vocabLogProbInputs(dtype), logits: tokenInputs(dtype),
+});
+
 export interface LogProbInputs {
   /** [B, T] int64. */
   ids: Value;
@@ -46,14 +82,14 @@ export interface LogProbInputs {
   targetMask: Value;
 }
 
-/** Declare the log-prob batch inputs (names in IO; symbolic dims batch × seq). */
+/** The log-prob batch inputs of a program's declared inputs, as buildLogProbs takes them. */
+export function logProbValues(x: Declared<LogProbInputDecl>): LogProbInputs {
+  return { ids: x[IO.inputIds], attentionMask: x[IO.attentionMask], targets: x[IO.targets], targetMask: x[IO.targetMask] };
+}
+
+/** Declare the log-prob batch inputs (LOGPROB_INPUTS, in `dtype`). */
 export function logProbInputs(g: Graph, dtype: FloatType = 'float32'): LogProbInputs {
-  return {
-    ids: input(g, IO.inputIds, 'int64', ['batch', 'seq']),
-    attentionMask: input(g, IO.attentionMask, dtype, ['batch', 'seq']),
-    targets: input(g, IO.targets, 'int64', ['batch', 'seq']),
-    targetMask: input(g, IO.targetMask, dtype, ['batch', 'seq']),
-  };
+  return logProbValues(declareInputs(g, logProbInputDecl(dtype)));
 }
 
 /** Final hidden states [B, T, H] of a right-padded batch. */
@@ -118,23 +154,20 @@ export function buildProgram(kind: ProgramKind, w: GraphWeights, lora: LoraConfi
   const g = graph(`${w.spec.modelType}_${kind}`);
   const base = declareBaseWeights(g, w, dtype, opts.storage === undefined ? {} : { storage: opts.storage });
   const lv = lora === null ? null : declareLora(g, w.spec, lora, 'input', dtype);
+  const decl = programInputs(dtype);
   if (kind === 'logprobs') {
-    const r = buildLogProbs(base, lv, logProbInputs(g, dtype));
+    const r = buildLogProbs(base, lv, logProbValues(declareInputs(g, decl.logprobs)));
     output(r.tokenLogps, IO.tokenLogps);
     output(r.seqLogps, IO.seqLogps);
   } else if (kind === 'hidden') {
-    const ids = input(g, IO.inputIds, 'int64', ['batch', 'seq']);
-    const mask = input(g, IO.attentionMask, dtype, ['batch', 'seq']);
-    output(lastTokenHidden(sequenceHidden(base, lv, ids, mask), mask), IO.lastHidden);
+    const x = declareInputs(g, decl.hidden);
+    output(lastTokenHidden(sequenceHidden(base, lv, x[IO.inputIds], x[IO.attentionMask]), x[IO.attentionMask]), IO.lastHidden);
   } else if (kind === 'vocab_logprobs') {
-    const ids = input(g, IO.inputIds, 'int64', ['batch', 'seq']);
-    const mask = input(g, IO.attentionMask, dtype, ['batch', 'seq']);
-    const positions = input(g, IO.positions, 'int64', ['batch', 'k']);
-    output(buildVocabLogProbs(base, lv, ids, mask, positions), IO.vocabLogps);
+    const x = declareInputs(g, decl.vocab_logprobs);
+    output(buildVocabLogProbs(base, lv, x[IO.inputIds], x[IO.attentionMask], x[IO.positions]), IO.vocabLogps);
   } else if (kind === 'logits') {
-    const ids = input(g, IO.inputIds, 'int64', ['batch', 'seq']);
-    const mask = input(g, IO.attentionMask, dtype, ['batch', 'seq']);
-    output(lmHead(base, sequenceHidden(base, lv, ids, mask)), IO.logits);
+    const x = declareInputs(g, decl.logits);
+    output(lmHead(base, sequenceHidden(base, lv, x[IO.inputIds], x[IO.attentionMask])), IO.logits);
   } else {
     const { spec } = w;
     const ids = input(g, IO.inputIds, 'int64', ['batch', 'new']);

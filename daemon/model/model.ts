@@ -15,14 +15,15 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AligndError } from '../base/errors.js';
 import {
-  type Graph, type HostTensor, type OrtTensor, type Provider, type RuntimeOptions, type Session, createSession, graph, i64, run, toOnnx,
+  type Feeds, type Graph, type HostTensor, type OrtTensor, type Provider, type RuntimeOptions, type Session, createSession, graph, i64, run,
+  runProgram, toOnnx,
 } from '../engine/index.js';
 import { type Checkpoint, loadCheckpoint } from './hf-checkpoint.js';
 import type { ModelSpec } from './hf-config.js';
 import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, graphWeights, loraNames } from './forward-graph.js';
 import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
-import { IO, type ProgramKind, buildProgram } from './inference-programs.js';
+import { IO, type LogProbInputDecl, type ProgramInputs, type ProgramKind, type TokenInputs, buildProgram, programInputs } from './inference-programs.js';
 import type { ModelTokenizer, Prompt } from './tokenizer.js';
 
 /** A right-padded token batch (LogProbBatch from batch.ts is one). */
@@ -93,18 +94,17 @@ export function loraShapeKey(cfg: LoraConfig | null): string {
   return JSON.stringify([cfg.r, cfg.loraAlpha, cfg.useRslora, [...cfg.targetModules].sort()]);
 }
 
-/** Feeds of a right-padded batch (input_ids, attention_mask and, when present, targets, target_mask). */
-export function batchFeeds(b: TokenBatch | TargetBatch): Record<string, OrtTensor> {
+/** Feeds of a right-padded batch: input_ids, attention_mask and, with targets, targets and target_mask. */
+export function batchFeeds(b: TargetBatch): Feeds<LogProbInputDecl>;
+export function batchFeeds(b: TokenBatch): Feeds<TokenInputs>;
+export function batchFeeds(b: TokenBatch | TargetBatch): Feeds<TokenInputs> | Feeds<LogProbInputDecl> {
   const dims = [b.batch, b.length];
-  const feeds: Record<string, OrtTensor> = {
+  const tokens: Feeds<TokenInputs> = {
     [IO.inputIds]: i64(dims, b.inputIds),
     [IO.attentionMask]: new ort.Tensor('float32', b.attentionMask, dims),
   };
-  if ('targets' in b) {
-    feeds[IO.targets] = i64(dims, b.targets);
-    feeds[IO.targetMask] = new ort.Tensor('float32', b.targetMask, dims);
-  }
-  return feeds;
+  if (!('targets' in b)) return tokens;
+  return { ...tokens, [IO.targets]: i64(dims, b.targets), [IO.targetMask]: new ort.Tensor('float32', b.targetMask, dims) };
 }
 
 /** An adapter's A/B tensors as host tensors under their graph names (a train state's initial values). */
@@ -144,6 +144,9 @@ export function adapterFromTensors(like: LoraAdapter, tensors: Record<string, { 
   }
   return { config: like.config, pairs };
 }
+
+/** Only the token part of a batch (a TargetBatch passed where tokens are fed). */
+const tokensOf = (b: TokenBatch): TokenBatch => ({ batch: b.batch, length: b.length, inputIds: b.inputIds, attentionMask: b.attentionMask });
 
 /**
  * The pad id batches are filled with. Checked against the embedding rows here, at load: an id
@@ -199,9 +202,11 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     return s;
   };
 
-  const runProgram = async (kind: ProgramKind, adapter: LoraAdapter | null, feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> => {
+  const declared = programInputs();
+  /** Run one of the declared programs: its feeds are typed by its declaration. */
+  const runKind = async <K extends keyof ProgramInputs>(kind: K, adapter: LoraAdapter | null, feeds: Feeds<ProgramInputs[K]>): Promise<Record<string, OrtTensor>> => {
     const s = await session(kind, adapter?.config ?? null);
-    return run(s, adapter === null ? feeds : { ...feeds, ...loraFeeds(adapter) });
+    return runProgram({ session: s, inputs: declared[kind] }, feeds, adapter === null ? {} : loraFeeds(adapter));
   };
 
   const checkBatch = (b: TokenBatch): void => {
@@ -227,18 +232,18 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     dir, spec, checkpoint, tokenizer: checkpoint.tokenizer, weights, padId: padIdOf(checkpoint, dir), runtime,
     async logprobs(batch, adapter = null) {
       checkBatch(batch);
-      const r = await runProgram('logprobs', adapter, batchFeeds(batch));
+      const r = await runKind('logprobs', adapter, batchFeeds(batch));
       return { tokenLogps: r[IO.tokenLogps]!.data as Float32Array, seqLogps: r[IO.seqLogps]!.data as Float32Array };
     },
     async hiddenStates(batch, adapter = null) {
       checkBatch(batch);
-      const r = await runProgram('hidden', adapter, batchFeeds({ batch: batch.batch, length: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }));
+      const r = await runKind('hidden', adapter, batchFeeds(tokensOf(batch)));
       return r[IO.lastHidden]!.data as Float32Array;
     },
     async vocabLogProbs(batch, positions, adapter = null) {
       checkBatch(batch);
-      const feeds = { ...batchFeeds({ batch: batch.batch, length: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }), [IO.positions]: positionsTensor(batch, positions) };
-      return (await runProgram('vocab_logprobs', adapter, feeds))[IO.vocabLogps]!.data as Float32Array;
+      const feeds = { ...batchFeeds(tokensOf(batch)), [IO.positions]: positionsTensor(batch, positions) };
+      return (await runKind('vocab_logprobs', adapter, feeds))[IO.vocabLogps]!.data as Float32Array;
     },
     async tokenKl(batch, positions, p, q) {
       const lp = await model.vocabLogProbs(batch, positions, p);
@@ -255,7 +260,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     },
     async logits(batch, adapter = null) {
       checkBatch(batch);
-      const r = await runProgram('logits', adapter, batchFeeds({ batch: batch.batch, length: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }));
+      const r = await runKind('logits', adapter, batchFeeds(tokensOf(batch)));
       return r[IO.logits]!.data as Float32Array;
     },
     async generate(prompts, genOpts, adapter = null) {
