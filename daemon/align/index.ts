@@ -1,5 +1,6 @@
 /** The alignment stage's public surface (see README.md beside this file). */
-export { type AlignModel, alignModel } from './context.js';
+export { type AlignModel, type TrainProgram, alignModel } from './context.js';
+export { type DpoProgramInputs, type KtoProgramInputs, dpoInputs, dpoProgram, klInputs, klProgram, ktoInputs, ktoProgram } from './train-programs.js';
 export { type DpoKnobs, type KtoKnobs, type TrainingKnobs, loraConfigFromPolicy, trainingKnobs } from './knobs.js';
 export { type RoundInput, type TrainingResult, type StepLog, type StopReason, runRound } from './train-round.js';
 export { type KlCheck, type KlGuard, type KlStop, klGuard } from './kl-guard.js';

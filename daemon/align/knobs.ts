@@ -45,7 +45,7 @@ export interface TrainingKnobs {
   /** objective.warmup_ratio */
   warmupRatio: Objective['warmup_ratio'];
   /** objective.max_steps: optimizer steps per round; null: numTrainEpochs over the window decides. */
-  maxSteps: number | null;
+  maxSteps: Objective['max_steps'];
   /** objective.num_epochs */
   numTrainEpochs: Objective['num_epochs'];
   /** objective.batch_size: pairs (or KTO rows) per optimizer step. */
@@ -90,7 +90,7 @@ export function trainingKnobs(p: Policy): TrainingKnobs {
     learningRate: o.learning_rate,
     lrSchedulerType: o.lr_scheduler_type,
     warmupRatio: o.warmup_ratio,
-    maxSteps: o.max_steps ?? null,
+    maxSteps: o.max_steps,
     numTrainEpochs: o.num_epochs,
     batchSize: o.batch_size,
     microBatchSize: o.micro_batch_size,

@@ -17,7 +17,7 @@ import { sampleResponses } from './policy-logps.js';
 import { type HeadEnsemble, expectedCalibrationError, freshHeads, headScores, standardise, standardiser, trainHeads } from './heads.js';
 
 export interface RewardKnobs {
-  /** Ensemble members (policy knob, default 5). */
+  /** Ensemble members (default 5; the heads' knobs are this table's, no policy field sets them yet). */
   k: number;
   steps: number;
   learningRate: number;
@@ -122,7 +122,7 @@ export function rewardScorer(m: AlignModel, e: HeadEnsemble, maxLength = 256): R
 }
 
 /**
- * Online pairs (policy knob, off by default): two sampled responses from the candidate per prompt,
+ * Online pairs (off by default): two sampled responses from the candidate per prompt,
  * kept as (chosen, rejected) only when the ensemble agrees — the lower confidence bound of the
  * member margins, mean − z·std, is above 0 (conservative ensemble use as Coste et al. 2023).
  */

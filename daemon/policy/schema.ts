@@ -128,8 +128,8 @@ export const policySchema = z.strictObject({
     /** transformers' get_scheduler names; warmup first (warmup_ratio of the round's steps). */
     lr_scheduler_type: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
     warmup_ratio: z.number().min(0).lt(1).default(0.1),
-    /** Optimizer steps per round; unset: num_epochs over the round's window decides. */
-    max_steps: z.number().int().positive().optional(),
+    /** Optimizer steps per round; null: num_epochs over the round's window decides. */
+    max_steps: z.number().int().positive().nullable().default(null),
     num_epochs: z.number().positive().max(100).default(1),
     batch_size: z.number().int().positive().default(16),
     micro_batch_size: z.number().int().positive().default(4),
