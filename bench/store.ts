@@ -33,7 +33,7 @@ const time = (fn: () => void): number => {
 const validate = createValidator(defaultLimits);
 const events: FeedbackEvent[] = [];
 const validateMs = time(() => { for (const b of bytes) { const v = validate(b); if (v.ok) events.push(v.event); } });
-const hashMs = time(() => { for (const e of events) { isHeldout(e.event_id, 0.1); promptHash(e.prompt); } });
+const hashMs = time(() => { for (const e of events) { isHeldout(e.event_id, 0.1); if (e.kind !== 'exposure') promptHash(e.prompt); } });
 
 const buffer = openBuffer({ path: join(dir, 'insert.sqlite'), heldoutFraction: 0.1 });
 const insertMs = time(() => {

@@ -5,6 +5,7 @@
  *   binary        → KTO example; plus a pair when the same prompt has an up and a down
  *   rating        → pairs by score within a prompt
  *   safety_report → a safety label (unsafe, category, severity)
+ *   exposure      → nothing (a serving-side count of responses, read by probation)
  * These functions are pure: the buffer supplies earlier events of the same prompt.
  */
 import type { FeedbackEvent, Prompt } from './schema.js';
@@ -62,6 +63,8 @@ export function deriveOwn(e: FeedbackEvent): ExampleDraft[] {
     case 'safety_report':
       return [{ type: 'safety', originKind: e.kind, eventIds: ids, prompt: e.prompt, response: e.response, label: 'unsafe',
         category: e.category, severity: e.severity }];
+    case 'exposure':
+      return []; // a serving-side count: it trains nothing (probation reads it)
   }
 }
 

@@ -8,7 +8,7 @@
 import { z } from 'zod';
 
 export const SCHEMA_ID = 'alignd.feedback/v1';
-export const KINDS = ['preference', 'binary', 'rating', 'edit', 'safety_report'] as const;
+export const KINDS = ['preference', 'binary', 'rating', 'edit', 'safety_report', 'exposure'] as const;
 export type FeedbackKind = (typeof KINDS)[number];
 
 /** Size limits; from the daemon config (`ingest.limits`). */
@@ -35,7 +35,7 @@ export function feedbackEventSchema(limits: EventLimits = defaultLimits) {
     role: z.enum(['system', 'user', 'assistant', 'tool']),
     content: text,
   });
-  const base = {
+  const common = {
     schema: z.literal(SCHEMA_ID).optional().describe('Schema id; optional, but when present must be this one'),
     event_id: z.string().regex(EVENT_ID, 'event_id must be 1–128 printable ASCII characters without spaces')
       .describe('Idempotency key: a replayed event with the same id is stored once'),
@@ -47,9 +47,12 @@ export function feedbackEventSchema(limits: EventLimits = defaultLimits) {
       tenant: id.optional().describe('Hashed tenant id'),
       channel: id.optional().describe('Where the feedback came from (ui, api, ...)'),
     }),
+    meta: z.record(z.string().max(64), z.string().max(1024)).optional(),
+  };
+  const base = {
+    ...common,
     prompt: z.union([text, z.array(message).min(1).max(limits.maxMessages)])
       .describe('Prompt as a string or as chat messages'),
-    meta: z.record(z.string().max(64), z.string().max(1024)).optional(),
   };
   return z.discriminatedUnion('kind', [
     z.strictObject({ ...base, kind: z.literal('preference'), chosen: text, rejected: text,
@@ -62,10 +65,16 @@ export function feedbackEventSchema(limits: EventLimits = defaultLimits) {
     z.strictObject({ ...base, kind: z.literal('edit'), response: text, edited: text }),
     z.strictObject({ ...base, kind: z.literal('safety_report'), response: text,
       category: z.string().min(1).max(64), severity: z.enum(['low', 'medium', 'high', 'critical']) }),
+    // Reported by the serving side (router, gateway), not by users: how many responses
+    // `model_version` served since its previous report. Probation reads per-exposure rates from it.
+    z.strictObject({ ...common, kind: z.literal('exposure'),
+      count: z.number().int().min(1).max(1e12).describe('Responses this version served since the previous exposure report') }),
   ]);
 }
 
 export type FeedbackEvent = z.infer<ReturnType<typeof feedbackEventSchema>>;
+/** Events about one response (every kind but `exposure`): they carry a prompt and train. */
+export type ResponseFeedback = Exclude<FeedbackEvent, { kind: 'exposure' }>;
 export type ChatMessage = { role: 'system' | 'user' | 'assistant' | 'tool'; content: string };
 export type Prompt = string | ChatMessage[];
 

@@ -174,7 +174,7 @@ export function openBuffer(opts: BufferOptions) {
       const info = st.insertEvent.run(
         e.event_id, e.model, e.model_version, e.kind, e.ts, now,
         e.source.user ?? null, e.source.tenant ?? null, e.source.channel ?? null,
-        promptHash(e.prompt), isHeldout(e.event_id, opts.heldoutFraction) ? 1 : 0,
+        e.kind === 'exposure' ? '' : promptHash(e.prompt), isHeldout(e.event_id, opts.heldoutFraction) ? 1 : 0,
         e.kind === 'binary' ? e.label : null, e.kind === 'rating' ? normalisedScore(e) : null,
         text ?? JSON.stringify(e), origin.source, origin.topic ?? origin.file ?? null,
         origin.partition ?? null, origin.offset ?? (origin.line === undefined ? null : String(origin.line)),
@@ -345,7 +345,7 @@ export function openBuffer(opts: BufferOptions) {
     },
     /** Recent distinct prompts of a model (for probes and sampled KL), newest first. */
     recentPrompts(model: string, limit: number): Prompt[] {
-      return (db.prepare(`SELECT json_extract(body, '$.prompt') AS p, max(seq) AS s FROM events WHERE model = ? AND body IS NOT NULL
+      return (db.prepare(`SELECT json_extract(body, '$.prompt') AS p, max(seq) AS s FROM events WHERE model = ? AND body IS NOT NULL AND kind != 'exposure'
         GROUP BY prompt_hash ORDER BY s DESC LIMIT ?`).all(model, limit) as Array<{ p: string }>)
         .map((r) => (r.p.startsWith('[') ? (JSON.parse(r.p) as Prompt) : r.p));
     },

@@ -16,7 +16,7 @@ t.test('help, version, schema and unknown commands', async (t) => {
   const help = await alignd(['--help']);
   for (const cmd of ['start', 'send', 'status', 'schema']) t.match(help.stdout, new RegExp(`\\n  ${cmd} `), `help lists ${cmd}`);
   const schema = JSON.parse((await alignd(['schema'])).stdout) as { oneOf: Array<{ properties: { kind: { const: string } } }> };
-  t.same(schema.oneOf.map((s) => s.properties.kind.const).sort(), ['binary', 'edit', 'preference', 'rating', 'safety_report']);
+  t.same(schema.oneOf.map((s) => s.properties.kind.const).sort(), ['binary', 'edit', 'exposure', 'preference', 'rating', 'safety_report']);
   const bad = await alignd(['frobnicate']);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /unknown command 'frobnicate'/);

@@ -22,9 +22,12 @@ export function makeEvent(i: number, over: Partial<Record<string, unknown>> & { 
     rating: { kind: 'rating', response: `rated answer ${i}`, score: i % 5 + 1, scale: { min: 1, max: 5 } },
     edit: { kind: 'edit', response: `draft ${i}`, edited: `edited draft ${i}` },
     safety_report: { kind: 'safety_report', response: `unsafe answer ${i}`, category: 'violence', severity: 'high' },
+    exposure: { kind: 'exposure', count: 100 + i },
   };
   const { kind: _k, ...rest } = over;
-  return { ...base, ...byKind[kind], ...rest } as FeedbackEvent;
+  // An exposure is a serving-side count: it has no prompt.
+  const { prompt: _p, ...common } = base;
+  return { ...(kind === 'exposure' ? common : base), ...byKind[kind], ...rest } as FeedbackEvent;
 }
 
 /** A valid event padded to about `bytes` bytes of JSON (benchmarks use ~1 KB). */
