@@ -40,6 +40,10 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     owns: 'HF checkpoints and tokenizers, LoRA/PEFT adapters, forward and inference programs, KV-cache generation, the tiny model',
     imports: ['base', 'engine'],
   },
+  stats: {
+    owns: 'pure statistics shared by the gate and probation: anytime-valid tests and confidence sequences (betting), paired differences, rate evidence from counts',
+    imports: ['base'],
+  },
   policy: {
     owns: 'the per-model policy file: schema, loading, hot reload, edits (rollback by pin)',
     imports: ['base'],
