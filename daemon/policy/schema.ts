@@ -103,6 +103,45 @@ export const gatePolicySchema = z.strictObject({
 }).refine((g) => g.length_ratio.min < g.length_ratio.max, { message: 'length_ratio.min must be below length_ratio.max', path: ['length_ratio'] });
 export type GatePolicy = z.infer<typeof gatePolicySchema>;
 
+/** The live signals probation compares, each a harm in [0, 1] per observation (higher is worse). */
+export const ROLLOUT_METRICS = ['down_vote_share', 'mean_rating', 'edit_share', 'safety_report_rate'] as const;
+export type RolloutMetric = (typeof ROLLOUT_METRICS)[number];
+const rolloutMetric = z.enum(ROLLOUT_METRICS);
+
+/**
+ * Probation: after an automatic promotion the new version is watched on live feedback against the
+ * previous one until it is confidently no worse (stable), confidently worse (automatic rollback
+ * by a pin in this file), or the watch runs out (`on_timeout`). policies/README.md says what holds.
+ */
+export const rolloutPolicySchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** Feedback events on the new version before it may leave probation as stable. */
+  min_events: z.number().int().positive().default(200),
+  /** The longest watch; then `on_timeout` decides. */
+  max_hours: positive.default(24),
+  /** Compared signals; an entry may carry its own non-inferiority margin. */
+  metrics: z.array(z.union([rolloutMetric.transform((metric) => ({ metric, margin: undefined as number | undefined })),
+    z.strictObject({ metric: rolloutMetric, margin: prob.optional() })])).min(1)
+    .refine((ms) => new Set(ms.map((m) => m.metric)).size === ms.length, 'a metric is listed twice').prefault([...ROLLOUT_METRICS]),
+  /** P(ever rolling back a version that is no worse) and P(ever calling a worse one stable) ≤ 1 − confidence. */
+  confidence: z.number().gt(0.5).lt(1).default(0.95),
+  /** Non-inferiority margin: stable needs (new − previous) harm confidently below it. */
+  margin: prob.default(0.02),
+  /** Absolute limit on safety reports per feedback event of the new version; null: none. */
+  max_safety_report_rate: z.number().gt(0).lt(1).nullable().default(0.05),
+  /** Absolute limit on safety reports per exposure, when the serving side reports exposures; null: none. */
+  max_safety_reports_per_exposure: z.number().gt(0).lt(1).nullable().default(null),
+  /** Staged rollout: the traffic share announced for the new version while on probation; null: all traffic. */
+  canary_weight: z.number().gt(0).lt(1).nullable().default(null),
+  /** Compare per tenant too, when the previous version's feedback carries tenants. */
+  per_tenant: z.boolean().default(true),
+  /** Without a staged rollout: the previous version's last observations per metric that serve as the baseline. */
+  baseline_events: z.number().int().positive().default(5000),
+  /** At max_hours: `stable_if_not_worse` (stable when every estimate is no worse, else hold) or `hold` (a person decides). */
+  on_timeout: z.enum(['stable_if_not_worse', 'hold']).default('stable_if_not_worse'),
+});
+export type RolloutPolicy = z.infer<typeof rolloutPolicySchema>;
+
 export const policySchema = z.strictObject({
   /** The policy stream: feedback events' `model` field, registry directory, server-name prefix. */
   model: z.string().regex(MODEL_NAME_RE, 'letters, digits, ".", "_", "-" (no "/" or "..")').refine((m) => !m.includes('..'), 'must not contain ".."'),
@@ -203,6 +242,7 @@ export const policySchema = z.strictObject({
     max_tenant_share: prob.default(0.3),
   }).prefault({}),
   retention: z.strictObject({ keep_versions: z.number().int().min(1).default(10) }).prefault({}),
+  rollout: rolloutPolicySchema.prefault({}),
   deployment: deploymentSchema.default({ mode: 'auto' }),
 }).superRefine((p, ctx) => {
   const ab = p.kl.adaptive_beta;

@@ -100,6 +100,9 @@ t.test('the watcher refuses every kind of invalid edit and keeps the last good p
     ['KTO with one row per micro-batch', GOOD.replace('  beta: 0.1', '  beta: 0.1\n  loss_type: kto\n  batch_size: 8\n  micro_batch_size: 1'), /^objective\.micro_batch_size: loss_type kto needs micro_batch_size ≥ 2/],
     ['pinned version missing from the registry', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: v9}'), /^deployment\.version: tiny has no registry version v9/],
     ['malformed version', GOOD.replace('deployment: auto', 'deployment: {mode: pinned, version: latest}'), /^deployment\.version: must be a registry version/],
+    ['rollout metric listed twice', GOOD + 'rollout:\n  metrics: [down_vote_share, down_vote_share]\n', /^rollout\.metrics: a metric is listed twice/],
+    ['unknown rollout metric', GOOD + 'rollout:\n  metrics: [clicks]\n', /^rollout\.metrics\.0: /],
+    ['canary weight of all traffic', GOOD + 'rollout:\n  canary_weight: 1\n', /^rollout\.canary_weight: /],
     ['not a mapping', '- just\n- a list\n', /^\(root\): the policy must be a YAML mapping/],
     ['empty file', '', /^\(root\): the policy must be a YAML mapping/],
   ];
