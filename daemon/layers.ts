@@ -72,9 +72,13 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     owns: 'a gate run for a registered candidate, recording decisions and approvals, deploying by the policy mode, the admin routes',
     imports: ['base', 'policy', 'gate', 'registry', 'http'],
   },
+  canary: {
+    owns: 'probation of a promoted version on live feedback: the sequential comparison, automatic rollback by a policy pin, its routes',
+    imports: ['base', 'feedback', 'stats', 'store', 'policy', 'registry', 'release', 'http'],
+  },
   loop: {
     owns: 'per-model runtimes, the scheduler, one training round end to end, the loop\'s routes',
-    imports: ['base', 'feedback', 'store', 'engine', 'model', 'policy', 'align', 'gate', 'registry', 'release', 'http', 'telemetry'],
+    imports: ['base', 'feedback', 'store', 'engine', 'model', 'policy', 'align', 'gate', 'registry', 'release', 'http', 'telemetry', 'stats', 'canary'],
   },
   demo: {
     owns: 'the simulated production of `alignd demo` (users, gold rule, unsafe pattern) around a running loop',
@@ -91,7 +95,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
   main: {
     owns: 'the CLI entry and the one composition root: wires stages and concrete adapters (daemon/main.ts); this table',
     imports: ['base', 'feedback', 'store', 'ingest', 'engine', 'model', 'policy', 'gate', 'align', 'registry', 'http', 'telemetry',
-      'release', 'loop', 'demo', 'config', 'cli', 'adapters/sources', 'adapters/servers', 'adapters/publishers'],
+      'stats', 'release', 'canary', 'loop', 'demo', 'config', 'cli', 'adapters/sources', 'adapters/servers', 'adapters/publishers'],
   },
   'adapters/sources': {
     owns: 'feedback sources: Kafka (with its dead-letter topic), HTTP intake, JSONL file tail',

@@ -127,29 +127,31 @@ export interface Bounds {
 
 /**
  * A confidence sequence for μ on a grid of candidate means: every grid point carries one test per
- * side at α/2, and a point is out of the sequence once either side has rejected it (the running
- * intersection — valid, since the guarantee is for the whole path). Reported bounds are widened by
- * one grid step, so they cover μ even when μ falls between grid points:
- * P(∃t: μ ∉ [lower_t, upper_t]) ≤ α.
+ * side, and a point is out of the sequence once either side has rejected it (the running
+ * intersection — valid, since the guarantee is for the whole path). The lower bound comes from the
+ * `above` tests at `alphaLower`, the upper from the `below` tests at `alphaUpper`, so
+ * P(∃t: μ < lower_t) ≤ alphaLower and P(∃t: μ > upper_t) ≤ alphaUpper (a two-sided sequence at α:
+ * α/2 each). Reported bounds are widened by one grid step, so they hold when μ falls between points.
  */
 export interface ConfidenceSequence {
-  readonly alpha: number;
   observe(x: number): void;
   bounds(): Bounds;
 }
 
-export function bettingConfidenceSequence(alpha: number, gridPoints = 101): ConfidenceSequence {
-  checkAlpha(alpha);
+export function bettingConfidenceSequence(alpha: { alphaLower: number; alphaUpper: number } | number, gridPoints = 101): ConfidenceSequence {
+  const { alphaLower, alphaUpper } = typeof alpha === 'number' ? { alphaLower: alpha / 2, alphaUpper: alpha / 2 } : alpha;
+  checkAlpha(alphaLower);
+  checkAlpha(alphaUpper);
   if (!(Number.isInteger(gridPoints) && gridPoints >= 3)) throw new RangeError(`gridPoints must be an integer ≥ 3, got ${gridPoints}`);
   const step = 1 / (gridPoints - 1);
   const grid = Float64Array.from({ length: gridPoints }, (_, i) => i * step);
   const logAbove = new Float64Array(gridPoints);
   const logBelow = new Float64Array(gridPoints);
   const out = new Uint8Array(gridPoints);
-  const threshold = Math.log(2 / alpha);
+  const thresholdAbove = Math.log(1 / alphaLower);
+  const thresholdBelow = Math.log(1 / alphaUpper);
   const moments = emptyMoments();
   return {
-    alpha,
     observe(x) {
       checkUnit(x, 'an observation');
       for (let i = 0; i < gridPoints; i++) {
@@ -157,7 +159,7 @@ export function bettingConfidenceSequence(alpha: number, gridPoints = 101): Conf
         const m = grid[i] as number;
         logAbove[i] = (logAbove[i] as number) + capitalFactorLog(x, m, 'above', agrapaStake(moments, m, 'above'));
         logBelow[i] = (logBelow[i] as number) + capitalFactorLog(x, m, 'below', agrapaStake(moments, m, 'below'));
-        if ((logAbove[i] as number) >= threshold || (logBelow[i] as number) >= threshold) out[i] = 1;
+        if ((logAbove[i] as number) >= thresholdAbove || (logBelow[i] as number) >= thresholdBelow) out[i] = 1;
       }
       addObservation(moments, x);
     },
@@ -170,7 +172,7 @@ export function bettingConfidenceSequence(alpha: number, gridPoints = 101): Conf
         last = i;
       }
       const estimate = moments.t === 0 ? NaN : moments.sum / moments.t;
-      // Every point rejected cannot happen with probability above α; report the estimate then.
+      // Every point rejected happens with probability ≤ α; report the estimate then.
       if (first < 0) return { n: moments.t, estimate, lower: estimate, upper: estimate };
       return { n: moments.t, estimate, lower: Math.max(0, (first - 1) * step), upper: Math.min(1, (last + 1) * step) };
     },
