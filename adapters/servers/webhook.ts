@@ -1,7 +1,9 @@
 /**
  * Webhook target: a JSON POST per promotion, signed with HMAC-SHA256 over `<timestamp>.<body>`
  * (the timestamp in `x-alignd-timestamp` lets receivers refuse replays). Header
- * `x-alignd-signature: sha256=<hex>`. Any 2xx is success.
+ * `x-alignd-signature: sha256=<hex>`. Any 2xx is success. During a staged rollout `canary`
+ * says which share of traffic the router sends to `name` ({weight, baseline, baseline_name}); it is
+ * sent again with `canary: null` when probation ends stable.
  */
 import { createHmac } from 'node:crypto';
 import { AligndError } from '../../daemon/base/errors.js';
@@ -23,6 +25,7 @@ export function webhookTarget(cfg: { url: string; secret: string; timeoutMs?: nu
       const body = JSON.stringify({
         schema: 'alignd.deploy/v1', model: req.model, version: req.version, name: req.name,
         adapter_path: req.adapterDir, adapter_sha256: req.adapterSha256, base_model: req.baseModel, ts,
+        reason: req.reason ?? null, canary: req.canary ?? null,
       });
       let res: Response;
       try {

@@ -16,6 +16,31 @@ export const gateDecisionSchema = z.object({
 }).loose();
 export type GateRecord = z.infer<typeof gateDecisionSchema>;
 
+/**
+ * Probation of a promoted version (daemon/canary): watched on live feedback against `previous`
+ * until it is stable, rolled back (then never promoted again automatically) or held for a person.
+ */
+export const probationRecordSchema = z.object({
+  status: z.enum(['watching', 'stable', 'rolled_back', 'held']),
+  /** The version it is compared with and rolled back to. */
+  previous: z.string(),
+  started_at: z.string(),
+  /** Traffic share announced for it while watched (staged rollout); null: all traffic. */
+  canary_weight: z.number().nullable(),
+  /** The decision that ended the watch (or holds it): by alignd's comparison, a person or a policy pin. */
+  decision: z.object({
+    outcome: z.enum(['stable', 'rollback', 'hold']),
+    reason: z.string(),
+    by: z.string(),
+    at: z.string(),
+    trigger: z.string().optional(),
+    tenant: z.string().optional(),
+    figures: z.unknown().optional(),
+    timeline: z.unknown().optional(),
+  }).loose().optional(),
+}).loose();
+export type ProbationRecord = z.infer<typeof probationRecordSchema>;
+
 export const manifestSchema = z.object({
   schema: z.literal('alignd.manifest/v1'),
   model: z.string(),
@@ -34,6 +59,7 @@ export const manifestSchema = z.object({
   }).loose().default({}),
   round_metrics: z.record(z.string(), z.unknown()).default({}),
   gate: gateDecisionSchema.nullable().default(null),
+  probation: probationRecordSchema.nullable().default(null),
 }).loose();
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestInput = Pick<Manifest, 'parent' | 'base_model'> & Partial<Pick<Manifest, 'data_window' | 'round_metrics'>>;

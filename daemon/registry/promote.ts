@@ -25,7 +25,7 @@ import type { Logger } from '../base/log.js';
 import { silentLogger } from '../base/log.js';
 import { servedName } from '../base/names.js';
 import type { Registry } from './registry.js';
-import type { DeploymentState, TargetState } from './state.js';
+import type { CanaryWeight, DeploymentState, TargetState } from './state.js';
 import type { DeployRequest, PromotionPublisher, ServerTarget } from './targets.js';
 
 export interface RetryPolicy {
@@ -51,6 +51,13 @@ export interface PromoteOptions {
   preempt?: boolean;
   /** Aborts the operation (the daemon is stopping). */
   signal?: AbortSignal;
+  /**
+   * Staged rollout: the traffic share announced for this version (probation); null: all traffic.
+   * Undefined keeps what deployed.json records for the same version. A change for the version
+   * already served is announced again and re-sent to targets without a listing (a webhook), so
+   * the user's router learns the new weight.
+   */
+  canary?: CanaryWeight | null;
 }
 
 export interface PromoteResult {
@@ -201,14 +208,17 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
     : changing ? (before.complete ? before.desired : before.last_complete)
       : (before.previous ?? before.last_complete);
   const previous = candidate === version ? (before?.previous === version ? null : (before?.previous ?? null)) : candidate;
+  const canary = opts.canary !== undefined ? opts.canary : (changing ? null : before.canary);
+  const canaryChanged = !changing && JSON.stringify(before.canary) !== JSON.stringify(canary);
   const state: DeploymentState = {
     desired: version, desired_name: name,
-    reason: changing ? opts.reason : before.reason,
+    reason: changing || canaryChanged ? opts.reason : before.reason,
     since: changing ? now() : before.since,
     complete: before?.complete === true && !changing,
     last_complete: before?.complete === true ? before.desired : (before?.last_complete ?? null),
     previous,
     targets: Object.fromEntries(opts.targets.map((t) => [t.id, before?.targets[t.id] ?? freshTarget(now())])),
+    canary,
   };
   let written = '';
   const save = (): void => {
@@ -221,7 +231,8 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
   save();
   if (changing) reg.audit('promote.start', { version, name, previous, reason: opts.reason, targets: opts.targets.map((t) => t.id) });
 
-  const req: DeployRequest = { model: reg.model, version, name, adapterDir: v.adapterDir, adapterSha256: v.manifest.adapter_sha256, baseModel: v.manifest.base_model.path };
+  const req: DeployRequest = { model: reg.model, version, name, adapterDir: v.adapterDir, adapterSha256: v.manifest.adapter_sha256, baseModel: v.manifest.base_model.path,
+    reason: state.reason, canary };
   const failed: PromoteResult['failed'] = [];
   const restored: string[] = [];
   const deadline = (t: ServerTarget): number => (t.timeoutMs === undefined ? DEFAULT_CALL_DEADLINE_MS : t.timeoutMs + 1000);
@@ -229,7 +240,8 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
   await Promise.all(opts.targets.map(async (t) => {
     const cur = state.targets[t.id] ?? freshTarget(now());
     const recorded = cur.version === version && cur.error === null;
-    let serving = recorded;
+    // A new canary weight is news for a target that has no listing (a webhook receiver routes by it).
+    let serving = recorded && !(canaryChanged && t.observe === undefined);
     if (t.observe !== undefined) {
       try {
         const listed = await withDeadline(`${t.id} listing`, deadline(t), signal, (s) => t.observe!(reg.model, s));
@@ -288,11 +300,11 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
     if (newFailure) log.error('promotion incomplete; the failed targets are retried by reconcile', { version, failed });
     return { version, name, complete: false, failed, retired, restored };
   }
-  if (changing || before.complete === false) {
+  if (changing || before.complete === false || canaryChanged) {
     reg.audit('promote.done', { version, name, previous, reason: state.reason, targets: Object.keys(state.targets) });
     if (opts.publisher !== undefined) {
       try {
-        await opts.publisher.publish({ schema: 'alignd.promotion/v1', model: reg.model, version, name, previous, reason: state.reason, adapter_sha256: v.manifest.adapter_sha256, ts: now() });
+        await opts.publisher.publish({ schema: 'alignd.promotion/v1', model: reg.model, version, name, previous, reason: state.reason, adapter_sha256: v.manifest.adapter_sha256, ts: now(), canary });
       } catch (err) {
         log.error('announcing the promotion failed', { version, err: errorMessage(err) });
         reg.audit('promote.announce_failed', { version, error: errorMessage(err) });

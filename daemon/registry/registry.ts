@@ -19,7 +19,7 @@ import { AligndError } from '../base/errors.js';
 import { appendAudit, readAudit, verifyAudit, type AuditRecord, type AuditVerification } from './audit.js';
 import { fsyncDir, fsyncTree, isDir, writeDurable, writeFileAtomicDurable } from '../base/fs-durable.js';
 import { withLock } from './lock.js';
-import { manifestSchema, type GateRecord, type Manifest, type ManifestInput } from './manifest.js';
+import { manifestSchema, type GateRecord, type Manifest, type ManifestInput, type ProbationRecord } from './manifest.js';
 import { parseVersion, servedName, validateModelName, versionName } from '../base/names.js';
 import { deploymentStateSchema, type DeploymentState, type DeploymentStateInput } from './state.js';
 
@@ -42,6 +42,8 @@ export interface Registry {
   latest(): VersionInfo | undefined;
   /** Record the gate's decision (or a person's approval) in the manifest, atomically. */
   recordGate(version: string, gate: GateRecord): VersionInfo;
+  /** Record its probation (started, decided, answered), atomically. */
+  recordProbation(version: string, probation: ProbationRecord): VersionInfo;
   deployment(): DeploymentState | undefined;
   setDeployment(state: DeploymentStateInput): void;
   audit(event: string, fields?: Record<string, unknown>): AuditRecord;
@@ -117,6 +119,14 @@ export function openRegistry(root: string, model: string): Registry {
     return r.data;
   };
 
+  const updateManifest = (version: string, patch: Partial<Manifest>): VersionInfo => withLock(join(dir, 'versions.lock'), () => {
+    const v = info(version);
+    if (v === undefined) throw new AligndError('CONFIG_INVALID', `${model} has no version ${version}`, { action: 'list versions with alignd registry list' });
+    const manifest = { ...v.manifest, ...patch };
+    writeFileAtomicDurable(join(v.dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    return { ...v, manifest };
+  });
+
   const reg: Registry = {
     model, dir,
     addVersion(source, input) {
@@ -166,15 +176,8 @@ export function openRegistry(root: string, model: string): Registry {
       const n = numbers().at(-1);
       return n === undefined ? undefined : info(versionName(n));
     },
-    recordGate(version, gate) {
-      return withLock(join(dir, 'versions.lock'), () => {
-        const v = info(version);
-        if (v === undefined) throw new AligndError('CONFIG_INVALID', `${model} has no version ${version}`, { action: 'list versions with alignd registry list' });
-        const manifest = { ...v.manifest, gate };
-        writeFileAtomicDurable(join(v.dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-        return { ...v, manifest };
-      });
-    },
+    recordGate: (version, gate) => updateManifest(version, { gate }),
+    recordProbation: (version, probation) => updateManifest(version, { probation }),
     deployment,
     setDeployment(state) {
       writeFileAtomicDurable(statePath, JSON.stringify(deploymentStateSchema.parse(state), null, 2) + '\n');

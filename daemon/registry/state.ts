@@ -19,6 +19,13 @@ export const targetStateSchema = z.object({
   updated_at: z.string(),
 });
 
+export const canaryWeightSchema = z.object({
+  weight: z.number().gt(0).lt(1),
+  baseline: z.string(),
+  baseline_name: z.string(),
+});
+export type CanaryWeight = z.infer<typeof canaryWeightSchema>;
+
 export const deploymentStateSchema = z.object({
   desired: z.string(),
   desired_name: z.string(),
@@ -31,6 +38,8 @@ export const deploymentStateSchema = z.object({
   /** The rollback version: the last complete version before `desired` (kept loaded beside it). */
   previous: z.string().nullable().default(null),
   targets: z.record(z.string(), targetStateSchema),
+  /** Staged rollout: `desired` gets `weight` of traffic, `baseline` the rest (for the user's router); null: all to desired. */
+  canary: canaryWeightSchema.nullable().default(null),
 });
 export type DeploymentState = z.infer<typeof deploymentStateSchema>;
 export type DeploymentStateInput = z.input<typeof deploymentStateSchema>;

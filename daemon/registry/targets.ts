@@ -3,6 +3,8 @@
  * adapters/servers/ (vLLM, file-drop, webhook); the Kafka announcer in adapters/; the composition
  * root wires them.
  */
+import type { CanaryWeight } from './state.js';
+
 export interface DeployRequest {
   model: string;
   version: string;
@@ -12,6 +14,10 @@ export interface DeployRequest {
   adapterDir: string;
   adapterSha256: string;
   baseModel: string;
+  /** Why it is deployed (`gate`, `pinned by policy (v3): ...`). */
+  reason?: string;
+  /** Staged rollout: the traffic share for `name`, the rest to the baseline; null: all traffic. */
+  canary?: CanaryWeight | null;
 }
 
 /**
@@ -48,6 +54,8 @@ export interface PromotionAnnouncement {
   reason: string;
   adapter_sha256: string;
   ts: string;
+  /** Staged rollout: route `weight` of traffic to `name` and the rest to `baseline_name`; null: all to `name`. */
+  canary: CanaryWeight | null;
 }
 
 export interface PromotionPublisher {
