@@ -24,7 +24,8 @@ const ROLLBACK_USAGE = `Usage: alignd rollback MODEL vN [--policy FILE | --polic
 Pins MODEL to version vN by editing its policy file (deployment: {mode: pinned, version: vN}), comments kept.
 The running daemon applies the edit: vN is served on every target. Undo with deployment: auto.`;
 const APPROVE_USAGE = `Usage: alignd approve|deny MODEL vN [--by NAME] [--note TEXT] [--data-dir DIR]
-Answers a candidate the gate held for a person.`;
+Answers a candidate the gate held for a person, or a promoted version probation held at max_hours
+(approve keeps it as stable; to refuse it, roll back: alignd rollback MODEL vPREVIOUS).`;
 const REGISTRY_USAGE = `Usage: alignd registry list [MODEL] [--data-dir DIR]
        alignd registry verify MODEL [--data-dir DIR]`;
 
@@ -130,7 +131,8 @@ export async function cmdApprove(argv: string[], approve: boolean): Promise<numb
   const reg = openRegistry(root, model);
   const by = values.by ?? process.env['USER'] ?? 'cli';
   const v = (approve ? approveCandidate : denyCandidate)(reg, version, by, values.note);
-  process.stdout.write(`${model} ${version}: ${approve ? 'approved' : 'denied'} by ${by}; decision now ${effectiveDecision(v)}\n`);
+  const probation = v.manifest.probation?.status;
+  process.stdout.write(`${model} ${version}: ${approve ? 'approved' : 'denied'} by ${by}; ${probation === undefined ? `decision now ${effectiveDecision(v)}` : `probation ${probation}`}\n`);
   return 0;
 }
 
@@ -149,7 +151,8 @@ export async function cmdRegistry(argv: string[]): Promise<number> {
       const d = reg.deployment();
       return {
         model: m, deployed: d?.desired ?? null, complete: d?.complete ?? null, targets: d?.targets ?? {},
-        versions: reg.list().map((v) => ({ version: v.version, parent: v.manifest.parent, created_at: v.manifest.created_at, decision: effectiveDecision(v), adapter_sha256: v.manifest.adapter_sha256 })),
+        versions: reg.list().map((v) => ({ version: v.version, parent: v.manifest.parent, created_at: v.manifest.created_at, decision: effectiveDecision(v),
+          probation: v.manifest.probation?.status ?? null, adapter_sha256: v.manifest.adapter_sha256 })),
       };
     });
     process.stdout.write(JSON.stringify(out, null, 2) + '\n');

@@ -55,7 +55,7 @@ export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Regi
     { method: 'GET', path: '/v1/models/:model/versions', handler: (_q, res, p) => {
       const r = reg(p['model'] ?? '');
       if (r === undefined) return sendJson(res, 404, { error: `no registry for model ${JSON.stringify(p['model'])}` });
-      sendJson(res, 200, { model: r.model, versions: r.list().map((v) => ({ version: v.version, parent: v.manifest.parent, created_at: v.manifest.created_at, decision: effectiveDecision(v), gate: v.manifest.gate, adapter_sha256: v.manifest.adapter_sha256 })) });
+      sendJson(res, 200, { model: r.model, versions: r.list().map((v) => ({ version: v.version, parent: v.manifest.parent, created_at: v.manifest.created_at, decision: effectiveDecision(v), gate: v.manifest.gate, probation: v.manifest.probation, adapter_sha256: v.manifest.adapter_sha256 })) });
     } },
     { method: 'GET', path: '/v1/models/:model/deployment', handler: (_q, res, p) => {
       const r = reg(p['model'] ?? '');

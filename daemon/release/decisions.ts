@@ -2,12 +2,14 @@
  * Writing decisions where they belong: the candidate's manifest (figures and reasons) and the
  * model's audit log; and a person's approve/deny of a held candidate (the admin API and the CLI
  * call these). Approving does not push by itself: it turns the decision into `promote`, and the
- * daemon performs the promotion (the admin route's onApproved hook, or its loop).
+ * daemon performs the promotion (the admin route's onApproved hook, or its loop). The same verbs
+ * answer a promoted version that probation held for a person (./probation.ts).
  */
 import { AligndError } from '../base/errors.js';
 import type { GateRecord } from '../registry/manifest.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
 import type { GateDecision } from '../gate/evidence.js';
+import { answerProbationHold } from './probation.js';
 
 export function recordDecision(reg: Registry, version: string, d: GateDecision, extra: Record<string, unknown> = {}): VersionInfo {
   const figures = Object.fromEntries(d.checks.map((c) => [c.check, { status: c.status, reason: c.reason, ...c.figures }]));
@@ -20,6 +22,8 @@ export function recordDecision(reg: Registry, version: string, d: GateDecision, 
 function answerHold(reg: Registry, version: string, approved: boolean, by: string, note: string | undefined): VersionInfo {
   const v = reg.get(version);
   if (v === undefined) throw new AligndError('CONFIG_INVALID', `${reg.model} has no version ${version}`, { action: 'list the versions in the registry' });
+  // A promoted version that probation held at max_hours is answered here too.
+  if (v.manifest.probation?.status === 'held') return answerProbationHold(reg, v, approved, by, note);
   const g = v.manifest.gate;
   if (g === null) throw new AligndError('CONFIG_INVALID', `${reg.model} ${version} has not been through the gate`, { action: 'wait for its evaluation' });
   if (g.decision !== 'hold') throw new AligndError('CONFIG_INVALID', `${reg.model} ${version} was decided "${g.decision}", not held`, { action: 'only held candidates await approval' });

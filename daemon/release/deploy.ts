@@ -1,15 +1,18 @@
 /**
  * What the policy's deployment mode means for promotion:
- * - `auto`: a candidate whose effective decision is `promote` is pushed.
+ * - `auto`: a candidate whose effective decision is `promote` is pushed — unless another version
+ *   is on probation (it waits), or it was rolled back (never again by itself); with `rollout`
+ *   enabled its promotion starts probation (./probation.ts).
  * - `pinned: vN`: vN is served everywhere (this is rollback); candidates are still evaluated and
  *   recorded but never pushed.
  * - `frozen`: the current version stays; nothing is trained or pushed.
  */
 import type { Logger } from '../base/log.js';
-import type { Deployment } from '../policy/schema.js';
+import type { Deployment, RolloutPolicy } from '../policy/schema.js';
 import { promote, reconcile, type PromoteOptions, type PromoteResult } from '../registry/promote.js';
 import type { Registry, VersionInfo } from '../registry/registry.js';
 import { effectiveDecision } from './decisions.js';
+import { beginProbation, endProbationByPin, isRolledBack, openProbation } from './probation.js';
 
 /**
  * Make the servers match a pinned deployment (call on start and after each applied policy). A new
@@ -19,9 +22,13 @@ import { effectiveDecision } from './decisions.js';
 export async function enforceDeployment(reg: Registry, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'>): Promise<PromoteResult | undefined> {
   if (deployment.mode !== 'pinned') return undefined;
   const s = reg.deployment();
-  if (s?.desired === deployment.version) return reconcile(reg, opts);
+  if (s?.desired === deployment.version) {
+    endProbationByPin(reg, deployment.version); // a pin of the version on probation keeps it
+    return reconcile(reg, opts);
+  }
   reg.audit('deployment.pinned', { version: deployment.version, previous: s?.desired ?? null });
-  return promote(reg, deployment.version, { ...opts, reason: `pinned by policy (${deployment.version})`, preempt: true });
+  const reason = endProbationByPin(reg, deployment.version);
+  return promote(reg, deployment.version, { ...opts, reason, canary: null, preempt: true });
 }
 
 /** One pass of the deployment controller: the pin when there is one, else the registry's desired version. */
@@ -30,25 +37,42 @@ export function convergeDeployment(reg: Registry, deployment: Deployment, opts: 
 }
 
 /** After a decision (or an approval): push the candidate when the mode allows it. */
-export async function promoteIfAllowed(reg: Registry, v: VersionInfo, deployment: Deployment, opts: Omit<PromoteOptions, 'reason'> & { log?: Logger }): Promise<PromoteResult | undefined> {
+export async function promoteIfAllowed(reg: Registry, v: VersionInfo, deployment: Deployment,
+  opts: Omit<PromoteOptions, 'reason' | 'canary'> & { log?: Logger; rollout?: RolloutPolicy }): Promise<PromoteResult | undefined> {
   const d = effectiveDecision(v);
   if (d !== 'promote') return undefined;
   if (deployment.mode !== 'auto') {
     reg.audit('promote.skipped', { version: v.version, mode: deployment.mode, reason: `deployment mode ${deployment.mode} keeps the served version` });
     return undefined;
   }
+  if (isRolledBack(v)) {
+    reg.audit('promote.skipped', { version: v.version, reason: `${v.version} was rolled back after probation; only a pin serves it again` });
+    return undefined;
+  }
+  const open = openProbation(reg);
+  if (open !== undefined && open.version !== v.version) {
+    reg.audit('promote.deferred', { version: v.version, on_probation: open.version, reason: `${open.version} is on probation; ${v.version} waits until it is stable` });
+    opts.log?.info('promotion deferred: another version is on probation', { version: v.version, on_probation: open.version });
+    return undefined;
+  }
+  const { rollout, ...promotion } = opts;
+  const canary = open === undefined ? beginProbation(reg, v, rollout) : undefined;
   const approved = v.manifest.gate?.approval?.approved === true;
-  return promote(reg, v.version, { ...opts, reason: approved ? `approved by ${v.manifest.gate?.approval?.by}` : 'gate' });
+  return promote(reg, v.version, { ...promotion, reason: approved ? `approved by ${v.manifest.gate?.approval?.by}` : 'gate', ...(canary === undefined ? {} : { canary }) });
 }
 
 /**
  * The newest version whose effective decision is `promote` and that is newer than the deployed
  * one: what the daemon's loop pushes in `auto` mode after an approval given elsewhere (the CLI
- * writes the approval to the registry; the daemon notices it here).
+ * writes the approval to the registry; the daemon notices it here), or after a probation that held
+ * it back ended. Never a rolled-back version, nor a candidate whose gate compared it with one.
  */
 export function nextToPromote(reg: Registry): VersionInfo | undefined {
   const deployed = reg.deployment()?.desired;
   const floor = deployed === undefined ? 0 : Number(deployed.slice(1));
-  const candidates = reg.list().filter((v) => v.number > floor && effectiveDecision(v) === 'promote');
+  const all = reg.list();
+  const rolledBack = new Set(all.filter(isRolledBack).map((v) => v.version));
+  const candidates = all.filter((v) => v.number > floor && effectiveDecision(v) === 'promote' && !rolledBack.has(v.version)
+    && !(v.manifest.parent !== null && rolledBack.has(v.manifest.parent)));
   return candidates.at(-1);
 }

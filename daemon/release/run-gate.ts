@@ -36,6 +36,6 @@ export async function runGate(reg: Registry, candidate: string, policy: Policy, 
   }
   const v = recordDecision(reg, candidate, decision, { seed });
   log.info('gate decided', { version: candidate, decision: decision.decision, reasons: decision.reasons });
-  const promoted = await promoteIfAllowed(reg, v, policy.deployment, promotion);
+  const promoted = await promoteIfAllowed(reg, v, policy.deployment, { ...promotion, rollout: policy.rollout });
   return { version: v, decision, promotion: promoted };
 }
