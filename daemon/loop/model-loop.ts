@@ -1,8 +1,9 @@
 /**
  * The training loop of every served model: one runtime per policy file, the scheduler that
  * starts rounds, a reconcile timer (retries lagging server targets, pushes approvals given
- * through the CLI), and the admin routes that act on models (trigger, rollback). Adapters come
- * in as factories from the composition root.
+ * through the CLI and candidates that waited for a probation), the probation monitor (watches a
+ * promoted version on live feedback, rolls back by a policy pin), and the admin routes that act
+ * on models (trigger, rollback). Adapters come in as factories from the composition root.
  */
 import { join } from 'node:path';
 import { AligndError, errorMessage } from '../base/errors.js';
@@ -22,6 +23,8 @@ import { sendJson, type Route } from '../http/route.js';
 import { openModelRuntime, type ModelRuntime } from './model-runtime.js';
 import { runTrainingRound, type RoundSummary } from './training-round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
+import { createCanaryMonitor, type CanaryMonitor, type ProbationView } from '../canary/monitor.js';
+import { probationRoutes } from '../canary/routes.js';
 import type { RuntimeOptions } from '../engine/sessions.js';
 
 export interface LoopOptions {
@@ -35,7 +38,7 @@ export interface LoopOptions {
   externalJudges?: SafetyJudge[];
   /** Execution provider and threads for the models' sessions. */
   runtime?: Partial<RuntimeOptions>;
-  /** min-new-examples check and reconcile intervals. */
+  /** min-new-examples check, reconcile and probation intervals. */
   pollMs?: number;
   reconcileMs?: number;
   /** Called after every round (the demo and tests watch rounds through it). */
@@ -60,11 +63,14 @@ export interface ModelStatus {
   reconcileRunning: boolean;
   reconcileSkippedTicks: number;
   policyRefusal: unknown;
+  /** The open (or last) probation: versions, status, canary weight, the decision's outcome and reason. */
+  probation: { version: string; previous: string; status: string; canaryWeight: number | null; outcome: string | null; reason: string | null } | null;
 }
 
 export interface Loop {
   runtimes: ModelRuntime[];
   scheduler: Scheduler;
+  canary: CanaryMonitor;
   status(): ModelStatus[];
   routes(): Route[];
   runtime(model: string): ModelRuntime;
@@ -126,6 +132,18 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     },
   });
 
+  const canary = createCanaryMonitor({ db: opts.buffer.db, log, models: runtimes.map((rt) => ({
+    model: rt.model, registry: rt.registry, policyFile: rt.policyFile, policy: () => rt.policy(), reload: () => rt.watcher.check(),
+    push: () => rt.pushOptions(controller.signal),
+  })) });
+  const canaryTimer = setInterval(() => {
+    canary.tick().catch((err: unknown) => {
+      opts.telemetry.instruments.errors.add(1, { component: 'canary' });
+      log.error('probation check failed; retried on the next tick', { err: errorMessage(err) });
+    });
+  }, opts.pollMs ?? 5000);
+  canaryTimer.unref();
+
   // The deployment controller: each tick compares what every server lists with what should be
   // served (the pin, else the registry's desired version) and pushes the difference; in auto mode
   // it also pushes versions approved elsewhere (CLI). At most one pass per model at a time: a
@@ -143,7 +161,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       const pass = (async () => {
         await convergeDeployment(rt.registry, p.deployment, rt.pushOptions(controller.signal));
         const next = p.deployment.mode === 'auto' ? nextToPromote(rt.registry) : undefined;
-        if (next !== undefined) await promoteIfAllowed(rt.registry, next, p.deployment, rt.pushOptions(controller.signal));
+        if (next !== undefined) await promoteIfAllowed(rt.registry, next, p.deployment, { ...rt.pushOptions(controller.signal), rollout: p.rollout });
       })().catch((err: unknown) => {
         opts.telemetry.instruments.errors.add(1, { component: 'reconcile' });
         log.error('reconcile failed; retried on the next tick', { model: rt.model, err: errorMessage(err) });
@@ -166,6 +184,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
         lastDecision: last?.result.decision ?? null, lastRound: last?.round ?? null, lastRoundFigures: last?.result ?? null,
         roundRunning: scheduler.running(rt.model), policyRefusal: rt.watcher.lastRefusal() ?? null,
         reconcileRunning: reconciling.has(rt.model), reconcileSkippedTicks: skippedTicks.get(rt.model) ?? 0,
+        probation: probationSummary(canary.view(rt.model)),
       };
     });
   }
@@ -174,8 +193,9 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     return [
       ...gateRoutes({ registryRoot, onApproved: async (reg, v) => {
         const rt = byModel(reg.model);
-        await promoteIfAllowed(reg, v, rt.policy().deployment, rt.pushOptions(controller.signal));
+        await promoteIfAllowed(reg, v, rt.policy().deployment, { ...rt.pushOptions(controller.signal), rollout: rt.policy().rollout });
       } }),
+      ...probationRoutes(canary, () => runtimes.map((rt) => rt.model)),
       { method: 'POST', path: '/v1/models/:model/trigger', admin: true, handler: (_q, res, p) => {
         const rt = runtimes.find((r) => r.model === p['model']);
         if (rt === undefined) return sendJson(res, 404, { error: `no policy for model ${JSON.stringify(p['model'])}` });
@@ -213,13 +233,19 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
   }
 
   return {
-    runtimes, scheduler, status, routes, runtime: byModel,
+    runtimes, scheduler, canary, status, routes, runtime: byModel,
     async stop() {
       controller.abort();
       clearInterval(reconcileTimer);
+      clearInterval(canaryTimer);
       await scheduler.stop();
       await Promise.all(runtimes.map((rt) => rt.stop()));
       await Promise.all([...reconciling.values()]);
     },
   };
+}
+
+function probationSummary(v: ProbationView | null): ModelStatus['probation'] {
+  if (v === null) return null;
+  return { version: v.version, previous: v.previous, status: v.status, canaryWeight: v.canary_weight, outcome: v.decision?.outcome ?? null, reason: v.decision?.reason ?? null };
 }
