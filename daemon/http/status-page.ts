@@ -2,7 +2,10 @@
  * The status page (`GET /`): one self-contained HTML document (no CDN: daemons run on closed
  * networks) that polls /v1/status and /v1/history and draws SVG line charts — round loss, KL
  * against both budgets, reward lower bound, unsafe upper bound against its limit, the decisions
- * timeline and the ingest rate. Each chart's <svg> carries data-points = the points it drew.
+ * timeline and the ingest rate; and for a version on probation, both versions' live signals with
+ * their confidence sequences over time, the difference with its sequence against 0 and the margin,
+ * and the decision when it comes (from /v1/models/:model/probation). Each chart's <svg> carries
+ * data-points = the points it drew.
  */
 export const STATUS_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>alignd status</title>
@@ -16,10 +19,13 @@ export const STATUS_PAGE = `<!doctype html>
  .legend span{margin-right:.8rem;font-size:.8rem} table{border-collapse:collapse;width:100%}
  td,th{border-bottom:1px solid #eee;padding:.25rem .4rem;text-align:left;font-size:.85rem}
  .promote{color:#1a7f37}.reject{color:#cf222e}.hold{color:#9a6700}.discarded{color:#6e7781}
+ .stable{color:#1a7f37}.rollback{color:#cf222e}.watching{color:#0969da} #probation-decision{margin-top:.4rem}
 </style></head>
 <body>
 <h1>alignd</h1><div class="sub" id="summary">loading…</div>
-<div class="card" style="margin-bottom:1rem"><h2>Models</h2><table id="models"><thead><tr><th>model</th><th>deployed</th><th>server name</th><th>candidate</th><th>last decision</th><th>last round</th></tr></thead><tbody></tbody></table></div>
+<div class="card" style="margin-bottom:1rem"><h2>Models</h2><table id="models"><thead><tr><th>model</th><th>deployed</th><th>server name</th><th>candidate</th><th>last decision</th><th>last round</th><th>probation</th></tr></thead><tbody></tbody></table></div>
+<div class="card" id="probation" style="margin-bottom:1rem" hidden><h2>Probation</h2><div id="probation-summary"></div><div id="probation-decision"></div>
+ <div class="grid" id="probation-charts" style="margin-top:.6rem"></div></div>
 <div class="grid">
  <div class="card"><h2>Round loss</h2><svg id="chart-loss" data-points="0"></svg><div class="legend" id="legend-loss"></div></div>
  <div class="card"><h2>KL against budgets (nats/token)</h2><svg id="chart-kl" data-points="0"></svg><div class="legend" id="legend-kl"></div></div>
@@ -63,9 +69,12 @@ async function refresh() {
   const tbody = document.querySelector('#models tbody'); tbody.innerHTML = '';
   for (const m of status.models || []) {
     const tr = document.createElement('tr');
-    for (const v of [m.model, m.deployed ?? '—', m.serverName ?? '—', m.candidate ?? '—', m.lastDecision ?? '—', m.lastRound ?? '—']) { const td = document.createElement('td'); td.textContent = String(v); tr.appendChild(td); }
+    const pr = m.probation ? m.probation.version + ' ' + m.probation.status : '—';
+    for (const v of [m.model, m.deployed ?? '—', m.serverName ?? '—', m.candidate ?? '—', m.lastDecision ?? '—', m.lastRound ?? '—', pr]) { const td = document.createElement('td'); td.textContent = String(v); tr.appendChild(td); }
     tbody.appendChild(tr);
   }
+  const onProbation = (status.models || []).find(m => m.probation);
+  if (onProbation) await drawProbation(onProbation.model);
   const rounds = history.rounds || [];
   const models = [...new Set(rounds.map(r => r.model))];
   const byModel = (f) => models.map(m => ({ name: m, points: rounds.filter(r => r.model === m && r.result[f] !== undefined && r.result[f] !== null).map(r => [r.at, r.result[f]]) }));
@@ -84,6 +93,47 @@ async function refresh() {
   draw('chart-decisions', models.map(m => ({ name: m, points: [], markers: rounds.filter(r => r.model === m).map(r => ({ t: r.at, y: level[r.result.decision] ?? 0, cls: r.result.decision })) })));
   draw('chart-ingest', [{ name: 'events/s', points: (history.ingest || []).map(s => [s.t, s.eventsPerS]) }]);
   document.body.dataset.loaded = String(Date.now());
+}
+function chartCard(parent, id, title) {
+  let svg = document.getElementById(id);
+  if (svg) return;
+  const card = document.createElement('div'); card.className = 'card';
+  const h = document.createElement('h2'); h.textContent = title; card.appendChild(h);
+  svg = document.createElementNS(NS, 'svg'); svg.id = id; svg.dataset.points = '0'; card.appendChild(svg);
+  const legend = document.createElement('div'); legend.className = 'legend'; legend.id = id.replace('chart', 'legend'); card.appendChild(legend);
+  parent.appendChild(card);
+}
+// One probation: per compared signal, both versions with their confidence sequences, and the difference.
+async function drawProbation(model) {
+  const { probation: p } = await fetch('/v1/models/' + encodeURIComponent(model) + '/probation').then(r => r.json());
+  const box = document.getElementById('probation');
+  if (!p) { box.hidden = true; return; }
+  box.hidden = false;
+  const f = p.figures || { metrics: [], canaryEvents: 0, baselineEvents: 0 };
+  document.getElementById('probation-summary').textContent = model + ' ' + p.version + ' against ' + p.previous + ' since ' + p.started_at +
+    (p.canary_weight === null ? ' · all traffic' : ' · canary weight ' + Math.round(p.canary_weight * 100) + '%') +
+    ' · ' + f.canaryEvents + ' feedback events on ' + p.version + ', ' + f.baselineEvents + ' on ' + p.previous + ' · ' + p.status;
+  const dec = document.getElementById('probation-decision');
+  dec.className = p.decision ? p.decision.outcome : 'watching';
+  dec.dataset.outcome = p.decision ? p.decision.outcome : '';
+  dec.textContent = p.decision ? p.decision.outcome + ' (' + p.decision.by + ', ' + p.decision.at + '): ' + p.decision.reason : 'watching: no decision yet';
+  const tl = p.timeline || [];
+  const charts = document.getElementById('probation-charts');
+  for (const m of f.metrics) {
+    const pts = tl.filter(q => q.metrics[m.metric]);
+    if (pts.length === 0) continue;
+    const id = 'chart-probation-' + m.metric;
+    chartCard(charts, id, m.metric + ': ' + p.version + ' and ' + p.previous + ' (harm, confidence sequences)');
+    chartCard(charts, id + '-difference', m.metric + ': ' + p.version + ' − ' + p.previous + ' (0 and the margin ' + m.margin + ')');
+    const s = (arm, k, name, color, dashed) => ({ name, color, dashed, points: pts.map(q => [q.at, q.metrics[m.metric][arm][k]]) });
+    draw(id, [s('canary', 0, p.version, '#cf222e'), s('canary', 1, p.version + ' lower', '#cf222e', true), s('canary', 2, p.version + ' upper', '#cf222e', true),
+      s('baseline', 0, p.previous, '#0969da'), s('baseline', 1, p.previous + ' lower', '#0969da', true), s('baseline', 2, p.previous + ' upper', '#0969da', true)]);
+    const ends = [pts[0].at, pts[pts.length - 1].at];
+    const marker = p.decision ? [{ t: new Date(p.decision.at).getTime(), y: pts[pts.length - 1].metrics[m.metric].difference[0], cls: p.decision.outcome }] : [];
+    draw(id + '-difference', [{ name: 'difference', color: '#8250df', points: pts.map(q => [q.at, q.metrics[m.metric].difference[0]]), markers: marker },
+      s('difference', 1, 'lower', '#8250df', true), s('difference', 2, 'upper', '#8250df', true),
+      { name: '0', color: '#6e7781', points: ends.map(x => [x, 0]) }, { name: 'margin', color: '#9a6700', dashed: true, points: ends.map(x => [x, m.margin]) }]);
+  }
 }
 refresh().catch(e => { document.getElementById('summary').textContent = 'status unavailable: ' + e.message; });
 setInterval(() => refresh().catch(() => {}), 5000);

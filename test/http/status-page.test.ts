@@ -3,7 +3,7 @@
  * when missing) against the real daemon: every plot must carry data.
  */
 import t from 'tap';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -11,6 +11,17 @@ import { openBuffer } from '../../daemon/store/buffer.js';
 import { spawnDaemon } from '../harness/daemon.js';
 import { makeEvent } from '../harness/events.js';
 import { CHROMIUM_ARGS, ensureChromium } from '../harness/chromium.js';
+import { waitFor } from '../harness/loop.js';
+import { liveUsers, toFeedbackEvent, TYPICAL, type VersionBehaviour } from '../harness/live-users.js';
+import { openRegistry } from '../../daemon/registry/registry.js';
+import { recordDecision } from '../../daemon/release/decisions.js';
+import { promoteIfAllowed } from '../../daemon/release/deploy.js';
+import { loadPolicy } from '../../daemon/policy/load.js';
+import { serverTargets } from '../../adapters/servers/index.js';
+import { parseModelConfig } from '../../daemon/model/hf-config.js';
+import { initLora } from '../../daemon/model/lora.js';
+import { writePeftAdapter } from '../../daemon/model/peft.js';
+import { TINY_CONFIG } from '../../daemon/model/tiny.js';
 
 // Page-side expressions are strings: the tests' tsconfig has no DOM lib (it would retype fetch).
 
@@ -60,4 +71,74 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   const metrics = await (await fetch(`${d.url}/metrics`)).text();
   t.match(metrics, /alignd_ingest_events_total\{outcome="stored"[^}]*\} 100\b/);
   t.match(metrics, /alignd_buffer_events\{[^}]*\} 100\b/);
+});
+
+t.test('status page: a version on probation, both versions with their confidence sequences, then the decision', async (t) => {
+  const executablePath = ensureChromium();
+  const dataDir = mkdtempSync(join(tmpdir(), 'alignd-page-probation-'));
+  const policyFile = join(dataDir, 'tiny.yaml');
+  writeFileSync(policyFile, `model: tiny
+base_model: { path: builtin:tiny }
+schedule: { cron: "0 0 1 1 *", min_new_examples: 1000000 }   # no rounds: probation only
+servers: [{ kind: file_drop, dir: ${JSON.stringify(join(dataDir, 'served'))} }]
+rollout: { enabled: true, canary_weight: 0.5, metrics: [down_vote_share, mean_rating] }
+deployment: auto
+`);
+  // Two versions promoted as the gate would, v2 on probation against v1 (before the daemon starts).
+  const reg = openRegistry(join(dataDir, 'registry'), 'tiny');
+  const spec = parseModelConfig(TINY_CONFIG, 'tiny');
+  const policy = loadPolicy(policyFile);
+  for (let i = 1; i <= 2; i++) {
+    const adapter = initLora(spec, { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, i);
+    const v = reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
+    recordDecision(reg, v.version, { decision: 'promote', reasons: [], checks: [] });
+    await promoteIfAllowed(reg, reg.get(v.version)!, policy.deployment, { targets: serverTargets(policy.servers), retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, rollout: policy.rollout });
+  }
+  t.match(reg.get('v2')!.manifest.probation, { status: 'watching', previous: 'v1' });
+
+  const d = await spawnDaemon(['--policy', policyFile, '--data-dir', dataDir], { ALIGND_LOOP_POLL_MS: '200' });
+  t.teardown(() => d.stop('SIGKILL'));
+  let ids = 0;
+  const send = async (behaviour: VersionBehaviour, n: number, seed: number): Promise<void> => {
+    const next = liveUsers({ seed, canary: behaviour, baseline: TYPICAL, canaryWeight: 0.5 });
+    const body = Array.from({ length: n }, () => {
+      const e = next();
+      return JSON.stringify(toFeedbackEvent(e, 'tiny', e.arm === 'canary' ? 'v2' : 'v1', `live-${seed}-${ids++}`));
+    }).join('\n');
+    const r = await fetch(`${d.url}/v1/feedback`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body });
+    t.equal(r.status, 202, `${n} events taken`);
+  };
+  const probation = async (): Promise<{ status: string; figures: { canaryEvents: number } | null } | null> =>
+    ((await (await fetch(`${d.url}/v1/models/tiny/probation`)).json()) as { probation: { status: string; figures: { canaryEvents: number } | null } | null }).probation;
+  for (let seed = 1; seed <= 4; seed++) await send(TYPICAL, 40, seed); // a few at a time: the timeline gets points
+  await waitFor(async () => ((await probation())?.figures?.canaryEvents ?? 0) >= 60, 30_000, 'the monitor read the feedback');
+
+  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(d.url + '/');
+  await page.waitForFunction(`document.getElementById('chart-probation-down_vote_share') !== null`, undefined, { timeout: 30_000 });
+  t.same(errors, [], 'no script errors');
+  t.match(await page.textContent('#probation-summary'), /tiny v2 against v1 since .* canary weight 50% · \d+ feedback events on v2, \d+ on v1 · watching/);
+  t.match(await page.textContent('#probation-decision'), /watching: no decision yet/);
+  const series = await page.evaluate(`[...document.querySelectorAll('#chart-probation-down_vote_share polyline')].map((p) => p.dataset.series)`) as string[];
+  t.same(series, ['v2', 'v2 lower', 'v2 upper', 'v1', 'v1 lower', 'v1 upper'], 'both versions, each with its confidence sequence');
+  const diff = await page.evaluate(`[...document.querySelectorAll('#chart-probation-down_vote_share-difference polyline')].map((p) => p.dataset.series)`) as string[];
+  t.same(diff, ['difference', 'lower', 'upper', '0', 'margin']);
+  const points = await page.evaluate(`Number(document.getElementById('chart-probation-down_vote_share').dataset.points)`) as number;
+  t.ok(points >= 6, `points drawn (${points})`);
+  t.match(await page.textContent('#models tbody'), /v2 watching/);
+
+  // Worse feedback: rolled back; the page shows the decision on the next refresh.
+  for (let seed = 10; seed < 20 && (await probation())?.status === 'watching'; seed++) {
+    await send({ ...TYPICAL, downShare: 0.7 }, 100, seed);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  await waitFor(async () => (await probation())?.status === 'rolled_back', 30_000, 'rolled back');
+  await page.reload();
+  await page.waitForFunction(`document.getElementById('probation-decision').dataset.outcome === 'rollback'`, undefined, { timeout: 30_000 });
+  t.match(await page.textContent('#probation-decision'), /^rollback \(alignd, .*\): v2 is confidently worse than v1 on down_vote_share/);
+  t.equal(await page.evaluate(`document.querySelectorAll('#chart-probation-down_vote_share-difference [data-decision=rollback]').length`), 1, 'the decision is marked on the difference chart');
 });
