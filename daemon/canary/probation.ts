@@ -190,7 +190,7 @@ export function startProbation(o: ProbationOptions): Probation {
     const cn = estimateOf(c.arms.canary);
     const bs = estimateOf(c.arms.baseline);
     const band = d.lower === undefined ? '' : `, confidence sequence [${fmt(d.lower, true)}, ${fmt(d.upper!, true)}]`;
-    return `${c.metric} ${vc} ${fmt(cn.estimate ?? NaN)} vs ${vb} ${fmt(bs.estimate ?? NaN)}: difference ${fmt(d.estimate ?? NaN, true)}${band} over ${d.n} pairs`;
+    return `${c.metric}${c.metric === 'mean_rating' ? ' (as 1 − rating)' : ''} ${vc} ${fmt(cn.estimate ?? NaN)} vs ${vb} ${fmt(bs.estimate ?? NaN)}: difference ${fmt(d.estimate ?? NaN, true)}${band} over ${d.n} pairs`;
   };
 
   const decide = (d: Omit<ProbationDecision, 'canaryEvents' | 'at'>): ProbationDecision => {

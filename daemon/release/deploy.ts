@@ -65,9 +65,11 @@ export async function promoteIfAllowed(reg: Registry, v: VersionInfo, deployment
  * The newest version whose effective decision is `promote` and that is newer than the deployed
  * one: what the daemon's loop pushes in `auto` mode after an approval given elsewhere (the CLI
  * writes the approval to the registry; the daemon notices it here), or after a probation that held
- * it back ended. Never a rolled-back version, nor a candidate whose gate compared it with one.
+ * it back ended (none while one is open). Never a rolled-back version, nor a candidate whose gate
+ * compared it with one.
  */
 export function nextToPromote(reg: Registry): VersionInfo | undefined {
+  if (openProbation(reg) !== undefined) return undefined; // candidates wait for the version on probation
   const deployed = reg.deployment()?.desired;
   const floor = deployed === undefined ? 0 : Number(deployed.slice(1));
   const all = reg.list();

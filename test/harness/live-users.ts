@@ -61,7 +61,8 @@ export function liveUsers(o: LiveUsersOptions): () => ProbationEvent {
 
 /** One simulated event as a real feedback event of `model` at `version`. */
 export function toFeedbackEvent(e: ProbationEvent, model: string, version: string, id: string): FeedbackEvent {
-  const base = { event_id: id, ts: new Date().toISOString(), model, model_version: version, prompt: `question ${id.length % 7}`,
+  // A prompt of its own: live feedback on distinct questions pairs into no training examples.
+  const base = { event_id: id, ts: new Date().toISOString(), model, model_version: version, prompt: `question ${id}`,
     source: { user: `user-${id.length % 13}`, ...(e.tenant === null ? {} : { tenant: e.tenant }), channel: 'live' } };
   switch (e.kind) {
     case 'binary': return { ...base, kind: 'binary', response: 'an answer', label: e.label === 'down' ? 'down' : 'up' };

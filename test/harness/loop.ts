@@ -17,6 +17,8 @@ export interface LoopPolicyOptions {
   /** Cron schedule; the default (once a year) keeps rounds to the min-new-examples trigger. */
   cron?: string;
   keepVersions?: number;
+  /** A `rollout:` section's body (YAML, indented two spaces): probation after each promotion. */
+  rollout?: string;
 }
 
 /**
@@ -67,6 +69,7 @@ probes:
 servers:
 ${servers}data: { max_user_share: 1, max_tenant_share: 1 }
 retention: { keep_versions: ${o.keepVersions ?? 10} }
+${o.rollout === undefined ? '' : `rollout:\n${o.rollout}`}# promote what passes the gate
 deployment: auto
 `;
 }
