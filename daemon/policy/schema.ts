@@ -135,7 +135,7 @@ export const rolloutPolicySchema = z.strictObject({
   canary_weight: z.number().gt(0).lt(1).nullable().default(null),
   /** Compare per tenant too, when the previous version's feedback carries tenants. */
   per_tenant: z.boolean().default(true),
-  /** Without a staged rollout: the previous version's last observations per metric that serve as the baseline. */
+  /** Without a staged rollout: the previous version's last feedback events before the promotion, the baseline. */
   baseline_events: z.number().int().positive().default(5000),
   /** At max_hours: `stable_if_not_worse` (stable when every estimate is no worse, else hold) or `hold` (a person decides). */
   on_timeout: z.enum(['stable_if_not_worse', 'hold']).default('stable_if_not_worse'),
