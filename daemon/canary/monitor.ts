@@ -153,6 +153,8 @@ export function createCanaryMonitor(opts: { db: Db; models: CanaryModel[]; log: 
         decision = w.probation.observe(toEvent(row, w.names[row.model_version]!));
         if (decision !== undefined) break;
       }
+      // A long backlog (a restart replays the whole watch) must not hold the event loop: yield between pages.
+      if (rows === PAGE) await new Promise((r) => setImmediate(r));
     }
     decision ??= w.probation.expire(now);
     if (decision === undefined) return;

@@ -104,6 +104,8 @@ export interface Probation {
 }
 
 const TIMELINE_POINTS = 200;
+/** Unpaired observations kept per arm of one tenant's comparison. */
+const TENANT_QUEUE = 1000;
 
 interface ArmSums { n: number; sum: number; cs: ConfidenceSequence | undefined }
 
@@ -160,7 +162,8 @@ export function startProbation(o: ProbationOptions): Probation {
     const key = `${metric}\0${tenant}`;
     let tc = tenantTests.get(key);
     if (tc === undefined) {
-      tc = { pairing: arrivalPairing(Math.max(10_000, r.baseline_events)), worse: sequentialMeanTest(differenceToUnit(0), 'above', tenantAlpha(tenantOrder.get(tenant) ?? 1)) };
+      // Pairing takes the most recent partner, so a short queue per tenant loses little and bounds memory with many tenants.
+      tc = { pairing: arrivalPairing(TENANT_QUEUE), worse: sequentialMeanTest(differenceToUnit(0), 'above', tenantAlpha(tenantOrder.get(tenant) ?? 1)) };
       tenantTests.set(key, tc);
     }
     return tc;

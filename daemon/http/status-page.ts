@@ -112,7 +112,8 @@ async function drawProbation(model) {
   const f = p.figures || { metrics: [], canaryEvents: 0, baselineEvents: 0 };
   document.getElementById('probation-summary').textContent = model + ' ' + p.version + ' against ' + p.previous + ' since ' + p.started_at +
     (p.canary_weight === null ? ' · all traffic' : ' · canary weight ' + Math.round(p.canary_weight * 100) + '%') +
-    ' · ' + f.canaryEvents + ' feedback events on ' + p.version + ', ' + f.baselineEvents + ' on ' + p.previous + ' · ' + p.status;
+    ' · ' + f.canaryEvents + ' feedback events on ' + p.version + ', ' + f.baselineEvents + ' on ' + p.previous +
+    (f.exposures && f.exposures.canary + f.exposures.baseline > 0 ? ' · exposures ' + f.exposures.canary + ' / ' + f.exposures.baseline : '') + ' · ' + p.status;
   const dec = document.getElementById('probation-decision');
   dec.className = p.decision ? p.decision.outcome : 'watching';
   dec.dataset.outcome = p.decision ? p.decision.outcome : '';
@@ -123,14 +124,16 @@ async function drawProbation(model) {
     const pts = tl.filter(q => q.metrics[m.metric]);
     if (pts.length === 0) continue;
     const id = 'chart-probation-' + m.metric;
-    chartCard(charts, id, m.metric + ': ' + p.version + ' and ' + p.previous + ' (harm, confidence sequences)');
+    // x: feedback events on the new version, the sequences' own clock (feedback arrives in bursts).
+    chartCard(charts, id, m.metric + ': ' + p.version + ' and ' + p.previous + ' (harm, confidence sequences; x: events on ' + p.version + ')');
     chartCard(charts, id + '-difference', m.metric + ': ' + p.version + ' − ' + p.previous + ' (0 and the margin ' + m.margin + ')');
-    const s = (arm, k, name, color, dashed) => ({ name, color, dashed, points: pts.map(q => [q.at, q.metrics[m.metric][arm][k]]) });
+    const s = (arm, k, name, color, dashed) => ({ name, color, dashed, points: pts.map(q => [q.canaryEvents, q.metrics[m.metric][arm][k]]) });
     draw(id, [s('canary', 0, p.version, '#cf222e'), s('canary', 1, p.version + ' lower', '#cf222e', true), s('canary', 2, p.version + ' upper', '#cf222e', true),
       s('baseline', 0, p.previous, '#0969da'), s('baseline', 1, p.previous + ' lower', '#0969da', true), s('baseline', 2, p.previous + ' upper', '#0969da', true)]);
-    const ends = [pts[0].at, pts[pts.length - 1].at];
-    const marker = p.decision ? [{ t: new Date(p.decision.at).getTime(), y: pts[pts.length - 1].metrics[m.metric].difference[0], cls: p.decision.outcome }] : [];
-    draw(id + '-difference', [{ name: 'difference', color: '#8250df', points: pts.map(q => [q.at, q.metrics[m.metric].difference[0]]), markers: marker },
+    const last = pts[pts.length - 1];
+    const ends = [pts[0].canaryEvents, last.canaryEvents];
+    const marker = p.decision ? [{ t: last.canaryEvents, y: last.metrics[m.metric].difference[0], cls: p.decision.outcome }] : [];
+    draw(id + '-difference', [{ name: 'difference', color: '#8250df', points: pts.map(q => [q.canaryEvents, q.metrics[m.metric].difference[0]]), markers: marker },
       s('difference', 1, 'lower', '#8250df', true), s('difference', 2, 'upper', '#8250df', true),
       { name: '0', color: '#6e7781', points: ends.map(x => [x, 0]) }, { name: 'margin', color: '#9a6700', dashed: true, points: ends.map(x => [x, m.margin]) }]);
   }
