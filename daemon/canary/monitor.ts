@@ -11,8 +11,10 @@
  *   candidates that waited are promoted by the loop's reconcile.
  * - hold: recorded with what a person can do (`alignd approve`, `alignd rollback`).
  *
- * The comparison lives in memory and is rebuilt from the stored events after a restart (the same
- * events in the same order give the same figures), so nothing but decisions needs persisting.
+ * Switching `rollout.enabled` off during a probation keeps the version (stable, by policy); a
+ * `frozen` deployment pauses the watch. The comparison lives in memory and is rebuilt from the
+ * stored events after a restart (the same events in the same order give the same figures), so
+ * nothing but decisions needs persisting.
  */
 import { errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
@@ -133,6 +135,17 @@ export function createCanaryMonitor(opts: { db: Db; models: CanaryModel[]; log: 
   async function tickModel(m: CanaryModel, now: number): Promise<void> {
     await endStagedRollout(m);
     const open = openProbation(m.registry);
+    const p = m.policy();
+    if (open !== undefined && !p.rollout.enabled) {
+      // A person switched probation off: the version stays, unwatched, and candidates may follow.
+      recordProbationDecision(m.registry, open.version, { outcome: 'stable', by: 'policy',
+        reason: `rollout.enabled was set to false while ${open.version} was on probation: it is kept and no longer watched` });
+      watches.delete(m.model);
+      await endStagedRollout(m);
+      return;
+    }
+    // A frozen deployment changes nothing, a rollback included: the watch resumes when it is unfrozen.
+    if (p.deployment.mode === 'frozen') return;
     const rec = open?.manifest.probation;
     const s = m.registry.deployment();
     if (open === undefined || rec?.status !== 'watching' || s?.desired !== open.version || !s.complete) {

@@ -232,6 +232,24 @@ t.test('max_hours without a decision holds for a person; approve keeps the versi
   t.equal(s.reg.get('v2')!.manifest.probation?.status, 'stable', 'nothing reopens it');
 });
 
+t.test('frozen pauses the watch; switching rollout off keeps the version and lets the waiting candidate go', async (t) => {
+  const s = await onProbation(t);
+  await s.promote('v3');
+  const monitor = s.monitor();
+  writeFileSync(s.policyFile, readFileSync(s.policyFile, 'utf8').replace('deployment: auto', 'deployment: frozen'));
+  await s.rt.watcher.check();
+  s.send('v2', WORSE, 400, 5);
+  await monitor.tick();
+  t.equal(s.reg.get('v2')!.manifest.probation?.status, 'watching', 'frozen: no rollback, however bad the feedback');
+  t.same(s.rt.policy().deployment, { mode: 'frozen' });
+  writeFileSync(s.policyFile, readFileSync(s.policyFile, 'utf8').replace('  enabled: true\n', '  enabled: false\n').replace('deployment: frozen', 'deployment: auto'));
+  await s.rt.watcher.check();
+  await monitor.tick();
+  t.match(s.reg.get('v2')!.manifest.probation, { status: 'stable', decision: { by: 'policy', reason: /rollout.enabled was set to false while v2 was on probation/ } });
+  t.match(s.reg.deployment(), { desired: 'v2', canary: null }, 'the canary weight ended');
+  t.equal(nextToPromote(s.reg)?.version, 'v3');
+});
+
 t.test('a restart replays the stored events to the same decision', async (t) => {
   const s = await onProbation(t);
   s.send('v2', WORSE, 60, 3);
