@@ -14,14 +14,11 @@
  *    users treat both alike; v3 leaves probation as stable and takes all traffic.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
-import { createTopics, startBroker } from '../harness/kafka.js';
-import { startFakeVllm } from '../harness/vllm-server.js';
 import { spawnDaemon } from '../harness/daemon.js';
-import { feedbackLines, modelStatus, stopWithin, waitFor, writeLoopPolicy } from '../harness/loop.js';
+import { feedbackLines, modelStatus, startLoopRig, stopWithin, waitFor, writeLoopPolicy } from '../harness/loop.js';
 import { liveUsers, toFeedbackEvent, TYPICAL, type VersionBehaviour } from '../harness/live-users.js';
 import { readTopic } from '../kafka/util.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
@@ -32,14 +29,7 @@ const TOPIC = 'alignd.feedback';
 /** The bound on live feedback events (both versions) by which a clearly worse version must be rolled back. */
 const ROLLBACK_WITHIN = 1500;
 const STABLE_WITHIN = 6000;
-const dir = mkdtempSync(join(tmpdir(), 'alignd-e2e-canary-'));
-t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-const broker = await startBroker();
-t.teardown(() => broker.close());
-await createTopics(broker.brokers, [{ topic: TOPIC, numPartitions: 2 }, { topic: 'alignd.promotions' }]);
-const vllm = await startFakeVllm();
-t.teardown(() => vllm.close());
+const { dir, broker, vllm } = await startLoopRig(t, 'alignd-e2e-canary-', TOPIC);
 const policyFile = writeLoopPolicy(join(dir, 'canary.yaml'), {
   model: MODEL, vllmUrls: [vllm.url], minNewExamples: 24,
   rollout: '  enabled: true\n  min_events: 100\n  canary_weight: 0.5\n  margin: 0.1\n  metrics: [down_vote_share, mean_rating]\n',

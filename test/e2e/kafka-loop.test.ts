@@ -10,26 +10,17 @@
  */
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { consoleProduce, createTopics, startBroker } from '../harness/kafka.js';
-import { startFakeVllm } from '../harness/vllm-server.js';
+import { consoleProduce } from '../harness/kafka.js';
 import { mainJs, spawnDaemon } from '../harness/daemon.js';
-import { feedbackLines, modelStatus, stopWithin, waitFor, writeLoopPolicy } from '../harness/loop.js';
+import { feedbackLines, modelStatus, startLoopRig, stopWithin, waitFor, writeLoopPolicy } from '../harness/loop.js';
 import { readTopic } from '../kafka/util.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 
 const MODEL = 'e2e';
 const TOPIC = 'alignd.feedback';
-const dir = mkdtempSync(join(tmpdir(), 'alignd-e2e-kafka-'));
-t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-const broker = await startBroker();
-t.teardown(() => broker.close());
-await createTopics(broker.brokers, [{ topic: TOPIC, numPartitions: 2 }, { topic: 'alignd.promotions' }]);
-const vllm = await startFakeVllm();
-t.teardown(() => vllm.close());
+const { dir, broker, vllm } = await startLoopRig(t, 'alignd-e2e-kafka-', TOPIC);
 
 const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, vllmUrls: [vllm.url], minNewExamples: 24 });
 const dataDir = join(dir, 'data');

@@ -3,8 +3,12 @@
  * promote the tiny model within seconds, synthetic preference feedback for it (the gold rule of
  * test/align/synthetic.ts: more 'a' is better), polling, and the daemon's RSS from /proc.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { preferenceEvents } from '../align/synthetic.js';
+import { createTopics, startBroker, type Broker } from './kafka.js';
+import { startFakeVllm, type FakeVllm } from './vllm-server.js';
 
 export interface LoopPolicyOptions {
   model: string;
@@ -82,6 +86,21 @@ export function writeLoopPolicy(path: string, o: LoopPolicyOptions): string {
 /** `n` preference events (JSON lines) for `model`, chosen = more 'a' (10% label noise). */
 export function feedbackLines(model: string, n: number, seed: number, idPrefix: string): string[] {
   return preferenceEvents(n, seed, 0.1, idPrefix).map((e) => JSON.stringify({ ...e, model, ts: new Date().toISOString() }));
+}
+
+/**
+ * What the full-loop e2e tests run against: a temp dir, a real Kafka broker with the feedback topic
+ * (2 partitions) and the promotions topic, and the vLLM-speaking server; all torn down with `t`.
+ */
+export async function startLoopRig(t: { teardown(fn: () => unknown): void }, prefix: string, topic = 'alignd.feedback'): Promise<{ dir: string; broker: Broker; vllm: FakeVllm }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const broker = await startBroker();
+  t.teardown(() => broker.close());
+  await createTopics(broker.brokers, [{ topic, numPartitions: 2 }, { topic: 'alignd.promotions' }]);
+  const vllm = await startFakeVllm();
+  t.teardown(() => vllm.close());
+  return { dir, broker, vllm };
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

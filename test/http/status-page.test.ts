@@ -2,11 +2,11 @@
  * The status page rendered in headless Chromium (Debian's package, installed by the test setup
  * when missing) against the real daemon: every plot must carry data.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { chromium, type Page } from 'playwright-core';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { spawnDaemon } from '../harness/daemon.js';
 import { makeEvent } from '../harness/events.js';
@@ -24,6 +24,17 @@ import { writePeftAdapter } from '../../daemon/model/peft.js';
 import { TINY_CONFIG } from '../../daemon/model/tiny.js';
 
 // Page-side expressions are strings: the tests' tsconfig has no DOM lib (it would retype fetch).
+
+/** The status page of the daemon at `url` in headless Chromium, with the page's script errors collected. */
+async function openPage(t: Test, executablePath: string, url: string): Promise<{ page: Page; errors: string[] }> {
+  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(url + '/');
+  return { page, errors };
+}
 
 t.test('status page plots round figures, decisions and ingest rate', async (t) => {
   const executablePath = ensureChromium();
@@ -45,12 +56,7 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
     await new Promise((r) => setTimeout(r, 250));
   }
 
-  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
-  t.teardown(() => browser.close());
-  const page = await browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(d.url + '/');
+  const { page, errors } = await openPage(t, executablePath, d.url);
   await page.waitForFunction(`document.body.dataset.loaded !== undefined`, undefined, { timeout: 30_000 });
   const points = await page.evaluate(`Object.fromEntries([...document.querySelectorAll('svg[id^=chart-]')].map((s) => [s.id, Number(s.dataset.points)]))`) as Record<string, number>;
   t.same(errors, [], 'no script errors');
@@ -113,12 +119,7 @@ deployment: auto
   for (let seed = 1; seed <= 4; seed++) await send(TYPICAL, 40, seed); // a few at a time: the timeline gets points
   await waitFor(async () => ((await probation())?.figures?.canaryEvents ?? 0) >= 60, 30_000, 'the monitor read the feedback');
 
-  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
-  t.teardown(() => browser.close());
-  const page = await browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(d.url + '/');
+  const { page, errors } = await openPage(t, executablePath, d.url);
   await page.waitForFunction(`document.getElementById('chart-probation-down_vote_share') !== null`, undefined, { timeout: 30_000 });
   t.same(errors, [], 'no script errors');
   t.match(await page.textContent('#probation-summary'), /tiny v2 against v1 since .* canary weight 50% · \d+ feedback events on v2, \d+ on v1 · watching/);
