@@ -19,7 +19,8 @@ export const ALIGND_NOTE = 'alignd:';
  */
 export function setDeploymentInText(text: string, deployment: Deployment, note?: string): string {
   const doc = parseDocument(text);
-  if (doc.errors.length > 0) throw new AligndError('POLICY_INVALID', `the policy is not valid YAML: ${doc.errors[0]?.message ?? ''}`, { action: 'fix the file first (alignd policy check FILE)' });
+  // The first line of yaml's message (its excerpt of the file follows on the next lines).
+  if (doc.errors.length > 0) throw new AligndError('POLICY_INVALID', `the policy is not valid YAML: ${doc.errors[0]?.message.split('\n')[0] ?? ''}`, { action: 'fix the file first (alignd policy check FILE)' });
   const value = deployment.mode === 'pinned' ? { mode: 'pinned', version: deployment.version } : deployment.mode;
   const node = doc.createNode(value) as unknown as { commentBefore?: string | null; comment?: string | null };
   const found = doc.getIn(['deployment']) === undefined ? undefined : doc.get('deployment', true);

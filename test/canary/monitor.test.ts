@@ -186,6 +186,18 @@ t.test('worse live feedback: alignd pins the previous version itself, with the r
   t.ok((view?.timeline.length ?? 0) > 0 && view?.figures !== null, 'the status page keeps the figures and timeline the decision was taken on');
 });
 
+t.test('a pin alignd cannot write (the file was left broken) holds the version for a person, with what it found', async (t) => {
+  const s = await onProbation(t);
+  writeFileSync(s.policyFile, readFileSync(s.policyFile, 'utf8').replace('deployment: auto', 'deployment: [auto'));
+  await s.rt.watcher.check();
+  t.ok(s.rt.watcher.lastRefusal() !== undefined, 'the broken edit was refused; the last good policy stays');
+  s.send('v2', WORSE, 400, 6);
+  await s.monitor().tick();
+  t.match(s.reg.get('v2')!.manifest.probation, { status: 'held', decision: { outcome: 'hold', by: 'alignd',
+    reason: /^automatic rollback to v1 failed: the policy is not valid YAML.*; the comparison found: v2 is confidently worse than v1 on down_vote_share.*; pin it by hand: alignd rollback tiny v1$/ } });
+  t.equal(s.reg.deployment()?.desired, 'v2', 'nothing was changed behind the operator\'s back');
+});
+
 t.test('a person pinning the previous version during probation: the same hot reload, the same result', async (t) => {
   const s = await onProbation(t);
   editDeployment(s.policyFile, { mode: 'pinned', version: 'v1' }, { versionExists: (_m, v) => s.reg.has(v) }); // what `alignd rollback tiny v1` writes
