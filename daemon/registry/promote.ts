@@ -219,6 +219,10 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
     previous,
     targets: Object.fromEntries(opts.targets.map((t) => [t.id, before?.targets[t.id] ?? freshTarget(now())])),
     canary,
+    // A file from before `announced` existed: a complete deployment there was announced already.
+    announced: before === undefined ? null
+      : before.announced !== undefined ? before.announced
+        : before.complete ? { version: before.desired, canary: before.canary } : null,
   };
   let written = '';
   const save = (): void => {
@@ -300,7 +304,10 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
     if (newFailure) log.error('promotion incomplete; the failed targets are retried by reconcile', { version, failed });
     return { version, name, complete: false, failed, retired, restored };
   }
-  if (changing || before.complete === false || canaryChanged) {
+  const announcement = { version, canary };
+  if (JSON.stringify(state.announced) !== JSON.stringify(announcement)) {
+    state.announced = announcement;
+    save();
     reg.audit('promote.done', { version, name, previous, reason: state.reason, targets: Object.keys(state.targets) });
     if (opts.publisher !== undefined) {
       try {

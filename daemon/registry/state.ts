@@ -40,6 +40,12 @@ export const deploymentStateSchema = z.object({
   targets: z.record(z.string(), targetStateSchema),
   /** Staged rollout: `desired` gets `weight` of traffic, `baseline` the rest (for the user's router); null: all to desired. */
   canary: canaryWeightSchema.nullable().default(null),
+  /**
+   * What was last announced (version and canary weight): a promotion is announced once, when it
+   * first completes, not again when a pass that lost completeness (a listing that failed under
+   * load, a restarted server) regains it. Absent in files written before it existed.
+   */
+  announced: z.object({ version: z.string(), canary: canaryWeightSchema.nullable() }).nullable().optional(),
 });
 export type DeploymentState = z.infer<typeof deploymentStateSchema>;
 export type DeploymentStateInput = z.input<typeof deploymentStateSchema>;

@@ -147,3 +147,21 @@ t.test('a pin (rollback) is not held behind a push to a hung server', async (t) 
   t.match(reg.deployment(), { desired: 'v1', complete: true, reason: 'pinned by policy (v1)' });
   t.ok(existsSync(join(drop, 'tiny-v1', 'adapter_config.json')));
 });
+
+t.test('a promotion is announced once: a listing that fails and recovers does not announce it again', async (t) => {
+  const vllm = await startFakeVllm();
+  t.teardown(() => vllm.close());
+  const reg = openRegistry(tmp(), 'tiny');
+  addVersions(reg, 1);
+  const published: string[] = [];
+  const publisher = { publish: async (a: { version: string }) => { published.push(a.version); } };
+  const targets = [vllmTarget({ url: vllm.url })];
+  t.equal((await promote(reg, 'v1', { targets, retry: fast, reason: 'gate', publisher })).complete, true);
+  // The server's listing answers garbage for one pass (a hiccup under load), then recovers.
+  vllm.modelsBody = 'not json';
+  t.equal((await reconcile(reg, { targets, retry: fast, publisher }))?.complete, false, 'the pass that could not read the listing is incomplete');
+  vllm.modelsBody = undefined;
+  t.equal((await reconcile(reg, { targets, retry: fast, publisher }))?.complete, true);
+  t.same(published, ['v1'], 'announced once');
+  t.equal(reg.auditRecords().filter((r) => r.event === 'promote.done').length, 1, 'one promote.done in the audit');
+});
