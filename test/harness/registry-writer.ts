@@ -1,7 +1,7 @@
 /**
  * A child process for the registry crash tests: writes real PEFT adapters (tiny model) as
  * registry versions in a loop, records gate decisions, moves the deployed pointer, appends audit
- * records and collects garbage, printing `committed vN` after each version is durable. The test
+ * records and collects garbage, printing `committed vN` after each version is durable and `gc done` after each collection. The test
  * kills it with SIGKILL at random moments.
  *
  *   node dist/test/harness/registry-writer.js ROOT MODEL SEED
@@ -29,4 +29,5 @@ for (;;) {
   reg.audit('gate.decision', { version: v.version });
   reg.setDeployment({ desired: v.version, desired_name: `${model}-${v.version}`, reason: 'crash test', since: new Date().toISOString(), complete: true, targets: {} });
   reg.gc(5);
+  process.stdout.write('gc done\n');
 }
