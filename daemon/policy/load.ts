@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { AligndError } from '../base/errors.js';
-import { policySchema, type Policy } from './schema.js';
+import { ENV_REF_RE, policySchema, type Policy } from './schema.js';
+import { readProbeFile, resolvePolicyPath } from './probes.js';
 
 export interface PolicyProblem {
   file: string;
@@ -64,6 +65,35 @@ export function parsePolicyText(text: string, file: string, ctx: PolicyContext =
     const need = s.kind === 'webhook' ? { path: 'secret_env', name: s.secret_env } : s.kind === 'vllm' && s.api_key_env !== undefined ? { path: 'api_key_env', name: s.api_key_env } : undefined;
     if (need !== undefined && (env[need.name] ?? '') === '') {
       (ctx.requireEnv === true ? problems : warnings).push({ file, path: `servers.${i}.${need.path}`, reason: `environment variable ${need.name} is not set` });
+    }
+  }
+  // Probe files and safety specs are read now, relative to the policy file: a missing or malformed
+  // one is a problem with the policy, named like any other field.
+  for (const set of ['benign', 'red_team'] as const) {
+    const rel = policy.probes.files[set];
+    if (rel === undefined) continue;
+    const r = readProbeFile(resolvePolicyPath(file, rel));
+    if (!r.ok) {
+      problems.push(...r.problems.map((reason) => ({ file, path: `probes.${set}`, reason })));
+      continue;
+    }
+    policy.probes[set].push(...r.probes);
+    policy.probes.labelled.push(...r.labelled);
+  }
+  for (const [i, j] of policy.safety.judges.entries()) {
+    if (j.kind !== 'openai_compatible') continue;
+    if (j.spec_file !== undefined) {
+      const abs = resolvePolicyPath(file, j.spec_file);
+      try {
+        if (readFileSync(abs, 'utf8').trim() === '') problems.push({ file, path: `safety.judges.${i}.spec_file`, reason: `${abs} is empty` });
+        j.spec_file = abs;
+      } catch (err) {
+        problems.push({ file, path: `safety.judges.${i}.spec_file`, reason: `cannot read ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+      }
+    }
+    const name = j.api_key === undefined ? undefined : ENV_REF_RE.exec(j.api_key)?.[1];
+    if (name !== undefined && (env[name] ?? '') === '') {
+      (ctx.requireEnv === true ? problems : warnings).push({ file, path: `safety.judges.${i}.api_key`, reason: `environment variable ${name} is not set` });
     }
   }
   if (problems.length > 0) return { ok: false, problems, sha256 };
