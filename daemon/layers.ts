@@ -48,9 +48,13 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     owns: 'the per-model policy file: schema, loading, hot reload, edits (rollback by pin)',
     imports: ['base'],
   },
+  stats: {
+    owns: 'pure statistics the gate and the judges\' calibration share (calibration error, bounds)',
+    imports: ['base'],
+  },
   gate: {
-    owns: 'the pure gate: evidence in, decision out (decide, gatherEvidence, statistics, signatures, the evidence/scorer/judge contracts)',
-    imports: ['base', 'policy'],
+    owns: 'the pure gate: evidence in, decision out (decide, gatherEvidence, statistics, signatures, judge combination and calibration, the evidence/scorer/judge contracts)',
+    imports: ['base', 'policy', 'stats'],
   },
   align: {
     owns: 'DPO-family/KTO training rounds, KL guards, the reward-model ensemble and safety judge (implementing the gate contracts)',
@@ -95,7 +99,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
   main: {
     owns: 'the CLI entry and the one composition root: wires stages and concrete adapters (daemon/main.ts); this table',
     imports: ['base', 'feedback', 'store', 'ingest', 'engine', 'model', 'policy', 'gate', 'align', 'registry', 'http', 'telemetry',
-      'stats', 'release', 'canary', 'loop', 'demo', 'config', 'cli', 'adapters/sources', 'adapters/servers', 'adapters/publishers'],
+      'stats', 'release', 'canary', 'loop', 'demo', 'config', 'cli', 'adapters/sources', 'adapters/servers', 'adapters/publishers', 'adapters/judges'],
   },
   'adapters/sources': {
     owns: 'feedback sources: Kafka (with its dead-letter topic), HTTP intake, JSONL file tail',
@@ -108,5 +112,9 @@ export const STAGES: Readonly<Record<string, Stage>> = {
   'adapters/publishers': {
     owns: 'promotion announcements on a Kafka topic',
     imports: ['base', 'registry'],
+  },
+  'adapters/judges': {
+    owns: 'external safety judges: a guard or deliberative model behind an OpenAI-compatible chat-completions API',
+    imports: ['base', 'gate'],
   },
 };

@@ -13,5 +13,5 @@ export { type DpoLossType, type Objective, dpoLosses, dpoMetrics, dpoObjective, 
 export { adaptBeta, learningRate } from './schedule.js';
 export { type HeadEnsemble, expectedCalibrationError, loadHeads, saveHeads } from './heads.js';
 export { DEFAULT_REWARD_KNOBS, type RewardKnobs, type RewardRoundMetrics, onlinePairs, rewardScorer, scoreResponses, trainRewardEnsemble } from './reward.js';
-export { DEFAULT_SAFETY_KNOBS, type LabelledResponse, type SafetyKnobs, combineJudges, judgeResponses, safetyJudge, safetyRows, trainSafetyJudge } from './safety.js';
+export { DEFAULT_SAFETY_KNOBS, type LabelledResponse, type SafetyKnobs, judgeResponses, safetyJudge, safetyRows, trainSafetyJudge } from './safety.js';
 export type { RewardScore, RewardScorer, SafetyJudge, SafetyVerdict } from '../gate/evidence.js';

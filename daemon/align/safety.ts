@@ -5,8 +5,9 @@
  * them. Verdict per response: p(unsafe) = members' mean, spread = their std; `uncertain` when the
  * spread exceeds a threshold (the gate counts uncertain as unsafe).
  *
- * External judges (an HTTP moderation endpoint, a guard model reading the policy's written safety
- * spec) implement the gate's SafetyJudge too; `combineJudges` merges them with the built-in one.
+ * It is one judge of the policy's panel (`safety.judges`, kind builtin): external judges (a guard
+ * model, an instruct model reading the policy's written spec) implement the gate's SafetyJudge
+ * too, and the gate combines them (gate/judges.ts).
  */
 import type { SafetyJudge, SafetyVerdict } from '../gate/evidence.js';
 import type { Example } from '../store/buffer.js';
@@ -79,27 +80,4 @@ export async function judgeResponses(m: AlignModel, e: HeadEnsemble, prompts: re
 export function safetyJudge(m: AlignModel, e: HeadEnsemble, k: Partial<SafetyKnobs> = {}): SafetyJudge {
   const kk = { ...DEFAULT_SAFETY_KNOBS, ...k };
   return { judge: (prompts, responses) => judgeResponses(m, e, prompts, responses, kk) };
-}
-
-/**
- * Several judges as one: p(unsafe) is the most pessimistic judge's ('max', the default — a guard
- * model flagging what the heads miss should count) or the mean; uncertain if any judge is; the
- * category comes from the judge with the highest p(unsafe).
- */
-export function combineJudges(judges: SafetyJudge[], how: 'max' | 'mean' = 'max'): SafetyJudge {
-  return {
-    async judge(prompts, responses) {
-      const all = await Promise.all(judges.map((j) => j.judge(prompts, responses)));
-      return prompts.map((_, i) => {
-        const vs = all.map((v) => v[i]!);
-        const top = vs.reduce((a, b) => (b.pUnsafe > a.pUnsafe ? b : a));
-        const pUnsafe = how === 'max' ? top.pUnsafe : vs.reduce((s, v) => s + v.pUnsafe, 0) / vs.length;
-        const spreads = vs.map((v) => v.spread).filter((x): x is number => x !== undefined);
-        const out: SafetyVerdict = { pUnsafe, uncertain: vs.some((v) => v.uncertain) };
-        if (spreads.length > 0) out.spread = Math.max(...spreads);
-        if (top.category !== undefined) out.category = top.category;
-        return out;
-      });
-    },
-  };
 }

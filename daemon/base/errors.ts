@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'ROUND_ABANDONED'
   | 'POLICY_INVALID'
   | 'SERVER_FAILED'
+  | 'JUDGE_UNAVAILABLE'
   | 'REQUEST_TOO_LARGE'
   | 'INTERNAL';
 

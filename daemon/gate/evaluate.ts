@@ -1,15 +1,21 @@
 /**
  * Gathering the evidence for a candidate through the stage interfaces: both versions answer the
- * same probes, the reward ensemble scores both sides, the judge reads both sides' red-team
- * answers. Held-out margins and KL figures come from the round that produced the candidate.
+ * same probes, the reward ensemble scores both sides, the safety judges read both sides' red-team
+ * answers (combined as the policy says) and are calibrated on the labelled examples. Held-out
+ * margins and KL figures come from the round that produced the candidate.
  */
-import type { Evidence, Responder, RewardScorer, SafetyJudge } from './evidence.js';
+import type { Evidence, LabelledExample, NamedJudge, Responder, RewardScorer } from './evidence.js';
+import { calibrateJudges, judgePanel, type SafetyOptions } from './judges.js';
 
 export interface EvaluationInputs {
   candidate: Responder;
   deployed: Responder;
   scorer: RewardScorer;
-  judge: SafetyJudge;
+  /** The policy's safety judges (safety.judges), each named. */
+  judges: readonly NamedJudge[];
+  /** Responses of known safety the judges are calibrated on: labelled probes and held-out production safety reports. */
+  labelledExamples: readonly LabelledExample[];
+  safety: SafetyOptions;
   /** The policy's benign probes. */
   benignPrompts: readonly string[];
   /** Sampled recent production prompts (added to the reward probes, not to the refusal check). */
@@ -30,11 +36,12 @@ export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
   }
   const nr = rewardPrompts.length;
   const nb = inp.benignPrompts.length;
-  const [cScores, dScores, cVerdicts, dVerdicts] = await Promise.all([
+  const [cScores, dScores, cVerdicts, dVerdicts, judges] = await Promise.all([
     inp.scorer.score(rewardPrompts, cand.slice(0, nr)),
     inp.scorer.score(rewardPrompts, dep.slice(0, nr)),
-    inp.judge.judge(inp.redTeamPrompts, cand.slice(nr)),
-    inp.judge.judge(inp.redTeamPrompts, dep.slice(nr)),
+    judgePanel(inp.judges, inp.redTeamPrompts, cand.slice(nr), inp.safety.panel),
+    judgePanel(inp.judges, inp.redTeamPrompts, dep.slice(nr), inp.safety.panel),
+    calibrateJudges(inp.judges, inp.labelledExamples, inp.safety.calibration),
   ]);
   return {
     heldoutMargins: [...inp.heldoutMargins],
@@ -42,5 +49,6 @@ export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
     benign: { prompts: [...inp.benignPrompts], candidate: cand.slice(0, nb), deployed: dep.slice(0, nb) },
     redTeam: { prompts: [...inp.redTeamPrompts], candidate: cand.slice(nr), deployed: dep.slice(nr), candidateVerdicts: cVerdicts, deployedVerdicts: dVerdicts },
     kl: { ...inp.kl },
+    safety: { judges },
   };
 }

@@ -18,10 +18,10 @@ import type { PromotionPublisher, ServerTarget } from '../registry/targets.js';
 import { convergeDeployment, nextToPromote, promoteIfAllowed } from '../release/deploy.js';
 import { gateRoutes } from '../release/admin-routes.js';
 import { effectiveDecision } from '../release/decisions.js';
-import type { SafetyJudge } from '../gate/evidence.js';
+import type { NamedJudge } from '../gate/evidence.js';
 import { sendJson, type Route } from '../http/route.js';
 import { openModelRuntime, type ModelRuntime } from './model-runtime.js';
-import { runTrainingRound, type RoundSummary } from './training-round.js';
+import { runTrainingRound, type ExternalJudgeConfig, type RoundSummary } from './training-round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import { createCanaryMonitor, type CanaryMonitor, type ProbationView } from '../canary/monitor.js';
 import { probationRoutes } from '../canary/routes.js';
@@ -35,7 +35,8 @@ export interface LoopOptions {
   telemetry: Telemetry;
   makeTargets: (policy: Policy) => ServerTarget[];
   publisher: PromotionPublisher;
-  externalJudges?: SafetyJudge[];
+  /** Makes a policy's external judge (the composition root wires adapters/judges). One per distinct config, kept across rounds (its cache too). */
+  externalJudge?: (config: ExternalJudgeConfig) => NamedJudge;
   /** Execution provider and threads for the models' sessions. */
   runtime?: Partial<RuntimeOptions>;
   /** min-new-examples check, reconcile and probation intervals. */
@@ -100,6 +101,14 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
 
   const lastFinished = (model: string): number | undefined => opts.buffer.roundResults(model, 1).at(-1)?.round;
   const typesOf = (rt: ModelRuntime): Array<'pair' | 'kto'> => (rt.policy().objective.loss_type === 'kto' ? ['kto'] : ['pair']);
+  const judgesByConfig = new Map<string, NamedJudge>();
+  const make = opts.externalJudge;
+  const externalJudge = make === undefined ? undefined : (c: ExternalJudgeConfig): NamedJudge => {
+    const key = JSON.stringify(c);
+    let j = judgesByConfig.get(key);
+    if (j === undefined) judgesByConfig.set(key, j = make(c));
+    return j;
+  };
   const scheduler: Scheduler = createScheduler({
     log,
     ...(opts.autoTriggers === undefined ? {} : { autoTriggers: opts.autoTriggers }),
@@ -116,7 +125,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       const t0 = Date.now();
       const summary = await opts.telemetry.span('alignd.round', { model, trigger }, () => runTrainingRound(rt, {
         buffer: opts.buffer, dataDir: opts.dataDir, log, signal: controller.signal,
-        ...(opts.externalJudges === undefined ? {} : { externalJudges: opts.externalJudges }),
+        ...(externalJudge === undefined ? {} : { externalJudge }),
         onProgress: (what, fields) => log.info(`progress: ${what}`, fields),
       }, trigger));
       const o = summary.outcome;

@@ -15,20 +15,23 @@ import type { Prompt } from '../feedback/schema.js';
 import { runRound, type TrainingResult } from '../align/train-round.js';
 import { trainingKnobs } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
-import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type LabelledResponse } from '../align/safety.js';
+import { trainSafetyJudge, safetyJudge, safetyRows, type LabelledResponse } from '../align/safety.js';
 import { pairLogRatios } from '../align/policy-logps.js';
 import type { AlignModel } from '../align/context.js';
 import type { LoraAdapter } from '../model/lora.js';
 import { runGate } from '../release/run-gate.js';
-import type { Responder, SafetyJudge } from '../gate/evidence.js';
+import type { LabelledExample, NamedJudge, Responder } from '../gate/evidence.js';
+import { mapCategory } from '../gate/judges.js';
+import type { HeadEnsemble } from '../align/heads.js';
+import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
 import type { ModelRuntime } from './model-runtime.js';
 
 export interface RoundDeps {
   buffer: ReplayBuffer;
   dataDir: string;
   log: Logger;
-  /** External judges (any SafetyJudge, e.g. a classifier behind an API) combined with the built-in one. */
-  externalJudges?: SafetyJudge[];
+  /** The policy's external judges (safety.judges of kind openai_compatible), made by the composition root's adapters. */
+  externalJudge?: (config: ExternalJudgeConfig) => NamedJudge;
   /** Progress for long work (steps, evaluation), for logs and the CLI. */
   onProgress?: (what: string, fields: Record<string, unknown>) => void;
   /** Shutdown: the round is abandoned between phases and at every optimizer step, and redone after a restart. */
@@ -41,6 +44,36 @@ export interface RoundSummary {
   outcome: RoundOutcome;
   version?: string;
   skipped?: string;
+}
+
+export type ExternalJudgeConfig = Exclude<JudgeConfig, { kind: 'builtin' }>;
+
+/** The policy's judges, in its order: the built-in heads (when listed) and the external ones. */
+export function policyJudges(policy: Policy, m: AlignModel, heads: HeadEnsemble | null, external: RoundDeps['externalJudge']): NamedJudge[] {
+  return policy.safety.judges.map((c): NamedJudge => {
+    if (c.kind === 'builtin') {
+      if (heads !== null) return { name: c.name, ...safetyJudge(m, heads) };
+      // Untrained heads give no verdict (never a safe one): the gate holds and says why.
+      const error = 'the built-in heads are not trained yet (no safety reports in the training split)';
+      return { name: c.name, judge: async (_p, responses) => responses.map(() => ({ pUnsafe: 1, uncertain: true, error })) };
+    }
+    try {
+      if (external === undefined) throw new Error(`no adapter for judge kind ${c.kind} is wired in this process`);
+      return external(c);
+    } catch (err) {
+      // A judge that cannot be made (its key unset, its spec unreadable) gives no verdict: the gate holds with the cause.
+      const error = `judge ${judgeName(c)} cannot be set up: ${errorMessage(err)}`;
+      return { name: judgeName(c), judge: async (_p, responses) => responses.map(() => ({ pUnsafe: 1, uncertain: true, error })) };
+    }
+  });
+}
+
+/** Held-out production safety reports as labelled unsafe examples (evaluation only: the heads train on the training split). */
+export function productionLabelled(examples: readonly Example[], policy: Policy): LabelledExample[] {
+  return examples.filter((e) => e.type === 'safety' && e.heldout && e.response !== null).map((e) => {
+    const category = mapCategory(policy.safety.categories.map, e.category);
+    return { prompt: promptText(e.prompt), response: e.response!, unsafe: true, ...(category === undefined ? {} : { category }), source: 'production' as const };
+  });
 }
 
 /** Sampling for the gate's responders: the same for candidate and deployed. */
@@ -185,16 +218,14 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   deps.onProgress?.('gate.evaluate', { model, round, version: v.version });
 
   const scorer = rewardHeads === null ? undefined : rewardScorer(m, rewardHeads);
-  const judges: SafetyJudge[] = [...(safetyHeads === null ? [] : [safetyJudge(m, safetyHeads)]), ...(deps.externalJudges ?? [])];
-  const judge: SafetyJudge = judges.length === 0
-    ? { judge: async (p) => p.map(() => ({ pUnsafe: 0.5, uncertain: true })) } // no judge yet: every verdict uncertain, so unsafe
-    : combineJudges(judges);
+  const judges = policyJudges(policy, m, safetyHeads, deps.externalJudge);
+  const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
   const margins = await heldoutMargins(m, result.candidate, deployedAdapter, heldout, result.beta);
   const production = buffer.recentPrompts(model, policy.probes.production_sample).map(promptText);
   const gate = await runGate(rt.registry, v.version, policy, {
     candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter),
     scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-    judge, productionPrompts: production, heldoutMargins: margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+    judges, productionLabelled: reports, productionPrompts: production, heldoutMargins: margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
   }, { ...rt.pushOptions(deps.signal), log }, round);
 
   const checks = gate.decision.checks;

@@ -16,7 +16,8 @@ import { openBuffer } from '../../daemon/store/buffer.js';
 import type { RewardScorer as GateScorer, SafetyJudge as GateJudge } from '../../daemon/gate/evidence.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { onlinePairs, rewardScorer, scoreResponses, trainRewardEnsemble } from '../../daemon/align/reward.js';
-import { combineJudges, safetyJudge, trainSafetyJudge, type LabelledResponse } from '../../daemon/align/safety.js';
+import { safetyJudge, trainSafetyJudge, type LabelledResponse } from '../../daemon/align/safety.js';
+import { combineVerdicts } from '../../daemon/gate/judges.js';
 import { expectedCalibrationError, loadHeads, saveHeads } from '../../daemon/align/heads.js';
 import { MODEL, gold, ingest, preferenceEvents, prompt, response } from './synthetic.js';
 
@@ -105,10 +106,12 @@ t.test('safety judge: p(unsafe) separates held-out unsafe from safe, spread repo
   const ps = mu(v.filter((_, i) => !held[i]!.unsafe).map((x) => x.pUnsafe));
   t.ok(pu > ps + 0.3, `mean p(unsafe): unsafe ${pu.toFixed(3)} vs safe ${ps.toFixed(3)}`);
   t.ok(v.every((x) => x.spread !== undefined && x.spread >= 0));
-  const external: GateJudge = { judge: async (ps2) => ps2.map(() => ({ pUnsafe: 0.99, uncertain: false, category: 'violence' })) };
-  const both = await combineJudges([judge, external]).judge(['x'], ['hello']);
+  // The heads are one judge of a panel: an external judge's verdict combines with theirs.
+  const heads = await judge.judge(['x'], ['hello']);
+  const external = [{ pUnsafe: 0.99, uncertain: false, category: 'S1' }];
+  const both = combineVerdicts([heads, external], { combine: 'any_unsafe', maxDisagreement: 1, threshold: 0.5 });
   t.equal(both[0]!.pUnsafe, 0.99);
-  t.equal(both[0]!.category, 'violence');
-  const mean = await combineJudges([judge, external], 'mean').judge(['x'], ['hello']);
+  t.equal(both[0]!.category, 'S1');
+  const mean = combineVerdicts([heads, external], { combine: 'mean', maxDisagreement: 1, threshold: 0.5 });
   t.ok(mean[0]!.pUnsafe < 0.99);
 });

@@ -5,7 +5,8 @@
  */
 import t from 'tap';
 import { decide } from '../../daemon/gate/decide.js';
-import { BENIGN, RED, better, deployed, heldoutMargins, isRefusal, lexicalEnsemble, lexicalJudge, refuse, table } from './lexical.js';
+import { BENIGN, LABELLED, RED, better, deployed, heldoutMargins, isRefusal, lexicalEnsemble, lexicalJudges, refuse, table } from './lexical.js';
+import { safetyOptions } from '../../daemon/gate/judges.js';
 import { gatherEvidence } from '../../daemon/gate/evaluate.js';
 import { refusalDetector, distinctN } from '../../daemon/gate/signatures.js';
 import { binomialCdf, bootstrapMeanLower, clopperPearson, normalQuantile, wilson } from '../../daemon/gate/stats.js';
@@ -20,7 +21,7 @@ const KL = { perRound: 0.01, cumulative: 0.1 };
 
 async function evaluate(candidate: Responder, kl = KL) {
   const ev = await gatherEvidence({
-    candidate, deployed, scorer: lexicalEnsemble, judge: lexicalJudge,
+    candidate, deployed, scorer: lexicalEnsemble, judges: lexicalJudges, labelledExamples: LABELLED, safety: safetyOptions(policy),
     benignPrompts: BENIGN.slice(0, 16), productionPrompts: BENIGN.slice(16), redTeamPrompts: RED,
     heldoutMargins: await heldoutMargins(), kl,
   });
