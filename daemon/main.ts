@@ -27,9 +27,8 @@ import { fileSource } from '../adapters/sources/file.js';
 import { createKafkaSource, sendToKafka, type KafkaSource } from '../adapters/sources/kafka.js';
 import { serverTargets } from '../adapters/servers/index.js';
 import { kafkaAnnouncer } from '../adapters/publishers/kafka.js';
-import { openAiCompatibleJudge, type OpenAiJudgeConfig } from '../adapters/judges/openai-compatible.js';
-import { ENV_REF_RE, judgeName } from './policy/schema.js';
-import type { ExternalJudgeConfig } from './loop/training-round.js';
+import { openAiCompatibleJudge } from '../adapters/judges/openai-compatible.js';
+import { judgeAdapterConfig } from '../adapters/judges/config.js';
 import { fileAnnouncer } from './registry/publisher.js';
 import { startLoop, type Loop } from './loop/model-loop.js';
 import { runtimeOptions } from './engine/engine-config.js';
@@ -90,22 +89,6 @@ export interface StartOptions {
   onRound?: Parameters<typeof startLoop>[0]['onRound'];
   /** false: rounds run only on manual triggers (the demo). */
   autoTriggers?: boolean;
-}
-
-/** A policy's external judge as the adapter takes it: the key from the environment, the spec's text read. */
-export function judgeAdapterConfig(c: ExternalJudgeConfig, env: NodeJS.ProcessEnv = process.env): OpenAiJudgeConfig {
-  const keyVar = c.api_key === undefined ? undefined : ENV_REF_RE.exec(c.api_key)?.[1];
-  const apiKey = keyVar === undefined ? undefined : env[keyVar];
-  if (keyVar !== undefined && (apiKey ?? '') === '') {
-    throw new AligndError('CONFIG_INVALID', `judge ${judgeName(c)}: api_key references \${${keyVar}} but that environment variable is not set`, { action: `export ${keyVar}` });
-  }
-  return {
-    name: judgeName(c), url: c.url, model: c.model, style: c.style, template: c.template,
-    timeoutMs: c.timeout_s * 1000, maxConcurrency: c.max_concurrency, retries: c.retries,
-    ...(apiKey === undefined ? {} : { apiKey }),
-    ...(c.spec_file === undefined ? {} : { spec: readFileSync(c.spec_file, 'utf8') }),
-    ...(c.max_tokens === undefined ? {} : { maxTokens: c.max_tokens }),
-  };
 }
 
 /** Wire and start the daemon's stages. */

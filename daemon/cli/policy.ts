@@ -11,7 +11,7 @@ import { AligndError } from '../base/errors.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from '../release/decisions.js';
 import { editDeployment } from '../policy/edit.js';
 import { readPolicyFile, type PolicyContext } from '../policy/load.js';
-import { policyJsonSchema } from '../policy/schema.js';
+import { judgeName, policyJsonSchema } from '../policy/schema.js';
 import { parseVersion, validateModelName } from '../base/names.js';
 import { listModels, openRegistry } from '../registry/registry.js';
 import { parse } from './args.js';
@@ -69,7 +69,7 @@ export async function cmdPolicy(argv: string[]): Promise<number> {
     }
     const p = r.policy;
     const dep = p.deployment.mode === 'pinned' ? `pinned ${p.deployment.version}` : p.deployment.mode;
-    process.stdout.write(`${file}: ok — model ${p.model}, ${p.objective.loss_type} β=${p.objective.beta}, deployment ${dep}, ${p.servers.length} server target${p.servers.length === 1 ? '' : 's'}, ${p.probes.benign.length} benign / ${p.probes.red_team.length} red-team probes\n`);
+    process.stdout.write(`${file}: ok — model ${p.model}, ${p.objective.loss_type} β=${p.objective.beta}, deployment ${dep}, ${p.servers.length} server target${p.servers.length === 1 ? '' : 's'}, ${p.probes.benign.length} benign / ${p.probes.red_team.length} red-team probes, ${p.probes.labelled.length} labelled, judges ${p.safety.judges.map(judgeName).join(', ')} (${p.safety.combine})\n`);
     for (const w of r.warnings) process.stdout.write(`  warning: ${w.file}: ${w.path}: ${w.reason}\n`);
     for (const v of unchecked) process.stdout.write(`  warning: ${file}: no registry for ${p.model} under ${root}; ${v} not checked (pass --data-dir)\n`);
   }

@@ -32,6 +32,8 @@ export interface PanelOptions {
   combine: CombineMode;
   maxDisagreement: number;
   threshold: number;
+  /** The policy's category map, applied to judges' categories too: every judge speaks one taxonomy. */
+  categoryMap?: Readonly<Record<string, string>>;
 }
 
 /** Combine per-judge verdicts (perJudge[j][i]: judge j on response i) into one verdict per response. */
@@ -57,12 +59,18 @@ export function combineVerdicts(perJudge: readonly (readonly SafetyVerdict[])[],
   });
 }
 
-/** One judge's verdicts, its own length checked; a judge that throws gives an error verdict per response. */
-async function verdictsOf(j: NamedJudge, prompts: readonly string[], responses: readonly string[]): Promise<SafetyVerdict[]> {
+/**
+ * One judge's verdicts, its own length checked, its categories mapped into the policy's taxonomy;
+ * a judge that throws gives an error verdict per response.
+ */
+async function verdictsOf(j: NamedJudge, prompts: readonly string[], responses: readonly string[], map: Readonly<Record<string, string>> = {}): Promise<SafetyVerdict[]> {
   try {
     const v = await j.judge(prompts, responses);
     if (v.length !== responses.length) throw new Error(`returned ${v.length} verdicts for ${responses.length} responses`);
-    return v;
+    return v.map((x) => {
+      const cats = categoriesOf(x);
+      return cats.length === 0 ? x : { ...x, category: [...new Set(cats.map((c) => map[c] ?? c))].join(',') };
+    });
   } catch (err) {
     const error = errorMessage(err);
     return responses.map(() => ({ pUnsafe: 1, uncertain: true, error }));
@@ -85,7 +93,7 @@ export async function judgePanel(judges: readonly NamedJudge[], prompts: readonl
   if (judges.length === 0) {
     throw new AligndError('JUDGE_UNAVAILABLE', 'no safety judge is configured', { action: 'list judges under safety.judges in the policy' });
   }
-  const all = await Promise.all(judges.map((j) => verdictsOf(j, prompts, responses)));
+  const all = await Promise.all(judges.map((j) => verdictsOf(j, prompts, responses, o.categoryMap)));
   const failed = failures(judges, all);
   if (failed.length > 0) {
     throw new AligndError('JUDGE_UNAVAILABLE', `safety evidence incomplete: ${failed.join('; ')}`, {
@@ -98,6 +106,7 @@ export async function judgePanel(judges: readonly NamedJudge[], prompts: readonl
 export interface CalibrationOptions {
   threshold: number;
   confidence: number;
+  categoryMap?: Readonly<Record<string, string>>;
   safety: Pick<SafetyPolicy, 'max_judge_fnr' | 'max_judge_ece' | 'min_judge_separation' | 'min_labelled_unsafe' | 'min_labelled_safe'>;
   seed?: number;
 }
@@ -185,7 +194,7 @@ export function calibrateJudge(name: string, verdicts: readonly SafetyVerdict[],
 export async function calibrateJudges(judges: readonly NamedJudge[], examples: readonly LabelledExample[], o: CalibrationOptions): Promise<JudgeCalibrationFigures[]> {
   const prompts = examples.map((e) => e.prompt);
   const responses = examples.map((e) => e.response);
-  const all = await Promise.all(judges.map((j) => (examples.length === 0 ? Promise.resolve([]) : verdictsOf(j, prompts, responses))));
+  const all = await Promise.all(judges.map((j) => (examples.length === 0 ? Promise.resolve([]) : verdictsOf(j, prompts, responses, o.categoryMap))));
   return judges.map((j, k) => calibrateJudge(j.name, all[k]!, examples, o));
 }
 
@@ -208,7 +217,7 @@ export function categoryCounts(candidate: readonly SafetyVerdict[], deployed: re
   return out;
 }
 
-/** A safety_report's or probe's category in the judges' taxonomy (the policy's `safety.categories.map`; unmapped names pass through). */
+/** A safety_report's, probe's or judge's category in the policy's taxonomy (`safety.categories.map`; unmapped names pass through). */
 export function mapCategory(map: Readonly<Record<string, string>>, category: string | undefined | null): string | undefined {
   if (category === undefined || category === null || category === '') return undefined;
   return map[category] ?? category;
@@ -220,7 +229,7 @@ export interface SafetyOptions { panel: PanelOptions; calibration: CalibrationOp
 export function safetyOptions(p: { gate: { unsafe_threshold: number; confidence: number }; safety: SafetyPolicy }, seed = 1): SafetyOptions {
   const threshold = p.gate.unsafe_threshold;
   return {
-    panel: { combine: p.safety.combine, maxDisagreement: p.safety.max_disagreement, threshold },
-    calibration: { threshold, confidence: p.gate.confidence, safety: p.safety, seed },
+    panel: { combine: p.safety.combine, maxDisagreement: p.safety.max_disagreement, threshold, categoryMap: p.safety.categories.map },
+    calibration: { threshold, confidence: p.gate.confidence, safety: p.safety, seed, categoryMap: p.safety.categories.map },
   };
 }

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { AligndError } from '../base/errors.js';
-import { ENV_REF_RE, policySchema, type Policy } from './schema.js';
+import { envRefName } from '../base/env.js';
+import { policySchema, type Policy } from './schema.js';
 import { readProbeFile, resolvePolicyPath } from './probes.js';
 
 export interface PolicyProblem {
@@ -91,7 +92,7 @@ export function parsePolicyText(text: string, file: string, ctx: PolicyContext =
         problems.push({ file, path: `safety.judges.${i}.spec_file`, reason: `cannot read ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
       }
     }
-    const name = j.api_key === undefined ? undefined : ENV_REF_RE.exec(j.api_key)?.[1];
+    const name = envRefName(j.api_key);
     if (name !== undefined && (env[name] ?? '') === '') {
       (ctx.requireEnv === true ? problems : warnings).push({ file, path: `safety.judges.${i}.api_key`, reason: `environment variable ${name} is not set` });
     }

@@ -7,6 +7,7 @@
 import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
 import { MODEL_NAME_RE, VERSION_RE } from '../base/names.js';
+import { ENV_REF_RE } from '../base/env.js';
 
 const prob = z.number().min(0).max(1);
 const positive = z.number().positive();
@@ -81,9 +82,6 @@ export function splitProbes(entries: readonly ProbeLine[]): { probes: Probe[]; l
   return { probes, labelled };
 }
 
-/** `${NAME}`: a secret by environment reference only, never the secret itself. */
-export const ENV_REF_RE = /^\$\{([A-Z_][A-Z0-9_]*)\}$/;
-
 export const judgeSchema = z.discriminatedUnion('kind', [
   /** The built-in heads on the policy model's own features, trained on safety reports. */
   z.strictObject({ kind: z.literal('builtin'), name: z.string().min(1).default('heads') }),
@@ -147,7 +145,7 @@ export const safetyPolicySchema = z.strictObject({
   /** Held-out production safety reports used as labelled unsafe probes (newest first). */
   production_labelled: z.number().int().nonnegative().default(200),
   categories: z.strictObject({
-    /** safety_report / probe categories → the judges' categories (e.g. crime: S2). Unmapped names pass through. */
+    /** One taxonomy: safety_report, probe and judge categories → the policy's names (e.g. crime: S2). Unmapped names pass through. */
     map: z.record(category, category).default({}),
     /** Per judge category, the most a candidate's red-team unsafe rate (upper bound) may be. */
     limits: z.record(category, prob).default({}),
