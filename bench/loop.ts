@@ -25,7 +25,7 @@ import { arg } from './common.js';
 import { createTopics, startBroker } from '../test/harness/kafka.js';
 import { startFakeVllm } from '../test/harness/vllm-server.js';
 import { spawnDaemon } from '../test/harness/daemon.js';
-import { feedbackLines, modelStatus, rssMb, sleep, stopWithin, waitFor, writeLoopPolicy } from '../test/harness/loop.js';
+import { feedbackLines, modelStatus, rssMb, sleep, stopWithin, waitFor, writeLoopPolicy, startLoopJudge } from '../test/harness/loop.js';
 
 const MODEL = 'bench';
 const TOPIC = 'alignd.feedback';
@@ -45,10 +45,12 @@ const say = (s: string): void => { process.stdout.write(s + '\n'); };
 const dir = mkdtempSync(join(tmpdir(), 'alignd-bench-loop-'));
 const broker = await startBroker();
 let producer: Producer | undefined;
+let judge: Awaited<ReturnType<typeof startLoopJudge>> | undefined;
 try {
   await createTopics(broker.brokers, [{ topic: TOPIC, numPartitions: 2 }, { topic: 'alignd.promotions' }]);
   const vllm = await startFakeVllm();
-  const policyFile = writeLoopPolicy(join(dir, 'bench.yaml'), { model: MODEL, vllmUrls: [vllm.url], minNewExamples: 24 });
+  judge = await startLoopJudge();
+  const policyFile = writeLoopPolicy(join(dir, 'bench.yaml'), { model: MODEL, judge, vllmUrls: [vllm.url], minNewExamples: 24 });
   const daemon = await spawnDaemon(['--policy', policyFile, '--data-dir', join(dir, 'data'), '--kafka-brokers', broker.brokers.join(','), '--topic', TOPIC],
     { ALIGND_LOG_LEVEL: 'info', ...(POLL_MS === '' ? {} : { ALIGND_LOOP_POLL_MS: POLL_MS }) }, 60_000);
   const pid = daemon.proc.pid!;
@@ -104,6 +106,7 @@ try {
   }));
 } finally {
   await producer?.disconnect().catch(() => undefined);
+  await judge?.close();
   await broker.close();
   rmSync(dir, { recursive: true, force: true });
 }

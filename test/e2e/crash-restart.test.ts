@@ -20,7 +20,7 @@ import { openBuffer } from '../../daemon/store/buffer.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 import { consoleProduce, createTopics, startBroker } from '../harness/kafka.js';
 import { mainJs, spawnDaemon, type DaemonProcess } from '../harness/daemon.js';
-import { feedbackLines, modelStatus, stopWithin, waitFor, writeLoopPolicy } from '../harness/loop.js';
+import { feedbackLines, modelStatus, stopWithin, waitFor, writeLoopPolicy, startLoopJudge } from '../harness/loop.js';
 import { committedEqualsEnd } from '../kafka/util.js';
 
 const MODEL = 'e2e';
@@ -29,10 +29,12 @@ const dir = mkdtempSync(join(tmpdir(), 'alignd-e2e-crash-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const broker = await startBroker();
 t.teardown(() => broker.close());
+const judge = await startLoopJudge();
+t.teardown(() => judge.close());
 await createTopics(broker.brokers, [{ topic: TOPIC, numPartitions: 2 }]);
 
 // A round long enough to be killed in (a few hundred small steps), the gate relaxed as in test 1.
-const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, fileDropDir: join(dir, 'served'), minNewExamples: 24, maxSteps: 300, learningRate: 5e-5 });
+const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, judge, fileDropDir: join(dir, 'served'), minNewExamples: 24, maxSteps: 300, learningRate: 5e-5 });
 const dataDir = join(dir, 'data');
 const start = (): Promise<DaemonProcess> => spawnDaemon(['--policy', policyFile, '--data-dir', dataDir, '--kafka-brokers', broker.brokers.join(','), '--topic', TOPIC],
   { ALIGND_LOOP_POLL_MS: '1000', ALIGND_LOG_LEVEL: 'info' }, 60_000);

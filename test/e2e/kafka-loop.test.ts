@@ -20,9 +20,9 @@ import { openRegistry } from '../../daemon/registry/registry.js';
 
 const MODEL = 'e2e';
 const TOPIC = 'alignd.feedback';
-const { dir, broker, vllm } = await startLoopRig(t, 'alignd-e2e-kafka-', TOPIC);
+const { dir, broker, vllm, judge } = await startLoopRig(t, 'alignd-e2e-kafka-', TOPIC);
 
-const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, vllmUrls: [vllm.url], minNewExamples: 24 });
+const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, judge, vllmUrls: [vllm.url], minNewExamples: 24 });
 const dataDir = join(dir, 'data');
 const daemon = await spawnDaemon(['--policy', policyFile, '--data-dir', dataDir, '--kafka-brokers', broker.brokers.join(','), '--topic', TOPIC],
   { ALIGND_LOOP_POLL_MS: '1000', ALIGND_LOG_LEVEL: 'info' }, 60_000);

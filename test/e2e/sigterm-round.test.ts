@@ -8,16 +8,18 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnDaemon } from '../harness/daemon.js';
-import { feedbackLines, stopWithin, waitFor, writeLoopPolicy } from '../harness/loop.js';
+import { feedbackLines, stopWithin, waitFor, writeLoopPolicy, startLoopJudge } from '../harness/loop.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 
 const MODEL = 'e2e';
+const judge = await startLoopJudge();
+t.teardown(() => judge.close());
 
 t.test('SIGTERM during training abandons the round cleanly and exits 0', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'alignd-sigterm-'));
   // Far more steps than can finish before the signal: the round is surely mid-training.
-  const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, fileDropDir: join(dir, 'served'), minNewExamples: 24, maxSteps: 100_000, learningRate: 5e-5 });
+  const policyFile = writeLoopPolicy(join(dir, 'e2e.yaml'), { model: MODEL, judge, fileDropDir: join(dir, 'served'), minNewExamples: 24, maxSteps: 100_000, learningRate: 5e-5 });
   const dataDir = join(dir, 'data');
   const d = await spawnDaemon(['--policy', policyFile, '--data-dir', dataDir], { ALIGND_LOOP_POLL_MS: '1000', ALIGND_LOG_LEVEL: 'info' }, 60_000);
   t.teardown(() => d.stop('SIGKILL'));

@@ -10,6 +10,8 @@
  *   choice does). Without it the model decodes freely (byte noise from a random model).
  * - delayMs: answer only after this long (a slow judge).
  * - noLogprobs: never return log-probabilities (a server without them).
+ * - oracle: not the model but a guard that knows the truth — it flags an answer matching this
+ *   regular expression (case-insensitive), as the demo's simulated guard does (daemon/demo/guard.ts).
  * A prompt longer than the tiny model's 256 positions keeps its last tokens.
  *
  * Prints `{"url": ...}` once listening, then per completion request `request N` as it arrives (a
@@ -17,11 +19,12 @@
  * when answered; exits on SIGTERM.
  */
 import { startChatServer, type ChatCall, type Completion } from '../../daemon/demo/chat-server.js';
+import { patternGuard } from '../../daemon/demo/guard.js';
 import { loadModel } from '../../daemon/model/model.js';
 import { ensureTinyModel } from '../../daemon/model/tiny.js';
 import type { ChatMessage } from '../../daemon/model/tokenizer.js';
 
-export interface JudgeBehaviour { choices?: string[]; delayMs?: number; noLogprobs?: boolean }
+export interface JudgeBehaviour { choices?: string[]; delayMs?: number; noLogprobs?: boolean; oracle?: string }
 export interface JudgeServerConfig {
   port: number;
   modelDir: string;
@@ -74,7 +77,7 @@ const server = await startChatServer({
     try {
       const b = config.models[call.model]!;
       if (b.delayMs !== undefined) await new Promise((r) => setTimeout(r, b.delayMs));
-      return await complete(call, b);
+      return await (b.oracle === undefined ? complete(call, b) : patternGuard(new RegExp(b.oracle, 'i'))(call));
     } finally {
       process.stdout.write('done\n');
     }

@@ -75,3 +75,35 @@ export async function spawnJudgeServer(config: JudgeServerConfig): Promise<Judge
     },
   };
 }
+
+/**
+ * A TCP proxy with a stable port in front of a judge server, the way a Service fronts a pod: a
+ * test can start a replacement server, point the proxy at it and kill the old one mid-request —
+ * connections to the killed one drop, new ones reach the replacement.
+ */
+export async function startTcpProxy(targetPort: number): Promise<{ url: string; retarget(port: number): void; close(): Promise<void> }> {
+  const { createServer, connect } = await import('node:net');
+  let target = targetPort;
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    retarget: (p) => { target = p; },
+    close: () => new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    }),
+  };
+}

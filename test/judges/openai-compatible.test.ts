@@ -3,7 +3,7 @@
  * serves alignd's tiny model (onnxruntime) through the chat-completions API, with
  * log-probabilities. Checked: the guard prompt and the verdict token's p(unsafe) against the
  * model's own next-token distribution, the deliberative prompt and its JSON verdict, the cache,
- * the concurrency cap, timeouts, retries across a server killed and restarted mid-evaluation, and
+ * the concurrency cap, timeouts, retries across a server killed and replaced mid-evaluation, and
  * that a malformed, slow, refusing, unreachable or babbling judge never gives a safe verdict.
  */
 import t, { type Test } from 'tap';
@@ -17,7 +17,7 @@ import { silentLogger } from '../../daemon/base/log.js';
 import { loadModel } from '../../daemon/model/model.js';
 import { ensureTinyModel } from '../../daemon/model/tiny.js';
 import type { SafetyVerdict } from '../../daemon/gate/evidence.js';
-import { spawnJudgeServer, type JudgeServerProcess } from '../harness/judge.js';
+import { spawnJudgeServer, startTcpProxy, type JudgeServerProcess } from '../harness/judge.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-judge-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,6 +35,7 @@ const DELIBERATIVE_CHOICES = [
 const MODELS = {
   guard: { choices: GUARD_CHOICES },
   'guard-delayed': { choices: GUARD_CHOICES, delayMs: 150 },
+  'guard-held': { choices: GUARD_CHOICES, delayMs: 1000 },
   'guard-no-logprobs': { choices: GUARD_CHOICES, noLogprobs: true },
   deliberative: { choices: DELIBERATIVE_CHOICES },
   babbling: {},
@@ -52,8 +53,8 @@ const noSafe = (t: Test, vs: SafetyVerdict[], what: string, error: RegExp): void
   t.match(vs[0]!.error, error, `${what}: the error says why`);
 };
 
-async function server(port = 0): Promise<JudgeServerProcess> {
-  const s = await spawnJudgeServer({ port, modelDir, models: MODELS });
+async function server(): Promise<JudgeServerProcess> {
+  const s = await spawnJudgeServer({ port: 0, modelDir, models: MODELS });
   t.teardown(() => s.kill());
   return s;
 }
@@ -177,30 +178,33 @@ t.test('a failing judge never gives a safe verdict', async (t) => {
   t.same(await judgeWith(cfg(url)).judge([], []), [], 'nothing to judge: no request');
 });
 
-t.test('the server killed mid-evaluation and restarted: retries finish the evaluation with the same verdicts', async (t) => {
+t.test('the server killed mid-evaluation and replaced: retries finish the evaluation with the same verdicts', async (t) => {
   const reference = await judgeWith(cfg(S.url)).judge(PROMPTS, RESPONSES);
-  const port = S.port;
-  await S.kill();
-
-  let s = await server(port);
-  // Retries span the restart (a new process loading the model): up to 10, backing off to 4 s.
-  const judge = judgeWith(cfg(s.url, { maxConcurrency: 1, retries: 10, baseDelayMs: 500, maxDelayMs: 4000 }));
+  // The judge talks to a stable address (a proxy, as a Service fronts pods); the replacement
+  // server is up before the first is SIGKILLed with a request in hand.
+  const proxy = await startTcpProxy(S.port);
+  t.teardown(() => proxy.close());
+  const replacement = await server();
+  // Each answer takes a second: the request that arrives is still in hand when the kill comes.
+  const judge = judgeWith(cfg(proxy.url, { model: 'guard-held', maxConcurrency: 1, retries: 3, baseDelayMs: 50, maxDelayMs: 200 }));
+  const before = S.requests();
   const pending = judge.judge(PROMPTS, RESPONSES);
-  await s.request(3);
-  await s.kill();
-  s = await server(port);
+  await S.request(before + 3);
+  proxy.retarget(replacement.port);
+  await S.kill();
   const v = await pending;
   t.ok(v.every((x) => x.error === undefined), 'every verdict arrived');
   t.same(v.map((x) => x.pUnsafe.toFixed(6)), reference.map((x) => x.pUnsafe.toFixed(6)), 'the same verdicts as an uninterrupted run');
-  t.ok(s.requests() >= PROMPTS.length - 3, 'the restarted server answered the rest');
+  t.equal(replacement.requests(), PROMPTS.length - 2, 'the replacement answered the rest, the killed request again');
 
   // Killed for good mid-evaluation: what was answered stands, the rest are errors — never safe.
-  const judge2 = judgeWith(cfg(s.url, { maxConcurrency: 1, retries: 1 }));
+  const judge2 = judgeWith(cfg(proxy.url, { maxConcurrency: 1, retries: 1 }));
   const pending2 = judge2.judge(PROMPTS.map((p) => `${p} (again)`), RESPONSES);
-  await s.request(s.requests() + 2);
-  await s.kill();
+  await replacement.request(replacement.requests() + 2);
+  await replacement.kill();
   const v2 = await pending2;
   const failed = v2.filter((x) => x.error !== undefined);
   t.ok(failed.length >= PROMPTS.length - 2, `${failed.length} of ${PROMPTS.length} without a verdict after the kill`);
   t.ok(failed.every((x) => x.uncertain && x.pUnsafe === 1), 'none of them safe');
+  t.match(failed[0]!.error, /judge tiny-guard: /);
 });
