@@ -4,7 +4,8 @@
  * adapters (Kafka, HTTP, file sources) and wires them to the daemon's stages.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Server } from 'node:http';
 import { loadDaemonConfig, type DaemonConfig } from './config/process-config.js';
@@ -34,6 +35,7 @@ import { startLoop, type Loop } from './loop/model-loop.js';
 import { runtimeOptions } from './engine/engine-config.js';
 import { roundWaiter, runDemo } from './demo/demo.js';
 import { TINY_SEED, TINY_SERVING_SHAPE, writeTinyModel } from './model/tiny.js';
+import { writeDemoPolicy } from './demo/demo-policy.js';
 
 const PACKAGE_ROOT = join(fileURLToPath(import.meta.url), '../../..');
 const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -262,11 +264,28 @@ function cmdTinyModel(argv: string[]): number {
 
 const DEMO_USAGE = `Usage: alignd demo [--rounds N (10)] [--prompts N] [--data-dir DIR] [--port N] [--policy FILE] [--seed N]
 Runs the daemon on its embedded defaults (built-in tiny model, HTTP feedback, registry and buffer under
-./.alignd, file-drop target) with simulated users; ends with one JSON line of figures.`;
+./.alignd, file-drop target) with simulated users and a simulated guard model as the safety judge (a
+second process speaking the OpenAI API); ends with one JSON line of figures.`;
 
 function demoConfig(values: { 'data-dir'?: string | undefined; port?: string | undefined }): DaemonConfig {
   const base = loadDaemonConfig(undefined);
   return { ...base, dataDir: values['data-dir'] ?? base.dataDir, http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
+}
+
+/** The demo's simulated guard model in its own process (daemon/demo/guard-process.ts): its API URL, and how to stop it. */
+async function startGuardProcess(log: Logger): Promise<{ url: string; stop: () => void }> {
+  const proc = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'demo', 'guard-process.js'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line !== undefined) resolve((JSON.parse(line) as { url: string }).url);
+    });
+    proc.once('exit', (code, signal) => reject(new AligndError('INTERNAL', `the demo's guard process exited (${code ?? signal}) before listening`)));
+  });
+  log.info('demo: guard model listening (the safety judge)', { url, pid: proc.pid });
+  return { url, stop: () => { proc.kill('SIGTERM'); } };
 }
 
 async function cmdDemo(argv: string[], log: Logger): Promise<number> {
@@ -281,18 +300,24 @@ async function cmdDemo(argv: string[], log: Logger): Promise<number> {
   const rounds = Number(values.rounds ?? 10);
   if (!(Number.isInteger(rounds) && rounds >= 1)) throw new AligndError('CONFIG_INVALID', `--rounds must be a positive integer, got ${values.rounds}`);
   const waiter = roundWaiter();
-  const daemon = await startDaemon(demoConfig(values), log, { policyFiles: [values.policy ?? DEFAULT_POLICY], onRound: waiter.onRound, pollMs: 1000, autoTriggers: false });
+  const config = demoConfig(values);
+  const seed = Number(values.seed ?? 1);
+  const guard = await startGuardProcess(log);
+  let daemon: RunningDaemon | undefined;
   try {
+    const policyFile = writeDemoPolicy({ policyFile: values.policy ?? DEFAULT_POLICY, guardUrl: guard.url, dir: join(config.dataDir, 'demo'), seed });
+    daemon = await startDaemon(config, log, { policyFiles: [policyFile], onRound: waiter.onRound, pollMs: 1000, autoTriggers: false });
     const addr = daemon.server?.address();
     const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 8787}`;
     log.info('demo: status page', { url: `${url}/` });
     const summary = await runDemo(daemon.loop!, url, waiter.next, {
-      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed: Number(values.seed ?? 1), log,
+      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed, log,
     });
     process.stdout.write(JSON.stringify(summary) + '\n');
     return 0;
   } finally {
-    await daemon.stop();
+    await daemon?.stop();
+    guard.stop();
   }
 }
 

@@ -4,7 +4,8 @@
  * gold rule (with label noise) and report answers that match a hidden unsafe pattern; the
  * feedback goes in through the daemon's own HTTP endpoint, a manual trigger runs the round (the
  * cron and min-new-examples triggers are off so a seed reproduces the run), the gate decides,
- * promotions land in the file-drop target. The demo only watches: it
+ * promotions land in the file-drop target. The safety judge is the demo's guard model (guard.ts, a
+ * second process speaking the OpenAI API, calibrated on labelled probes). The demo only watches: it
  * measures the gold reward and unsafe rate of the served version before and after.
  */
 import type { Logger } from '../base/log.js';
@@ -39,6 +40,8 @@ export interface DemoSummary {
   kl_budget: number;
   unsafe_rate_start: number;
   unsafe_rate_end: number;
+  /** Per gated round, the red-team unsafe rate as the safety judge saw it, candidate and deployed. */
+  judged_unsafe: Array<{ round: number; candidate: number | null; deployed: number | null }>;
 }
 
 const TOPICS = ['something', 'a line', 'a word', 'a note', 'a reply', 'a title', 'a summary', 'a greeting'];
@@ -83,6 +86,7 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   log.info('demo: served version measured', { version: rt.registry.deployment()?.desired ?? 'base', gold_reward: start.gold, unsafe_rate: start.unsafe });
   const counts = { promote: 0, reject: 0, hold: 0, discarded: 0 };
   let maxKl = 0;
+  const judged: DemoSummary['judged_unsafe'] = [];
   // Ids from the seed and the rounds already in this data dir: a fresh run reproduces the same
   // held-out split (it hashes event ids), a rerun in the same dir still sends new events.
   const runNo = loop.runtimes[0]!.registry.auditRecords().filter((a) => a.event === 'demo.run').length + 1;
@@ -127,15 +131,18 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
     const out = summary.outcome;
     counts[out.decision]++;
     if (typeof out.klRound === 'number' && Number.isFinite(out.klRound)) maxKl = Math.max(maxKl, out.klRound);
+    const rate = (x: unknown): number | null => (typeof x === 'number' ? round4(x) : null);
+    if (out.decision !== 'discarded') judged.push({ round: summary.round, candidate: rate(out['unsafeRate']), deployed: rate(out['unsafeRateDeployed']) });
     log.info('demo: round done', { round: summary.round, version: summary.version ?? null, decision: out.decision, reasons: out.reasons ?? [],
       kl_round: out.klRound ?? null, kl_budget: policy.kl.per_round, reward_lcb: out.rewardLcb ?? null, unsafe_ucb: out.unsafeUcb ?? null,
+      judged_unsafe: { candidate: out['unsafeRate'] ?? null, deployed: out['unsafeRateDeployed'] ?? null }, judges: out['judges'] ?? null,
       served_now: rt.registry.deployment()?.desired ?? 'base' });
   }
   const end = await measure();
   return {
     demo: 'done', rounds: o.rounds, promotions: counts.promote, rejections: counts.reject, holds: counts.hold, discarded: counts.discarded,
     gold_reward_start: round4(start.gold), gold_reward_end: round4(end.gold), max_round_kl: round4(maxKl), kl_budget: policy.kl.per_round,
-    unsafe_rate_start: round4(start.unsafe), unsafe_rate_end: round4(end.unsafe),
+    unsafe_rate_start: round4(start.unsafe), unsafe_rate_end: round4(end.unsafe), judged_unsafe: judged,
   };
 }
 

@@ -233,6 +233,8 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     ...base, decision: gate.decision.decision, version: v.version, reasons: gate.decision.reasons,
     rewardLcb: figure(checks, 'reward_gain', 'lower_bound'), rewardGain: figure(checks, 'reward_gain', 'mean_gain'),
     unsafeUcb: figure(checks, 'unsafe_rate', 'upper_bound'), unsafeLimit: figure(checks, 'unsafe_rate', 'limit'),
+    unsafeRate: figure(checks, 'unsafe_rate', 'rate'), unsafeRateDeployed: figure(checks, 'unsafe_rate', 'deployed_rate'),
+    judges: checks.find((c) => c.check === 'judge_reliability')?.reason,
     heldoutAccuracy: figure(checks, 'heldout_accuracy', 'accuracy'), promoted: gate.promotion?.complete ?? false,
   };
   buffer.recordRoundResult(model, round, outcome);

@@ -1,0 +1,57 @@
+/**
+ * The demo's policy: the given policy (the embedded default unless --policy) with the demo's
+ * simulated guard as its only safety judge, and a labelled red-team probe file — the policy's
+ * red-team prompts plus answers labelled by the hidden unsafe pattern, as a team's red-teamers
+ * would label them — so the guard is calibrated before the gate relies on it. Written next to the
+ * demo's data (comments of the original kept).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { AligndError } from '../base/errors.js';
+import { createRng } from '../base/random.js';
+import { writeFileAtomicDurable } from '../base/fs-durable.js';
+import { formatProblems, readPolicyFile } from '../policy/load.js';
+import { DEMO_GUARD_MODEL } from './guard.js';
+import { isUnsafe } from './oracle.js';
+
+// Readable answers; the unsafe ones carry a word the hidden pattern matches.
+const WORDS = ['the', 'river', 'bread', 'morning', 'light', 'a', 'garden', 'slow', 'green', 'house', 'song', 'window', 'simple', 'answer', 'kind', 'stone', 'walk', 'over', 'warm'];
+const HIDDEN = ['request', 'question', 'quest', 'conquest', 'questionable', 'bequest'];
+
+/** `n` unsafe and `n` safe labelled answers per the hidden pattern, for the given prompts. */
+export function labelledDemoProbes(prompts: readonly string[], n: number, seed: number): Array<{ prompt: string; response: string; label: 'safe' | 'unsafe'; category?: string }> {
+  const rng = createRng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.next() * xs.length)]!;
+  const sentence = (k: number): string => Array.from({ length: k }, () => pick(WORDS)).join(' ');
+  const out: Array<{ prompt: string; response: string; label: 'safe' | 'unsafe'; category?: string }> = [];
+  for (let i = 0; i < n; i++) {
+    const prompt = prompts[i % prompts.length]!;
+    const unsafe = `${sentence(3)} ${pick(HIDDEN)} ${sentence(4)}`;
+    const safe = sentence(8);
+    out.push({ prompt, response: unsafe, label: 'unsafe', category: 'policy_violation' }, { prompt, response: safe, label: 'safe' });
+  }
+  if (out.some((p) => isUnsafe(p.response) !== (p.label === 'unsafe'))) throw new Error('demo probes: a label disagrees with the hidden pattern');
+  return out;
+}
+
+export function writeDemoPolicy(o: { policyFile: string; guardUrl: string; dir: string; seed: number }): string {
+  const base = readPolicyFile(o.policyFile);
+  if (!base.ok) throw new AligndError('POLICY_INVALID', `invalid policy:\n${formatProblems(base.problems)}`, { action: 'fix the policy given to the demo' });
+  const redTeam = base.policy.probes.red_team;
+  if (redTeam.length === 0) throw new AligndError('POLICY_INVALID', `${o.policyFile} has no red-team probes`, { action: 'the demo needs probes.red_team' });
+  mkdirSync(o.dir, { recursive: true });
+  const probeFile = join(o.dir, 'demo-red-team.jsonl');
+  const lines = [...redTeam, ...base.policy.probes.labelled, ...labelledDemoProbes(redTeam.map((p) => p.prompt), 30, o.seed)];
+  writeFileAtomicDurable(probeFile, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const doc = parseDocument(base.text);
+  doc.setIn(['probes', 'red_team'], 'demo-red-team.jsonl'); // next to the policy file
+  doc.set('safety', doc.createNode({
+    judges: [{ kind: 'openai_compatible', name: 'demo-guard', url: o.guardUrl, model: DEMO_GUARD_MODEL, template: 'server', timeout_s: 10, max_concurrency: 8 }],
+    categories: { map: { policy_violation: 'S2' } },
+  }));
+  doc.commentBefore = ` Written by \`alignd demo\` from ${o.policyFile}: the demo's guard (a second process speaking the\n OpenAI API) is the safety judge, calibrated on ${probeFile}.\n${doc.commentBefore ?? ''}`;
+  const file = join(o.dir, 'demo-policy.yaml');
+  writeFileAtomicDurable(file, doc.toString());
+  return file;
+}
