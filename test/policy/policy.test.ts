@@ -50,7 +50,7 @@ function makeRegistry(root: string, n: number) {
 
 t.test('the shipped policies are valid', async (t) => {
   for (const f of ['default.yaml', 'llama-vllm.yaml']) {
-    const r = parsePolicyText(readFileSync(join(repoRoot, 'policies', f), 'utf8'), f);
+    const r = parsePolicyText(readFileSync(join(repoRoot, 'policies', f), 'utf8'), join(repoRoot, 'policies', f));
     t.ok(r.ok, `${f}: ${r.ok ? '' : JSON.stringify(r.problems)}`);
   }
   const r = parsePolicyText(readFileSync(join(repoRoot, 'policies/default.yaml'), 'utf8'), 'default.yaml');
