@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Server } from 'node:http';
 import { loadDaemonConfig, type DaemonConfig } from './config/process-config.js';
@@ -36,6 +36,7 @@ import { runtimeOptions } from './engine/engine-config.js';
 import { roundWaiter, runDemo } from './demo/demo.js';
 import { TINY_SEED, TINY_SERVING_SHAPE, writeTinyModel } from './model/tiny.js';
 import { writeDemoPolicy } from './demo/demo-policy.js';
+import { DEMO_GUARD_MODEL, startDemoGuard } from './demo/guard.js';
 
 const PACKAGE_ROOT = join(fileURLToPath(import.meta.url), '../../..');
 const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -58,6 +59,7 @@ Commands:
   registry list|verify [MODEL]  versions, deployed pointer, integrity and audit chain
   tiny-model DIR     write the built-in tiny model as a Hugging Face checkpoint (--serving: the
                      hidden-128 variant a real vLLM serves on the CPU)
+  demo-guard         the demo's guard model: a safety judge behind the OpenAI chat API (no download)
   help               this text
 
 Run 'alignd <command> --help' for a command's options.
@@ -272,9 +274,32 @@ function demoConfig(values: { 'data-dir'?: string | undefined; port?: string | u
   return { ...base, dataDir: values['data-dir'] ?? base.dataDir, http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
 }
 
-/** The demo's simulated guard model in its own process (daemon/demo/guard-process.ts): its API URL, and how to stop it. */
+const GUARD_USAGE = `Usage: alignd demo-guard [--port N (8001)] [--host H]
+The demo's simulated guard model: an OpenAI-compatible chat-completions server answering as Llama
+Guard 3 does (safe, or unsafe and a category, with log-probabilities), flagging the demo's hidden
+unsafe pattern. A safety judge to try alignd with (model: ${DEMO_GUARD_MODEL}, template: server);
+prints one JSON line {"url": ...} once listening.`;
+
+async function cmdDemoGuard(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, { port: { type: 'string' }, host: { type: 'string' }, help: { type: 'boolean' } }, GUARD_USAGE);
+  if (values.help === true) {
+    process.stdout.write(GUARD_USAGE + '\n');
+    return 0;
+  }
+  const server = await startDemoGuard(Number(values.port ?? 8001), values.host ?? '127.0.0.1');
+  process.stdout.write(JSON.stringify({ url: server.url, model: DEMO_GUARD_MODEL }) + '\n');
+  log.info('demo guard listening', { url: server.url });
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+  await server.close();
+  return 0;
+}
+
+/** The demo's guard in its own process (`alignd demo-guard`): its API URL, and how to stop it. */
 async function startGuardProcess(log: Logger): Promise<{ url: string; stop: () => void }> {
-  const proc = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'demo', 'guard-process.js'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), 'demo-guard', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     proc.stdout.on('data', (c: Buffer) => {
@@ -382,6 +407,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'deny': return cmdApprove(rest, false);
     case 'registry': return cmdRegistry(rest);
     case 'tiny-model': return cmdTinyModel(rest);
+    case 'demo-guard': return cmdDemoGuard(rest, log);
     case 'schema':
       process.stdout.write(JSON.stringify(feedbackJsonSchema(), null, 2) + '\n');
       return 0;

@@ -83,7 +83,8 @@ export async function startChatServer(o: ChatServerOptions): Promise<ChatServer>
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (req.method === 'GET' && path === '/v1/models') return send(res, 200, { object: 'list', data: o.models.map((id) => ({ id, object: 'model', owned_by: 'alignd' })) });
     if (req.method !== 'POST' || path !== '/v1/chat/completions') return send(res, 404, { detail: 'Not Found' });
-    o.onRequest?.(++n);
+    n++;
+    o.onRequest?.(n);
     void (async () => {
       try {
         const call = callOf(await readJson(req), o.models);

@@ -31,6 +31,6 @@ export function patternGuard(pattern: RegExp, category = DEMO_GUARD_CATEGORY): (
 /** The demo's guard: the hidden unsafe pattern. */
 export const oracleGuard = patternGuard(UNSAFE_PATTERN);
 
-export function startDemoGuard(port = 0): Promise<ChatServer> {
-  return startChatServer({ port, models: [DEMO_GUARD_MODEL], complete: oracleGuard });
+export function startDemoGuard(port = 0, host = '127.0.0.1'): Promise<ChatServer> {
+  return startChatServer({ port, host, models: [DEMO_GUARD_MODEL], complete: oracleGuard });
 }

@@ -108,7 +108,7 @@ t.test('probe files: JSONL read relative to the policy file, every bad line name
 });
 
 t.test('the example policies are valid', async (t) => {
-  for (const f of ['default.yaml', 'llama-vllm.yaml']) {
+  for (const f of ['default.yaml', 'llama-vllm.yaml', 'quickstart-vllm.yaml']) {
     const r = readPolicyFile(join(repoRoot, 'policies', f), { env: { ...process.env, GUARD_API_KEY: 'x', ALIGND_WEBHOOK_SECRET: 'x', VLLM_API_KEY: 'x' } });
     t.ok(r.ok, `${f}: ${r.ok ? 'ok' : r.problems.map((p) => `${p.path}: ${p.reason}`).join('; ')}`);
   }
