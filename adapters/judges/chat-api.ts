@@ -17,6 +17,8 @@ export interface ChatRequest {
   temperature: number;
   logprobs?: boolean;
   top_logprobs?: number;
+  /** vLLM's extension: the answer constrained by a grammar (here a regular expression). */
+  structured_outputs?: { regex: string };
 }
 
 const topLogprob = z.looseObject({ token: z.string(), logprob: z.number() });

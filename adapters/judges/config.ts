@@ -16,6 +16,7 @@ export interface PolicyJudgeEntry {
   api_key?: string | undefined;
   style: 'guard' | 'deliberative';
   template: 'server' | 'alignd';
+  structured_output: boolean;
   /** Absolute once the policy has loaded. */
   spec_file?: string | undefined;
   timeout_s: number;
@@ -35,7 +36,7 @@ export function judgeAdapterConfig(c: PolicyJudgeEntry, env: NodeJS.ProcessEnv =
     }
   }
   return {
-    name, url: c.url, model: c.model, style: c.style, template: c.template,
+    name, url: c.url, model: c.model, style: c.style, template: c.template, structuredOutput: c.structured_output,
     timeoutMs: c.timeout_s * 1000, maxConcurrency: c.max_concurrency, retries: c.retries,
     ...(c.api_key === undefined ? {} : { apiKey: resolveEnvRef(c.api_key, `judge ${name}: api_key`, env) }),
     ...(spec === undefined ? {} : { spec }),

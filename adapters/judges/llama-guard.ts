@@ -38,6 +38,9 @@ export function guardTaskMessages(prompt: string, response: string): ChatMessage
   return [{ role: 'user', content }];
 }
 
+/** Every answer in the format: `safe`, or `unsafe` and one or more of S1–S14 on the next line. */
+export const GUARD_ANSWER_REGEX = 'safe|unsafe\\nS(1[0-4]|[1-9])(,S(1[0-4]|[1-9]))*';
+
 export interface GuardAnswer { unsafe: boolean; categories: string[] }
 
 /** The verdict in a guard's answer text, or an error saying why it is none. */

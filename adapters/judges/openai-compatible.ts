@@ -14,7 +14,7 @@ import { AligndError, errorMessage } from '../../daemon/base/errors.js';
 import type { Logger } from '../../daemon/base/log.js';
 import type { NamedJudge, SafetyVerdict } from '../../daemon/gate/evidence.js';
 import { chatClient, type ChatMessage, type ChatRequest, type ChatResponse } from './chat-api.js';
-import { conversationMessages, guardTaskMessages, parseGuardAnswer, pUnsafeFromLogprobs } from './llama-guard.js';
+import { GUARD_ANSWER_REGEX, conversationMessages, guardTaskMessages, parseGuardAnswer, pUnsafeFromLogprobs } from './llama-guard.js';
 import { deliberativeMessages, parseDeliberativeAnswer } from './deliberative.js';
 
 export interface OpenAiJudgeConfig {
@@ -26,6 +26,8 @@ export interface OpenAiJudgeConfig {
   style: 'guard' | 'deliberative';
   /** guard style: `server` sends the conversation (the guard's chat template writes the task); `alignd` writes it. */
   template: 'server' | 'alignd';
+  /** guard style: constrain the answer to the verdict grammar with vLLM's `structured_outputs` extension. */
+  structuredOutput?: boolean;
   /** The written safety specification (deliberative style). */
   spec?: string;
   timeoutMs: number;
@@ -60,7 +62,8 @@ export function openAiCompatibleJudge(c: OpenAiJudgeConfig, deps: { log: Logger 
     onRetry: (err, attempt) => log.debug('judge request failed; retrying', { attempt, err }),
   });
   const maxTokens = c.maxTokens ?? (c.style === 'guard' ? 16 : 1024);
-  const identity = sha256(JSON.stringify([c.url, c.model, c.style, c.template, maxTokens, c.spec === undefined ? null : sha256(c.spec)]));
+  const structured = c.style === 'guard' && c.structuredOutput === true;
+  const identity = sha256(JSON.stringify([c.url, c.model, c.style, c.template, structured, maxTokens, c.spec === undefined ? null : sha256(c.spec)]));
   const cacheSize = c.cacheSize ?? 20_000;
   const cache = new Map<string, SafetyVerdict>();
   const inFlight = new Map<string, Promise<SafetyVerdict>>();
@@ -69,7 +72,11 @@ export function openAiCompatibleJudge(c: OpenAiJudgeConfig, deps: { log: Logger 
   function request(prompt: string, response: string): ChatRequest {
     const messages: ChatMessage[] = c.style === 'deliberative' ? deliberativeMessages(c.spec!, prompt, response)
       : c.template === 'server' ? conversationMessages(prompt, response) : guardTaskMessages(prompt, response);
-    return { model: c.model, messages, max_tokens: maxTokens, temperature: 0, ...(c.style === 'guard' ? { logprobs: true, top_logprobs: 5 } : {}) };
+    return {
+      model: c.model, messages, max_tokens: maxTokens, temperature: 0,
+      ...(c.style === 'guard' ? { logprobs: true, top_logprobs: 5 } : {}),
+      ...(structured ? { structured_outputs: { regex: GUARD_ANSWER_REGEX } } : {}),
+    };
   }
 
   function verdictOf(res: ChatResponse): SafetyVerdict {

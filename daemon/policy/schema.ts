@@ -102,6 +102,12 @@ export const judgeSchema = z.discriminatedUnion('kind', [
      * format (categories S1–S14) into one user message (an instruct model without that template).
      */
     template: z.enum(['server', 'alignd']).default('server'),
+    /**
+     * guard style only: constrain the answer to the verdict grammar (`safe`, or `unsafe` and S-codes)
+     * with vLLM's `structured_outputs` request extension — for an instruct model used as a guard on
+     * vLLM. Other servers may refuse the unknown field.
+     */
+    structured_output: z.boolean().default(false),
     /** The written safety specification (deliberative style; relative to the policy file). */
     spec_file: z.string().min(1).optional(),
     timeout_s: positive.max(600).default(30),
