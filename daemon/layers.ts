@@ -41,15 +41,11 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     imports: ['base', 'engine'],
   },
   stats: {
-    owns: 'pure statistics shared by the gate and probation: anytime-valid tests and confidence sequences (betting), paired differences, rate evidence from counts',
+    owns: 'pure statistics shared by the gate, the judges\' calibration and probation: anytime-valid tests and confidence sequences (betting), paired differences, rate evidence from counts, calibration error',
     imports: ['base'],
   },
   policy: {
     owns: 'the per-model policy file: schema, loading, hot reload, edits (rollback by pin)',
-    imports: ['base'],
-  },
-  stats: {
-    owns: 'pure statistics the gate and the judges\' calibration share (calibration error, bounds)',
     imports: ['base'],
   },
   gate: {

@@ -29,9 +29,9 @@ const TOPIC = 'alignd.feedback';
 /** The bound on live feedback events (both versions) by which a clearly worse version must be rolled back. */
 const ROLLBACK_WITHIN = 1500;
 const STABLE_WITHIN = 6000;
-const { dir, broker, vllm } = await startLoopRig(t, 'alignd-e2e-canary-', TOPIC);
+const { dir, broker, vllm, judge } = await startLoopRig(t, 'alignd-e2e-canary-', TOPIC);
 const policyFile = writeLoopPolicy(join(dir, 'canary.yaml'), {
-  model: MODEL, vllmUrls: [vllm.url], minNewExamples: 24,
+  model: MODEL, judge, vllmUrls: [vllm.url], minNewExamples: 24,
   rollout: '  enabled: true\n  min_events: 100\n  canary_weight: 0.5\n  margin: 0.1\n  metrics: [down_vote_share, mean_rating]\n',
 });
 const dataDir = join(dir, 'data');
