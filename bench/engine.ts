@@ -133,12 +133,12 @@ async function main(): Promise<void> {
   const N = 2048;
   const mg = graph('bench_matmul');
   output(O.matmul(input(mg, 'a', 'float32', [N, N]), input(mg, 'b', 'float32', [N, N])), 'c');
-  const mm = await createSession(toOnnx(mg).bytes, opts);
+  const mm = await createSession(toOnnx(mg), opts);
   const mf = { a: f32([N, N], randomTensor('float32', [N, N], 3).data as Float32Array), b: f32([N, N], randomTensor('float32', [N, N], 4).data as Float32Array) };
   // The block's own product shape (tokens × d × d), for what limits the step.
   const sg = graph('bench_matmul_block');
   output(O.matmul(input(sg, 'a', 'float32', [B * S, D]), input(sg, 'b', 'float32', [D, D])), 'c');
-  const sm = await createSession(toOnnx(sg).bytes, opts);
+  const sm = await createSession(toOnnx(sg), opts);
   const sf = { a: f32([B * S, D], randomTensor('float32', [B * S, D], 5).data as Float32Array), b: f32([D, D], randomTensor('float32', [D, D], 6).data as Float32Array) };
   const med = await timeInterleaved(iters, {
     forward: () => run(fwdSession, fwdFeeds),

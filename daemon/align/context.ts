@@ -43,13 +43,13 @@ export function alignModel(model: Model | string, lora: LoraConfig, opts: LoadOp
     return hit;
   };
   const compiled = async <I extends InputDecls>(info: ProgramInfo<I>): Promise<TrainProgram<I>> =>
-    ({ info, session: await createSession(toOnnx(info.graph).bytes, m.runtime) });
+    ({ info, session: await m.compile(info.graph) });
   const key = (o: object): string => JSON.stringify(o, (_, v) => (typeof v === 'function' ? undefined : v));
   return {
     model: m,
     ckpt: m.checkpoint,
     lora,
-    kl: (p, r) => once(`kl:${loraShapeKey(p)}:${loraShapeKey(r)}`, async () => ({ inputs: klInputs, session: await createSession(toOnnx(klProgram(m, p, r)).bytes, m.runtime) })),
+    kl: (p, r) => once(`kl:${loraShapeKey(p)}:${loraShapeKey(r)}`, async () => ({ inputs: klInputs, session: await m.compile(klProgram(m, p, r)) })),
     dpo: (o) => once(`dpo:${key(o)}`, () => compiled(dpoProgram(m, lora, o))),
     kto: (o) => once(`kto:${key(o)}`, () => compiled(ktoProgram(m, lora, o))),
     apply: (o) => once(`apply:${key(o)}`, async () => {
@@ -57,7 +57,8 @@ export function alignModel(model: Model | string, lora: LoraConfig, opts: LoadOp
         { name: loraNames('', path).a, dtype: 'float32' as const, shape: [lora.r, pair.module.inFeatures] },
         { name: loraNames('', path).b, dtype: 'float32' as const, shape: [pair.module.outFeatures, lora.r] },
       ]);
-      return compiled(applyProgram(shapes, o));
+      const info = applyProgram(shapes, o);
+      return { info, session: await createSession(toOnnx(info.graph), m.runtime) };
     }),
     freshAdapter: (seed) => initLora(m.spec, lora, seed),
   };

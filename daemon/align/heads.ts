@@ -114,7 +114,7 @@ function program(kind: 'bt' | 'bce', k: number, H: number, o: HeadTrainOptions) 
       // Σ_k Σ_i w_ik ℓ_ik / n_k-ish: each member's weighted mean (weights sum to n per member).
       const loss = O.div(O.sumAll(O.mul(perEx, weights)), O.div(n, k));
       const info = trainProgram({ loss, params: [w, b], optimizer: { weightDecay: o.weightDecay } });
-      return { info, session: await createSession(toOnnx(g).bytes, { threads: 2 }) };
+      return { info, session: await createSession(toOnnx(g), { threads: 2 }) };
     })();
     sessions.set(key, hit);
   }

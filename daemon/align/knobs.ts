@@ -58,6 +58,8 @@ export interface TrainingKnobs {
   weightDecay: Objective['weight_decay'];
   /** objective.max_length: prompt + response tokens per sequence (longer ones lose prompt tokens first). */
   maxLength: Objective['max_length'];
+  /** objective.gradient_checkpointing: recompute each decoder layer in the backward pass (TRL gradient_checkpointing). */
+  gradientCheckpointing: Objective['gradient_checkpointing'];
   klBudget: {
     /** kl.per_round: against the deployed version (this round's reference). */
     perRound: Kl['per_round'];
@@ -97,6 +99,7 @@ export function trainingKnobs(p: Policy): TrainingKnobs {
     maxGradNorm: o.max_grad_norm,
     weightDecay: o.weight_decay,
     maxLength: o.max_length,
+    gradientCheckpointing: o.gradient_checkpointing,
     klBudget: { perRound: p.kl.per_round, cumulative: p.kl.cumulative },
     klEveryNSteps: p.kl.check_steps,
     klContexts: p.kl.check_contexts,

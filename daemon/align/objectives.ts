@@ -80,7 +80,7 @@ export function dpoTraining(c: ObjectiveContext, o: DpoKnobs): TrainingObjective
       const lp = await sequenceLogps(m, c.deployed, rows.flatMap((p) => [p.chosen, p.rejected]), chunkOf(k), k.maxLength);
       return new Map(rows.map((p, i) => [p.id, [lp[2 * i]!, lp[2 * i + 1]!]]));
     },
-    program: (accumulate) => m.dpo({ lossType: o.lossType, labelSmoothing: o.labelSmoothing, rpoAlpha: o.rpoAlpha, optimizer: optimizerOf(k), accumulate }),
+    program: (accumulate) => m.dpo({ lossType: o.lossType, labelSmoothing: o.labelSmoothing, rpoAlpha: o.rpoAlpha, optimizer: optimizerOf(k), accumulate, recompute: k.gradientCheckpointing }),
     async feeds(rows, ref, beta) {
       // 2P rows: every chosen response, then every rejected one.
       const b = packLogProbBatch([...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], m.model.padId, Math.min(k.maxLength, m.model.spec.maxPositions));
@@ -117,7 +117,7 @@ export function ktoTraining(c: ObjectiveContext, o: KtoKnobs): TrainingObjective
       const lp = await sequenceLogps(m, c.deployed, rows.map((r) => r.own), chunkOf(k), k.maxLength);
       return new Map(rows.map((r, i) => [r.id, [lp[i]!]]));
     },
-    program: (accumulate) => m.kto({ desirableWeight: o.desirableWeight, undesirableWeight: o.undesirableWeight, optimizer: optimizerOf(k), accumulate }),
+    program: (accumulate) => m.kto({ desirableWeight: o.desirableWeight, undesirableWeight: o.undesirableWeight, optimizer: optimizerOf(k), accumulate, recompute: k.gradientCheckpointing }),
     async feeds(rows, ref, beta) {
       const N = rows.length;
       // Mismatched pairs (x_i, y_{i+1}) for z₀, as TRL's KTOTrainer rotates completions in the batch.

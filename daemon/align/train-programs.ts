@@ -57,21 +57,23 @@ export interface DpoProgramOptions {
   optimizer: AdamWConfig;
   /** true: a gradProgram for micro-batch accumulation; false: one-step trainProgram. */
   accumulate: boolean;
+  /** Activation checkpointing per decoder layer (policy objective.gradient_checkpointing). */
+  recompute: boolean;
 }
 
 /** The trainable policy's log-probs on a program's declared inputs (a log-prob batch and more). */
-function policyLogps<I extends InputDecls & LogProbInputDecl>(model: Model, lora: LoraConfig, name: string, decl: I) {
+function policyLogps<I extends InputDecls & LogProbInputDecl>(model: Model, lora: LoraConfig, name: string, decl: I, recompute: boolean) {
   const { g, base } = model.trainGraph(name);
   // training: true applies the config's lora_dropout, as PEFT does in train mode.
   const policy = declareLora(g, model.spec, lora, 'param', 'float32', { training: true });
   const x = declareInputs(g, decl);
-  const lp = buildLogProbs(base, policy, logProbValues(x));
+  const lp = buildLogProbs(base, policy, logProbValues(x), { recompute });
   const params = [...policy.pairs.values()].flatMap((p) => [p.a, p.b]);
   return { x, lp, params };
 }
 
 export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions): ProgramInfo<DpoProgramInputs> {
-  const { x, lp, params } = policyLogps(model, lora, 'align_dpo', dpoInputs);
+  const { x, lp, params } = policyLogps(model, lora, 'align_dpo', dpoInputs, o.recompute);
   const lengths = O.reduceSum(x.target_mask, [1], false);
   const dpo = {
     chosen: O.gather(lp.seqLogps, x.chosen_index), rejected: O.gather(lp.seqLogps, x.rejected_index),
@@ -90,10 +92,10 @@ export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions)
   return o.accumulate ? gradProgram(spec) : trainProgram({ ...spec, optimizer: o.optimizer });
 }
 
-export interface KtoProgramOptions { desirableWeight: number; undesirableWeight: number; optimizer: AdamWConfig; accumulate: boolean }
+export interface KtoProgramOptions { desirableWeight: number; undesirableWeight: number; optimizer: AdamWConfig; accumulate: boolean; recompute: boolean }
 
 export function ktoProgram(model: Model, lora: LoraConfig, o: KtoProgramOptions): ProgramInfo<KtoProgramInputs> {
-  const { x, lp, params } = policyLogps(model, lora, 'align_kto', ktoInputs);
+  const { x, lp, params } = policyLogps(model, lora, 'align_kto', ktoInputs, o.recompute);
   const obj = ktoObjective({
     logps: O.gather(lp.seqLogps, x.own_index), refLogps: x.ref_logps,
     klLogps: O.gather(lp.seqLogps, x.kl_index), refKlLogps: x.ref_kl_logps,

@@ -13,7 +13,7 @@
  * Naming is deterministic (a per-graph counter), so the same program gives the same ONNX bytes.
  */
 import { AligndError } from '../base/errors.js';
-import { type DType, type HostTensor, tensor, toHalf } from './tensor.js';
+import { type DType, type HostTensor, onnxType, tensor, toHalf } from './tensor.js';
 
 export type Dim = number | string;
 export type Shape = Dim[];
@@ -47,7 +47,34 @@ export interface Node {
   attrs: Record<string, Attr>;
   /** Set by stopGradient(): autodiff treats the node as a constant. */
   stopGradient?: boolean;
+  /**
+   * Set by castLate(): this Cast widens the stored weight `weight` to `to` and may be emitted
+   * again next to each use, so autodiff re-emits it beside each backward product instead of
+   * keeping the forward's widened copy alive until the backward pass.
+   */
+  recast?: { weight: string; to: DType };
 }
+
+/**
+ * A frozen tensor whose bytes stay in a file (ONNX external data): onnxruntime memory-maps them
+ * and alignd never reads them. `location` is relative to `dir`; every external tensor of one
+ * graph lives under one `dir` (onnxruntime takes one folder per session).
+ */
+export interface ExternalTensor {
+  dtype: DType;
+  dims: number[];
+  external: { dir: string; location: string; offset: number; length: number };
+}
+
+export type Initializer = HostTensor | ExternalTensor;
+
+export const isExternal = (t: Initializer): t is ExternalTensor => 'external' in t;
+
+/**
+ * Nodes [first, end) of a recomputed segment (activation checkpointing): autodiff keeps only the
+ * segment's `inputs` from the forward pass and recomputes the rest next to the segment's backward.
+ */
+export interface Segment { first: number; end: number; inputs: string[] }
 
 export interface ValueInfo { dtype: DType; shape: Shape | undefined }
 
@@ -60,7 +87,7 @@ export interface Graph {
   /** The subset of inputs that are trainable parameters. */
   params: Set<string>;
   /** Initializers: frozen weights and constants, in creation order. */
-  initializers: Map<string, HostTensor>;
+  initializers: Map<string, Initializer>;
   /** Names of initializers that are constants made by the builder (readable for shape inference). */
   constants: Set<string>;
   outputs: string[];
@@ -69,6 +96,10 @@ export interface Graph {
   counter: number;
   /** Deduplicates small constants: key → initializer name. */
   constCache: Map<string, string>;
+  /** Recomputed segments, in node order (see recompute()). */
+  segments: Segment[];
+  /** Nodes emitted so far (node names stay unique when autodiff removes unread nodes). */
+  emitted: number;
 }
 
 export interface Value {
@@ -81,7 +112,7 @@ export interface Value {
 export function graph(name = 'alignd'): Graph {
   return {
     name, nodes: [], values: new Map(), inputs: [], params: new Set(), initializers: new Map(),
-    constants: new Set(), outputs: [], producer: new Map(), counter: 0, constCache: new Map(),
+    constants: new Set(), outputs: [], producer: new Map(), counter: 0, constCache: new Map(), segments: [], emitted: 0,
   };
 }
 
@@ -144,15 +175,18 @@ export function frozen(g: Graph, name: string, t: HostTensor, opts: { storage?: 
     const half = tensor('float16', t.dims, Uint16Array.from(t.data as ArrayLike<number>, (x) => toHalf(Number(x))));
     const stored = declare(g, `${name}.f16`, { dtype: 'float16', shape: [...t.dims] });
     g.initializers.set(stored.name, half);
-    return emit(g, 'Cast', [stored], { to: A.i(onnxTypeCode(t.dtype)) }, [{ dtype: t.dtype, shape: [...t.dims] }], { outNames: [name] })[0]!;
+    return emit(g, 'Cast', [stored], { to: A.i(onnxType[t.dtype]) }, [{ dtype: t.dtype, shape: [...t.dims] }], { outNames: [name] })[0]!;
   }
   const v = declare(g, name, { dtype: t.dtype, shape: [...t.dims] });
   g.initializers.set(name, t);
   return v;
 }
 
-function onnxTypeCode(d: DType): number {
-  return ({ float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 } as const)[d];
+/** A frozen weight left in its file (see ExternalTensor), in the file's own element type. */
+export function frozenExternal(g: Graph, name: string, t: ExternalTensor): Value {
+  const v = declare(g, name, { dtype: t.dtype, shape: [...t.dims] });
+  g.initializers.set(name, t);
+  return v;
 }
 
 /** A constant tensor (small constants are shared between uses). */
@@ -172,7 +206,19 @@ export function constant(g: Graph, t: HostTensor): Value {
 
 /** The data of a value when it is a builder constant (for shape inference), else undefined. */
 export function constData(v: Value): HostTensor | undefined {
-  return v.g.constants.has(v.name) ? v.g.initializers.get(v.name) : undefined;
+  return v.g.constants.has(v.name) ? v.g.initializers.get(v.name) as HostTensor : undefined;
+}
+
+/**
+ * Activation checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory cost"):
+ * the nodes `build` appends form a segment whose forward values autodiff does not keep; the
+ * backward pass recomputes them from `inputs` right before it needs them. Returns build's result.
+ */
+export function recompute<T>(g: Graph, inputs: Value[], build: () => T): T {
+  const first = g.nodes.length;
+  const out = build();
+  g.segments.push({ first, end: g.nodes.length, inputs: inputs.map((v) => v.name) });
+  return out;
 }
 
 /** Mark a value as a graph output, renamed to `name` when given (an Identity node does the renaming). */
@@ -190,7 +236,7 @@ export function output(v: Value, name?: string): Value {
   return out;
 }
 
-export interface EmitOptions { domain?: string; outNames?: string[]; stopGradient?: boolean }
+export interface EmitOptions { domain?: string; outNames?: string[]; stopGradient?: boolean; recast?: Node['recast'] }
 
 /**
  * Append one node. Inputs may be undefined for omitted optional inputs. Output types are given by
@@ -207,10 +253,11 @@ export function emit(g: Graph, op: string, inputs: (Value | undefined)[], attrs:
   const index = g.nodes.length;
   const outputs = outs.map((info, i) => declare(g, opts.outNames?.[i] ?? fresh(g, op.toLowerCase()), info));
   const node: Node = {
-    op, domain: opts.domain ?? '', name: `${op}_${index}`,
+    op, domain: opts.domain ?? '', name: `${op}_${g.emitted++}`,
     inputs: inputs.map((x) => x?.name ?? ''), outputs: outputs.map((o) => o.name), attrs,
   };
   if (opts.stopGradient) node.stopGradient = true;
+  if (opts.recast !== undefined) node.recast = opts.recast;
   g.nodes.push(node);
   for (const o of outputs) g.producer.set(o.name, index);
   return outputs;

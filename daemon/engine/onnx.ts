@@ -1,38 +1,66 @@
 /**
  * Graph → ONNX ModelProto bytes (ir_version 10, opset 21, com.microsoft opset 1).
  *
- * Large weights can go to an external-data file beside the model (ONNX external data: the
- * TensorProto keeps dims and type, data_location = EXTERNAL, and `location`/`offset`/`length`
- * entries point into the file). A single protobuf cannot exceed 2 GB, so models above that must use
- * it; the session is then created from the model's path so onnxruntime finds the file beside it.
+ * Weights can live outside the protobuf as ONNX external data (the TensorProto keeps dims and
+ * type, data_location = EXTERNAL, and `location`/`offset`/`length` point into a file). A protobuf
+ * cannot exceed 2 GB, and onnxruntime memory-maps external data instead of copying it, so every
+ * session of a model that reads the same file shares one physical copy (daemon/engine/README.md).
+ * Two kinds go external: ExternalTensor initializers (already in a file, e.g. a safetensors
+ * checkpoint: referenced where they are) and, with `external`, in-memory tensors of at least
+ * `thresholdBytes`, written tensor by tensor to `dir/file` (no buffer of the whole set). The model
+ * bytes stay in memory; `externalDir` is the folder onnxruntime resolves the locations in.
  */
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { AligndError } from '../base/errors.js';
-import type { Attr, Graph, Node } from './graph.js';
+import { type Attr, type Graph, type Initializer, type Node, isExternal } from './graph.js';
 import { type Sink, bytesOf, sink, writeBytes, writeFloat, writeMessage, writeString, writeVarint } from './proto.js';
 import { type HostTensor, onnxType, rawBytes } from './tensor.js';
 
 export const IR_VERSION = 10;
 export const OPSET = 21;
 
-/** Where initializers of at least `thresholdBytes` go; offsets are aligned to `align` bytes. */
+/** Where in-memory initializers of at least `thresholdBytes` go; offsets are aligned to `align` bytes. */
 export interface ExternalData { dir: string; file: string; thresholdBytes: number; align?: number }
 
 export interface Emitted {
   bytes: Uint8Array;
-  /** Present when some tensors went external: write `bytes` to this path (done) and load from it. */
-  modelPath?: string;
+  /** The folder external-data locations are relative to (absent: the model has none). */
+  externalDir?: string;
+}
+
+/** Bytes written per write call: well under the 2 GiB a single write may take. */
+const WRITE_CHUNK = 64 * 2 ** 20;
+
+/**
+ * Write tensors at their offsets into `path`, `chunkBytes` per write (via a temporary file and a
+ * rename, so a session mapping the old file keeps it).
+ */
+export function writeExternalFile(path: string, parts: { offset: number; bytes: Uint8Array }[], chunkBytes = WRITE_CHUNK): void {
+  const tmp = join(path, '..', `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'w');
+  try {
+    for (const p of parts) {
+      for (let at = 0; at < p.bytes.byteLength; at += chunkBytes) {
+        const n = Math.min(chunkBytes, p.bytes.byteLength - at);
+        let done = 0;
+        while (done < n) done += writeSync(fd, p.bytes, at + done, n - done, p.offset + at + done);
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
 }
 
 const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, floats: 6, ints: 7 } as const;
 
-function encodeTensor(s: Sink, name: string, t: HostTensor, external?: { location: string; offset: number; length: number }): void {
+function encodeTensor(s: Sink, name: string, t: Initializer, external?: { location: string; offset: number; length: number }): void {
   for (const d of t.dims) writeVarint(s, 1, d);
   writeVarint(s, 2, onnxType[t.dtype]);
   if (name !== '') writeString(s, 8, name);
   if (external === undefined) {
-    writeBytes(s, 9, rawBytes(t));
+    writeBytes(s, 9, rawBytes(t as HostTensor));
     return;
   }
   for (const [k, v] of [['location', external.location], ['offset', String(external.offset)], ['length', String(external.length)]] as const) {
@@ -85,24 +113,32 @@ function encodeValueInfo(s: Sink, g: Graph, name: string, withShape: boolean): v
   }));
 }
 
-/** Serialise a graph. With `external`, big initializers go to `dir/file` and the model to `dir/<graph name>.onnx`. */
+/** Serialise a graph (see the file comment for what goes external and where). */
 export function toOnnx(g: Graph, opts: { external?: ExternalData } = {}): Emitted {
   if (g.outputs.length === 0) {
     throw new AligndError('ENGINE_INVALID_GRAPH', `graph '${g.name}' has no outputs`, { action: 'mark results with output()' });
   }
   const ext = opts.external;
-  const chunks: Uint8Array[] = [];
+  let externalDir = ext?.dir;
+  for (const [name, t] of g.initializers) {
+    if (!isExternal(t)) continue;
+    externalDir ??= t.external.dir;
+    if (t.external.dir !== externalDir) {
+      throw new AligndError('ENGINE_INVALID_GRAPH', `initializer '${name}' is in ${t.external.dir} but other external data of graph '${g.name}' is in ${externalDir}`,
+        { action: 'keep every external tensor of one program in one folder (onnxruntime reads external data from one folder per session)' });
+    }
+  }
+  const parts: { offset: number; bytes: Uint8Array }[] = [];
   let offset = 0;
-  const placeExternal = (t: HostTensor): { location: string; offset: number; length: number } | undefined => {
+  const placeExternal = (t: Initializer): { location: string; offset: number; length: number } | undefined => {
+    if (isExternal(t)) return t.external;
     if (ext === undefined || t.data.byteLength < ext.thresholdBytes) return undefined;
     const align = ext.align ?? 4096;
-    const padded = Math.ceil(offset / align) * align;
-    if (padded > offset) chunks.push(new Uint8Array(padded - offset));
+    const at = Math.ceil(offset / align) * align;
     const bytes = rawBytes(t);
-    chunks.push(bytes);
-    const entry = { location: basename(ext.file), offset: padded, length: bytes.length };
-    offset = padded + bytes.length;
-    return entry;
+    parts.push({ offset: at, bytes });
+    offset = at + bytes.length;
+    return { location: basename(ext.file), offset: at, length: bytes.length };
   };
 
   const model = sink(1 << 16);
@@ -119,12 +155,6 @@ export function toOnnx(g: Graph, opts: { external?: ExternalData } = {}): Emitte
   writeMessage(model, 8, (os) => { writeString(os, 1, ''); writeVarint(os, 2, OPSET); });
   writeMessage(model, 8, (os) => { writeString(os, 1, 'com.microsoft'); writeVarint(os, 2, 1); });
   const bytes = bytesOf(model);
-  if (ext === undefined || chunks.length === 0) return { bytes };
-  const data = new Uint8Array(offset);
-  let at = 0;
-  for (const c of chunks) { data.set(c, at); at += c.length; }
-  writeFileSync(join(ext.dir, basename(ext.file)), data);
-  const modelPath = join(ext.dir, `${g.name}.onnx`);
-  writeFileSync(modelPath, bytes);
-  return { bytes, modelPath };
+  if (ext !== undefined && parts.length > 0) writeExternalFile(join(ext.dir, basename(ext.file)), parts);
+  return externalDir === undefined || (parts.length === 0 && ![...g.initializers.values()].some(isExternal)) ? { bytes } : { bytes, externalDir };
 }

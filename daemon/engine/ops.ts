@@ -8,7 +8,7 @@ import { AligndError } from '../base/errors.js';
 import {
   A, type Attr, type Dim, type Graph, type Shape, type Value, type ValueInfo, constData, constant, emit, unknownDim, withShape,
 } from './graph.js';
-import { type DType, isFloat, tensor } from './tensor.js';
+import { type DType, isFloat, onnxType, tensor } from './tensor.js';
 
 export type Operand = Value | number;
 
@@ -140,8 +140,35 @@ export function stopGradient(x: Value): Value {
 
 export function cast(x: Value, to: DType): Value {
   if (x.dtype === to) return x;
-  const code = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 }[to];
-  return emit(x.g, 'Cast', [x], { to: A.i(code) }, [info(to, x.shape)])[0]!;
+  return emit(x.g, 'Cast', [x], { to: A.i(onnxType[to]) }, [info(to, x.shape)])[0]!;
+}
+
+/**
+ * `x` itself, computed only once `dep` exists. onnxruntime may run a node as soon as its inputs
+ * exist, so a Cast of a stored weight would run at the start of a program and its widened copy
+ * live until its last use (every layer's at once). Reshape(x, shape(x) + 0·d), d a runtime value
+ * of `dep`, ties x to dep; d is a symbolic dim of dep when it has one (a Shape op, no data read),
+ * else a comparison of dep's first element, so onnxruntime's constant folding cannot remove the tie.
+ */
+export function after(x: Value, dep: Value): Value {
+  const g = x.g;
+  const dims = need(x, 'after');
+  const sym = dep.shape?.findIndex((d) => typeof d === 'string') ?? -1;
+  const tie = sym >= 0
+    ? shapeOf(dep, sym, sym + 1)
+    : cast(less(slice(reshape(dep, [-1]), [0], [1], [0]), 0), 'int64');
+  const shape = add(shapeValue(x), mul(tie, 0));
+  return emit(g, 'Reshape', [x, shape], {}, [info(x.dtype, [...dims])])[0]!;
+}
+
+/**
+ * A stored (e.g. half-precision) weight widened to `to` once `dep` exists (see after()). Autodiff
+ * emits it again beside each backward use, so the widened copy lives only around one product in
+ * each direction; the weight itself stays in its stored type.
+ */
+export function castLate(w: Value, to: DType, dep: Value): Value {
+  if (w.dtype === to) return w;
+  return emit(w.g, 'Cast', [after(w, dep)], { to: A.i(onnxType[to]) }, [info(to, w.shape)], { recast: { weight: w.name, to } })[0]!;
 }
 
 export function where(cond: Value, a: Operand, b: Operand): Value {

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { AligndError, errorMessage } from '../base/errors.js';
+import type { Emitted } from './onnx.js';
 import { type DType, type HostTensor, type TensorData, sizeOf } from './tensor.js';
 
 export type Provider = 'cpu' | 'cuda' | 'webgpu';
@@ -23,6 +24,24 @@ export interface RuntimeOptions {
   spinning?: boolean;
   /** WebGPU only: keep outputs on the device ('gpu-buffer') between runs. */
   preferredOutputLocation?: 'cpu' | 'gpu-buffer';
+  /**
+   * Let the CPU provider pre-pack constant MatMul weights into its GEMM layout (onnxruntime's
+   * default). Off by default here: each session packs into a private copy, so a model's weights
+   * would be held once per program instead of once (1 GB of float32 weights became 1 GB per session
+   * in the measurement in README.md); half-precision weights are never packed (their Cast output is
+   * not a constant).
+   */
+  prepacking?: boolean;
+  /**
+   * onnxruntime's CPU memory arena (its default: on): freed activation blocks are kept for the next
+   * run instead of going back to the system. See README.md for the measured effect on steady memory.
+   */
+  memArena?: boolean;
+  /**
+   * Plan one allocation per input shape from the first run (onnxruntime's default: on). Off by
+   * default here: batches change length every step, and each new shape plans its own pattern.
+   */
+  memPattern?: boolean;
 }
 
 export type Session = ort.InferenceSession;
@@ -36,11 +55,16 @@ const INSTALL: Record<Provider, string> = {
 
 const cache = new Map<string, Promise<Session>>();
 
-function cacheKey(model: Uint8Array | string, o: RuntimeOptions): string {
+/** What a session is made from: model bytes, the same with the folder of its external data (toOnnx's result), or a model file's path. */
+export type ModelSource = Uint8Array | Emitted | string;
+
+function cacheKey(model: ModelSource, o: RuntimeOptions): string {
   const h = createHash('sha256');
   if (typeof model === 'string') h.update(`path:${model}`);
-  else h.update(model);
-  h.update(JSON.stringify([o.provider ?? 'cpu', o.threads ?? 0, o.graphOptimizationLevel ?? 'all', o.preferredOutputLocation ?? 'cpu', o.spinning ?? false]));
+  else if (model instanceof Uint8Array) h.update(model);
+  else h.update(model.bytes).update(`dir:${model.externalDir ?? ''}`);
+  h.update(JSON.stringify([o.provider ?? 'cpu', o.threads ?? 0, o.graphOptimizationLevel ?? 'all', o.preferredOutputLocation ?? 'cpu', o.spinning ?? false,
+    o.prepacking ?? false, o.memArena ?? true, o.memPattern ?? false]));
   return h.digest('hex');
 }
 
@@ -55,10 +79,10 @@ function looksLikeMissingProvider(provider: Provider, message: string): boolean 
 }
 
 /**
- * A session for model bytes (or a model path, for models with external data). Sessions are cached by
- * sha256 of the bytes and options, so building the same program twice reuses one session.
+ * A session for a program. Sessions are cached by sha256 of the bytes (and external-data folder)
+ * and options, so building the same program twice reuses one session.
  */
-export function createSession(model: Uint8Array | string, o: RuntimeOptions = {}): Promise<Session> {
+export function createSession(model: ModelSource, o: RuntimeOptions = {}): Promise<Session> {
   const key = cacheKey(model, o);
   const hit = cache.get(key);
   if (hit !== undefined) return hit;
@@ -68,7 +92,7 @@ export function createSession(model: Uint8Array | string, o: RuntimeOptions = {}
   return made;
 }
 
-async function openSession(model: Uint8Array | string, o: RuntimeOptions): Promise<Session> {
+async function openSession(model: ModelSource, o: RuntimeOptions): Promise<Session> {
   const provider = o.provider ?? 'cpu';
   if (provider === 'cuda' && !cudaInstalled()) {
     throw new AligndError('ENGINE_PROVIDER_MISSING', 'onnxruntime CUDA execution provider is not installed',
@@ -80,11 +104,24 @@ async function openSession(model: Uint8Array | string, o: RuntimeOptions): Promi
     intraOpNumThreads: o.threads ?? 0,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    enableCpuMemArena: o.memArena ?? true,
+    enableMemPattern: o.memPattern ?? false,
   };
   if (o.preferredOutputLocation !== undefined) opts.preferredOutputLocation = o.preferredOutputLocation;
-  opts.extra = { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' } } };
+  // Config entries (onnxruntime_session_options_config_keys.h); the binding joins nested keys with '.'.
+  const session: Record<string, unknown> = {
+    intra_op: { allow_spinning: o.spinning ? '1' : '0' },
+    disable_prepacking: o.prepacking ? '0' : '1',
+  };
+  // Model bytes with external data: the folder its locations are relative to (a model loaded from
+  // bytes has no folder of its own), which onnxruntime also confines them to.
+  if (typeof model !== 'string' && !(model instanceof Uint8Array) && model.externalDir !== undefined) {
+    session['model_external_initializers_file_folder_path'] = model.externalDir;
+  }
+  opts.extra = { session };
+  const source = typeof model === 'string' ? model : model instanceof Uint8Array ? model : model.bytes;
   try {
-    return typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
+    return typeof source === 'string' ? await ort.InferenceSession.create(source, opts) : await ort.InferenceSession.create(source, opts);
   } catch (err) {
     const msg = errorMessage(err);
     if (looksLikeMissingProvider(provider, msg)) {
@@ -92,7 +129,7 @@ async function openSession(model: Uint8Array | string, o: RuntimeOptions): Promi
         { input: `engine.provider=${provider}`, action: INSTALL[provider], cause: err });
     }
     throw new AligndError('ENGINE_INVALID_GRAPH', `onnxruntime rejected the model: ${msg}`,
-      { input: typeof model === 'string' ? model : `model ${modelHash(model).slice(0, 12)}`, action: 'this is a bug in the program builder; report it with the message', cause: err });
+      { input: typeof source === 'string' ? source : `model ${modelHash(source).slice(0, 12)}`, action: 'this is a bug in the program builder; report it with the message', cause: err });
   }
 }
 
@@ -127,12 +164,15 @@ export async function run(session: Session, feeds: Record<string, OrtTensor>, fe
 
 // ---------------------------------------------------------------- tensor helpers
 
-const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
+const ORT_TYPE: Record<Exclude<DType, 'bfloat16'>, ort.Tensor.Type> = {
   float32: 'float32', float64: 'float64', float16: 'float16', int64: 'int64', int32: 'int32', bool: 'bool',
 };
 
 /** Host tensor → onnxruntime tensor (shares the buffer). */
 export function toOrt(t: HostTensor): OrtTensor {
+  if (t.dtype === 'bfloat16') {
+    throw new AligndError('ENGINE_INVALID_GRAPH', 'onnxruntime-node cannot feed bfloat16 tensors', { action: 'keep bfloat16 for frozen weights (initializers); feed float32' });
+  }
   return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.dims);
 }
 

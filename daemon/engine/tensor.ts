@@ -5,11 +5,14 @@
  */
 import { AligndError } from '../base/errors.js';
 
-export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool';
 
 export type TensorData = Float32Array | Float64Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
 
-/** A tensor in host memory. float16 is stored as raw IEEE half bits in a Uint16Array. */
+/**
+ * A tensor in host memory. float16 and bfloat16 are stored as their raw 16 bits in a Uint16Array
+ * (bfloat16 exists for frozen weights: onnxruntime-node cannot feed or return it).
+ */
 export interface HostTensor {
   dtype: DType;
   dims: number[];
@@ -18,14 +21,17 @@ export interface HostTensor {
 
 /** ONNX TensorProto.DataType codes (onnx.proto). */
 export const onnxType: Record<DType, number> = {
-  float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11,
+  float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11, bfloat16: 16,
 };
 
 export const bytesPerElement: Record<DType, number> = {
-  float32: 4, float64: 8, float16: 2, int64: 8, int32: 4, bool: 1,
+  float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1,
 };
 
-export const isFloat = (d: DType): boolean => d === 'float32' || d === 'float64' || d === 'float16';
+export const isFloat = (d: DType): boolean => d === 'float32' || d === 'float64' || d === 'float16' || d === 'bfloat16';
+
+/** Half-precision storage types (2 bytes per element). */
+export const isHalf = (d: DType): boolean => d === 'float16' || d === 'bfloat16';
 
 export function sizeOf(dims: readonly number[]): number {
   return dims.reduce((a, b) => a * b, 1);
@@ -51,12 +57,15 @@ function toTyped(dtype: DType, values: ArrayLike<number> | TensorData): TensorDa
       : BigInt64Array.from(values as ArrayLike<number>, (v) => BigInt(Math.trunc(Number(v))));
     case 'float16': return values instanceof Uint16Array ? values
       : Uint16Array.from(values as ArrayLike<number>, (v) => toHalf(Number(v)));
+    case 'bfloat16': return values instanceof Uint16Array ? values
+      : Uint16Array.from(values as ArrayLike<number>, (v) => toBfloat16(Number(v)));
   }
 }
 
 /** Float values of any float/int host tensor as a Float64Array (float16 decoded). */
 export function toFloat64(t: HostTensor): Float64Array {
   if (t.dtype === 'float16') return Float64Array.from(t.data as Uint16Array, fromHalf);
+  if (t.dtype === 'bfloat16') return Float64Array.from(t.data as Uint16Array, fromBfloat16);
   if (t.dtype === 'int64') return Float64Array.from(t.data as BigInt64Array, Number);
   return Float64Array.from(t.data as ArrayLike<number>);
 }
@@ -98,6 +107,21 @@ export function fromHalf(h: number): number {
   if (exp === 0) return sign * mant * 2 ** -24;
   if (exp === 0x1f) return mant ? NaN : sign * Infinity;
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** bfloat16 bits → number: the bits are the high half of a binary32. */
+export function fromBfloat16(b: number): number {
+  u32[0] = (b & 0xffff) << 16;
+  return f32[0]!;
+}
+
+/** number → bfloat16 bits, round to nearest even (as torch's `.to(torch.bfloat16)`); NaN stays a quiet NaN. */
+export function toBfloat16(value: number): number {
+  f32[0] = value;
+  const x = u32[0]!;
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return ((x >>> 16) | 0x40) & 0xffff;
+  const lsb = (x >>> 16) & 1;
+  return ((x + 0x7fff + lsb) >>> 16) & 0xffff;
 }
 
 /** Little-endian raw bytes of a tensor, as TensorProto.raw_data wants them. */

@@ -12,21 +12,30 @@
  * - The attention bias [B|1, 1, T, S] is additive (0 or −1e9): causal, padding and Mistral's
  *   sliding window (query index − key index < W, over absolute cache indices) in one tensor.
  *
- * Weights: frozen base weights are initializers (loaded once per session), in the checkpoint's
- * own layout: `linear` weights [out, in] enter a transposed product (FusedMatMul transB; measured
- * no slower than pre-transposed copies on the CPU provider, and no second copy of the model in
- * memory), GPT-2's Conv1D weights [in, out] a plain MatMul; a tied head reuses the embedding.
+ * Weights: frozen base weights are initializers that stay in the checkpoint's files (ONNX external
+ * data, memory-mapped: weight-files.ts), in the checkpoint's own layout and element type:
+ * `linear` weights [out, in] enter a transposed product (FusedMatMul transB; measured no slower
+ * than pre-transposed copies on the CPU provider, and no second copy of the model in memory),
+ * GPT-2's Conv1D weights [in, out] a plain MatMul; a tied head reuses the embedding. Half-precision
+ * matrices are widened to the compute type one at a time, next to their product (castLate), and
+ * embeddings gather their rows before widening them.
+ *
+ * Activation checkpointing (`recompute`): each decoder layer is a recompute() segment, so a train
+ * step keeps one hidden state per layer and recomputes the layer's inside during its backward.
  *
  * LoRA (PEFT layout, A [r, in], B [out, r]): y += scaling · (dropout(x)·Aᵀ)·Bᵀ, the scaling on the
  * rank-r product. A and B are trainable parameters ('param'), plain graph inputs fed on every run
  * ('input', how inference programs swap adapters without rebuilding), or initializers ('fixed').
  */
 import { AligndError } from '../base/errors.js';
-import { A, type Graph, type Value, constant, emit, frozen, input, ops as O, param, tensor } from '../engine/index.js';
+import { A, type Graph, type Value, constant, emit, frozen, frozenExternal, input, ops as O, param, recompute, tensor, withShape } from '../engine/index.js';
 import type { ModelSpec } from './hf-config.js';
 import { loraScaling, loraTargets, type LoraAdapter, type LoraConfig } from './lora.js';
 import { ropeInvFreq } from './reference-forward.js';
-import { linearModules, lmHeadName, type LinearModule, type NamedTensors } from './weights.js';
+import { GRAPH_DTYPE, type GraphWeights, externalRef } from './weight-files.js';
+import { linearModules, lmHeadName, weightValues, type LinearModule } from './weights.js';
+
+export type { GraphWeights } from './weight-files.js';
 
 export type FloatType = 'float32' | 'float64';
 
@@ -36,40 +45,62 @@ export const MASKED = -1e9;
 export interface BaseWeights {
   spec: ModelSpec;
   dtype: FloatType;
-  /** The frozen weight under its Hugging Face name. */
-  get(name: string): Value;
-}
-
-/** A checkpoint's float32 weights as graphs read them (shared by every program, not copied). */
-export interface GraphWeights {
-  spec: ModelSpec;
-  /** HF name → shape and values. */
-  tensors: Map<string, { shape: number[]; values: Float32Array }>;
-}
-
-export function graphWeights(spec: ModelSpec, weights: NamedTensors): GraphWeights {
-  return { spec, tensors: weights };
+  /**
+   * The frozen weight under its Hugging Face name, in the compute type. A stored half-precision
+   * matrix is widened next to its use: pass the product's other operand as `near`.
+   */
+  get(name: string, near?: Value): Value;
+  /** Rows `ids` of an embedding [V, H] (gathered in the stored type, then widened). */
+  rows(name: string, ids: Value): Value;
+  /**
+   * Rows [start, end) of a matrix as their own frozen weight (for the head in vocabulary blocks):
+   * a second reference into the same file bytes, not a copy; widened next to `near` like get().
+   */
+  block(name: string, start: number, end: number, near: Value): Value;
 }
 
 /**
- * Declare the base weights in `g` as initializers, each on first use (a program that never reads
- * the lm head does not carry it). `storage: 'float16'` halves the program size.
+ * Declare the base weights in `g`, each on first use (a program that never reads the lm head does
+ * not carry it): float32 programs reference the weights' files (external data, in their stored
+ * type); float64 programs (gradient checks, small models) hold float64 copies.
  */
-export function declareBaseWeights(g: Graph, w: GraphWeights, dtype: FloatType = 'float32', opts: { storage?: 'float16' } = {}): BaseWeights {
+export function declareBaseWeights(g: Graph, w: GraphWeights, dtype: FloatType = 'float32'): BaseWeights {
   const made = new Map<string, Value>();
+  /** Rows [start, end) of weight `name` (all rows when end is undefined), declared once. */
+  const stored = (name: string, start = 0, end?: number): Value => {
+    const key = end === undefined ? name : `${name}.rows${start}-${end}`;
+    const hit = made.get(key);
+    if (hit !== undefined) return hit;
+    const t = w.tensors.get(name);
+    if (t === undefined) throw new AligndError('INTERNAL', `forward graph: weight ${name} is not in the checkpoint`);
+    const rows = t.shape[0]!;
+    const last = end ?? rows;
+    const rowBytes = t.length / rows;
+    const dims = [last - start, ...t.shape.slice(1)];
+    const type = GRAPH_DTYPE[t.dtype];
+    let v: Value;
+    if (dtype === 'float64' || type === undefined) {
+      const perRow = t.shape.slice(1).reduce((a, b) => a * b, 1);
+      const all = weightValues(t).subarray(start * perRow, last * perRow);
+      v = frozen(g, key, tensor(dtype, dims, dtype === 'float64' ? Float64Array.from(all) : all));
+    } else {
+      const ref = externalRef(w, t);
+      v = frozenExternal(g, key, { dtype: type, dims, external: { ...ref, offset: ref.offset + start * rowBytes, length: (last - start) * rowBytes } });
+    }
+    made.set(key, v);
+    return v;
+  };
+  const widen = (v: Value, near?: Value): Value => {
+    if (v.dtype === dtype) return v;
+    // Vectors (norms, biases) are small: a plain Cast, which onnxruntime may fold into a constant.
+    return near !== undefined && (v.shape?.length ?? 0) >= 2 ? O.castLate(v, dtype, near) : O.cast(v, dtype);
+  };
   return {
     spec: w.spec,
     dtype,
-    get(name: string): Value {
-      const hit = made.get(name);
-      if (hit !== undefined) return hit;
-      const t = w.tensors.get(name);
-      if (t === undefined) throw new AligndError('INTERNAL', `forward graph: weight ${name} is not in the checkpoint`);
-      const data = dtype === 'float32' ? t.values : Float64Array.from(t.values);
-      const v = frozen(g, name, tensor(dtype, t.shape, data), opts.storage === undefined ? {} : { storage: opts.storage });
-      made.set(name, v);
-      return v;
-    },
+    get: (name, near) => widen(stored(name), near),
+    rows: (name, ids) => O.cast(O.gather(stored(name), ids, 0), dtype),
+    block: (name, start, end, near) => widen(stored(name, start, end), near),
   };
 }
 
@@ -149,7 +180,7 @@ function dropout(x: Value, p: number, path: string): Value {
 
 /** x [..., in] → [..., out] through a (possibly LoRA-adapted) linear or Conv1D module. */
 function project(base: BaseWeights, lora: LoraValues | null, m: LinearModule, x: Value): Value {
-  let y = O.matmul(x, base.get(`${m.path}.weight`), m.layout === 'linear' ? { transB: true } : {});
+  let y = O.matmul(x, base.get(`${m.path}.weight`, x), m.layout === 'linear' ? { transB: true } : {});
   if (m.bias) y = O.add(y, base.get(`${m.path}.bias`));
   const pair = lora?.pairs.get(m.path);
   if (pair !== undefined && lora !== null) {
@@ -169,6 +200,8 @@ export interface ForwardInputs {
   bias: Value;
   /** Per layer, cached keys and values [B, n_kv, past, d] (generation). */
   past?: { key: Value; value: Value }[];
+  /** Activation checkpointing: recompute each decoder layer in the backward pass (train steps). */
+  recompute?: boolean;
 }
 
 export interface ForwardOutputs {
@@ -232,41 +265,47 @@ export function forward(base: BaseWeights, lora: LoraValues | null, inp: Forward
   const perLayer = spec.family === 'llama' ? 7 : 4;
   const present: { key: Value; value: Value }[] = [];
   const eps = spec.normEps;
+  // One decoder layer, as a recompute() segment when checkpointing (its input is what the forward keeps).
+  const layer = (x: Value, body: (x: Value) => Value): Value => (inp.recompute ? recompute(x.g, [x], () => body(x)) : body(x));
   if (spec.family === 'llama') {
-    let x = O.gather(base.get('model.embed_tokens.weight'), inp.ids, 0);
+    let x = base.rows('model.embed_tokens.weight', inp.ids);
     const rot = ropeTables(spec, inp.positions, base.dtype);
     for (let l = 0; l < spec.numLayers; l++) {
       const [qm, km, vm, om, gm, um, dm] = mods.slice(l * perLayer, (l + 1) * perLayer) as [LinearModule, LinearModule, LinearModule, LinearModule, LinearModule, LinearModule, LinearModule];
       const p = `model.layers.${l}`;
-      const h = O.rmsNorm(x, base.get(`${p}.input_layernorm.weight`), eps);
-      const att = attention(spec, project(base, lora, qm, h), project(base, lora, km, h), project(base, lora, vm, h), inp.bias, inp.past?.[l], rot);
-      present.push({ key: att.key, value: att.value });
-      x = O.add(x, project(base, lora, om, att.out));
-      const h2 = O.rmsNorm(x, base.get(`${p}.post_attention_layernorm.weight`), eps);
-      const act = O.mul(O.silu(project(base, lora, gm, h2)), project(base, lora, um, h2));
-      x = O.add(x, project(base, lora, dm, act));
+      x = layer(x, (x) => {
+        const h = O.rmsNorm(x, base.get(`${p}.input_layernorm.weight`), eps);
+        const att = attention(spec, project(base, lora, qm, h), project(base, lora, km, h), project(base, lora, vm, h), inp.bias, inp.past?.[l], rot);
+        present.push({ key: att.key, value: att.value });
+        const x1 = O.add(x, project(base, lora, om, att.out));
+        const h2 = O.rmsNorm(x1, base.get(`${p}.post_attention_layernorm.weight`), eps);
+        const act = O.mul(O.silu(project(base, lora, gm, h2)), project(base, lora, um, h2));
+        return O.add(x1, project(base, lora, dm, act));
+      });
     }
     return { hidden: O.rmsNorm(x, base.get('model.norm.weight'), eps), present };
   }
   const H = spec.hiddenSize;
-  let x = O.add(O.gather(base.get('transformer.wte.weight'), inp.ids, 0), O.gather(base.get('transformer.wpe.weight'), inp.positions, 0));
+  let x = O.add(base.rows('transformer.wte.weight', inp.ids), base.rows('transformer.wpe.weight', inp.positions));
   for (let l = 0; l < spec.numLayers; l++) {
     const [am, pm, fm, cm] = mods.slice(l * perLayer, (l + 1) * perLayer) as [LinearModule, LinearModule, LinearModule, LinearModule];
     const p = `transformer.h.${l}`;
-    const h = O.layerNorm(x, base.get(`${p}.ln_1.weight`), base.get(`${p}.ln_1.bias`), { epsilon: eps });
-    const [q, k, v] = O.split(project(base, lora, am, h), [H, H, H], 2) as [Value, Value, Value];
-    const att = attention(spec, q, k, v, inp.bias, inp.past?.[l], null);
-    present.push({ key: att.key, value: att.value });
-    x = O.add(x, project(base, lora, pm, att.out));
-    const h2 = O.layerNorm(x, base.get(`${p}.ln_2.weight`), base.get(`${p}.ln_2.bias`), { epsilon: eps });
-    x = O.add(x, project(base, lora, cm, O.gelu(project(base, lora, fm, h2), 'tanh')));
+    x = layer(x, (x) => {
+      const h = O.layerNorm(x, base.get(`${p}.ln_1.weight`), base.get(`${p}.ln_1.bias`), { epsilon: eps });
+      const [q, k, v] = O.split(project(base, lora, am, h), [H, H, H], 2) as [Value, Value, Value];
+      const att = attention(spec, q, k, v, inp.bias, inp.past?.[l], null);
+      present.push({ key: att.key, value: att.value });
+      const x1 = O.add(x, project(base, lora, pm, att.out));
+      const h2 = O.layerNorm(x1, base.get(`${p}.ln_2.weight`), base.get(`${p}.ln_2.bias`), { epsilon: eps });
+      return O.add(x1, project(base, lora, cm, O.gelu(project(base, lora, fm, h2), 'tanh')));
+    });
   }
   return { hidden: O.layerNorm(x, base.get('transformer.ln_f.weight'), base.get('transformer.ln_f.bias'), { epsilon: eps }), present };
 }
 
 /** Logits [..., vocab] of hidden states [..., H]; the head (tied or not) is [vocab, H]. */
 export function lmHead(base: BaseWeights, hidden: Value): Value {
-  return O.matmul(hidden, base.get(lmHeadName(base.spec)), { transB: true });
+  return O.matmul(hidden, base.get(lmHeadName(base.spec), hidden), { transB: true });
 }
 
 /**
@@ -276,7 +315,8 @@ export function lmHead(base: BaseWeights, hidden: Value): Value {
 export function sequenceBias(spec: ModelSpec, attentionMask: Value, dtype: FloatType): Value {
   const g = attentionMask.g;
   const len = O.squeeze(O.shapeOf(attentionMask, 1, 2), [0]);
-  const pos = O.range(constant(g, tensor('int64', [], [0])), len, constant(g, tensor('int64', [], [1])));
+  // 0..T−1 has the sequence dim of the mask: naming it so keeps every shape downstream decidable.
+  const pos = withShape(O.range(constant(g, tensor('int64', [], [0])), len, constant(g, tensor('int64', [], [1]))), [attentionMask.shape![1]!]);
   const diff = O.sub(O.unsqueeze(pos, [1]), O.unsqueeze(pos, [0])); // query − key
   let allowed = O.greaterOrEqual(diff, 0);
   if (spec.slidingWindow !== null) allowed = O.and(allowed, O.less(diff, spec.slidingWindow));
@@ -289,7 +329,7 @@ export function sequenceBias(spec: ModelSpec, attentionMask: Value, dtype: Float
 export function sequencePositions(ids: Value): Value {
   const g = ids.g;
   const len = O.squeeze(O.shapeOf(ids, 1, 2), [0]);
-  return O.unsqueeze(O.range(constant(g, tensor('int64', [], [0])), len, constant(g, tensor('int64', [], [1]))), [0]);
+  return O.unsqueeze(withShape(O.range(constant(g, tensor('int64', [], [0])), len, constant(g, tensor('int64', [], [1]))), [ids.shape![1]!]), [0]);
 }
 
 /**

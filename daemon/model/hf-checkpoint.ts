@@ -1,22 +1,22 @@
 /**
- * A Hugging Face checkpoint directory as users have it → spec + float32 weights under their HF
- * names + tokenizer. Reads `config.json`, `model.safetensors` or the shards of
+ * A Hugging Face checkpoint directory as users have it → spec + where each weight's bytes are,
+ * under its HF name (headers only: the data is memory-mapped by the engine's sessions) + tokenizer. Reads `config.json`, `model.safetensors` or the shards of
  * `model.safetensors.index.json` (F32/F16/BF16), and `tokenizer.json`/`tokenizer_config.json`.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AligndError } from '../base/errors.js';
 import { parseModelConfig, type ModelSpec } from './hf-config.js';
-import { readCheckpointTensors } from './safetensors.js';
+import { indexCheckpointTensors } from './safetensors.js';
 import { hasTokenizer, loadTokenizer, type ModelTokenizer } from './tokenizer.js';
-import { collectWeights, type NamedTensors } from './weights.js';
+import { collectWeights, type CheckpointWeights } from './weights.js';
 
 export interface Checkpoint {
   dir: string;
   spec: ModelSpec;
   /** config.json as found (kept for manifests and for writing it back). */
   rawConfig: unknown;
-  weights: NamedTensors;
+  weights: CheckpointWeights;
   /** null when the directory has no tokenizer.json. */
   tokenizer: ModelTokenizer | null;
 }
@@ -39,7 +39,7 @@ export function readModelSpec(dir: string): { spec: ModelSpec; rawConfig: unknow
 
 export function loadCheckpoint(dir: string): Checkpoint {
   const { spec, rawConfig } = readModelSpec(dir);
-  const weights = collectWeights(spec, readCheckpointTensors(dir), dir);
+  const weights = collectWeights(spec, indexCheckpointTensors(dir), dir);
   const tokenizer = hasTokenizer(dir) ? loadTokenizer(dir) : null;
   if (tokenizer !== null && tokenizer.vocabSize > spec.vocabSize) {
     throw new AligndError('MODEL_INVALID', `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${spec.vocabSize}`, {

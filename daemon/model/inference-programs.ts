@@ -7,12 +7,13 @@
  * Input and output names are in `IO`. Batches are right-padded (batch.ts) except for generation,
  * which left-pads prompts and feeds positions and the attention bias itself (kv-generation.ts).
  */
-import { type Declared, type Graph, type Value, declareInputs, floatInput, graph, input, int64, ops as O, output } from '../engine/index.js';
+import { type Declared, type Graph, type Value, declareInputs, floatInput, graph, input, int64, ops as O, output, recompute } from '../engine/index.js';
 import type { LoraConfig } from './lora.js';
 import {
   type BaseWeights, type FloatType, type GraphWeights, type LoraValues, declareBaseWeights, declareLora, forward, hiddenAt,
   lastTokenHidden, lmHead, sequenceBias, sequencePositions,
 } from './forward-graph.js';
+import { lmHeadName } from './weights.js';
 
 export const IO = {
   inputIds: 'input_ids',
@@ -92,15 +93,64 @@ export function logProbInputs(g: Graph, dtype: FloatType = 'float32'): LogProbIn
   return logProbValues(declareInputs(g, logProbInputDecl(dtype)));
 }
 
-/** Final hidden states [B, T, H] of a right-padded batch. */
-export function sequenceHidden(base: BaseWeights, lora: LoraValues | null, ids: Value, attentionMask: Value): Value {
+/** Final hidden states [B, T, H] of a right-padded batch; `recompute`: checkpoint each layer (train steps). */
+export function sequenceHidden(base: BaseWeights, lora: LoraValues | null, ids: Value, attentionMask: Value, opts: { recompute?: boolean } = {}): Value {
   const bias = sequenceBias(base.spec, attentionMask, base.dtype);
-  return forward(base, lora, { ids, positions: sequencePositions(ids), bias }).hidden;
+  return forward(base, lora, { ids, positions: sequencePositions(ids), bias, recompute: opts.recompute ?? false }).hidden;
 }
 
 /** log p(target) at every position of logits [..., V]: log_softmax, then the target's entry. */
 export function targetLogProbs(logits: Value, targets: Value): Value {
   return O.squeeze(O.gatherElements(O.logSoftmax(logits, -1), O.unsqueeze(targets, [-1]), -1), [-1]);
+}
+
+/** Vocabulary rows per block of headLogProbs: a block's logits [B, T, rows] are the program's largest tensors. */
+export const HEAD_BLOCK_ROWS = 16384;
+
+export interface HeadOptions {
+  /** Recompute each decoder layer and head block in the backward pass (train steps). */
+  recompute?: boolean;
+  /** Vocabulary rows per head block (default HEAD_BLOCK_ROWS; tests force blocks on small vocabularies). */
+  blockRows?: number;
+}
+
+/** log Σ exp over the last axis, shifted by the (constant to autodiff) maximum; keeps the axis. */
+function logSumExp(x: Value): Value {
+  const m = O.stopGradient(O.reduceMax(x, [-1], true));
+  return O.add(O.log(O.reduceSum(O.exp(O.sub(x, m)), [-1], true)), m);
+}
+
+/**
+ * log p(target) [B, T] from final hidden states [B, T, H] without a [B, T, V] tensor: the head runs
+ * over blocks of vocabulary rows (each block's weight is its own reference into the head's bytes);
+ * each block gives its log-sum-exp and the target's logit where the target falls in it, and
+ * log p = target logit − log Σ_blocks exp(block log-sum-exp). With `recompute` every block is a
+ * recompute() segment: a train step keeps [B, T] values per block and recomputes the block's
+ * logits in its backward pass.
+ */
+export function headLogProbs(base: BaseWeights, hidden: Value, targets: Value, opts: HeadOptions = {}): Value {
+  const V = base.spec.vocabSize;
+  const rows = opts.blockRows ?? HEAD_BLOCK_ROWS;
+  if (V <= rows) return targetLogProbs(lmHead(base, hidden), targets);
+  const blocks = Math.ceil(V / rows);
+  const size = Math.ceil(V / blocks);
+  const head = lmHeadName(base.spec);
+  const lses: Value[] = [];
+  const picks: Value[] = [];
+  for (let start = 0; start < V; start += size) {
+    const end = Math.min(V, start + size);
+    const block = (): [Value, Value] => {
+      const z = O.matmul(hidden, base.block(head, start, end, hidden), { transB: true });
+      const local = O.sub(targets, start);
+      const inside = O.and(O.greaterOrEqual(local, 0), O.less(local, end - start));
+      const pick = O.squeeze(O.gatherElements(z, O.unsqueeze(O.where(inside, local, 0), [-1]), -1), [-1]);
+      return [O.squeeze(logSumExp(z), [-1]), O.mul(pick, O.cast(inside, z.dtype))];
+    };
+    const [lse, pick] = opts.recompute ? recompute(hidden.g, [hidden], block) : block();
+    lses.push(O.unsqueeze(lse, [-1]));
+    picks.push(pick);
+  }
+  return O.sub(O.sum(picks), O.squeeze(logSumExp(O.concat(lses, -1)), [-1]));
 }
 
 export interface LogProbs {
@@ -116,9 +166,9 @@ export interface LogProbs {
  * Response log-probabilities of a batch: the graph function a train step calls with trainable
  * LoRA (policy) or fixed LoRA / none (reference).
  */
-export function buildLogProbs(base: BaseWeights, lora: LoraValues | null, inp: LogProbInputs): LogProbs {
-  const hidden = sequenceHidden(base, lora, inp.ids, inp.attentionMask);
-  const tokenLogps = O.mul(targetLogProbs(lmHead(base, hidden), inp.targets), inp.targetMask);
+export function buildLogProbs(base: BaseWeights, lora: LoraValues | null, inp: LogProbInputs, opts: HeadOptions = {}): LogProbs {
+  const hidden = sequenceHidden(base, lora, inp.ids, inp.attentionMask, opts);
+  const tokenLogps = O.mul(headLogProbs(base, hidden, inp.targets, opts), inp.targetMask);
   return { tokenLogps, seqLogps: O.reduceSum(tokenLogps, [1], false), hidden };
 }
 
@@ -141,8 +191,6 @@ export type ProgramKind = 'logprobs' | 'hidden' | 'vocab_logprobs' | 'logits' | 
 
 export interface ProgramOptions {
   dtype?: FloatType;
-  /** Store base weights as float16 (half the program size; float32 arithmetic). */
-  storage?: 'float16';
 }
 
 /**
@@ -152,7 +200,7 @@ export interface ProgramOptions {
 export function buildProgram(kind: ProgramKind, w: GraphWeights, lora: LoraConfig | null, opts: ProgramOptions = {}): Graph {
   const dtype = opts.dtype ?? 'float32';
   const g = graph(`${w.spec.modelType}_${kind}`);
-  const base = declareBaseWeights(g, w, dtype, opts.storage === undefined ? {} : { storage: opts.storage });
+  const base = declareBaseWeights(g, w, dtype);
   const lv = lora === null ? null : declareLora(g, w.spec, lora, 'input', dtype);
   const decl = programInputs(dtype);
   if (kind === 'logprobs') {

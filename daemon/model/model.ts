@@ -8,10 +8,6 @@
  * the graph functions of inference-programs.ts / forward-graph.ts build the loss on it; `batchFeeds` and
  * `loraHostTensors` make the feeds and the initial train state.
  */
-import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AligndError } from '../base/errors.js';
 import {
@@ -20,11 +16,12 @@ import {
 } from '../engine/index.js';
 import { type Checkpoint, loadCheckpoint } from './hf-checkpoint.js';
 import type { ModelSpec } from './hf-config.js';
-import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, graphWeights, loraNames } from './forward-graph.js';
+import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, loraNames } from './forward-graph.js';
 import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
 import { IO, type LogProbInputDecl, type ProgramInputs, type ProgramKind, type TokenInputs, buildProgram, programInputs } from './inference-programs.js';
 import type { ModelTokenizer, Prompt } from './tokenizer.js';
+import { graphWeights } from './weight-files.js';
 
 /** A right-padded token batch (LogProbBatch from batch.ts is one). */
 export interface TokenBatch {
@@ -39,28 +36,20 @@ export interface TargetBatch extends TokenBatch {
   targetMask: Float32Array;
 }
 
-export interface LoadOptions {
-  provider?: Provider;
-  threads?: number;
-  /** Base weights stored as float16 in the programs (half the memory; arithmetic stays float32). */
+/** Session options (engine RuntimeOptions) and where the weights come from. */
+export interface LoadOptions extends RuntimeOptions {
+  /** F32 checkpoints: base weights stored as float16 (half the memory; arithmetic stays float32). */
   storage?: 'float16';
-  /**
-   * Programs whose weights exceed this many bytes are written to `programDir` with their weights as
-   * ONNX external data (protobuf caps a model file at 2 GB). Default 1.5 GiB.
-   */
-  externalAboveBytes?: number;
-  /** Where external-data programs go (default: a fresh folder under the system temp dir). */
+  /** Where converted weights go when the checkpoint's files cannot be read in place (weight-files.ts). */
   programDir?: string;
 }
-
-const EXTERNAL_ABOVE = 1.5 * 2 ** 30;
 
 export interface Model {
   dir: string;
   spec: ModelSpec;
   checkpoint: Checkpoint;
   tokenizer: ModelTokenizer | null;
-  /** The base weights as the programs read them (shared by every program). */
+  /** Where the base weights are for the programs (the same files for every program). */
   weights: GraphWeights;
   /** Pad id for batches: tokenizer pad (else eos), config pad, else 0. */
   padId: number;
@@ -86,6 +75,8 @@ export interface Model {
   session(kind: ProgramKind, lora: LoraConfig | null): Promise<Session>;
   /** A fresh graph with this model's frozen base declared, for train-step programs. */
   trainGraph(name: string, dtype?: FloatType): { g: Graph; base: BaseWeights };
+  /** A session for a graph built on trainGraph() (its weights are this model's files). */
+  compile(g: Graph): Promise<Session>;
 }
 
 /** What makes two LoRA configs need different programs. */
@@ -178,24 +169,17 @@ function padIdOf(ck: Checkpoint, dir: string): number {
 export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   const checkpoint = loadCheckpoint(dir);
   const { spec } = checkpoint;
-  const weights = graphWeights(spec, checkpoint.weights);
-  const runtime: RuntimeOptions = { provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0 };
+  const { storage, programDir, ...session0 } = opts;
+  const weights = graphWeights(spec, checkpoint.weights, dir, { ...(storage === undefined ? {} : { storage }), ...(programDir === undefined ? {} : { dir: programDir }) });
+  const runtime: RuntimeOptions = { ...session0, provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0 };
   const sessions = new Map<string, Promise<Session>>();
-  const weightBytes = [...weights.tensors.values()].reduce((n, t) => n + t.values.byteLength, 0);
-  let programDir: string | undefined;
+  const compile = (g: Graph): Promise<Session> => createSession(toOnnx(g), runtime);
 
   const session = (kind: ProgramKind, lora: LoraConfig | null): Promise<Session> => {
     const key = `${kind}|${loraShapeKey(lora)}`;
     let s = sessions.get(key);
     if (s === undefined) {
-      const g = buildProgram(kind, weights, lora, opts.storage === undefined ? {} : { storage: opts.storage });
-      if (weightBytes > (opts.externalAboveBytes ?? EXTERNAL_ABOVE)) {
-        programDir ??= opts.programDir ?? mkdtempSync(join(tmpdir(), 'alignd-programs-'));
-        mkdirSync(programDir, { recursive: true });
-        g.name = `${g.name}_${createHash('sha256').update(loraShapeKey(lora)).digest('hex').slice(0, 12)}`;
-        const e = toOnnx(g, { external: { dir: programDir, file: `${g.name}.weights`, thresholdBytes: 1024 } });
-        s = createSession(e.modelPath!, runtime);
-      } else s = createSession(toOnnx(g).bytes, runtime);
+      s = compile(buildProgram(kind, weights, lora));
       sessions.set(key, s);
       s.catch(() => sessions.delete(key));
     }
@@ -283,8 +267,9 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     session,
     trainGraph(name, dtype = 'float32') {
       const g = graph(name);
-      return { g, base: declareBaseWeights(g, weights, dtype, opts.storage === undefined ? {} : { storage: opts.storage }) };
+      return { g, base: declareBaseWeights(g, weights, dtype) };
     },
+    compile,
   };
   return model;
 }

@@ -15,7 +15,7 @@
  */
 import type { ModelSpec, RopeSpec } from './hf-config.js';
 import { applyLora, loraScaling, type LoraAdapter } from './lora.js';
-import { lmHeadName, type NamedTensors } from './weights.js';
+import { lmHeadName, weightValues, type CheckpointWeights } from './weights.js';
 import type { LogProbBatch } from './batch.js';
 import { createRng } from '../base/random.js';
 import { GREEDY, sampleToken, type SamplingOptions } from './sampling.js';
@@ -23,13 +23,13 @@ import { AligndError } from '../base/errors.js';
 
 export interface ReferenceModel {
   spec: ModelSpec;
-  weights: NamedTensors;
+  weights: CheckpointWeights;
 }
 
 function w(model: ReferenceModel, name: string): Float32Array {
   const t = model.weights.get(name);
   if (t === undefined) throw new AligndError('INTERNAL', `reference forward: weight ${name} missing`);
-  return t.values;
+  return weightValues(t);
 }
 
 /** Inverse RoPE frequencies, with the configured scaling. */

@@ -8,9 +8,13 @@
  * The writer reproduces the reference (Rust) writer byte for byte: tensors ordered by dtype rank
  * descending then name ascending (its `prepare` sort), compact JSON with `__metadata__` first
  * (keys in the given order) and omitted when null, header padded with spaces to a multiple of 8 so every tensor's data is aligned.
+ *
+ * Big checkpoints are read by location (`indexSafetensors`: the header only; the engine
+ * memory-maps the data through onnxruntime) and written tensor by tensor in chunks
+ * (`writeSafetensorsStreaming`), so no tensor or file has to fit one Node buffer.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { join, dirname, basename } from 'node:path';
 import { z } from 'zod';
 import { AligndError } from '../base/errors.js';
 import { writeFileAtomicDurable } from '../base/fs-durable.js';
@@ -138,17 +142,28 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
   return { tensors, metadata };
 }
 
-/**
- * Read a safetensors file tensor by tensor (each into its own aligned buffer), so files larger
- * than one Node buffer can hold still load and F32 data decode without a copy.
- */
-export function readSafetensors(path: string): SafetensorsContents {
-  let fd: number;
+/** Where one tensor's bytes are in a file (from the header; the data is not read). */
+export interface TensorLocation {
+  dtype: Dtype;
+  shape: number[];
+  /** Absolute or caller-relative path of the file. */
+  file: string;
+  /** Byte offset of the tensor's first byte in the file. */
+  offset: number;
+  length: number;
+}
+
+function openForRead(path: string): number {
   try {
-    fd = openSync(path, 'r');
+    return openSync(path, 'r');
   } catch (err) {
     throw new AligndError('MODEL_INVALID', 'cannot read safetensors file', { input: path, action: 'check the path and permissions', cause: err });
   }
+}
+
+/** The header of a safetensors file: each tensor's dtype, shape and byte range in the file. */
+export function indexSafetensors(path: string): { tensors: Map<string, TensorLocation>; metadata: Record<string, string> | null } {
+  const fd = openForRead(path);
   try {
     const size = fstatSync(fd).size;
     const first8 = new Uint8Array(8);
@@ -157,21 +172,62 @@ export function readSafetensors(path: string): SafetensorsContents {
     const header = new Uint8Array(n);
     readSync(fd, header, 0, n, 8);
     const { entries, metadata } = parseHeader(header, size - 8 - n, path);
-    const tensors = new Map<string, TensorEntry>();
-    for (const e of entries) {
-      const data = new Uint8Array(e.end - e.begin);
-      let done = 0;
-      while (done < data.byteLength) {
-        const got = readSync(fd, data, done, data.byteLength - done, 8 + n + e.begin + done);
-        if (got === 0) throw invalid(path, `truncated while reading tensor "${e.name}"`);
-        done += got;
-      }
-      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
-    }
+    const tensors = new Map<string, TensorLocation>();
+    for (const e of entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape, file: path, offset: 8 + n + e.begin, length: e.end - e.begin });
     return { tensors, metadata };
   } finally {
     closeSync(fd);
   }
+}
+
+/** Read `length` bytes at `offset` of an open file into `into` (from `at`); a short file is an error. */
+function readFully(fd: number, into: Uint8Array, at: number, length: number, offset: number, source: string): void {
+  let done = 0;
+  while (done < length) {
+    const got = readSync(fd, into, at + done, length - done, offset + done);
+    if (got === 0) throw invalid(source, `truncated: wanted ${length} bytes at offset ${offset}`);
+    done += got;
+  }
+}
+
+/** One tensor's bytes (in its own buffer, so its data is aligned). For tensors that fit a Node buffer. */
+export function readTensorBytes(t: TensorLocation): Uint8Array {
+  const fd = openForRead(t.file);
+  try {
+    const data = new Uint8Array(t.length);
+    readFully(fd, data, 0, t.length, t.offset, t.file);
+    return data;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Visit a tensor's bytes in chunks of at most `chunkBytes` (whole elements): for tensors of any size. */
+export function forEachChunk(t: TensorLocation, chunkBytes: number, visit: (bytes: Uint8Array, byteOffset: number) => void): void {
+  const el = BYTES[t.dtype];
+  const size = Math.max(el, Math.floor(chunkBytes / el) * el);
+  const buf = new Uint8Array(Math.min(size, t.length));
+  const fd = openForRead(t.file);
+  try {
+    for (let at = 0; at < t.length; at += size) {
+      const n = Math.min(size, t.length - at);
+      readFully(fd, buf, 0, n, t.offset + at, t.file);
+      visit(buf.subarray(0, n), at);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Read a safetensors file tensor by tensor (each into its own aligned buffer), so files larger
+ * than one Node buffer can hold still load and F32 data decode without a copy.
+ */
+export function readSafetensors(path: string): SafetensorsContents {
+  const { tensors, metadata } = indexSafetensors(path);
+  const out = new Map<string, TensorEntry>();
+  for (const [name, t] of tensors) out.set(name, { dtype: t.dtype, shape: t.shape, data: readTensorBytes(t) });
+  return { tensors: out, metadata };
 }
 
 /** Decode any floating or integer tensor to float32. F32 is a zero-copy view when aligned. */
@@ -223,11 +279,12 @@ export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' 
 
 const RANK = new Map<Dtype, number>(DTYPES.map((d, i) => [d, i]));
 
-/** Serialize as the reference writer does (see file comment). */
-export function serializeSafetensors(tensors: Map<string, TensorEntry> | Record<string, TensorEntry>,
-  metadata: Record<string, string> | null = null): Uint8Array {
-  const list = [...(tensors instanceof Map ? tensors.entries() : Object.entries(tensors))];
-  list.sort((a, b) => (RANK.get(b[1].dtype)! - RANK.get(a[1].dtype)!) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+/** A tensor to write: name, dtype and shape (its bytes come separately). */
+export interface TensorSpec { name: string; dtype: Dtype; shape: number[] }
+
+/** The reference writer's order and header: tensors sorted, the 8-byte length + padded JSON, each tensor's offset in the data. */
+function layout(tensors: TensorSpec[], metadata: Record<string, string> | null): { order: TensorSpec[]; head: Uint8Array; dataBytes: number } {
+  const order = [...tensors].sort((a, b) => (RANK.get(b.dtype)! - RANK.get(a.dtype)!) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const header: Record<string, unknown> = {};
   if (metadata !== null) {
     // Kept in the given order: the reference writer holds metadata in a hash map (arbitrary order
@@ -235,27 +292,76 @@ export function serializeSafetensors(tensors: Map<string, TensorEntry> | Record<
     header['__metadata__'] = { ...metadata };
   }
   let offset = 0;
-  for (const [name, t] of list) {
+  for (const t of order) {
+    if (t.name === '__metadata__') throw new AligndError('INTERNAL', 'a tensor may not be named "__metadata__"');
     const want = numel(t.shape) * BYTES[t.dtype];
-    if (t.data.byteLength !== want) {
-      throw new AligndError('INTERNAL', `tensor "${name}" has ${t.data.byteLength} bytes but ${t.dtype}${JSON.stringify(t.shape)} needs ${want}`);
-    }
-    if (name === '__metadata__') throw new AligndError('INTERNAL', 'a tensor may not be named "__metadata__"');
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
     offset += want;
   }
   let json = Buffer.from(JSON.stringify(header), 'utf8');
   const pad = (8 - (json.byteLength % 8)) % 8;
   if (pad > 0) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  const out = new Uint8Array(8 + json.byteLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
-  out.set(json, 8);
-  let at = 8 + json.byteLength;
-  for (const [, t] of list) {
-    out.set(t.data, at);
-    at += t.data.byteLength;
+  const head = new Uint8Array(8 + json.byteLength);
+  new DataView(head.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  head.set(json, 8);
+  return { order, head, dataBytes: offset };
+}
+
+/** Serialize as the reference writer does (see file comment). */
+export function serializeSafetensors(tensors: Map<string, TensorEntry> | Record<string, TensorEntry>,
+  metadata: Record<string, string> | null = null): Uint8Array {
+  const byName = new Map(tensors instanceof Map ? tensors.entries() : Object.entries(tensors));
+  for (const [name, t] of byName) {
+    const want = numel(t.shape) * BYTES[t.dtype];
+    if (t.data.byteLength !== want) {
+      throw new AligndError('INTERNAL', `tensor "${name}" has ${t.data.byteLength} bytes but ${t.dtype}${JSON.stringify(t.shape)} needs ${want}`);
+    }
+  }
+  const { order, head, dataBytes } = layout([...byName].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })), metadata);
+  const out = new Uint8Array(head.byteLength + dataBytes);
+  out.set(head, 0);
+  let at = head.byteLength;
+  for (const t of order) {
+    const data = byName.get(t.name)!.data;
+    out.set(data, at);
+    at += data.byteLength;
   }
   return out;
+}
+
+/**
+ * Write a safetensors file of any size, byte-identical to serializeSafetensors: `fill(t, chunk,
+ * byteOffset)` fills each chunk (at most `chunkBytes`, whole elements) of tensor t's data, in
+ * order. Written to a temporary file and renamed.
+ */
+export function writeSafetensorsStreaming(path: string, tensors: TensorSpec[], fill: (t: TensorSpec, chunk: Uint8Array, byteOffset: number) => void,
+  metadata: Record<string, string> | null = null, chunkBytes = 16 * 2 ** 20): void {
+  const { order, head } = layout(tensors, metadata);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'w');
+  const buf = new Uint8Array(chunkBytes);
+  try {
+    let pos = 0;
+    const put = (bytes: Uint8Array): void => {
+      let done = 0;
+      while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, pos + done);
+      pos += bytes.byteLength;
+    };
+    put(head);
+    for (const t of order) {
+      const el = BYTES[t.dtype];
+      const size = Math.max(el, Math.floor(chunkBytes / el) * el);
+      const total = numel(t.shape) * el;
+      for (let at = 0; at < total; at += size) {
+        const chunk = buf.subarray(0, Math.min(size, total - at));
+        fill(t, chunk, at);
+        put(chunk);
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
 }
 
 export function writeSafetensors(path: string, tensors: Map<string, TensorEntry> | Record<string, TensorEntry>,
@@ -272,11 +378,11 @@ export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
 
 /**
- * Every tensor of a checkpoint directory: `model.safetensors`, or the shards listed by
- * `model.safetensors.index.json` (each shard read once; a name the index maps to a shard that
- * lacks it is an error).
+ * Where every tensor of a checkpoint directory is: `model.safetensors`, or the shards listed by
+ * `model.safetensors.index.json` (each shard's header read once; a name the index maps to a shard
+ * that lacks it is an error). Reads headers only.
  */
-export function readCheckpointTensors(dir: string): Map<string, TensorEntry> {
+export function indexCheckpointTensors(dir: string): Map<string, TensorLocation> {
   const indexPath = join(dir, INDEX_FILE);
   if (existsSync(indexPath)) {
     let index: z.infer<typeof indexSchema>;
@@ -287,18 +393,18 @@ export function readCheckpointTensors(dir: string): Map<string, TensorEntry> {
         input: indexPath, action: 'the index must be {"metadata": {...}, "weight_map": {tensor: shard file}}', cause: err,
       });
     }
-    const shards = new Map<string, SafetensorsContents>();
-    const out = new Map<string, TensorEntry>();
+    const shards = new Map<string, Map<string, TensorLocation>>();
+    const out = new Map<string, TensorLocation>();
     for (const [name, file] of Object.entries(index.weight_map)) {
       if (file.includes('/') || file.includes('\\')) {
         throw new AligndError('MODEL_INVALID', `index maps "${name}" to "${file}", outside the checkpoint directory`, { input: indexPath, action: 'shard names must be plain file names' });
       }
       let shard = shards.get(file);
       if (shard === undefined) {
-        shard = readSafetensors(join(dir, file));
+        shard = indexSafetensors(join(dir, file)).tensors;
         shards.set(file, shard);
       }
-      const t = shard.tensors.get(name);
+      const t = shard.get(name);
       if (t === undefined) {
         throw new AligndError('MODEL_INVALID', `index maps tensor "${name}" to shard ${file}, which does not contain it`, {
           input: indexPath, action: 're-export the checkpoint or fix model.safetensors.index.json',
@@ -314,7 +420,14 @@ export function readCheckpointTensors(dir: string): Map<string, TensorEntry> {
       input: dir, action: 'point the policy at a Hugging Face checkpoint directory saved with safetensors (save_pretrained(safe_serialization=True))',
     });
   }
-  return readSafetensors(single).tensors;
+  return indexSafetensors(single).tensors;
+}
+
+/** Every tensor of a checkpoint directory with its bytes (small checkpoints; see indexCheckpointTensors). */
+export function readCheckpointTensors(dir: string): Map<string, TensorEntry> {
+  const out = new Map<string, TensorEntry>();
+  for (const [name, t] of indexCheckpointTensors(dir)) out.set(name, { dtype: t.dtype, shape: t.shape, data: readTensorBytes(t) });
+  return out;
 }
 
 /**

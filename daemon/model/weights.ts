@@ -5,13 +5,10 @@
  */
 import { AligndError } from '../base/errors.js';
 import type { ModelSpec } from './hf-config.js';
-import { numel, toFloat32, type TensorEntry } from './safetensors.js';
+import { numel, readTensorBytes, toFloat32, type Dtype, type TensorLocation } from './safetensors.js';
 
-export interface Tensor {
-  shape: number[];
-  values: Float32Array;
-}
-export type NamedTensors = Map<string, Tensor>;
+/** A checkpoint's weights under their canonical HF names: where each one's bytes are (none read). */
+export type CheckpointWeights = Map<string, TensorLocation>;
 
 export interface WeightSpec {
   name: string;
@@ -111,12 +108,12 @@ export function lmHeadName(spec: ModelSpec): string {
 }
 
 /**
- * Check a checkpoint's tensors against the architecture and decode them to float32 under their
- * canonical names. GPT-2 checkpoints saved from `GPT2Model` lack the `transformer.` prefix and
- * are accepted; attention-mask buffers (`attn.bias`, `attn.masked_bias`) are ignored.
+ * Check a checkpoint's tensors (headers: dtype and shape) against the architecture and give them
+ * their canonical names. GPT-2 checkpoints saved from `GPT2Model` lack the `transformer.` prefix
+ * and are accepted; attention-mask buffers (`attn.bias`, `attn.masked_bias`) are ignored.
  */
-export function collectWeights(spec: ModelSpec, tensors: Map<string, TensorEntry>, source: string): NamedTensors {
-  const out: NamedTensors = new Map();
+export function collectWeights<T extends { dtype: Dtype; shape: number[] }>(spec: ModelSpec, tensors: Map<string, T>, source: string): Map<string, T> {
+  const out = new Map<string, T>();
   const missing: string[] = [];
   for (const w of weightSpecs(spec)) {
     let t = tensors.get(w.name);
@@ -135,7 +132,7 @@ export function collectWeights(spec: ModelSpec, tensors: Map<string, TensorEntry
         input: source, action: 'use an unquantised checkpoint',
       });
     }
-    out.set(w.name, { shape: w.shape, values: toFloat32(t) });
+    out.set(w.name, t);
   }
   if (missing.length > 0) {
     const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? `, … (${missing.length} in all)` : '');
@@ -144,6 +141,21 @@ export function collectWeights(spec: ModelSpec, tensors: Map<string, TensorEntry
     });
   }
   return out;
+}
+
+const decoded = new WeakMap<TensorLocation, Float32Array>();
+
+/**
+ * A weight's values as float32, read from its file and kept (once per weight) for the plain-TS
+ * reference forward and float64 test programs: small models only. Programs never call this.
+ */
+export function weightValues(t: TensorLocation): Float32Array {
+  let v = decoded.get(t);
+  if (v === undefined) {
+    v = toFloat32({ dtype: t.dtype, shape: t.shape, data: readTensorBytes(t) });
+    decoded.set(t, v);
+  }
+  return v;
 }
 
 export function parameterCount(spec: ModelSpec): number {

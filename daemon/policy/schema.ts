@@ -286,6 +286,8 @@ export const policySchema = z.strictObject({
     weight_decay: z.number().min(0).max(1).default(0),
     /** Prompt + response tokens per sequence (longer ones lose prompt tokens first); at most the model's positions. */
     max_length: z.number().int().min(2).default(256),
+    /** Recompute each decoder layer in the backward pass instead of keeping its activations: less memory for long sequences, about one more forward per step. */
+    gradient_checkpointing: z.boolean().default(false),
     replay_fraction: prob.default(0.3),
     /** Weight of the NLL term on chosen/edited responses (RPO); null: off. */
     rpo_alpha: z.number().min(0).nullable().default(null),

@@ -4,17 +4,17 @@
 // generation (greedy and seeded sampling), LoRA gradients by float64 finite differences, and a
 // train step built from the same graph functions.
 import t from 'tap';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import {
-  createSession, initState, ops as O, output, toOnnx, trainProgram, trainStep,
+  createSession, initState, isExternal, ops as O, output, toOnnx, trainProgram, trainStep,
 } from '../../daemon/engine/index.js';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { declareLora } from '../../daemon/model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../../daemon/model/lora.js';
 import { adapterFromTensors, batchFeeds, loadModel, loraFeeds, loraHostTensors } from '../../daemon/model/model.js';
-import { buildLogProbs, logProbInputs } from '../../daemon/model/inference-programs.js';
+import { buildLogProbs, buildProgram, logProbInputs } from '../../daemon/model/inference-programs.js';
 import {
   referenceBatchLogProbs, referenceGenerate, referenceGreedy, referenceHidden, referenceLogits,
 } from '../../daemon/model/reference-forward.js';
@@ -161,7 +161,7 @@ t.test('a train step built from buildLogProbs raises the chosen responses\' log-
     metrics: { seq_logps: lp.seqLogps }, optimizer: { maxGradNorm: 1, weightDecay: 0 },
   });
   t.ok(g.nodes.some((n) => n.op === 'RandomUniformLike'), 'training program applies LoRA dropout');
-  const session = await createSession(toOnnx(g).bytes, await testRuntime({ threads: 1 }));
+  const session = await createSession(toOnnx(g), await testRuntime({ threads: 1 }));
   const state = initState(loraHostTensors(init));
   const feeds = batchFeeds(batch);
   const before = (await model.logprobs(batch)).seqLogps;
@@ -176,12 +176,13 @@ t.test('a train step built from buildLogProbs raises the chosen responses\' log-
   t.ok(sum(after) > sum(before), `summed log-probs rise: ${sum(before).toFixed(3)} → ${sum(after).toFixed(3)}`);
 });
 
-t.test('programs over the size limit load from ONNX external data and give the same results', async (t) => {
-  const programDir = join(dir, 'programs');
-  const ext = loadModel(dir, await testRuntime({ threads: 1, externalAboveBytes: 0, programDir }));
-  t.same(Array.from((await ext.logprobs(batch, lora)).seqLogps), Array.from((await model.logprobs(batch, lora)).seqLogps), 'same log-probs');
-  const files = readdirSync(programDir);
-  t.ok(files.some((f) => f.endsWith('.weights')) && files.some((f) => f.endsWith('.onnx')), `model and weights files written: ${files.join(', ')}`);
+t.test('programs read the weights in place from the checkpoint\'s safetensors file (external data)', async (t) => {
+  const g = buildProgram('logprobs', model.weights, null);
+  const e = toOnnx(g);
+  t.equal(e.externalDir, resolve(dir), 'external data resolved in the checkpoint folder');
+  t.ok(e.bytes.length < 64 * 1024, `the program holds no weights (${e.bytes.length} bytes)`);
+  const ext = [...g.initializers.values()].filter(isExternal);
+  t.ok(ext.length > 0 && ext.every((x) => x.external.location === 'model.safetensors'), 'every weight points into model.safetensors');
 });
 
 t.test('LoRA dropout: only in training graphs, a new mask every run', async (t) => {
@@ -190,7 +191,7 @@ t.test('LoRA dropout: only in training graphs, a new mask every run', async (t) 
     const { g, base } = model.trainGraph(`dropout_${training}`);
     const lv = declareLora(g, spec, cfg, 'input', 'float32', { training });
     output(buildLogProbs(base, lv, logProbInputs(g)).seqLogps, 'seq_logps');
-    const session = await createSession(toOnnx(g).bytes, await testRuntime({ threads: 1 }));
+    const session = await createSession(toOnnx(g), await testRuntime({ threads: 1 }));
     const feeds = { ...batchFeeds(batch), ...loraFeeds(lora) };
     return async () => Array.from((await session.run(feeds))['seq_logps']!.data as Float32Array);
   };
@@ -213,7 +214,7 @@ t.test('text generation renders the chat template and stops at end of turn', asy
 });
 
 t.test('float16 weight storage: same programs, half-precision weights', async (t) => {
-  const half = loadModel(dir, await testRuntime({ threads: 1, storage: 'float16' as const }));
+  const half = loadModel(dir, await testRuntime({ threads: 1, storage: 'float16' as const, programDir: join(dir, 'half') }));
   const a = (await half.logprobs(batch, lora)).seqLogps;
   const b = (await model.logprobs(batch, lora)).seqLogps;
   const d = maxAbsDiff(a, b);
@@ -229,7 +230,7 @@ t.test('policy (fed LoRA) and reference (fixed LoRA) in one graph share the froz
   output(buildLogProbs(base, policy, inp).seqLogps, 'policy');
   output(buildLogProbs(base, reference, inp).seqLogps, 'reference');
   t.equal(g.initializers.has('ref.model.layers.0.self_attn.k_proj.lora_A'), true, 'reference LoRA stored as initializers');
-  const session = await createSession(toOnnx(g).bytes, await testRuntime({ threads: 1 }));
+  const session = await createSession(toOnnx(g), await testRuntime({ threads: 1 }));
   const out = await session.run({ ...batchFeeds(batch), ...loraFeeds(lora) });
   t.ok(maxAbsDiff(out['policy']!.data as Float32Array, (await model.logprobs(batch, lora)).seqLogps) < 1e-5, 'policy log-probs');
   t.ok(maxAbsDiff(out['reference']!.data as Float32Array, (await model.logprobs(batch, refAdapter)).seqLogps) < 1e-5, 'reference log-probs (rsLoRA)');
