@@ -14,9 +14,9 @@ import t from 'tap';
 import { frozenExternal, graph, input, output } from '../../daemon/engine/graph.js';
 import * as O from '../../daemon/engine/ops.js';
 import { toOnnx } from '../../daemon/engine/onnx.js';
-import { createSession, f32, i64, numbers, run } from '../../daemon/engine/runtime.js';
+import { createSession, f32, i64, numbers, run } from '../../daemon/engine/sessions.js';
 import { fromHalf } from '../../daemon/engine/tensor.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { createRng } from '../../daemon/base/random.js';
 import { indexSafetensors, writeSafetensorsStreaming } from '../../daemon/model/safetensors.js';
 
 const ROWS = 2_150_000;

@@ -13,8 +13,8 @@ import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { declareLora } from '../../daemon/model/forward-graph.js';
 import { initLora } from '../../daemon/model/lora.js';
 import { batchFeeds, loadModel, loraFeeds } from '../../daemon/model/model.js';
-import { type HeadOptions, buildLogProbs, logProbInputs } from '../../daemon/model/programs.js';
-import { createRng } from '../../daemon/model/rng.js';
+import { type HeadOptions, buildLogProbs, logProbInputs } from '../../daemon/model/inference-programs.js';
+import { createRng } from '../../daemon/base/random.js';
 import { ensureTinyModel } from '../../daemon/model/tiny.js';
 import { maxAbsDiff } from './fixtures.js';
 
