@@ -1,8 +1,8 @@
 /**
  * One model of `npm run bench:sizes`, in its own process so its memory figures are its own:
  * load, every session a round opens (reference log-probs, generation, the DPO train step, exact
- * KL), reference log-probs of 2 pairs × 256 tokens, 16-token generation, DPO steps with a KL check
- * after step 5. Prints one JSON line.
+ * KL), reference log-probs of 2 pairs × 256 tokens, 16-token generation, a KL check before the
+ * first step (as a round makes), DPO steps with a KL check after step 5. Prints one JSON line.
  *
  *   node dist/bench/sizes-run.js <checkpoint dir> <name> [--steps 10] [--threads 2] [--recompute]
  */
@@ -56,6 +56,12 @@ t = performance.now();
 await model.generate(pairs.slice(0, P).map((s) => s.ids.slice(0, s.promptLength)), { maxNewTokens: 16 }, adapter);
 const generateMs = performance.now() - t;
 
+// A round checks KL before its first step, so every session has run (and holds its arena) before step 1.
+t = performance.now();
+await heldoutKl(m, adapter, null, pairs.slice(0, P), P, T);
+const firstKlMs = performance.now() - t;
+const afterWarm = memory();
+
 const state = initState(loraHostTensors(adapter));
 const feeds = {
   ...batchFeeds(batch), chosen_index: i64([P], [0, 1]), rejected_index: i64([P], [2, 3]),
@@ -83,7 +89,8 @@ console.log(JSON.stringify({
   engine: 'alignd', model: name, dtype: 'bf16', params: parameterCount(model.spec), recompute, threads,
   load_s: +loadS.toFixed(2), session_s: +sessionS.toFixed(2), logprobs_ms: Math.round(logprobsMs), generate_ms: Math.round(generateMs),
   first_step_ms: Math.round(stepMs[0]!), step_ms: Math.round(median(stepMs.slice(1).length > 0 ? stepMs.slice(1) : stepMs)), kl_ms: Math.round(klMs),
-  rss_sessions_gb: gb(afterSessions.rssGb), pss_sessions_gb: gb(afterSessions.pssGb),
+  first_kl_ms: Math.round(firstKlMs),
+  rss_sessions_gb: gb(afterSessions.rssGb), pss_sessions_gb: gb(afterSessions.pssGb), pss_before_steps_gb: gb(afterWarm.pssGb),
   rss_step2_gb: gb(second.rssGb), rss_step10_gb: gb(last.rssGb), pss_step2_gb: gb(second.pssGb), pss_step10_gb: gb(last.pssGb),
   peak_rss_gb: gb(end.peakRssGb), peak_pss_gb: gb(sampler.peak()), steps,
 }));

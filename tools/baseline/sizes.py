@@ -69,7 +69,7 @@ def main():
     P, T = 2, 256
 
     t0 = time.perf_counter()
-    base = AutoModelForCausalLM.from_pretrained(a.dir, torch_dtype=torch.bfloat16, attn_implementation="sdpa")
+    base = AutoModelForCausalLM.from_pretrained(a.dir, dtype=torch.bfloat16, attn_implementation="sdpa")
     cfg = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0)
     model = get_peft_model(base, cfg)
     for n, p in model.named_parameters():
