@@ -45,14 +45,14 @@ t.test('knobs from a policy file', async (t) => {
     model: 'm', base_model: { path: '/models/x' },
     lora: { r: 16, alpha: 32, target_modules: ['q_proj', 'k_proj'] },
     objective: { loss_type: 'robust', beta: 0.2, label_smoothing: 0.1, learning_rate: 1e-4, batch_size: 8, micro_batch_size: 4, rpo_alpha: 0.5,
-      lr_scheduler_type: 'linear', warmup_ratio: 0, weight_decay: 0.01, max_length: 512, max_steps: 30 },
+      lr_scheduler_type: 'linear', warmup_ratio: 0, weight_decay: 0.01, max_length: 512, max_steps: 30, gradient_checkpointing: true },
     kl: { per_round: 0.03, cumulative: 0.3, check_steps: 2, check_contexts: 8, sampled: { prompts: 4 }, adaptive_beta: { enabled: true, target: 0.01 } },
   });
   const k = trainingKnobs(p);
   t.same(k, {
     objective: { kind: 'dpo', lossType: 'robust', labelSmoothing: 0.1, rpoAlpha: 0.5 },
     beta: 0.2, learningRate: 1e-4, lrSchedulerType: 'linear', warmupRatio: 0, maxSteps: 30, numTrainEpochs: 1, batchSize: 8, microBatchSize: 4,
-    maxGradNorm: 1, weightDecay: 0.01, maxLength: 512, klBudget: { perRound: 0.03, cumulative: 0.3 }, klEveryNSteps: 2, klContexts: 8,
+    maxGradNorm: 1, weightDecay: 0.01, maxLength: 512, gradientCheckpointing: true, klBudget: { perRound: 0.03, cumulative: 0.3 }, klEveryNSteps: 2, klContexts: 8,
     adaptiveBeta: { target: 0.01, kBeta: 0.1, minBeta: 0.01, maxBeta: 1 }, sampledKl: { prompts: 4, maxNewTokens: 32, temperature: 1 },
   });
   t.same(loraConfigFromPolicy(p), { r: 16, loraAlpha: 32, targetModules: ['q_proj', 'k_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: '/models/x' });
@@ -60,4 +60,5 @@ t.test('knobs from a policy file', async (t) => {
   t.same(kto.objective, { kind: 'kto', desirableWeight: 1, undesirableWeight: 1 });
   t.equal(kto.adaptiveBeta, null);
   t.equal(kto.maxSteps, null, 'no max_steps: the epochs decide');
+  t.equal(kto.gradientCheckpointing, false, 'recomputation off unless the policy asks');
 });
