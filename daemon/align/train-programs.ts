@@ -1,10 +1,11 @@
 /**
  * The train-step and KL programs alignment runs, built from daemon/model's graph functions
- * (`trainGraph`, `declareLora`, `logProbInputs`, `buildLogProbs`, `sequenceHidden`, `lmHead`,
- * `tokenKl`) with the objectives of losses.ts on top:
+ * (`trainGraph`, `declareLora`, `declareInputs`, `buildLogProbs`, `sequenceHidden`, `headKl`) with
+ * the objectives of losses.ts on top:
  *   - dpo / kto: policy log-probs → objective → gradients (+ clipping and AdamW, or accumulation);
  *   - kl: exact per-token KL(π‖π_ref) over the full vocabulary with the policy and reference
- *     adapters both inputs of one program, so the [B, T, V] distributions never leave the session.
+ *     adapters both inputs of one program, the head over vocabulary blocks, so no [B, T, V]
+ *     distribution is built or leaves the session.
  * Inference (reference log-probs, hidden states, generation) uses the Model's own programs.
  * Every program takes adapter tensors as inputs, so one session serves every round.
  */
@@ -13,8 +14,8 @@ import {
 } from '../engine/index.js';
 import type { Model } from '../model/model.js';
 import type { LoraConfig } from '../model/lora.js';
-import { declareLora, lmHead } from '../model/forward-graph.js';
-import { LOGPROB_INPUTS, type LogProbInputDecl, buildLogProbs, logProbValues, sequenceHidden, tokenKl } from '../model/inference-programs.js';
+import { declareLora } from '../model/forward-graph.js';
+import { type HeadOptions, LOGPROB_INPUTS, type LogProbInputDecl, buildLogProbs, headKl, logProbValues, sequenceHidden } from '../model/inference-programs.js';
 import { type DpoLossType, dpoObjective, ktoObjective, nllTerm } from './losses.js';
 
 /**
@@ -111,16 +112,17 @@ export const REF_PREFIX = 'ref.';
 /**
  * Exact token-level KL(π‖π_ref) = Σ_v π(v)(log π(v) − log π_ref(v)) at every position of a
  * right-padded batch, summed over `target_mask` (the response positions) → `kl_sum`, `kl_count`.
- * `policy`/`ref` null = the base model alone on that side.
+ * `policy`/`ref` null = the base model alone on that side. The head runs over vocabulary blocks
+ * (headKl): no [B, T, V] tensor, so the session's arena holds [B, T, block] at most.
  */
-export function klProgram(model: Model, policy: LoraConfig | null, ref: LoraConfig | null) {
+export function klProgram(model: Model, policy: LoraConfig | null, ref: LoraConfig | null, opts: Pick<HeadOptions, 'blockRows'> = {}) {
   const { g, base } = model.trainGraph('align_kl');
   const inp = logProbValues(declareInputs(g, klInputs));
-  const side = (cfg: LoraConfig | null, prefix: string) => {
+  const hidden = (cfg: LoraConfig | null, prefix: string) => {
     const lora = cfg === null ? null : declareLora(g, model.spec, cfg, 'input', 'float32', { prefix });
-    return O.logSoftmax(lmHead(base, sequenceHidden(base, lora, inp.ids, inp.attentionMask)), -1);
+    return sequenceHidden(base, lora, inp.ids, inp.attentionMask);
   };
-  const kl = tokenKl(side(policy, ''), side(ref, REF_PREFIX));
+  const kl = headKl(base, hidden(policy, ''), hidden(ref, REF_PREFIX), opts);
   output(O.sumAll(O.mul(kl, inp.targetMask)), 'kl_sum');
   output(O.sumAll(inp.targetMask), 'kl_count');
   return g;

@@ -183,6 +183,56 @@ export function tokenKl(logpP: Value, logpQ: Value): Value {
   return O.reduceSum(O.mul(O.exp(logpP), O.sub(logpP, logpQ)), [-1], false);
 }
 
+/** log(exp x + exp y), shifted by the larger. */
+function logAddExp(x: Value, y: Value): Value {
+  const m = O.max(x, y);
+  return O.add(O.log(O.add(O.exp(O.sub(x, m)), O.exp(O.sub(y, m)))), m);
+}
+
+/**
+ * Exact KL(p‖q) [B, T] at every position, p and q the head's distributions over final hidden states
+ * `hiddenP` and `hiddenQ` [B, T, H], without a [B, T, V] tensor (tokenKl over two log-softmaxes
+ * when the vocabulary is one block). With z the logits,
+ *   KL = Σ_v p_v (z_p,v − z_q,v) − lse(z_p) + lse(z_q),
+ * and the first two terms are accumulated over vocabulary blocks with a running maximum (the online
+ * softmax of Milakov & Gimelshein 2018, arXiv:1805.02867): per block m = max z_p, s = Σ exp(z_p − m),
+ * a = Σ exp(z_p − m)(z_p − z_q); the running (M, S, A) are rescaled by exp(m − M) as M grows, and
+ * Σ_v p_v (z_p − z_q) = A / S, lse(z_p) = M + log S. Each block's input is tied to the running values
+ * (O.after), so onnxruntime runs the blocks one after another and one block's logits are alive at a time.
+ */
+export function headKl(base: BaseWeights, hiddenP: Value, hiddenQ: Value, opts: Pick<HeadOptions, 'blockRows'> = {}): Value {
+  const V = base.spec.vocabSize;
+  const rows = opts.blockRows ?? HEAD_BLOCK_ROWS;
+  if (V <= rows) return tokenKl(O.logSoftmax(lmHead(base, hiddenP), -1), O.logSoftmax(lmHead(base, hiddenQ), -1));
+  const blocks = Math.ceil(V / rows);
+  const size = Math.ceil(V / blocks);
+  const head = lmHeadName(base.spec);
+  let acc: { m: Value; s: Value; a: Value; lq: Value } | null = null;
+  for (let start = 0; start < V; start += size) {
+    const end = Math.min(V, start + size);
+    const tie = acc === null ? null : O.add(O.add(acc.s, acc.a), acc.lq);
+    const hp = tie === null ? hiddenP : O.after(hiddenP, tie);
+    const hq = tie === null ? hiddenQ : O.after(hiddenQ, tie);
+    const zp = O.matmul(hp, base.block(head, start, end, hp), { transB: true });
+    const zq = O.matmul(hq, base.block(head, start, end, hq), { transB: true });
+    const m = O.reduceMax(zp, [-1], true);
+    const e = O.exp(O.sub(zp, m));
+    const s = O.reduceSum(e, [-1], true);
+    const a = O.reduceSum(O.mul(e, O.sub(zp, zq)), [-1], true);
+    const lq = logSumExp(zq);
+    if (acc === null) {
+      acc = { m, s, a, lq };
+    } else {
+      const M = O.max(acc.m, m);
+      const was = O.exp(O.sub(acc.m, M));
+      const now = O.exp(O.sub(m, M));
+      acc = { m: M, s: O.add(O.mul(acc.s, was), O.mul(s, now)), a: O.add(O.mul(acc.a, was), O.mul(a, now)), lq: logAddExp(acc.lq, lq) };
+    }
+  }
+  const { m, s, a, lq } = acc!;
+  return O.squeeze(O.add(O.sub(O.div(a, s), O.add(m, O.log(s))), lq), [-1]);
+}
+
 /**
  * 'decode' is the generation step: new tokens [B, T] against a KV cache [B, n_kv, past, d]
  * (past 0 for the prefill), giving the last position's logits and the grown cache.

@@ -2,7 +2,8 @@
  * Alignment's programs on the tiny model (built from daemon/model's graph functions): the gradient
  * of the full DPO loss (with the RPO term) with respect to the LoRA parameters equals central finite
  * differences of the same program's loss; the in-session exact KL is 0 against itself and equals
- * the plain-TS reference forward's KL against another adapter and against the base.
+ * the plain-TS reference forward's KL against another adapter and against the base; the KL over
+ * vocabulary blocks equals the plain one (two log-softmaxes over the whole vocabulary).
  */
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -18,6 +19,8 @@ import { writeTinyModel } from '../../daemon/model/tiny.js';
 import { createRng } from '../../daemon/base/random.js';
 import { alignModel } from '../../daemon/align/context.js';
 import { heldoutKl } from '../../daemon/align/kl.js';
+import { REF_PREFIX, klProgram } from '../../daemon/align/train-programs.js';
+import { loraFeeds } from '../../daemon/model/model.js';
 import { sequenceLogps } from '../../daemon/align/policy-logps.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-align-prog-'));
@@ -127,4 +130,29 @@ t.test('exact KL: 0 against itself, the reference forward\'s value against anoth
   const vsBase = await heldoutKl(m, p, null, seqs, 3, 256);
   const wantBase = referenceKl(p, null);
   t.ok(Math.abs(vsBase - wantBase) < 1e-4 * Math.max(1, wantBase), `KL vs base ${vsBase} vs reference ${wantBase} (chunks of 3 rows)`);
+});
+
+t.test('exact KL over vocabulary blocks (no [B, T, V] tensor) equals the plain full-vocabulary KL', async (t) => {
+  const p = randomAdapter(31, 0.5);
+  const q = randomAdapter(32, 0.5);
+  const V = ckpt.spec.vocabSize;
+  const klSums = async (blockRows: number | undefined, ref: LoraAdapter | null): Promise<{ sum: number; count: number; widest: number }> => {
+    const g = klProgram(m.model, p.config, ref?.config ?? null, blockRows === undefined ? {} : { blockRows });
+    const out = await run(await m.model.compile(g), { ...batchFeeds(batch), ...loraFeeds(p), ...(ref === null ? {} : loraFeeds(ref, REF_PREFIX)) });
+    // The widest last dim of a [B, T, ·] value any node makes: V when the whole distribution exists.
+    const widest = Math.max(...g.nodes.flatMap((n) => n.outputs.map((o) => g.values.get(o)?.shape)).map((sh) => (sh?.length === 3 && typeof sh[2] === 'number' ? sh[2] : 0)));
+    return { sum: numbers(out['kl_sum']!)[0]!, count: numbers(out['kl_count']!)[0]!, widest };
+  };
+  for (const ref of [q, null]) {
+    const plain = await klSums(undefined, ref);
+    t.ok(plain.sum > 0, `the plain KL is positive (${plain.sum})`);
+    t.equal(plain.widest, V, 'the plain program holds [B, T, V] logits');
+    // 384 = 3 × 100 + 84 (uneven last block) and 7 blocks of 55: the running maximum is rescaled across blocks.
+    for (const rows of [100, 55]) {
+      const blocks = await klSums(rows, ref);
+      t.equal(blocks.count, plain.count);
+      t.ok(Math.abs(blocks.sum - plain.sum) <= 1e-5 * Math.max(1, plain.sum), `${Math.ceil(V / rows)} blocks of ≤ ${rows} rows: ${blocks.sum} vs plain ${plain.sum} (${ref === null ? 'vs the base' : 'vs another adapter'})`);
+      t.ok(blocks.widest < V, `no [B, T, V] value (widest last dim ${blocks.widest})`);
+    }
+  }
 });
