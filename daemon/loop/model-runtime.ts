@@ -157,7 +157,8 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
         log.info('loading base model', { model: p.model, dir });
         const t0 = Date.now();
         loaded = { key, model: Promise.resolve().then(() => {
-          const m = alignModel(dir, lora, opts.runtime ?? {});
+          // Weights that cannot be read in place are converted once into the data dir and reused after a restart.
+          const m = alignModel(dir, lora, { ...opts.runtime, programDir: join(opts.dataDir, 'weights') });
           log.info('base model loaded', { model: p.model, layers: m.ckpt.spec.numLayers, ms: Date.now() - t0 });
           return m;
         }) };

@@ -40,7 +40,10 @@ export interface TargetBatch extends TokenBatch {
 export interface LoadOptions extends RuntimeOptions {
   /** F32 checkpoints: base weights stored as float16 (half the memory; arithmetic stays float32). */
   storage?: 'float16';
-  /** Where converted weights go when the checkpoint's files cannot be read in place (weight-files.ts). */
+  /**
+   * Where converted weights go when the checkpoint's files cannot be read in place, reused by
+   * content key (weight-files.ts); default: a temporary folder removed by close() or at exit.
+   */
   programDir?: string;
 }
 
@@ -77,6 +80,11 @@ export interface Model {
   trainGraph(name: string, dtype?: FloatType): { g: Graph; base: BaseWeights };
   /** A session for a graph built on trainGraph() (its weights are this model's files). */
   compile(g: Graph): Promise<Session>;
+  /**
+   * No new sessions after this; converted weights in a temporary folder are removed (sessions
+   * already open keep their mapping of the file until they are released).
+   */
+  close(): void;
 }
 
 /** What makes two LoRA configs need different programs. */
@@ -173,7 +181,13 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   const weights = graphWeights(spec, checkpoint.weights, dir, { ...(storage === undefined ? {} : { storage }), ...(programDir === undefined ? {} : { dir: programDir }) });
   const runtime: RuntimeOptions = { ...session0, provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0 };
   const sessions = new Map<string, Promise<Session>>();
-  const compile = (g: Graph): Promise<Session> => createSession(toOnnx(g), runtime);
+  let closed = false;
+  const compile = (g: Graph): Promise<Session> => {
+    if (closed) {
+      return Promise.reject(new AligndError('INTERNAL', `model ${dir} is closed: no new programs`, { action: 'load the model again (loadModel) to build programs' }));
+    }
+    return createSession(toOnnx(g), runtime);
+  };
 
   const session = (kind: ProgramKind, lora: LoraConfig | null): Promise<Session> => {
     const key = `${kind}|${loraShapeKey(lora)}`;
@@ -270,6 +284,10 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
       return { g, base: declareBaseWeights(g, weights, dtype) };
     },
     compile,
+    close() {
+      closed = true;
+      weights.dispose();
+    },
   };
   return model;
 }

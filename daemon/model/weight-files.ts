@@ -7,9 +7,15 @@
  * BF16 at an offset aligned to its element size: nothing is copied or converted, and half-precision
  * checkpoints stay half (the graphs widen one weight at a time). Otherwise (F64 or integer
  * weights, a misaligned tensor, or `storage: 'float16'` asked for an F32 checkpoint) the weights
- * are converted once, tensor by tensor in chunks, into one file of a folder of their own.
+ * are converted once, tensor by tensor in chunks, into one file of a folder of their own:
+ *   - with `dir` (the daemon passes <data-dir>/weights): `dir/<key>`, the key a hash of the source
+ *     tensors (files with size and mtime, offsets, types) and the storage, so a restart reuses the
+ *     conversion and a changed checkpoint gets a new one; alignd never deletes these;
+ *   - without: a temporary folder of this process, removed by `dispose()` (Model.close) or at
+ *     process exit; folders left by a killed process are removed by the next conversion.
  */
-import { closeSync, mkdirSync, mkdtempSync, openSync, renameSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { AligndError } from '../base/errors.js';
@@ -24,12 +30,14 @@ export interface GraphWeights {
   tensors: CheckpointWeights;
   /** The folder programs resolve the weights' files in (onnxruntime confines external data to it). */
   dir: string;
+  /** Remove converted weights held in a temporary folder (a no-op for in-place and `dir` weights). */
+  dispose(): void;
 }
 
 export interface WeightFileOptions {
   /** Store F32 weights as float16 (half the memory; arithmetic stays float32). */
   storage?: 'float16';
-  /** Folder for converted weights (default: a fresh folder under the system temp dir). */
+  /** Folder for converted weights, reused by content key (default: a temporary folder of this process). */
   dir?: string;
 }
 
@@ -48,17 +56,80 @@ function usableInPlace(t: TensorLocation, dir: string, storage: WeightFileOption
 /** The weights of a checkpoint in `checkpointDir` as programs read them (see the file comment). */
 export function graphWeights(spec: ModelSpec, weights: CheckpointWeights, checkpointDir: string, opts: WeightFileOptions = {}): GraphWeights {
   const dir = resolve(checkpointDir);
-  if ([...weights.values()].every((t) => usableInPlace(t, dir, opts.storage))) return { spec, tensors: weights, dir };
-  const out = opts.dir === undefined ? mkdtempSync(join(tmpdir(), 'alignd-weights-')) : resolve(opts.dir);
-  mkdirSync(out, { recursive: true });
-  return { spec, tensors: convertWeights(weights, join(out, 'weights.bin'), opts.storage), dir: out };
+  if ([...weights.values()].every((t) => usableInPlace(t, dir, opts.storage))) return { spec, tensors: weights, dir, dispose: () => {} };
+  if (opts.dir !== undefined) {
+    const out = join(resolve(opts.dir), conversionKey(weights, opts.storage));
+    mkdirSync(out, { recursive: true });
+    const file = join(out, 'weights.bin');
+    const placed = placeWeights(weights, file, opts.storage);
+    // The file is renamed into place only when complete, so an existing one of the right size is a finished conversion.
+    if (!(existsSync(file) && statSync(file).size === fileEnd(placed))) writeConverted(weights, placed, file);
+    return { spec, tensors: placed, dir: out, dispose: () => {} };
+  }
+  sweepTemporary();
+  const out = mkdtempSync(join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`));
+  temporary.add(out);
+  const file = join(out, 'weights.bin');
+  const placed = placeWeights(weights, file, opts.storage);
+  try {
+    writeConverted(weights, placed, file);
+  } catch (err) {
+    removeTemporary(out);
+    throw err;
+  }
+  return { spec, tensors: placed, dir: out, dispose: () => removeTemporary(out) };
 }
 
-/** Write every weight into `file` (converted where it cannot be read in place); their new locations. */
-function convertWeights(weights: CheckpointWeights, file: string, storage: WeightFileOptions['storage']): CheckpointWeights {
+/** Temporary weight folders are named <prefix><pid>-<random> under the system temp dir. */
+const TEMP_PREFIX = 'alignd-weights-';
+const temporary = new Set<string>();
+let exitHook = false;
+
+function removeTemporary(folder: string): void {
+  temporary.delete(folder);
+  rmSync(folder, { recursive: true, force: true });
+}
+
+/** Remove this process's temporary folders at exit, and those of processes that no longer run (killed before their exit hook). */
+function sweepTemporary(): void {
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => { for (const f of [...temporary]) removeTemporary(f); });
+  }
+  for (const name of readdirSync(tmpdir())) {
+    const pid = Number(/^alignd-weights-(\d+)-/.exec(name)?.[1] ?? NaN);
+    if (Number.isInteger(pid) && pid !== process.pid && !running(pid)) rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** What a conversion depends on: every source tensor (its file's identity, size and mtime, its place and type) and the storage. */
+function conversionKey(weights: CheckpointWeights, storage: WeightFileOptions['storage']): string {
+  const h = createHash('sha256').update(JSON.stringify({ storage: storage ?? null, format: 1 }));
+  const files = new Map<string, string>();
+  for (const [name, t] of weights) {
+    const file = resolve(t.file);
+    if (!files.has(file)) {
+      const st = statSync(file);
+      files.set(file, JSON.stringify([file, st.size, st.mtimeMs, st.ino]));
+    }
+    h.update(JSON.stringify([name, t.dtype, t.shape, t.offset, t.length, files.get(file)]));
+  }
+  return h.digest('hex').slice(0, 24);
+}
+
+/** Where each weight goes in the converted file (F32 becomes F16 when asked, F64 and integers F32, the rest as they are). */
+function placeWeights(weights: CheckpointWeights, file: string, storage: WeightFileOptions['storage']): CheckpointWeights {
   const placed: CheckpointWeights = new Map();
   let end = 0;
-  // Misaligned F32/F16/BF16 tensors are copied as they are; F32 becomes F16 when asked; the rest F32.
   const target = (t: TensorLocation): Dtype => (storage === 'float16' && t.dtype === 'F32' ? 'F16' : GRAPH_DTYPE[t.dtype] !== undefined ? t.dtype : 'F32');
   for (const [name, t] of weights) {
     const dtype = target(t);
@@ -67,6 +138,13 @@ function convertWeights(weights: CheckpointWeights, file: string, storage: Weigh
     placed.set(name, { dtype, shape: t.shape, file, offset, length });
     end = offset + length;
   }
+  return placed;
+}
+
+const fileEnd = (placed: CheckpointWeights): number => Math.max(0, ...[...placed.values()].map((t) => t.offset + t.length));
+
+/** Write every weight at its place in `file` (through a temporary name, renamed when complete). */
+function writeConverted(weights: CheckpointWeights, placed: CheckpointWeights, file: string): void {
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w');
   try {
@@ -80,14 +158,14 @@ function convertWeights(weights: CheckpointWeights, file: string, storage: Weigh
       });
     }
   } catch (err) {
-    throw new AligndError('MODEL_INVALID', `could not write the converted weights: ${(err as Error).message}`, {
-      input: file, action: 'check free disk space and permissions of the weights folder (engine programDir)', cause: err,
-    });
-  } finally {
     closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw new AligndError('MODEL_INVALID', `could not write the converted weights: ${(err as Error).message}`, {
+      input: file, action: 'check free disk space and permissions of the weights folder (the data dir, or the system temp dir)', cause: err,
+    });
   }
+  closeSync(fd);
   renameSync(tmp, file);
-  return placed;
 }
 
 function convertChunk(bytes: Uint8Array, from: Dtype, to: Dtype): Uint8Array {
