@@ -14,7 +14,10 @@
  * round's own (a default policy with this LoRA shape, its DPO objective). Last line is the JSON
  * summary for the ~20M config.
  *
- *   npm run bench:align -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N]
+ * Prepacking is the engine's choice for each model (on for both here, see daemon/engine/README.md);
+ * `--prepacking on|off` forces it. step_cpu_ms is the mean CPU time of a train step (all threads).
+ *
+ *   npm run bench:align -- [--ep cpu|webgpu|cuda] [--threads N] [--iters N] [--prepacking on|off]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +30,7 @@ import { createRng } from '../daemon/base/random.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
 import { policySchema } from '../daemon/policy/schema.js';
-import { arg, median, provider as providerArg, timeMs, writeMidModel } from './common.js';
+import { arg, median, provider as providerArg, timeCpuMs, timeMs, writeMidModel } from './common.js';
 import { alignModel } from '../daemon/align/context.js';
 import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
@@ -35,13 +38,15 @@ import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
 const provider = providerArg();
 const threads = Number(arg('threads', '0'));
 const iters = Number(arg('iters', '5'));
+const prepackArg = arg('prepacking', 'engine');
+if (!['on', 'off', 'engine'].includes(prepackArg)) throw new Error(`--prepacking on|off, got ${prepackArg}`);
 
-
-
-interface Figures { name: string; params: number; pairs: number; tokens: number; stepMs: number; forwardMs: number; accumulateMs: number }
+interface Figures {
+  name: string; params: number; pairs: number; tokens: number; stepMs: number; stepCpuMs: number; forwardMs: number; accumulateMs: number; prepacking: boolean;
+}
 
 async function measure(name: string, dir: string, P: number, T: number): Promise<Figures> {
-  const model = loadModel(dir, { provider, threads });
+  const model = loadModel(dir, { provider, threads, ...(prepackArg === 'engine' ? {} : { prepacking: prepackArg === 'on' }) });
   const ckpt = model.checkpoint;
   const policy = policySchema.parse({
     model: 'bench', base_model: { path: dir }, lora: { r: 16, alpha: 32, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
@@ -71,20 +76,26 @@ async function measure(name: string, dir: string, P: number, T: number): Promise
   };
   // Interleave the measurements so machine noise hits them alike.
   const stepMs: number[] = [];
+  const stepCpuMs: number[] = [];
   const accMs: number[] = [];
   const fwdMs: number[] = [];
   for (let round = 0; round < 3; round++) {
-    stepMs.push(await timeMs(() => trainStep(one.session, one.info, state, feeds, 1e-5), iters));
+    const step = await timeCpuMs(() => trainStep(one.session, one.info, state, feeds, 1e-5), iters);
+    stepMs.push(step.wall);
+    stepCpuMs.push(step.cpu);
     accMs.push(await timeMs(accumulated, iters));
     fwdMs.push(await timeMs(() => model.logprobs(batch, adapter), iters));
   }
-  return { name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), forwardMs: median(fwdMs), accumulateMs: median(accMs) };
+  return {
+    name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), stepCpuMs: median(stepCpuMs), forwardMs: median(fwdMs),
+    accumulateMs: median(accMs), prepacking: model.runtime.prepacking ?? false,
+  };
 }
 
 function line(f: Figures): Record<string, number | string> {
   return {
-    model: f.name, params: f.params, pairs_per_step: f.pairs, tokens_per_step: f.tokens,
-    step_ms: +f.stepMs.toFixed(2), forward_ms: +f.forwardMs.toFixed(2),
+    model: f.name, params: f.params, pairs_per_step: f.pairs, tokens_per_step: f.tokens, prepacking: f.prepacking ? 'on' : 'off',
+    step_ms: +f.stepMs.toFixed(2), step_cpu_ms: +f.stepCpuMs.toFixed(2), forward_ms: +f.forwardMs.toFixed(2),
     pairs_per_s: +(f.pairs / (f.stepMs / 1000)).toFixed(2), tokens_per_s: +(f.tokens / (f.stepMs / 1000)).toFixed(1),
     step_over_forward: +(f.stepMs / f.forwardMs).toFixed(3),
     accumulate_ms: +f.accumulateMs.toFixed(2), accumulate_over_step: +(f.accumulateMs / f.stepMs).toFixed(3),
@@ -104,7 +115,7 @@ try {
   console.log(JSON.stringify({ bench: 'align.model', provider, ...l }));
   console.log(JSON.stringify({
     bench: 'align', pairs_per_s: l['pairs_per_s'], tokens_per_s: l['tokens_per_s'], step_over_forward: l['step_over_forward'],
-    accumulate_over_step: l['accumulate_over_step'],
+    accumulate_over_step: l['accumulate_over_step'], prepacking: l['prepacking'], step_cpu_ms: l['step_cpu_ms'],
     rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
   }));
 } finally {

@@ -32,6 +32,24 @@ export function writeMidModel(dir: string): void {
 
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/**
+ * Median wall time and mean CPU time (user + system, every thread of the process) of `n` runs after
+ * one warm-up run. CPU time is the steadier figure on a shared machine: other processes stretch the
+ * wall time, not the work done.
+ */
+export async function timeCpuMs(fn: () => Promise<unknown>, n: number): Promise<{ wall: number; cpu: number }> {
+  await fn();
+  const ms: number[] = [];
+  const c0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    ms.push(performance.now() - t0);
+  }
+  const c = process.cpuUsage(c0);
+  return { wall: median(ms), cpu: (c.user + c.system) / 1000 / n };
+}
+
 /** Median wall time of `n` runs after one warm-up run (session creation, first-run allocations). */
 export async function timeMs(fn: () => Promise<unknown>, n: number): Promise<number> {
   await fn();

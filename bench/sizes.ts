@@ -4,7 +4,8 @@
  * each run by bench/sizes-run.ts in its own process — load, every session a round opens,
  * reference log-probs of 2 pairs × 256 tokens, 16-token generation, 10 DPO steps (LoRA r 16 on
  * q,k,v,o, 2 threads) with a KL check — and, when `.cache/venv-baseline` exists
- * (tools/baseline/run.sh makes it), the same workload in PyTorch + PEFT on the same checkpoint.
+ * (tools/baseline/run.sh makes it), the same workload in PyTorch + PEFT on the same checkpoint
+ * (with gradient checkpointing when alignd recomputes, which it does unless --no-recompute).
  * One JSON line per engine and model, then one comparing them; the checkpoints are deleted.
  * Memory is the bar here (PSS is the physical figure, see bench/memory.ts); times are as measured
  * on a shared machine.
@@ -62,7 +63,8 @@ for (const key of only) {
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 }));
     console.log(JSON.stringify({ bench: 'sizes', ...ours }));
     if (baseline) {
-      const theirs = lastJson(execFileSync(python, [join(root, 'tools', 'baseline', 'sizes.py'), dir, size.name, '--steps', steps],
+      // The same activation recomputation on both sides (PEFT's gradient_checkpointing, non-reentrant).
+      const theirs = lastJson(execFileSync(python, [join(root, 'tools', 'baseline', 'sizes.py'), dir, size.name, '--steps', steps, ...(recompute ? ['--gradient-checkpointing'] : [])],
         { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 }));
       console.log(JSON.stringify({ bench: 'sizes', ...theirs }));
       const n = (r: Record<string, unknown>, k: string): number => Number(r[k]);

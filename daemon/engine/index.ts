@@ -13,8 +13,8 @@ export {
 export { type Accumulator, type StepResult, type TrainState, accumulate, applyAccumulated, initAccumulator, initState, trainStep } from './accumulate.js';
 export { type Emitted, type ExternalData, IR_VERSION, OPSET, toOnnx, writeExternalFile } from './onnx.js';
 export {
-  type ModelSource, type OrtTensor, type Provider, type RuntimeOptions, type Session, clearSessions, createSession, cudaInstalled, f32, f64, fromOrt,
-  i64, modelHash, numbers, run, scalarOrt, toOrt,
+  MODEL_SESSIONS, type ModelSource, type OrtTensor, PREPACK_SHARE, type Provider, type RuntimeOptions, type Session, clearSessions, createSession,
+  cudaInstalled, f32, f64, fromOrt, i64, modelHash, numbers, prepackingFits, run, scalarOrt, toOrt,
 } from './sessions.js';
 export { type DType, type HostTensor, bytesPerElement, fromBfloat16, fromHalf, isHalf, randomTensor, tensor, toBfloat16, toFloat64, toHalf } from './tensor.js';
 export { productFlops } from './flops.js';

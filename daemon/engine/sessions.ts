@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { AligndError, errorMessage } from '../base/errors.js';
 import type { Emitted } from './onnx.js';
@@ -26,10 +27,10 @@ export interface RuntimeOptions {
   preferredOutputLocation?: 'cpu' | 'gpu-buffer';
   /**
    * Let the CPU provider pre-pack constant MatMul weights into its GEMM layout (onnxruntime's
-   * default). Off by default here: each session packs into a private copy, so a model's weights
+   * default). Off when unset here: each session packs into a private copy, so a model's weights
    * would be held once per program instead of once (1 GB of float32 weights became 1 GB per session
    * in the measurement in README.md); half-precision weights are never packed (their Cast output is
-   * not a constant).
+   * not a constant). loadModel turns it on when the copies stay small (prepackingFits).
    */
   prepacking?: boolean;
   /**
@@ -42,6 +43,21 @@ export interface RuntimeOptions {
    * default here: batches change length every step, and each new shape plans its own pattern.
    */
   memPattern?: boolean;
+}
+
+/** Sessions of one model that hold its base weights at once: log-probs, generation, the train step, KL, hidden states. */
+export const MODEL_SESSIONS = 5;
+/** The share of the machine's memory the prepacked copies of a model's weights may take. */
+export const PREPACK_SHARE = 1 / 8;
+
+/**
+ * Whether to prepack a model's programs: on when a packed copy of its float32 matrices
+ * (`packableBytes`) in each of MODEL_SESSIONS sessions stays within PREPACK_SHARE of the memory.
+ * Prepacking makes float32 MatMul about 2× faster on small row counts, and its cost is one copy of
+ * the weights per session (README.md § prepacking).
+ */
+export function prepackingFits(packableBytes: number, memoryBytes: number = totalmem()): boolean {
+  return packableBytes * MODEL_SESSIONS <= PREPACK_SHARE * memoryBytes;
 }
 
 export type Session = ort.InferenceSession;

@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { AligndError } from '../base/errors.js';
 import {
   type Feeds, type Graph, type HostTensor, type OrtTensor, type Provider, type RuntimeOptions, type Session, createSession, graph, i64, run,
-  runProgram, toOnnx,
+  prepackingFits, runProgram, toOnnx,
 } from '../engine/index.js';
 import { type Checkpoint, loadCheckpoint } from './hf-checkpoint.js';
 import type { ModelSpec } from './hf-config.js';
@@ -21,7 +21,7 @@ import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
 import { IO, type LogProbInputDecl, type ProgramInputs, type ProgramKind, type TokenInputs, buildProgram, programInputs } from './inference-programs.js';
 import type { ModelTokenizer, Prompt } from './tokenizer.js';
-import { graphWeights } from './weight-files.js';
+import { graphWeights, packableBytes } from './weight-files.js';
 
 /** A right-padded token batch (LogProbBatch from batch.ts is one). */
 export interface TokenBatch {
@@ -179,7 +179,9 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   const { spec } = checkpoint;
   const { storage, programDir, ...session0 } = opts;
   const weights = graphWeights(spec, checkpoint.weights, dir, { ...(storage === undefined ? {} : { storage }), ...(programDir === undefined ? {} : { dir: programDir }) });
-  const runtime: RuntimeOptions = { ...session0, provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0 };
+  // Prepacking copies the float32 matrices into every session: on only while those copies stay small (engine README § prepacking).
+  const prepacking = opts.prepacking ?? prepackingFits(packableBytes(weights));
+  const runtime: RuntimeOptions = { ...session0, provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0, prepacking };
   const sessions = new Map<string, Promise<Session>>();
   let closed = false;
   const compile = (g: Graph): Promise<Session> => {

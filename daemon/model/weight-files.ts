@@ -177,6 +177,13 @@ function convertChunk(bytes: Uint8Array, from: Dtype, to: Dtype): Uint8Array {
   return new Uint8Array(half.buffer);
 }
 
+/** Bytes of the float32 matrices programs read as constants: what prepacking copies into each session (half weights are widened at run time, never packed). */
+export function packableBytes(w: GraphWeights): number {
+  let n = 0;
+  for (const t of w.tensors.values()) if (t.dtype === 'F32' && t.shape.length >= 2) n += t.length;
+  return n;
+}
+
 /** The external-data reference of a weight for a graph: its file relative to the weights folder. */
 export function externalRef(w: GraphWeights, t: TensorLocation): { dir: string; location: string; offset: number; length: number } {
   return { dir: w.dir, location: relative(w.dir, resolve(t.file)), offset: t.offset, length: t.length };
