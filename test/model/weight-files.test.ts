@@ -12,8 +12,10 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import t from 'tap';
+import { prepackingFits } from '../../daemon/engine/sessions.js';
 import { packLogProbBatch } from '../../daemon/model/batch.js';
 import { loadModel } from '../../daemon/model/model.js';
+import { packableBytes } from '../../daemon/model/weight-files.js';
 import { ensureTinyModel } from '../../daemon/model/tiny.js';
 import { repoRoot } from '../harness/daemon.js';
 
@@ -104,4 +106,18 @@ t.test('with a folder: kept under a content key, reused, and a changed checkpoin
   const f32 = loadModel(ckpt, { threads: 1, programDir });
   t.equal(f32.weights.dir, dirname(src), 'no conversion needed: read in place, nothing written');
   t.equal(readdirSync(programDir).length, 2);
+});
+
+t.test('prepacking is chosen per model from the float32 matrices its sessions would copy', async (t) => {
+  const f32 = loadModel(ckpt, { threads: 1 });
+  t.ok(packableBytes(f32.weights) > 0, `the tiny F32 checkpoint has ${packableBytes(f32.weights)} packable bytes`);
+  t.equal(f32.runtime.prepacking, prepackingFits(packableBytes(f32.weights)), 'the engine\'s choice');
+  t.equal(f32.runtime.prepacking, true, 'a tiny model: on');
+  f32.close();
+  const half = loadModel(ckpt, { storage: 'float16', threads: 1 });
+  t.equal(packableBytes(half.weights), 0, 'float16 storage: nothing a session could pack');
+  half.close();
+  const forced = loadModel(ckpt, { threads: 1, prepacking: false });
+  t.equal(forced.runtime.prepacking, false, 'an explicit option wins');
+  forced.close();
 });
