@@ -10,17 +10,18 @@
  * If 1 or 2 fails nothing is committed: kafkajs re-fetches from the last resolved offset, so the batch
  * is delivered again (a replay stores nothing twice; a refused message may reach the DLQ twice).
  *
- * Backpressure: when the buffer's pending work goes above `pauseAbove` the source topics are paused,
- * and resumed once it is below `resumeBelow`. Broker restarts are ridden out by kafkajs' reconnect and
- * retry; if kafkajs gives up (a crash it will not restart) the consumer is rebuilt here.
+ * Broker restarts are ridden out by kafkajs' reconnect and retry; if kafkajs gives up (a crash it
+ * will not restart) the consumer is rebuilt here. The dead-letter writer (kafka-dlq.ts) and
+ * backpressure (kafka-backpressure.ts) are parts of their own; this file is the consumer.
  */
-import { Kafka, logLevel as kafkaLogLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type LogEntry,
-  type Producer, type SASLOptions } from 'kafkajs';
+import { Kafka, type Consumer, type EachBatchPayload } from 'kafkajs';
 import { AligndError, errorMessage } from '../../daemon/base/errors.js';
 import type { FeedbackSink, FeedbackSource, IngestOutcome, RawFeedback, RejectCode } from '../../daemon/feedback/sink.js';
 import { createLogger, type Logger } from '../../daemon/base/log.js';
 import { dlqTopicFor, kafkaSourceConfigSchema, type KafkaSourceConfig, type KafkaSourceConfigInput } from '../../daemon/ingest/kafka-source-config.js';
-import { dlqMessage, headersToStrings } from './kafka-dlq.js';
+import { createBackpressure } from './kafka-backpressure.js';
+import { kafkaClientConfig } from './kafka-client.js';
+import { createDlqWriter, headersToStrings, type Refusal } from './kafka-dlq.js';
 
 export interface KafkaSourceCounters {
   /** Messages handed to the sink. */
@@ -69,32 +70,6 @@ export type KafkaSource = FeedbackSource & {
   lag(): PartitionLag[];
 };
 
-/** kafkajs' own log lines, routed into ours (warn and above; kafkajs is chatty at info). */
-function kafkajsLogCreator(log: Logger) {
-  return () => ({ level, log: entry }: LogEntry) => {
-    const { message, ...fields } = entry;
-    const f = { ...fields, kafkajs: true };
-    if (level === kafkaLogLevel.ERROR) log.warn(`kafkajs: ${message}`, f); // kafkajs logs retried errors as ERROR
-    else if (level === kafkaLogLevel.WARN) log.warn(`kafkajs: ${message}`, f);
-    else log.debug(`kafkajs: ${message}`, f);
-  };
-}
-
-export function kafkaClientConfig(config: KafkaSourceConfig, log: Logger): KafkaConfig {
-  const c: KafkaConfig = {
-    clientId: config.clientId,
-    brokers: config.brokers,
-    connectionTimeout: config.connectionTimeout,
-    requestTimeout: config.requestTimeout,
-    retry: { initialRetryTime: config.retry.initialRetryTime, maxRetryTime: config.retry.maxRetryTime, retries: config.retry.retries },
-    logLevel: kafkaLogLevel.WARN,
-    logCreator: kafkajsLogCreator(log),
-  };
-  if (config.ssl !== undefined) c.ssl = config.ssl as KafkaConfig['ssl'];
-  if (config.sasl !== undefined) c.sasl = config.sasl as unknown as SASLOptions;
-  return c;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSourceOptions = {}): KafkaSource {
@@ -114,60 +89,16 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
 
   let sink: FeedbackSink | undefined;
   let consumer: Consumer | undefined;
-  let producer: Producer | undefined;
   let stopping = false;
   let rebuilding: Promise<void> | undefined;
-  let resumeTimer: NodeJS.Timeout | undefined;
   const lagByPartition = new Map<string, PartitionLag>();
 
   const countError = (msg: string, err: unknown, fields: Record<string, unknown> = {}): void => {
     counters.errors++;
     log.error(msg, { ...fields, err: errorMessage(err) });
   };
-
-  const topicsToPause = (): { topic: string }[] => config.topics.map((topic) => ({ topic }));
-
-  function checkBackpressure(c: Consumer, s: FeedbackSink): void {
-    if (counters.paused || s.pending() <= config.pauseAbove) return;
-    c.pause(topicsToPause());
-    counters.paused = true;
-    counters.pauses++;
-    log.warn('buffer backlog above pauseAbove: pausing consumption', { pending: s.pending(), pauseAbove: config.pauseAbove });
-    const poll = (): void => {
-      resumeTimer = undefined;
-      if (stopping || consumer !== c) return;
-      let pending: number;
-      try {
-        pending = s.pending();
-      } catch (err) {
-        countError('reading the buffer backlog failed; staying paused', err);
-        resumeTimer = setTimeout(poll, config.backpressurePollMs * 4);
-        return;
-      }
-      if (pending < config.resumeBelow) {
-        c.resume(topicsToPause());
-        counters.paused = false;
-        counters.resumes++;
-        log.info('buffer backlog below resumeBelow: resuming consumption', { pending, resumeBelow: config.resumeBelow });
-      } else {
-        resumeTimer = setTimeout(poll, config.backpressurePollMs);
-      }
-    };
-    resumeTimer = setTimeout(poll, config.backpressurePollMs);
-  }
-
-  async function sendDeadLetters(p: EachBatchPayload, rejected: Array<{ i: number; o: Extract<IngestOutcome, { status: 'rejected' }> }>): Promise<void> {
-    const { batch } = p;
-    const dlqTopic = dlqTopicFor(config, batch.topic);
-    const messages = rejected.map(({ i, o }) => {
-      const m = batch.messages[i]!;
-      return dlqMessage({ topic: batch.topic, partition: batch.partition, offset: m.offset, key: m.key, value: m.value,
-        ...(m.headers === undefined ? {} : { headers: m.headers }) }, o);
-    });
-    if (producer === undefined) throw new AligndError('SOURCE_FAILED', 'dead-letter producer is not connected', { input: dlqTopic });
-    await producer.send({ topic: dlqTopic, acks: -1, messages });
-    for (const { o } of rejected) counters.dlq[o.code]++;
-  }
+  const dlq = createDlqWriter({ kafka, config, log, counts: counters.dlq, countError: () => { counters.errors++; } });
+  const backpressure = createBackpressure({ config, log, counters, current: (c) => !stopping && consumer === c, countError });
 
   async function handleBatch(p: EachBatchPayload): Promise<void> {
     const { batch } = p;
@@ -198,7 +129,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     }
     counters.consumed += raws.length;
 
-    const rejected: Array<{ i: number; o: Extract<IngestOutcome, { status: 'rejected' }> }> = [];
+    const rejected: Refusal[] = [];
     outcomes.forEach((o, i) => {
       if (o.status === 'stored') counters.stored++;
       else if (o.status === 'duplicate') counters.duplicates++;
@@ -207,7 +138,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
 
     if (rejected.length > 0) {
       try {
-        await sendDeadLetters(p, rejected);
+        await dlq.send(batch, rejected);
       } catch (err) {
         countError('sending refused messages to the dead-letter topic failed; the batch is not committed and will be delivered again',
           err, { ...where, dlqTopic: dlqTopicFor(config, batch.topic), refused: rejected.length });
@@ -228,28 +159,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       lag: Math.max(0, Number(batch.highWatermark) - (Number(last.offset) + 1)) });
     opts.onBatchCommitted?.({ topic: batch.topic, partition: batch.partition, messages: raws.length, ms: performance.now() - t0 });
     await p.heartbeat();
-    checkBackpressure(c, s);
-  }
-
-  async function ensureDlqTopics(): Promise<void> {
-    if (!config.createDlqTopics) return;
-    const wanted = [...new Set(config.topics.map((t) => dlqTopicFor(config, t)))];
-    const admin = kafka.admin();
-    try {
-      await admin.connect();
-      const existing = new Set(await admin.listTopics());
-      const missing = wanted.filter((t) => !existing.has(t));
-      if (missing.length > 0) {
-        await admin.createTopics({ waitForLeaders: true, topics: missing.map((topic) => ({ topic })) });
-        log.info('created dead-letter topics', { topics: missing });
-      }
-    } catch (err) {
-      // Not fatal: the topics may exist under another ACL, or the broker auto-creates them.
-      counters.errors++;
-      log.warn('could not check/create dead-letter topics; make sure they exist', { topics: wanted, err: errorMessage(err) });
-    } finally {
-      await admin.disconnect().catch(() => {});
-    }
+    backpressure.check(c, s);
   }
 
   async function startConsumer(): Promise<void> {
@@ -267,7 +177,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     consumer = c;
     c.on(c.events.GROUP_JOIN, () => {
       // a kafkajs restart builds a new consumer group, which forgets paused topics: pause again
-      if (counters.paused) c.pause(topicsToPause());
+      if (counters.paused) c.pause(backpressure.topics());
       lagByPartition.clear(); // the assignment may have changed
       opts.onGroupJoin?.();
     });
@@ -291,8 +201,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
   function rebuild(old: Consumer): Promise<void> {
     if (rebuilding !== undefined) return rebuilding;
     rebuilding = (async () => {
-      if (resumeTimer !== undefined) clearTimeout(resumeTimer);
-      resumeTimer = undefined;
+      backpressure.cancel();
       await old.disconnect().catch((err: unknown) => countError('disconnecting the crashed consumer failed', err));
       let delay = config.retry.initialRetryTime;
       while (!stopping) {
@@ -323,17 +232,13 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
       sink = s;
       stopping = false;
       try {
-        await ensureDlqTopics();
-        // Not idempotent: the DLQ is at-least-once anyway (a redelivered batch re-sends its refusals),
-        // and kafkajs' idempotent producer wants unbounded retries, which would hide a dead broker.
-        producer = kafka.producer({ maxInFlightRequests: 1, allowAutoTopicCreation: true });
-        await producer.connect();
+        await dlq.start();
         await startConsumer();
         log.info('Kafka source started', { brokers: config.brokers, topics: config.topics });
       } catch (err) {
         countError('starting the Kafka source failed', err, { brokers: config.brokers });
         await consumer?.disconnect().catch(() => {});
-        await producer?.disconnect().catch(() => {});
+        await dlq.stop().catch(() => {});
         sink = undefined;
         throw new AligndError('SOURCE_FAILED', `could not start the Kafka source on ${config.brokers.join(',')}`,
           { input: config.topics.join(','), action: 'check that the brokers are reachable and the credentials/TLS settings are right', cause: err });
@@ -341,8 +246,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     },
     async stop() {
       stopping = true;
-      if (resumeTimer !== undefined) clearTimeout(resumeTimer);
-      resumeTimer = undefined;
+      backpressure.cancel();
       await rebuilding;
       // consumer.stop() waits for the batch in hand (which commits its own offsets), then leaves the group.
       try {
@@ -352,58 +256,13 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
         countError('stopping the Kafka consumer failed', err);
       }
       try {
-        await producer?.disconnect();
+        await dlq.stop();
       } catch (err) {
         countError('disconnecting the dead-letter producer failed', err);
       }
       consumer = undefined;
-      producer = undefined;
       sink = undefined;
       log.info('Kafka source stopped', { counters });
     },
   };
-}
-
-/**
- * Produce feedback events to Kafka (what `alignd send --kafka` calls): key = event.model, acks=-1.
- * Strings are sent as they are (JSONL lines); objects as JSON. Resolves with the number sent once every message is acknowledged.
- */
-export interface SendConfig {
-  brokers: string[];
-  topic: string;
-  clientId?: string;
-  ssl?: KafkaSourceConfigInput['ssl'];
-  sasl?: KafkaSourceConfigInput['sasl'];
-}
-
-export async function sendToKafka(target: SendConfig, events: ReadonlyArray<object | string>,
-  opts: { log?: Logger; chunk?: number } = {}): Promise<number> {
-  const { topic, ...client } = target;
-  const config = kafkaSourceConfigSchema.parse({ ...client, clientId: client.clientId ?? 'alignd-send', topics: [topic] });
-  const log = (opts.log ?? createLogger()).child({ component: 'kafka-send', topic });
-  const kafka = new Kafka(kafkaClientConfig(config, log));
-  // A retried send may duplicate a message; the buffer stores each event_id once.
-  const producer = kafka.producer({ maxInFlightRequests: 1, allowAutoTopicCreation: true });
-  const chunk = opts.chunk ?? 1000;
-  await producer.connect();
-  try {
-    for (let i = 0; i < events.length; i += chunk) {
-      const messages = events.slice(i, i + chunk).map((e) => {
-        const value = typeof e === 'string' ? e : JSON.stringify(e);
-        const model = typeof e === 'string' ? modelOf(e) : (e as { model?: unknown }).model;
-        return { key: typeof model === 'string' ? model : null, value };
-      });
-      await producer.send({ topic, acks: -1, messages });
-    }
-  } catch (err) {
-    throw new AligndError('SOURCE_FAILED', `sending feedback events to Kafka topic ${topic} failed`,
-      { input: config.brokers.join(','), action: 'check that the brokers are reachable and the topic exists', cause: err });
-  } finally {
-    await producer.disconnect().catch(() => {});
-  }
-  return events.length;
-}
-
-function modelOf(line: string): unknown {
-  try { return (JSON.parse(line) as { model?: unknown }).model; } catch { return undefined; }
 }
