@@ -7,6 +7,8 @@
  * time, the difference with its sequence against 0 and the margin, and the decision when it comes
  * (from /v1/models/:model/probation). Each chart's <svg> carries data-points = the points it drew.
  */
+import { createHash } from 'node:crypto';
+
 export const STATUS_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>alignd status</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -148,3 +150,14 @@ setInterval(() => refresh().catch(() => {}), 5000);
 </script>
 </body></html>
 `;
+
+/**
+ * The page's Content-Security-Policy: only its own inline script (by hash, CSP Level 2) and
+ * styles, fetches to this origin only, no framing. Computed from the page, so an edit of the
+ * script cannot leave a stale hash behind.
+ */
+export const STATUS_PAGE_CSP = ((): string => {
+  const script = /<script>([\s\S]*?)<\/script>/.exec(STATUS_PAGE)?.[1] ?? '';
+  const sha = createHash('sha256').update(script, 'utf8').digest('base64');
+  return `default-src 'none'; script-src 'sha256-${sha}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+})();

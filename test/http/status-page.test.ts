@@ -36,6 +36,14 @@ async function openPage(t: Test, executablePath: string, url: string): Promise<{
   return { page, errors };
 }
 
+/**
+ * Until `expression` is true in the page. Polled with page.evaluate: waitForFunction evals a
+ * string inside the page, which the page's CSP (no 'unsafe-eval') refuses once it has to poll.
+ */
+async function pageTrue(page: Page, expression: string, what: string): Promise<void> {
+  await waitFor(async () => (await page.evaluate(expression)) === true, 30_000, what);
+}
+
 t.test('status page plots round figures, decisions and ingest rate', async (t) => {
   const executablePath = ensureChromium();
   const dataDir = mkdtempSync(join(tmpdir(), 'alignd-page-'));
@@ -57,7 +65,7 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   }
 
   const { page, errors } = await openPage(t, executablePath, d.url);
-  await page.waitForFunction(`document.body.dataset.loaded !== undefined`, undefined, { timeout: 30_000 });
+  await pageTrue(page, `document.body.dataset.loaded !== undefined`, 'the page loaded');
   const points = await page.evaluate(`Object.fromEntries([...document.querySelectorAll('svg[id^=chart-]')].map((s) => [s.id, Number(s.dataset.points)]))`) as Record<string, number>;
   t.same(errors, [], 'no script errors');
   t.equal(points['chart-loss'], 4, 'loss: one point per round');
@@ -121,7 +129,7 @@ deployment: auto
   await waitFor(async () => ((await probation())?.figures?.canaryEvents ?? 0) >= 60, 30_000, 'the monitor read the feedback');
 
   const { page, errors } = await openPage(t, executablePath, d.url);
-  await page.waitForFunction(`document.getElementById('chart-probation-down_vote_share') !== null`, undefined, { timeout: 30_000 });
+  await pageTrue(page, `document.getElementById('chart-probation-down_vote_share') !== null`, 'the probation chart drawn');
   t.same(errors, [], 'no script errors');
   t.match(await page.textContent('#probation-summary'), /tiny v2 against v1 since .* canary weight 50% · \d+ feedback events on v2, \d+ on v1 · watching/);
   t.match(await page.textContent('#probation-decision'), /watching: no decision yet/);
@@ -140,7 +148,7 @@ deployment: auto
   }
   await waitFor(async () => (await probation())?.status === 'rolled_back', 30_000, 'rolled back');
   await page.reload();
-  await page.waitForFunction(`document.getElementById('probation-decision').dataset.outcome === 'rollback'`, undefined, { timeout: 30_000 });
+  await pageTrue(page, `document.getElementById('probation-decision').dataset.outcome === 'rollback'`, 'the rollback shown');
   t.match(await page.textContent('#probation-decision'), /^rollback \(alignd, .*\): v2 is confidently worse than v1 on down_vote_share/);
   t.equal(await page.evaluate(`document.querySelectorAll('#chart-probation-down_vote_share-difference [data-decision=rollback]').length`), 1, 'the decision is marked on the difference chart');
 });
