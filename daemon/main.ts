@@ -17,7 +17,7 @@ import { feedbackJsonSchema } from './feedback/schema.js';
 import type { FeedbackSource } from './feedback/sink.js';
 import { closeServer, startHttpServer } from './http/server.js';
 import { sendJson } from './http/route.js';
-import { STATUS_PAGE } from './http/status-page.js';
+import { STATUS_PAGE, STATUS_PAGE_CSP } from './http/status-page.js';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import { ingestRateSampler } from './telemetry/history.js';
 import { parse } from './cli/args.js';
@@ -100,7 +100,11 @@ export interface StartOptions {
 export async function startDaemon(config: DaemonConfig, log: Logger, start: StartOptions = { policyFiles: [] }): Promise<RunningDaemon> {
   const startedAt = new Date();
   const buffer = openBuffer({ path: join(config.dataDir, 'buffer.sqlite'), heldoutFraction: config.ingest.heldoutFraction });
-  const ingest = createIngest({ buffer, limits: config.ingest.limits, log: log.child({ stage: 'ingest' }) });
+  // With policies, only the models they serve are taken (set once the loop has read them, before
+  // any source starts); --ingest-only takes every model.
+  let served: ReadonlySet<string> = new Set();
+  const ingest = createIngest({ buffer, limits: config.ingest.limits, log: log.child({ stage: 'ingest' }),
+    ...(start.policyFiles.length > 0 ? { models: () => served } : {}) });
   ingest.startDeriving();
   const telemetry = createTelemetry({ serviceVersion: VERSION, otlpIntervalMs: config.telemetry.otlpIntervalMs,
     ...(config.telemetry.otlpEndpoint === undefined ? {} : { otlpEndpoint: config.telemetry.otlpEndpoint }) });
@@ -142,6 +146,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
       ...(start.autoTriggers === undefined ? {} : { autoTriggers: start.autoTriggers }),
       ...(pollMs === undefined ? {} : { pollMs, reconcileMs: pollMs }),
     });
+    served = new Set(loop.runtimes.map((rt) => rt.model));
   }
   let ready = false;
   let server: Server | undefined;
@@ -152,7 +157,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
       ...(adminToken === undefined ? {} : { adminToken }),
       routes: [
         { method: 'GET', path: '/', handler: (_q, res) => {
-          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': STATUS_PAGE_CSP });
           res.end(STATUS_PAGE);
         } },
         { method: 'GET', path: '/metrics', handler: (q, res) => telemetry.prometheusHandler(q, res) },

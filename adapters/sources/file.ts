@@ -70,7 +70,7 @@ export function fileSource(opts: FileSourceOptions): FeedbackSource & { stats: {
         const batch: RawFeedback[] = lines.map((l) => ({ bytes: l.bytes, origin: { source: 'file', file: path, line: pos.line + l.line } }));
         const newlines = data.subarray(0, end).reduce((n, b) => n + (b === 0x0a ? 1 : 0), 0);
         const next: Position = { offset: pos.offset + end, ino: st.ino, line: pos.line + newlines };
-        const outcomes = sink.ingestBatch(batch, { checkpoint: { key, value: JSON.stringify(next) }, recordRejects: true });
+        const outcomes = await sink.ingestInSlices(batch, { checkpoint: { key, value: JSON.stringify(next) }, recordRejects: true });
         for (const o of outcomes) if (o.status === 'rejected') stats.rejected++;
         stats.lines += batch.length;
         taken += batch.length;

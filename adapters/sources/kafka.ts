@@ -2,8 +2,8 @@
  * The Kafka feedback source (kafkajs).
  *
  * Per fetched batch (one topic-partition):
- *   1. hand the messages to `sink.ingestBatch` — synchronous; when it returns the stored events are
- *      durable in SQLite (inserts are idempotent by event_id);
+ *   1. hand the messages to `sink.ingestInSlices`; when it resolves the stored events are durable in
+ *      SQLite (inserts are idempotent by event_id; a big batch is stored in slices, the loop free between);
  *   2. send every refused message to the dead-letter topic with its original bytes and headers plus
  *      `alignd-dlq-*` headers, and wait for acks=-1;
  *   3. only then resolve the batch's last offset and commit it.
@@ -16,7 +16,7 @@
  */
 import { Kafka, type Consumer, type EachBatchPayload } from 'kafkajs';
 import { AligndError, errorMessage } from '../../daemon/base/errors.js';
-import type { FeedbackSink, FeedbackSource, IngestOutcome, RawFeedback, RejectCode } from '../../daemon/feedback/sink.js';
+import { zeroRejectCounts, type FeedbackSink, type FeedbackSource, type IngestOutcome, type RawFeedback, type RejectCode } from '../../daemon/feedback/sink.js';
 import { createLogger, type Logger } from '../../daemon/base/log.js';
 import { dlqTopicFor, kafkaSourceConfigSchema, type KafkaSourceConfig, type KafkaSourceConfigInput } from '../../daemon/ingest/kafka-source-config.js';
 import { createBackpressure } from './kafka-backpressure.js';
@@ -84,7 +84,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
   const kafka = new Kafka(kafkaClientConfig(config, log));
   const counters: KafkaSourceCounters = {
     consumed: 0, stored: 0, duplicates: 0, errors: 0, batches: 0, commits: 0, pauses: 0, resumes: 0, restarts: 0, paused: false,
-    dlq: { not_json: 0, schema: 0, oversize: 0, unknown_kind: 0, unknown_schema: 0 },
+    dlq: zeroRejectCounts(),
   };
 
   let sink: FeedbackSink | undefined;
@@ -121,7 +121,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
 
     let outcomes: IngestOutcome[];
     try {
-      outcomes = s.ingestBatch(raws);
+      outcomes = await s.ingestInSlices(raws);
     } catch (err) {
       countError('storing a Kafka batch failed; it is not committed and will be delivered again', err, where);
       throw new AligndError('STORE_FAILED', `storing ${raws.length} messages from ${batch.topic}[${batch.partition}] failed`,

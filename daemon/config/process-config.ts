@@ -20,6 +20,7 @@ export const daemonConfigSchema = z.strictObject({
       maxEventBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(defaultLimits.maxEventBytes),
       maxTextChars: z.number().int().min(16).default(defaultLimits.maxTextChars),
       maxMessages: z.number().int().min(1).default(defaultLimits.maxMessages),
+      maxFutureSkewS: z.number().int().min(0).default(defaultLimits.maxFutureSkewS),
     }).prefault({}),
     heldoutFraction: z.number().min(0).lt(1).default(0.1),
     retention: z.strictObject({

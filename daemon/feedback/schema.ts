@@ -19,9 +19,14 @@ export interface EventLimits {
   maxTextChars: number;
   /** Most chat messages in a prompt. */
   maxMessages: number;
+  /**
+   * How far `ts` may lie ahead of this machine's clock (producers' clock skew), in seconds. A later
+   * `ts` is refused: it would become a round's data-window bound and sort after every real event.
+   */
+  maxFutureSkewS: number;
 }
 
-export const defaultLimits: EventLimits = { maxEventBytes: 256 * 1024, maxTextChars: 64 * 1024, maxMessages: 64 };
+export const defaultLimits: EventLimits = { maxEventBytes: 256 * 1024, maxTextChars: 64 * 1024, maxMessages: 64, maxFutureSkewS: 3600 };
 
 /** Model (policy stream) names double as registry directory names: no path tricks. */
 export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -2,7 +2,7 @@
  * The contract between feedback sources (adapters/sources/*) and the ingest stage.
  * A source hands raw bytes to a sink; the sink validates, dedupes and writes durably,
  * and answers one outcome per message. A source acknowledges upstream (Kafka offset commit,
- * HTTP 202, file checkpoint) only after `ingestBatch` has returned: at that point the stored
+ * HTTP 202, file checkpoint) only after `ingestBatch` has returned (`ingestInSlices` resolved): then the stored
  * events are durable in SQLite.
  */
 
@@ -26,8 +26,17 @@ export interface RawFeedback {
   headers?: Record<string, string>;
 }
 
-/** Why a message was refused. Stable codes: they name DLQ reasons and metric labels. */
-export type RejectCode = 'not_json' | 'schema' | 'oversize' | 'unknown_kind' | 'unknown_schema';
+/**
+ * Why a message was refused. Stable codes: they name DLQ reasons and metric labels.
+ * `conflict`: the event_id is stored already with other content (the stored event stays);
+ * `unknown_model`: no policy of this daemon serves the event's model.
+ */
+export const REJECT_CODES = ['not_json', 'schema', 'oversize', 'unknown_kind', 'unknown_schema', 'unknown_model', 'conflict'] as const;
+export type RejectCode = (typeof REJECT_CODES)[number];
+
+/** A counter per reject code, all zero. */
+export const zeroRejectCounts = (): Record<RejectCode, number> =>
+  Object.fromEntries(REJECT_CODES.map((c) => [c, 0])) as Record<RejectCode, number>;
 
 export type IngestOutcome =
   | { status: 'stored'; eventId: string }
@@ -48,6 +57,15 @@ export interface FeedbackSink {
    * nothing of the batch was acknowledged and the source must retry it.
    */
   ingestBatch(batch: RawFeedback[], opts?: BatchOptions): IngestOutcome[];
+  /**
+   * The same for a batch of any size, in slices of a bounded size (one transaction each) with the
+   * event loop free between them, so a 16 MB batch never stalls health checks or other sources.
+   * Resolves when every slice is durable; a checkpoint is written with the last slice. If a slice
+   * fails, the slices before it stay stored (a retry of the whole batch is idempotent).
+   */
+  ingestInSlices(batch: RawFeedback[], opts?: BatchOptions): Promise<IngestOutcome[]>;
+  /** Keep one raw message in the buffer's dead letters (a refusal the DLQ topic cannot take); returns its id there. */
+  deadLetter(raw: RawFeedback, outcome: Extract<IngestOutcome, { status: 'rejected' }>): number;
   /** Stored events whose training examples are not derived yet: the buffer's pending work. */
   pending(): number;
 }

@@ -2,6 +2,7 @@
  * Raw bytes → a validated feedback event, or a reject with a stable code and a reason a person
  * can act on (the reason travels in the dead-letter record and in HTTP 400 answers).
  */
+import { isUtf8 } from 'node:buffer';
 import type { z } from 'zod';
 import { feedbackEventSchema, KINDS, SCHEMA_ID, type EventLimits, type FeedbackEvent } from './schema.js';
 import type { RejectCode } from './sink.js';
@@ -14,13 +15,18 @@ export interface Validator {
   (bytes: Buffer | string): Validated;
 }
 
-export function createValidator(limits: EventLimits): Validator {
+/** `now`: the clock `ts` is checked against (tests). */
+export function createValidator(limits: EventLimits, now: () => number = Date.now): Validator {
   const schema = feedbackEventSchema(limits);
   const kinds = new Set<string>(KINDS);
   return (input) => {
     const size = typeof input === 'string' ? Buffer.byteLength(input) : input.length;
     if (size > limits.maxEventBytes) {
       return { ok: false, code: 'oversize', reason: `event is ${size} bytes, over the ${limits.maxEventBytes}-byte limit (ingest.limits.maxEventBytes)` };
+    }
+    // Decoding would silently turn bad bytes into U+FFFD and store text nobody sent.
+    if (typeof input !== 'string' && !isUtf8(input)) {
+      return { ok: false, code: 'not_json', reason: 'not valid UTF-8 (JSON text must be UTF-8, RFC 8259 §8.1): fix the producer\'s encoding' };
     }
     let value: unknown;
     const text = typeof input === 'string' ? input : input.toString('utf8');
@@ -46,6 +52,11 @@ export function createValidator(limits: EventLimits): Validator {
     if (!parsed.success) {
       const { path, reason } = describeIssues(parsed.error);
       return withId({ ok: false as const, code: 'schema' as const, reason, path });
+    }
+    const ahead = Date.parse(parsed.data.ts) - now();
+    if (ahead > limits.maxFutureSkewS * 1000) {
+      return withId({ ok: false as const, code: 'schema' as const, path: 'ts',
+        reason: `ts: ${parsed.data.ts} is ${Math.round(ahead / 1000)} s in the future, beyond the ${limits.maxFutureSkewS} s allowed for clock skew (ingest.limits.maxFutureSkewS); check the producer's clock` });
     }
     return { ok: true, event: parsed.data, text };
   };

@@ -15,7 +15,7 @@ import { createEventStore, type PendingCounter } from './events.js';
 import { createRoundStore } from './rounds.js';
 import { createWindowStore } from './windows.js';
 
-export { isHeldout, promptHash, type Counts, type StoredRow } from './events.js';
+export { contentSha256, isHeldout, promptHash, type Counts, type InsertResult, type StoredRow } from './events.js';
 export type { Example, TrainingWindow, WindowRequest } from './windows.js';
 export type { RoundMark, RoundOutcome } from './rounds.js';
 

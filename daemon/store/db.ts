@@ -9,7 +9,7 @@ import { AligndError } from '../base/errors.js';
 
 export type Db = Database.Database;
 
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /** Round outcomes over time (the status page's plots, `alignd status`). */
 const MIGRATION_2 = `
@@ -29,6 +29,15 @@ const MIGRATION_3 = `
 DROP INDEX IF EXISTS events_prompt;
 CREATE INDEX events_prompt_binary ON events(model, prompt_hash, heldout) WHERE kind = 'binary';
 CREATE INDEX events_prompt_rating ON events(model, prompt_hash, heldout) WHERE kind = 'rating';
+`;
+
+/**
+ * sha256 of each event's content (canonical JSON of the validated event), so a second event under
+ * a stored event_id is told apart: the same content is a duplicate, other content a conflict.
+ * Rows from before this migration have none and count as duplicates.
+ */
+const MIGRATION_4 = `
+ALTER TABLE events ADD COLUMN content_sha256 TEXT;
 `;
 
 const MIGRATION_1 = `
@@ -106,7 +115,7 @@ function migrate(db: Db, path: string): void {
     throw new AligndError('STORE_FAILED', `replay buffer ${path} has schema version ${version}, newer than this alignd (${SCHEMA_VERSION})`, {
       action: 'run the alignd release that wrote it, or point data_dir elsewhere' });
   }
-  const steps = [MIGRATION_1, MIGRATION_2, MIGRATION_3];
+  const steps = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
   db.transaction(() => {
     for (let v = version; v < steps.length; v++) db.exec(steps[v] as string);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);

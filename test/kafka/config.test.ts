@@ -46,7 +46,7 @@ t.test('start against an unreachable broker fails with a clear error', async (t)
   const port = await freePort(); // nothing listens there
   const source = createKafkaSource({ brokers: [`127.0.0.1:${port}`], topics: ['f'], connectionTimeout: 500,
     retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 200 } }, { log: silentLogger });
-  const sink = { ingestBatch: () => [], pending: () => 0 };
+  const sink = { ingestBatch: () => [], ingestInSlices: async () => [], deadLetter: () => 0, pending: () => 0 };
   const err = await source.start(sink).then(() => undefined, (e: unknown) => e as Error);
   t.ok(err instanceof AligndError && err.code === 'SOURCE_FAILED', 'SOURCE_FAILED');
   t.match(err?.message, `127.0.0.1:${port}`, 'names the brokers');
