@@ -330,11 +330,12 @@ async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
 }
 
 /** Create topics (idempotent) and wait until they have leaders. */
-export async function createTopics(brokers: string[], topics: { topic: string; numPartitions?: number }[]): Promise<void> {
+export async function createTopics(brokers: string[], topics: { topic: string; numPartitions?: number; config?: Record<string, string> }[]): Promise<void> {
   const admin = new Kafka({ clientId: 'harness-admin', brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
-    await admin.createTopics({ waitForLeaders: true, topics: topics.map((t) => ({ topic: t.topic, numPartitions: t.numPartitions ?? 1 })) });
+    await admin.createTopics({ waitForLeaders: true, topics: topics.map((t) => ({ topic: t.topic, numPartitions: t.numPartitions ?? 1,
+      configEntries: Object.entries(t.config ?? {}).map(([name, value]) => ({ name, value })) })) });
   } finally {
     await admin.disconnect();
   }
