@@ -4,8 +4,9 @@
  * Per fetched batch (one topic-partition):
  *   1. hand the messages to `sink.ingestInSlices`; when it resolves the stored events are durable in
  *      SQLite (inserts are idempotent by event_id; a big batch is stored in slices, the loop free between);
- *   2. send every refused message to the dead-letter topic with its original bytes and headers plus
- *      `alignd-dlq-*` headers, and wait for acks=-1;
+ *   2. keep every refused message: on the dead-letter topic with its original bytes and headers plus
+ *      `alignd-dlq-*` headers (acks=-1), or, when that topic cannot take it, in the buffer's local
+ *      dead letters (kafka-dlq.ts: a refusal never holds its partition);
  *   3. only then resolve the batch's last offset and commit it.
  * If 1 or 2 fails nothing is committed: kafkajs re-fetches from the last resolved offset, so the batch
  * is delivered again (a replay stores nothing twice; a refused message may reach the DLQ twice).
@@ -30,6 +31,10 @@ export interface KafkaSourceCounters {
   duplicates: number;
   /** Messages sent to the dead-letter topic, by reject code. */
   dlq: Record<RejectCode, number>;
+  /** Of those, sent with the value cut to fit the topic (kept whole in the buffer's dead letters). */
+  dlqTruncated: number;
+  /** Refusals the dead-letter topic could not take, kept in the buffer's dead letters instead. */
+  deadLetteredLocally: number;
   /** Failures (store, DLQ produce, commit, consumer crash); each is logged. */
   errors: number;
   batches: number;
@@ -84,7 +89,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
   const kafka = new Kafka(kafkaClientConfig(config, log));
   const counters: KafkaSourceCounters = {
     consumed: 0, stored: 0, duplicates: 0, errors: 0, batches: 0, commits: 0, pauses: 0, resumes: 0, restarts: 0, paused: false,
-    dlq: zeroRejectCounts(),
+    dlq: zeroRejectCounts(), dlqTruncated: 0, deadLetteredLocally: 0,
   };
 
   let sink: FeedbackSink | undefined;
@@ -97,7 +102,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
     counters.errors++;
     log.error(msg, { ...fields, err: errorMessage(err) });
   };
-  const dlq = createDlqWriter({ kafka, config, log, counts: counters.dlq, countError: () => { counters.errors++; } });
+  const dlq = createDlqWriter({ kafka, config, log, counters });
   const backpressure = createBackpressure({ config, log, counters, current: (c) => !stopping && consumer === c, countError });
 
   async function handleBatch(p: EachBatchPayload): Promise<void> {
@@ -138,7 +143,7 @@ export function createKafkaSource(input: KafkaSourceConfigInput, opts: KafkaSour
 
     if (rejected.length > 0) {
       try {
-        await dlq.send(batch, rejected);
+        await dlq.send(batch, rejected, (r) => s.deadLetter(raws[r.i]!, r.o));
       } catch (err) {
         countError('sending refused messages to the dead-letter topic failed; the batch is not committed and will be delivered again',
           err, { ...where, dlqTopic: dlqTopicFor(config, batch.topic), refused: rejected.length });

@@ -15,6 +15,13 @@ export const kafkaSourceConfigSchema = z.strictObject({
   dlqTopic: z.string().min(1).optional(),
   /** Create missing dead-letter topics at start (needs CreateTopics permission; a refusal is only logged). */
   createDlqTopics: z.boolean().default(true),
+  /**
+   * Size limit assumed for a dead-letter topic whose `max.message.bytes` cannot be read, and the
+   * floor of the limit a created one gets (Kafka's default message.max.bytes).
+   */
+  dlqMaxMessageBytes: positiveInt.default(1_048_588),
+  /** Failed dead-letter sends of one batch (transient errors) before its refusals are kept locally and it is committed. */
+  dlqMaxAttempts: positiveInt.default(3),
   /** Where a new consumer group starts: the beginning, so feedback produced before the first start is kept. */
   fromBeginning: z.boolean().default(true),
   /** TLS: `true` or Node tls.ConnectionOptions (ca, cert, key, servername, ...), passed through. */

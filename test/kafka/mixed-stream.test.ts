@@ -136,38 +136,3 @@ t.test('backpressure: pause above pauseAbove, resume below resumeBelow', async (
   const { committed, end } = await committedEqualsEnd(broker.brokers, groupId, topic);
   t.same(committed, end, 'all committed');
 });
-
-t.test('a dead-letter topic that cannot be written blocks the commit', async (t) => {
-  const topic = 'dlq-blocked';
-  const groupId = 'alignd-dlq-blocked';
-  await createTopics(broker.brokers, [{ topic, numPartitions: 1 }]);
-  const good = Array.from({ length: 5 }, (_, i) => makeEvent(i, { event_id: `blocked-${i}` }));
-  const kafka = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING });
-  const producer = kafka.producer();
-  await producer.connect();
-  await producer.send({ topic, acks: -1, messages: [
-    ...good.map((e) => ({ key: e.model, value: JSON.stringify(e) })),
-    { key: 'demo', value: '{"not": json' },
-  ] });
-  await producer.disconnect();
-
-  const dir = mkdtempSync(join(tmpdir(), 'alignd-kafka-dlqblocked-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0.1 });
-  t.teardown(() => buffer.close());
-  const ingest = createIngest({ buffer, limits });
-  // '/' is not allowed in a topic name: every DLQ produce fails at the broker
-  const source = createKafkaSource({ brokers: broker.brokers, topics: [topic], groupId, dlqTopic: 'dead/letters',
-    createDlqTopics: false, maxWaitTimeInMs: 100, retry: { initialRetryTime: 100, maxRetryTime: 500, retries: 1 } }, { log: silentLogger });
-  await source.start(ingest);
-  // the batch fails, is fetched again, fails again: its valid events come back as duplicates
-  await waitFor(() => source.counters.duplicates >= good.length, 60_000, () => `counters ${JSON.stringify(source.counters)}`);
-  await source.stop();
-  t.ok(source.counters.errors >= 2, `each failed DLQ send is counted (${source.counters.errors})`);
-
-  t.equal(source.counters.commits, 0, 'no batch committed');
-  t.equal(source.counters.dlq.not_json, 0, 'no dead letter counted as sent');
-  const { committed } = await committedEqualsEnd(broker.brokers, groupId, topic);
-  t.same(committed, { 0: '-1' }, 'no offset committed: the batch will come again');
-  t.equal(buffer.counts().events, good.length, 'the valid events were stored (once, however often redelivered)');
-});
