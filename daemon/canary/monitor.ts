@@ -102,13 +102,13 @@ export function createCanaryMonitor(opts: { db: Db; models: CanaryModel[]; log: 
     const decision = { reason: d.reason, by: 'alignd', trigger: d.trigger, ...(d.tenant === undefined ? {} : { tenant: d.tenant }),
       figures: w.probation.figures(), timeline: w.probation.timeline() };
     if (d.outcome !== 'rollback') {
-      recordProbationDecision(reg, w.version, { ...decision, outcome: d.outcome });
+      await recordProbationDecision(reg, w.version, { ...decision, outcome: d.outcome });
       if (d.outcome === 'stable') log.info('probation: stable', { model: m.model, version: w.version, reason: d.reason });
       else log.warn('probation: held for a person', { model: m.model, version: w.version, reason: d.reason });
       if (d.outcome === 'stable') await endStagedRollout(m);
       return;
     }
-    markRollbackDecided(reg, w.version, decision);
+    await markRollbackDecided(reg, w.version, decision);
     log.warn('probation: rolling back', { model: m.model, version: w.version, to: previous, reason: d.reason });
     try {
       editDeployment(m.policyFile, { mode: 'pinned', version: previous }, { versionExists: (_m, v) => reg.has(v) },
@@ -116,7 +116,7 @@ export function createCanaryMonitor(opts: { db: Db; models: CanaryModel[]; log: 
     } catch (err) {
       // The pin could not be written: a person must act, with everything alignd knows.
       const reason = `automatic rollback to ${previous} failed: ${errorMessage(err)}; the comparison found: ${d.reason}; pin it by hand: alignd rollback ${m.model} ${previous}`;
-      recordProbationDecision(reg, w.version, { ...decision, outcome: 'hold', reason });
+      await recordProbationDecision(reg, w.version, { ...decision, outcome: 'hold', reason });
       log.error('probation: the rollback pin could not be written', { model: m.model, version: w.version, err: errorMessage(err) });
       return;
     }
@@ -138,7 +138,7 @@ export function createCanaryMonitor(opts: { db: Db; models: CanaryModel[]; log: 
     const p = m.policy();
     if (open !== undefined && !p.rollout.enabled) {
       // A person switched probation off: the version stays, unwatched, and candidates may follow.
-      recordProbationDecision(m.registry, open.version, { outcome: 'stable', by: 'policy',
+      await recordProbationDecision(m.registry, open.version, { outcome: 'stable', by: 'policy',
         reason: `rollout.enabled was set to false while ${open.version} was on probation: it is kept and no longer watched` });
       watches.delete(m.model);
       await endStagedRollout(m);

@@ -130,7 +130,7 @@ export async function cmdApprove(argv: string[], approve: boolean): Promise<numb
   if (!existsSync(join(root, model, 'versions'))) throw new AligndError('CONFIG_INVALID', `no registry for ${model} under ${root}`, { action: 'pass --data-dir (the daemon\'s data directory)' });
   const reg = openRegistry(root, model);
   const by = values.by ?? process.env['USER'] ?? 'cli';
-  const v = (approve ? approveCandidate : denyCandidate)(reg, version, by, values.note);
+  const v = await (approve ? approveCandidate : denyCandidate)(reg, version, by, values.note);
   const probation = v.manifest.probation?.status;
   process.stdout.write(`${model} ${version}: ${approve ? 'approved' : 'denied'} by ${by}; ${probation === undefined ? `decision now ${effectiveDecision(v)}` : `probation ${probation}`}\n`);
   return 0;

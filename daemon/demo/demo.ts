@@ -90,7 +90,7 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   // Ids from the seed and the rounds already in this data dir: a fresh run reproduces the same
   // held-out split (it hashes event ids), a rerun in the same dir still sends new events.
   const runNo = loop.runtimes[0]!.registry.auditRecords().filter((a) => a.event === 'demo.run').length + 1;
-  rt.registry.audit('demo.run', { run: runNo, seed: o.seed, rounds: o.rounds });
+  await rt.registry.audit('demo.run', { run: runNo, seed: o.seed, rounds: o.rounds });
   let eventNo = 0;
   for (let r = 1; r <= o.rounds; r++) {
     const version = rt.registry.deployment()?.desired ?? 'v0';

@@ -97,7 +97,10 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     if (rt === undefined) throw new AligndError('CONFIG_INVALID', `no policy for model ${model}`, { action: `start alignd with --policy for ${model}` });
     return rt;
   };
-  for (const rt of runtimes) await rt.enforce(); // a pinned version is served from the start
+  for (const rt of runtimes) {
+    await rt.recover();
+    await rt.enforce(); // a pinned version is served from the start
+  }
 
   const lastFinished = (model: string): number | undefined => opts.buffer.roundResults(model, 1).at(-1)?.round;
   const typesOf = (rt: ModelRuntime): Array<'pair' | 'kto'> => (rt.policy().objective.loss_type === 'kto' ? ['kto'] : ['pair']);

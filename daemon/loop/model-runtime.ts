@@ -62,6 +62,8 @@ export interface ModelRuntime {
   adapterOf(version: string | null | undefined): Promise<LoraAdapter | null>;
   heads(kind: 'reward' | 'safety'): HeadEnsemble | null;
   saveHeads(kind: 'reward' | 'safety', e: HeadEnsemble): void;
+  /** Startup recovery of the registry (staging leftovers, unaudited versions); call once, before `enforce`. */
+  recover(): Promise<void>;
   /**
    * Make the servers match the policy's deployment (pinned → serve that version). Resolves when
    * the push is done or after `answerWithinMs`, whichever is first; the push goes on.
@@ -104,8 +106,6 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
   });
   const first = watcher.current();
   registry = openRegistry(registryRoot, first.model);
-  const recovered = registry.cleanStaging();
-  if (recovered.removed > 0 || recovered.recovered.length > 0) log.warn('registry recovered after an interrupted write', { model: first.model, ...recovered });
   targets = opts.makeTargets(first);
   const reg = registry;
   const headsDir = join(opts.dataDir, 'heads', first.model);
@@ -183,6 +183,10 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       mkdirSync(headsDir, { recursive: true });
       saveHeads(join(headsDir, `${kind}.json`), e, kind);
       headCache.set(kind, e);
+    },
+    async recover() {
+      const recovered = await reg.cleanStaging();
+      if (recovered.removed > 0 || recovered.recovered.length > 0) log.warn('registry recovered after an interrupted write', { model: reg.model, ...recovered });
     },
     enforce: () => enforce(),
     async stop() {

@@ -208,7 +208,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   }
   checkAbort();
 
-  const v = rt.registry.addVersion({ adapterDir: result.candidateDir }, {
+  const v = await rt.registry.addVersion({ adapterDir: result.candidateDir }, {
     parent: deployedVersion, base_model: { path: policy.base_model.path, sha256: policy.base_model.sha256 ?? null },
     data_window: { from: span.from, to: span.to, events: span.events, kafka_offsets: span.kafka_offsets, round, since_round: previousMark ?? null },
     round_metrics: { loss: last?.loss ?? null, steps: result.stepsTaken, kept_step: result.keptStep, stop_reason: result.stopReason,
@@ -239,7 +239,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   };
   buffer.recordRoundResult(model, round, outcome);
   const pinned = policy.deployment.mode === 'pinned' ? [policy.deployment.version] : [];
-  const removed = rt.registry.gc(policy.retention.keep_versions, pinned);
+  const removed = await rt.registry.gc(policy.retention.keep_versions, pinned);
   if (removed.length > 0) log.info('registry gc', { removed });
   log.info('round finished', { round, version: v.version, decision: gate.decision.decision, reasons: gate.decision.reasons });
   return { model, round, outcome, version: v.version };

@@ -22,7 +22,7 @@ export interface PolicyWatcherOptions {
   /** Called with each applied policy (not the initial one); may be async. */
   onApply?: (policy: Policy, previous: Policy, changed: string[]) => void | Promise<void>;
   onRefuse?: (problems: PolicyProblem[]) => void;
-  audit?: (event: string, fields: Record<string, unknown>) => void;
+  audit?: (event: string, fields: Record<string, unknown>) => void | Promise<unknown>;
   log?: Logger;
   pollMs?: number;
   debounceMs?: number;
@@ -73,7 +73,7 @@ export function watchPolicy(opts: PolicyWatcherOptions): PolicyWatcher {
       stats.refused++;
       refusal = r.problems;
       log.error('policy edit refused; the last good policy stays in force', { file: opts.file, problems: r.problems });
-      opts.audit?.('policy.refused', { file: opts.file, sha256: r.sha256, problems: r.problems });
+      await opts.audit?.('policy.refused', { file: opts.file, sha256: r.sha256, problems: r.problems });
       opts.onRefuse?.(r.problems);
       return;
     }
@@ -83,7 +83,7 @@ export function watchPolicy(opts: PolicyWatcherOptions): PolicyWatcher {
     refusal = undefined;
     stats.applied++;
     log.info('policy applied', { file: opts.file, changed });
-    opts.audit?.('policy.applied', { file: opts.file, sha256: r.sha256, changed, deployment: r.policy.deployment });
+    await opts.audit?.('policy.applied', { file: opts.file, sha256: r.sha256, changed, deployment: r.policy.deployment });
     try {
       await opts.onApply?.(r.policy, previous, changed);
     } catch (err) {

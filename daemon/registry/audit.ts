@@ -40,7 +40,7 @@ export interface AuditVerification {
 }
 
 /** Append one record (under the registry's lock); returns it as written. */
-export function appendAudit(path: string, event: string, fields: Record<string, unknown> = {}): AuditRecord {
+export function appendAudit(path: string, event: string, fields: Record<string, unknown> = {}): Promise<AuditRecord> {
   return withLock(`${path}.lock`, () => {
     let prev = GENESIS;
     let seq = 1;

@@ -233,7 +233,7 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
   };
   if (!changing && JSON.stringify(before) === JSON.stringify(state)) written = JSON.stringify(state);
   save();
-  if (changing) reg.audit('promote.start', { version, name, previous, reason: opts.reason, targets: opts.targets.map((t) => t.id) });
+  if (changing) await reg.audit('promote.start', { version, name, previous, reason: opts.reason, targets: opts.targets.map((t) => t.id) });
 
   const req: DeployRequest = { model: reg.model, version, name, adapterDir: v.adapterDir, adapterSha256: v.manifest.adapter_sha256, baseModel: v.manifest.base_model.path,
     reason: state.reason, canary };
@@ -260,7 +260,7 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
       if (cur.version === version && !serving) {
         // The record said served, the server says otherwise: it restarted or someone unloaded it.
         log.warn('server target lost the served version; pushing it again', { target: t.id, version });
-        reg.audit('reconcile.drift', { target: t.id, version, name, observed: 'missing' });
+        await reg.audit('reconcile.drift', { target: t.id, version, name, observed: 'missing' });
         restored.push(t.id);
         state.complete = false;
         state.targets[t.id] = { ...cur, version: null, name: null, updated_at: now() };
@@ -288,9 +288,9 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
       : { version: prevT.version, name: prevT.name, error: r.error ?? 'failed', attempts: prevT.attempts + r.attempts, refused: r.permanent === true ? version : null, updated_at: now() };
     if (!r.ok) {
       failed.push({ target: t.id, error: r.error ?? 'failed', ...(r.permanent === true ? { permanent: true } : {}) });
-      if (r.permanent === true) reg.audit('promote.refused', { version, name, target: t.id, error: r.error });
+      if (r.permanent === true) await reg.audit('promote.refused', { version, name, target: t.id, error: r.error });
     } else if (restored.includes(t.id)) {
-      reg.audit('reconcile.restored', { target: t.id, version, name });
+      await reg.audit('reconcile.restored', { target: t.id, version, name });
     }
     save();
   }));
@@ -300,7 +300,7 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
   const retired: Record<string, string[]> = {};
   if (!state.complete) {
     const newFailure = changing || before?.complete === true || failed.some((f) => before?.targets[f.target]?.error !== f.error);
-    if (newFailure) reg.audit('promote.partial', { version, name, failed, serving: Object.fromEntries(Object.entries(state.targets).map(([k, s]) => [k, s.version])) });
+    if (newFailure) await reg.audit('promote.partial', { version, name, failed, serving: Object.fromEntries(Object.entries(state.targets).map(([k, s]) => [k, s.version])) });
     if (newFailure) log.error('promotion incomplete; the failed targets are retried by reconcile', { version, failed });
     return { version, name, complete: false, failed, retired, restored };
   }
@@ -308,13 +308,13 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
   if (JSON.stringify(state.announced) !== JSON.stringify(announcement)) {
     state.announced = announcement;
     save();
-    reg.audit('promote.done', { version, name, previous, reason: state.reason, targets: Object.keys(state.targets) });
+    await reg.audit('promote.done', { version, name, previous, reason: state.reason, targets: Object.keys(state.targets) });
     if (opts.publisher !== undefined) {
       try {
         await opts.publisher.publish({ schema: 'alignd.promotion/v1', model: reg.model, version, name, previous, reason: state.reason, adapter_sha256: v.manifest.adapter_sha256, ts: now(), canary });
       } catch (err) {
         log.error('announcing the promotion failed', { version, err: errorMessage(err) });
-        reg.audit('promote.announce_failed', { version, error: errorMessage(err) });
+        await reg.audit('promote.announce_failed', { version, error: errorMessage(err) });
       }
     }
   }
@@ -328,6 +328,6 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
     }
   }
   const anyRetired = Object.values(retired).some((r) => r.length > 0);
-  if (anyRetired) reg.audit('promote.retired', { keep, retired });
+  if (anyRetired) await reg.audit('promote.retired', { keep, retired });
   return { version, name, complete: true, failed, retired, restored };
 }

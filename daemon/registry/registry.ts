@@ -35,28 +35,36 @@ export interface Registry {
   readonly model: string;
   readonly dir: string;
   /** Add a version from an adapter directory produced elsewhere, or written by `write(dir)`. */
-  addVersion(source: { adapterDir: string } | { write: (dir: string) => void }, input: ManifestInput): VersionInfo;
+  addVersion(source: { adapterDir: string } | { write: (dir: string) => void }, input: ManifestInput): Promise<VersionInfo>;
   list(): VersionInfo[];
   get(version: string): VersionInfo | undefined;
   has(version: string): boolean;
   latest(): VersionInfo | undefined;
-  /** Record the gate's decision (or a person's approval) in the manifest, atomically. */
-  recordGate(version: string, gate: GateRecord): VersionInfo;
+  /** Record the gate's decision in the manifest, atomically. */
+  recordGate(version: string, gate: GateRecord): Promise<VersionInfo>;
+  /**
+   * Change a version's gate record from what the manifest holds NOW: `update` runs under the
+   * registry's lock on the version as read inside it (a person's approve/deny checks the
+   * decision it answers there, so two answers cannot both pass the check).
+   */
+  updateGate(version: string, update: (v: VersionInfo) => GateRecord): Promise<VersionInfo>;
   /** Record its probation (started, decided, answered), atomically. */
-  recordProbation(version: string, probation: ProbationRecord): VersionInfo;
+  recordProbation(version: string, probation: ProbationRecord): Promise<VersionInfo>;
+  /** Change its probation record from what the manifest holds now, under the lock (as updateGate). */
+  updateProbation(version: string, update: (v: VersionInfo) => ProbationRecord): Promise<VersionInfo>;
   deployment(): DeploymentState | undefined;
   setDeployment(state: DeploymentStateInput): void;
-  audit(event: string, fields?: Record<string, unknown>): AuditRecord;
+  audit(event: string, fields?: Record<string, unknown>): Promise<AuditRecord>;
   auditRecords(): AuditRecord[];
   verifyAudit(): AuditVerification;
   /** Remove versions beyond the newest `keep`, except deployed, pinned, held and `protect`. Returns removed versions. */
-  gc(keep: number, protect?: string[]): string[];
+  gc(keep: number, protect?: string[]): Promise<string[]>;
   /**
    * Startup recovery (call when no other writer runs): remove staging leftovers of interrupted
    * writes, and audit versions whose process died between the commit rename and its audit record
    * (`version.create` with `recovered: true`). Returns what it did.
    */
-  cleanStaging(): { removed: number; recovered: string[] };
+  cleanStaging(): Promise<{ removed: number; recovered: string[] }>;
   /** Check an adapter's files against the manifest's hashes. */
   verifyVersion(version: string): { ok: boolean; reason?: string };
 }
@@ -119,17 +127,18 @@ export function openRegistry(root: string, model: string): Registry {
     return r.data;
   };
 
-  const updateManifest = (version: string, patch: Partial<Manifest>): VersionInfo => withLock(join(dir, 'versions.lock'), () => {
+  /** A manifest change computed from the manifest as read under the lock. */
+  const updateManifest = (version: string, patch: (v: VersionInfo) => Partial<Manifest>): Promise<VersionInfo> => withLock(join(dir, 'versions.lock'), () => {
     const v = info(version);
     if (v === undefined) throw new AligndError('CONFIG_INVALID', `${model} has no version ${version}`, { action: 'list versions with alignd registry list' });
-    const manifest = { ...v.manifest, ...patch };
+    const manifest = { ...v.manifest, ...patch(v) };
     writeFileAtomicDurable(join(v.dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
     return { ...v, manifest };
   });
 
   const reg: Registry = {
     model, dir,
-    addVersion(source, input) {
+    async addVersion(source, input) {
       const stage = join(stagingDir, `${process.pid}-${randomBytes(6).toString('hex')}`);
       const adapterDir = join(stage, 'adapter');
       mkdirSync(stage, { recursive: true });
@@ -144,7 +153,7 @@ export function openRegistry(root: string, model: string): Registry {
         const digest = adapterDigest(adapterDir);
         if (Object.keys(digest.files).length === 0) throw new AligndError('ADAPTER_INVALID', 'the adapter directory is empty', { action: 'write adapter_config.json and adapter_model.safetensors into it' });
         fsyncTree(adapterDir);
-        return withLock(join(dir, 'versions.lock'), () => {
+        return await withLock(join(dir, 'versions.lock'), async () => {
           const n = (numbers().at(-1) ?? 0) + 1;
           const version = versionName(n);
           const manifest: Manifest = manifestSchema.parse({
@@ -155,7 +164,7 @@ export function openRegistry(root: string, model: string): Registry {
           fsyncDir(stage);
           renameSync(stage, join(versionsDir, version)); // the commit point
           fsyncDir(versionsDir);
-          reg.audit('version.create', { version, parent: input.parent, adapter_sha256: digest.sha256 });
+          await reg.audit('version.create', { version, parent: input.parent, adapter_sha256: digest.sha256 });
           return { version, number: n, dir: join(versionsDir, version), adapterDir: join(versionsDir, version, 'adapter'), manifest };
         });
       } finally {
@@ -176,8 +185,10 @@ export function openRegistry(root: string, model: string): Registry {
       const n = numbers().at(-1);
       return n === undefined ? undefined : info(versionName(n));
     },
-    recordGate: (version, gate) => updateManifest(version, { gate }),
-    recordProbation: (version, probation) => updateManifest(version, { probation }),
+    recordGate: (version, gate) => updateManifest(version, () => ({ gate })),
+    updateGate: (version, update) => updateManifest(version, (v) => ({ gate: update(v) })),
+    recordProbation: (version, probation) => updateManifest(version, () => ({ probation })),
+    updateProbation: (version, update) => updateManifest(version, (v) => ({ probation: update(v) })),
     deployment,
     setDeployment(state) {
       writeFileAtomicDurable(statePath, JSON.stringify(deploymentStateSchema.parse(state), null, 2) + '\n');
@@ -189,7 +200,7 @@ export function openRegistry(root: string, model: string): Registry {
     verifyAudit: () => verifyAudit(auditPath),
     gc(keep, protect = []) {
       if (!Number.isInteger(keep) || keep < 1) throw new AligndError('CONFIG_INVALID', `gc keep must be a positive integer, got ${keep}`);
-      return withLock(join(dir, 'versions.lock'), () => {
+      return withLock(join(dir, 'versions.lock'), async () => {
         const all = numbers().map(versionName);
         const state = deployment();
         const keepSet = new Set([...all.slice(-keep), ...protect]);
@@ -211,11 +222,11 @@ export function openRegistry(root: string, model: string): Registry {
           rmSync(trash, { recursive: true, force: true });
           removed.push(v);
         }
-        if (removed.length > 0) reg.audit('registry.gc', { removed, keep });
+        if (removed.length > 0) await reg.audit('registry.gc', { removed, keep });
         return removed;
       });
     },
-    cleanStaging() {
+    async cleanStaging() {
       let removed = 0;
       for (const e of readdirSync(stagingDir)) {
         rmSync(join(stagingDir, e), { recursive: true, force: true });
@@ -225,7 +236,7 @@ export function openRegistry(root: string, model: string): Registry {
       const recovered: string[] = [];
       for (const v of reg.list()) {
         if (audited.has(v.version)) continue;
-        reg.audit('version.create', { version: v.version, parent: v.manifest.parent, adapter_sha256: v.manifest.adapter_sha256, recovered: true });
+        await reg.audit('version.create', { version: v.version, parent: v.manifest.parent, adapter_sha256: v.manifest.adapter_sha256, recovered: true });
         recovered.push(v.version);
       }
       return { removed, recovered };

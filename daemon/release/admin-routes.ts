@@ -44,7 +44,7 @@ export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Regi
     if (!r.has(p['version'] ?? '')) return sendJson(res, 404, { error: `${r.model} has no version ${JSON.stringify(p['version'])}` });
     let v: VersionInfo;
     try {
-      v = (approve ? approveCandidate : denyCandidate)(r, p['version'] ?? '', by, note);
+      v = await (approve ? approveCandidate : denyCandidate)(r, p['version'] ?? '', by, note);
     } catch (err) {
       return sendJson(res, err instanceof AligndError ? 409 : 500, { error: errorMessage(err) });
     }

@@ -23,11 +23,11 @@ export async function enforceDeployment(reg: Registry, deployment: Deployment, o
   if (deployment.mode !== 'pinned') return undefined;
   const s = reg.deployment();
   if (s?.desired === deployment.version) {
-    endProbationByPin(reg, deployment.version); // a pin of the version on probation keeps it
+    await endProbationByPin(reg, deployment.version); // a pin of the version on probation keeps it
     return reconcile(reg, opts);
   }
-  reg.audit('deployment.pinned', { version: deployment.version, previous: s?.desired ?? null });
-  const reason = endProbationByPin(reg, deployment.version);
+  await reg.audit('deployment.pinned', { version: deployment.version, previous: s?.desired ?? null });
+  const reason = await endProbationByPin(reg, deployment.version);
   return promote(reg, deployment.version, { ...opts, reason, canary: null, preempt: true });
 }
 
@@ -42,21 +42,21 @@ export async function promoteIfAllowed(reg: Registry, v: VersionInfo, deployment
   const d = effectiveDecision(v);
   if (d !== 'promote') return undefined;
   if (deployment.mode !== 'auto') {
-    reg.audit('promote.skipped', { version: v.version, mode: deployment.mode, reason: `deployment mode ${deployment.mode} keeps the served version` });
+    await reg.audit('promote.skipped', { version: v.version, mode: deployment.mode, reason: `deployment mode ${deployment.mode} keeps the served version` });
     return undefined;
   }
   if (isRolledBack(v)) {
-    reg.audit('promote.skipped', { version: v.version, reason: `${v.version} was rolled back after probation; only a pin serves it again` });
+    await reg.audit('promote.skipped', { version: v.version, reason: `${v.version} was rolled back after probation; only a pin serves it again` });
     return undefined;
   }
   const open = openProbation(reg);
   if (open !== undefined && open.version !== v.version) {
-    reg.audit('promote.deferred', { version: v.version, on_probation: open.version, reason: `${open.version} is on probation; ${v.version} waits until it is stable` });
+    await reg.audit('promote.deferred', { version: v.version, on_probation: open.version, reason: `${open.version} is on probation; ${v.version} waits until it is stable` });
     opts.log?.info('promotion deferred: another version is on probation', { version: v.version, on_probation: open.version });
     return undefined;
   }
   const { rollout, ...promotion } = opts;
-  const canary = open === undefined ? beginProbation(reg, v, rollout) : undefined;
+  const canary = open === undefined ? await beginProbation(reg, v, rollout) : undefined;
   const approved = v.manifest.gate?.approval?.approved === true;
   return promote(reg, v.version, { ...promotion, reason: approved ? `approved by ${v.manifest.gate?.approval?.by}` : 'gate', ...(canary === undefined ? {} : { canary }) });
 }

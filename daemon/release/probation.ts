@@ -40,28 +40,36 @@ export const isRolledBack = (v: VersionInfo): boolean => v.manifest.probation?.s
  * it and there is a version to compare with and roll back to. Returns the traffic share to
  * announce with the promotion (null: all traffic), or undefined when no probation starts.
  */
-export function beginProbation(reg: Registry, v: VersionInfo, rollout: RolloutPolicy | undefined): CanaryWeight | null | undefined {
+export async function beginProbation(reg: Registry, v: VersionInfo, rollout: RolloutPolicy | undefined): Promise<CanaryWeight | null | undefined> {
   if (rollout?.enabled !== true) return undefined;
   const s = reg.deployment();
   const previous = s === undefined ? null : s.complete ? s.desired : s.last_complete;
   if (previous === null || previous === v.version) {
-    reg.audit('probation.skipped', { version: v.version, reason: 'no earlier registry version serves to compare with and roll back to' });
+    await reg.audit('probation.skipped', { version: v.version, reason: 'no earlier registry version serves to compare with and roll back to' });
     return undefined;
   }
   const record: ProbationRecord = { status: 'watching', previous, started_at: new Date().toISOString(), canary_weight: rollout.canary_weight };
-  reg.recordProbation(v.version, record);
-  reg.audit('probation.start', { version: v.version, previous, canary_weight: rollout.canary_weight, min_events: rollout.min_events, max_hours: rollout.max_hours });
+  await reg.recordProbation(v.version, record);
+  await reg.audit('probation.start', { version: v.version, previous, canary_weight: rollout.canary_weight, min_events: rollout.min_events, max_hours: rollout.max_hours });
   return rollout.canary_weight === null ? null : { weight: rollout.canary_weight, baseline: previous, baseline_name: servedName(reg.model, previous) };
 }
 
+/** Its probation record, as read under the registry's lock; a version never on probation is refused. */
+function onProbation(reg: Registry, v: VersionInfo): ProbationRecord {
+  const rec = v.manifest.probation;
+  if (rec === null || rec === undefined) throw new AligndError('CONFIG_INVALID', `${reg.model} ${v.version} is not on probation`, { action: 'list versions with alignd registry list' });
+  return rec;
+}
+
 /** Write the decision that ends (or holds) a probation; the status follows from the outcome. */
-export function recordProbationDecision(reg: Registry, version: string, decision: ProbationDecisionInput): VersionInfo {
-  const v = reg.get(version);
-  const rec = v?.manifest.probation;
-  if (v === undefined || rec === null || rec === undefined) throw new AligndError('CONFIG_INVALID', `${reg.model} ${version} is not on probation`, { action: 'list versions with alignd registry list' });
+export async function recordProbationDecision(reg: Registry, version: string, decision: ProbationDecisionInput): Promise<VersionInfo> {
   const status: ProbationRecord['status'] = decision.outcome === 'stable' ? 'stable' : decision.outcome === 'hold' ? 'held' : 'rolled_back';
-  const out = reg.recordProbation(version, { ...rec, status, decision: { ...decision, at: new Date().toISOString() } });
-  reg.audit(`probation.${decision.outcome}`, { version, previous: rec.previous, by: decision.by, reason: decision.reason, trigger: decision.trigger ?? null, tenant: decision.tenant ?? null });
+  let rec!: ProbationRecord;
+  const out = await reg.updateProbation(version, (v) => {
+    rec = onProbation(reg, v);
+    return { ...rec, status, decision: { ...decision, at: new Date().toISOString() } };
+  });
+  await reg.audit(`probation.${decision.outcome}`, { version, previous: rec.previous, by: decision.by, reason: decision.reason, trigger: decision.trigger ?? null, tenant: decision.tenant ?? null });
   return out;
 }
 
@@ -70,12 +78,13 @@ export function recordProbationDecision(reg: Registry, version: string, decision
  * it with its figures, before the pin is written to the policy file. The pin then closes it
  * through `endProbationByPin`, on the same path as a person's pin.
  */
-export function markRollbackDecided(reg: Registry, version: string, decision: Omit<ProbationDecisionInput, 'outcome'>): VersionInfo {
-  const v = reg.get(version);
-  const rec = v?.manifest.probation;
-  if (v === undefined || rec === null || rec === undefined) throw new AligndError('CONFIG_INVALID', `${reg.model} ${version} is not on probation`, { action: 'list versions with alignd registry list' });
-  const out = reg.recordProbation(version, { ...rec, decision: { ...decision, outcome: 'rollback', at: new Date().toISOString() } });
-  reg.audit('probation.rollback_decided', { version, previous: rec.previous, reason: decision.reason, trigger: decision.trigger ?? null, tenant: decision.tenant ?? null, figures: decision.figures ?? null });
+export async function markRollbackDecided(reg: Registry, version: string, decision: Omit<ProbationDecisionInput, 'outcome'>): Promise<VersionInfo> {
+  let rec!: ProbationRecord;
+  const out = await reg.updateProbation(version, (v) => {
+    rec = onProbation(reg, v);
+    return { ...rec, decision: { ...decision, outcome: 'rollback', at: new Date().toISOString() } };
+  });
+  await reg.audit('probation.rollback_decided', { version, previous: rec.previous, reason: decision.reason, trigger: decision.trigger ?? null, tenant: decision.tenant ?? null, figures: decision.figures ?? null });
   return out;
 }
 
@@ -84,19 +93,19 @@ export function markRollbackDecided(reg: Registry, version: string, decision: Om
  * is the probation's own when alignd decided it, else the pin's); a pin of the version on probation
  * itself keeps it, as stable. Returns the text the promotion of the pin carries.
  */
-export function endProbationByPin(reg: Registry, pinned: string): string {
+export async function endProbationByPin(reg: Registry, pinned: string): Promise<string> {
   const base = `pinned by policy (${pinned})`;
   const open = openProbation(reg);
   if (open === undefined) return base;
   const rec = open.manifest.probation!;
   if (open.version === pinned) {
-    recordProbationDecision(reg, open.version, { outcome: 'stable', by: 'policy pin', reason: `the policy pins ${pinned}, the version on probation` });
+    await recordProbationDecision(reg, open.version, { outcome: 'stable', by: 'policy pin', reason: `the policy pins ${pinned}, the version on probation` });
     return base;
   }
   // alignd's comparison writes its rollback decision before it edits the policy (status still open).
   const ours = rec.decision?.outcome === 'rollback' ? rec.decision : undefined;
   const reason = ours?.reason ?? `the policy pins ${pinned} while ${open.version} was on probation`;
-  recordProbationDecision(reg, open.version, { ...(ours ?? {}), outcome: 'rollback', by: ours?.by ?? 'policy pin', reason });
+  await recordProbationDecision(reg, open.version, { ...(ours ?? {}), outcome: 'rollback', by: ours?.by ?? 'policy pin', reason });
   return `${base}: rollback of ${open.version} — ${reason}`;
 }
 
@@ -104,7 +113,7 @@ export function endProbationByPin(reg: Registry, pinned: string): string {
  * A person's answer to a probation held at max_hours: approve keeps the version (stable). A denial
  * is a rollback, which is a pin in the policy file; this says so rather than guessing the file.
  */
-export function answerProbationHold(reg: Registry, v: VersionInfo, approved: boolean, by: string, note: string | undefined): VersionInfo {
+export async function answerProbationHold(reg: Registry, v: VersionInfo, approved: boolean, by: string, note: string | undefined): Promise<VersionInfo> {
   const rec = v.manifest.probation;
   if (rec?.status !== 'held') throw new AligndError('CONFIG_INVALID', `${reg.model} ${v.version} is not held on probation`);
   if (!approved) {

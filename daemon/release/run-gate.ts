@@ -58,7 +58,7 @@ export async function runGate(reg: Registry, candidate: string, policy: Policy, 
       log.error('gate evaluation failed; candidate rejected', { version: candidate, err: errorMessage(err) });
     }
   }
-  const v = recordDecision(reg, candidate, decision, { seed });
+  const v = await recordDecision(reg, candidate, decision, { seed });
   log.info('gate decided', { version: candidate, decision: decision.decision, reasons: decision.reasons });
   const promoted = await promoteIfAllowed(reg, v, policy.deployment, { ...promotion, rollout: policy.rollout });
   return { version: v, decision, promotion: promoted };

@@ -40,11 +40,11 @@ const spec = model.spec;
 const tokenizer = model.tokenizer!;
 
 /** A version with non-zero B (a fresh LoRA is the base itself), so log-probs tell adapters apart. */
-function addVersion(reg: Registry, seed: number, r = 8, targetModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora = false): string {
+async function addVersion(reg: Registry, seed: number, r = 8, targetModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora = false): Promise<string> {
   const adapter = initLora(spec, { r, loraAlpha: 2 * r, targetModules, loraDropout: 0, useRslora, baseModelNameOrPath: BASE }, seed);
   const rng = createRng(seed + 1);
   for (const p of adapter.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-0.2, 0.2);
-  return reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: modelDir, sha256: null } }).version;
+  return (await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: modelDir, sha256: null } })).version;
 }
 
 async function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -98,7 +98,8 @@ t.teardown(async () => {
 t.test('promotion, log-prob parity, many promotions past --max-loras, rollback, rank refusal', async (t) => {
   const url = vllm!.url;
   const reg = openRegistry(join(dataDir, 'registry'), MODEL);
-  const versions = Array.from({ length: 8 }, (_, i) => addVersion(reg, 1000 + 17 * i, 8, i % 2 === 0 ? undefined : ['q_proj', 'v_proj'], i === 3));
+  const versions: string[] = [];
+  for (let i = 0; i < 8; i++) versions.push(await addVersion(reg, 1000 + 17 * i, 8, i % 2 === 0 ? undefined : ['q_proj', 'v_proj'], i === 3));
   const targets = [vllmTarget({ url })];
   const retry = { attempts: 4, baseDelayMs: 200, maxDelayMs: 2000 };
 
@@ -154,7 +155,7 @@ t.test('promotion, log-prob parity, many promotions past --max-loras, rollback, 
   t.match(reg.deployment(), { desired: 'v3', previous: 'v8', complete: true });
 
   // A rank above --max-lora-rank 16: one attempt, a permanent error that says what to change.
-  const big = addVersion(reg, 4242, 32, ['q_proj', 'v_proj']);
+  const big = await addVersion(reg, 4242, 32, ['q_proj', 'v_proj']);
   const attempts = (): number => reg.deployment()!.targets[`vllm:${url}`]!.attempts;
   const before = attempts();
   const rr = await promote(reg, big, { targets, retry, reason: 'gate' });

@@ -90,8 +90,8 @@ async function setup(t: Test, rollout: string): Promise<Setup> {
   const reg = rt.registry;
   for (let i = 1; i <= 3; i++) {
     const adapter = initLora(spec, { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, i);
-    const v = reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
-    recordDecision(reg, v.version, { decision: 'promote', reasons: [], checks: [] });
+    const v = await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
+    await recordDecision(reg, v.version, { decision: 'promote', reasons: [], checks: [] });
   }
   const buffer = openBuffer({ path: join(dir, 'buffer.sqlite'), heldoutFraction: 0 });
   t.teardown(() => buffer.close());
@@ -236,8 +236,8 @@ t.test('max_hours without a decision holds for a person; approve keeps the versi
   await monitor.tick(Date.now() + 3_600_001);
   t.match(s.reg.get('v2')!.manifest.probation, { status: 'held', decision: { outcome: 'hold', trigger: 'timeout' } });
   t.match(s.reg.get('v2')!.manifest.probation?.decision?.reason, /1 h on probation without a decision \(on_timeout: hold\); a person decides: `alignd approve MODEL v2` keeps it/);
-  t.throws(() => denyCandidate(s.reg, 'v2', 'dave'), { message: /denying it means rolling back.*alignd rollback tiny v1/ }, 'deny points at the rollback');
-  const v = approveCandidate(s.reg, 'v2', 'dave', 'looks fine in the dashboards');
+  await t.rejects(denyCandidate(s.reg, 'v2', 'dave'), { message: /denying it means rolling back.*alignd rollback tiny v1/ }, 'deny points at the rollback');
+  const v = await approveCandidate(s.reg, 'v2', 'dave', 'looks fine in the dashboards');
   t.match(v.manifest.probation, { status: 'stable', decision: { outcome: 'stable', by: 'dave', reason: /approved by dave after probation held/ } });
   t.match(s.reg.auditRecords().at(-1), { event: 'probation.stable', version: 'v2', by: 'dave' });
   await monitor.tick(Date.now() + 7_200_000);

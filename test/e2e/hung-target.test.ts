@@ -39,7 +39,7 @@ t.test('a hung webhook holds neither startup, nor a rollback, nor shutdown', asy
   const reg = openRegistry(join(dataDir, 'registry'), 'hung');
   for (let i = 0; i < 2; i++) {
     const adapter = initLora(spec, { r: 4, loraAlpha: 8, targetModules: ['q_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny' }, 7 + i);
-    reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
+    await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
   }
   const policyFile = join(dataDir, 'hung.yaml');
   const policy = (deployment: string, withHook: boolean): string => `model: hung

@@ -20,14 +20,14 @@ process.stdout.write('ready\n');
 for (;;) {
   const parent = reg.latest()?.version ?? null;
   const adapter = initLora(spec, { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny' }, seed++);
-  const v = reg.addVersion({ write: (dir) => writePeftAdapter(dir, spec, adapter) }, {
+  const v = await reg.addVersion({ write: (dir) => writePeftAdapter(dir, spec, adapter) }, {
     parent, base_model: { path: 'builtin:tiny', sha256: null }, data_window: { events: seed, kafka_offsets: { 'alignd.feedback:0': seed } },
     round_metrics: { loss: 0.5 },
   });
   process.stdout.write(`committed ${v.version}\n`);
-  reg.recordGate(v.version, { decision: seed % 2 === 0 ? 'promote' : 'reject', reasons: ['crash test'], figures: { seed }, decided_at: new Date().toISOString() });
-  reg.audit('gate.decision', { version: v.version });
+  await reg.recordGate(v.version, { decision: seed % 2 === 0 ? 'promote' : 'reject', reasons: ['crash test'], figures: { seed }, decided_at: new Date().toISOString() });
+  await reg.audit('gate.decision', { version: v.version });
   reg.setDeployment({ desired: v.version, desired_name: `${model}-${v.version}`, reason: 'crash test', since: new Date().toISOString(), complete: true, targets: {} });
-  reg.gc(5);
+  await reg.gc(5);
   process.stdout.write('gc done\n');
 }

@@ -105,8 +105,8 @@ deployment: auto
   const policy = loadPolicy(policyFile);
   for (let i = 1; i <= 2; i++) {
     const adapter = initLora(spec, { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, i);
-    const v = reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
-    recordDecision(reg, v.version, { decision: 'promote', reasons: [], checks: [] });
+    const v = await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
+    await recordDecision(reg, v.version, { decision: 'promote', reasons: [], checks: [] });
     await promoteIfAllowed(reg, reg.get(v.version)!, policy.deployment, { targets: serverTargets(policy.servers), retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, rollout: policy.rollout });
   }
   t.match(reg.get('v2')!.manifest.probation, { status: 'watching', previous: 'v1' });

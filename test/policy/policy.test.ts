@@ -16,7 +16,7 @@ import { mainJs, repoRoot } from '../harness/daemon.js';
 import { watchPolicy } from '../../daemon/policy/watch.js';
 import { parsePolicyText } from '../../daemon/policy/load.js';
 import { setDeploymentInText } from '../../daemon/policy/edit.js';
-import { openRegistry } from '../../daemon/registry/registry.js';
+import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
 import { recordDecision } from '../../daemon/release/decisions.js';
 
 const run = promisify(execFile);
@@ -36,14 +36,14 @@ objective:
 deployment: auto
 `;
 
-function makeRegistry(root: string, n: number) {
+async function makeRegistry(root: string, n: number): Promise<Registry> {
   const reg = openRegistry(root, 'tiny');
   for (let i = 0; i < n; i++) {
     const dir = join(tmp(), 'adapter');
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 8, i }));
     writeFileSync(join(dir, 'adapter_model.safetensors'), Buffer.alloc(64, i));
-    reg.addVersion({ adapterDir: dir }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
+    await reg.addVersion({ adapterDir: dir }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
   }
   return reg;
 }
@@ -64,7 +64,7 @@ t.test('the watcher refuses every kind of invalid edit and keeps the last good p
   const dir = tmp();
   const file = join(dir, 'tiny.yaml');
   writeFileSync(file, GOOD);
-  const reg = makeRegistry(join(dir, 'registry'), 2);
+  const reg = await makeRegistry(join(dir, 'registry'), 2);
   const refusals: string[][] = [];
   const applied: string[][] = [];
   const w = watchPolicy({
@@ -182,7 +182,7 @@ t.test('CLI: policy check', async (t) => {
   const unchecked = await alignd(['policy', 'check', pinned, '--data-dir', dir]);
   t.equal(unchecked.code, 0, 'no registry: the pin cannot be checked');
   t.match(unchecked.stdout, /warning: .*no registry for tiny under .*; v4 not checked/);
-  makeRegistry(join(dir, 'registry'), 2);
+  await makeRegistry(join(dir, 'registry'), 2);
   const p = await alignd(['policy', 'check', pinned, '--data-dir', dir]);
   t.equal(p.code, 1);
   t.match(p.stdout, /deployment\.version: tiny has no registry version v4/);
@@ -258,7 +258,7 @@ t.test('CLI: policy check refuses each of those combinations, naming the YAML pa
 t.test('CLI: rollback edits the policy file; approve/deny; registry verify', async (t) => {
   const dataDir = tmp();
   const policies = tmp();
-  const reg = makeRegistry(join(dataDir, 'registry'), 3);
+  const reg = await makeRegistry(join(dataDir, 'registry'), 3);
   copyFileSync(join(repoRoot, 'policies/default.yaml'), join(policies, 'default.yaml'));
   writeFileSync(join(policies, 'other.yaml'), 'model: other\nbase_model: {path: x}\n');
   const r = await alignd(['rollback', 'tiny', 'v2', '--policies', policies, '--data-dir', dataDir]);
@@ -275,7 +275,7 @@ t.test('CLI: rollback edits the policy file; approve/deny; registry verify', asy
   t.equal(traversal.code, 1);
   t.match(traversal.stderr, /model name "\.\.\/x" is not allowed/);
 
-  recordDecision(reg, 'v3', { decision: 'hold', reasons: ['reward_gain: too uncertain'], checks: [] });
+  await recordDecision(reg, 'v3', { decision: 'hold', reasons: ['reward_gain: too uncertain'], checks: [] });
   const noReg = await alignd(['approve', 'other', 'v1', '--data-dir', dataDir]);
   t.equal(noReg.code, 1);
   t.match(noReg.stderr, /no registry for other under/);

@@ -25,7 +25,7 @@ t.test('each completed promotion is announced once, keyed by model', async (t) =
     const dir = join(root, `src${i}`);
     mkdirSync(dir);
     writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 8, i }));
-    reg.addVersion({ adapterDir: dir }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
+    await reg.addVersion({ adapterDir: dir }, { parent: null, base_model: { path: 'builtin:tiny', sha256: null } });
   }
   const announcer = kafkaAnnouncer({ brokers: broker.brokers });
   t.teardown(() => announcer.close());

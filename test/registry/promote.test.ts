@@ -28,7 +28,7 @@ t.test('promotion to vLLM: load, verify, announce, retire; retry after failures'
   const vllm = await startFakeVllm();
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 3);
+  await addVersions(reg, 3);
   const pub = memoryAnnouncer();
   const targets = [vllmTarget({ url: vllm.url })];
 
@@ -67,7 +67,7 @@ t.test('partial failure is recorded per target and reconciled later', async (t) 
   const b = await startFakeVllm();
   t.teardown(async () => { await a.close(); await b.close(); });
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 2);
+  await addVersions(reg, 2);
   const targets = serverTargets(policySchema.parse({ model: 'tiny', base_model: { path: 'x' }, servers: [{ kind: 'vllm', urls: [a.url, b.url] }] }).servers);
   t.same(targets.map((x) => x.id), [`vllm:${a.url}`, `vllm:${b.url}`]);
   await promote(reg, 'v1', { targets, retry: fast, reason: 'gate' });
@@ -95,7 +95,7 @@ t.test('partial failure is recorded per target and reconciled later', async (t) 
 
 t.test('concurrent promotions run one at a time, in call order', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 3);
+  await addVersions(reg, 3);
   const drop = join(tmp(), 'served');
   const targets = [fileDropTarget({ dir: drop })];
   const results = await Promise.all(['v1', 'v2', 'v3'].map((v) => promote(reg, v, { targets, retry: fast, reason: 'gate' })));
@@ -109,7 +109,7 @@ t.test('vLLM errors become clear messages', async (t) => {
   const vllm = await startFakeVllm('tiny-base', 4);
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 1, 8);
+  await addVersions(reg, 1, 8);
   const v = reg.get('v1')!;
   const req = { model: 'tiny', version: 'v1', name: 'tiny-v1', adapterDir: v.adapterDir, adapterSha256: v.manifest.adapter_sha256, baseModel: 'tiny-base' };
   await t.rejects(vllmTarget({ url: vllm.url }).deploy(req), { code: 'SERVER_FAILED', permanent: true, message: /HTTP 500: LoRA rank 8 is greater than max_lora_rank 4.*--max-lora-rank/ });
@@ -127,7 +127,7 @@ t.test('vLLM behind --api-key; targets from the policy need their secrets', asyn
   const vllm = await startFakeVllm('tiny-base', 16, 'k3y');
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 1);
+  await addVersions(reg, 1);
   const servers = policySchema.parse({ model: 'tiny', base_model: { path: 'x' }, servers: [{ kind: 'vllm', urls: [vllm.url], api_key_env: 'TEST_VLLM_KEY' }, { kind: 'webhook', url: 'http://127.0.0.1:1/h', secret_env: 'TEST_HOOK_SECRET' }] }).servers;
   t.throws(() => serverTargets(servers, {}), { message: /vLLM target needs TEST_VLLM_KEY, which is not set/ });
   t.throws(() => serverTargets(servers, { TEST_VLLM_KEY: 'k3y' }), { message: /webhook target needs TEST_HOOK_SECRET/ });
@@ -141,7 +141,7 @@ t.test('vLLM behind --api-key; targets from the policy need their secrets', asyn
 
 t.test('file-drop switches a symlink atomically; webhook posts signed JSON', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 3);
+  await addVersions(reg, 3);
   const drop = join(tmp(), 'served');
   const { got, url } = await webhookReceiver(t);
   const targets = [fileDropTarget({ dir: drop }), webhookTarget({ url, secret: 's3cret' })];
@@ -161,7 +161,7 @@ t.test('file-drop switches a symlink atomically; webhook posts signed JSON', asy
 t.test('rollback: pinning in the policy file serves vN everywhere, observed on the targets', async (t) => {
   const root = tmp();
   const reg = openRegistry(root, 'tiny');
-  addVersions(reg, 3);
+  await addVersions(reg, 3);
   const drop = join(tmp(), 'served');
   const file = join(tmp(), 'tiny.yaml');
   const hook = await webhookReceiver(t);

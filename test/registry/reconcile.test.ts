@@ -33,7 +33,7 @@ t.test('completing a partial promotion keeps the last complete version as the ro
   const b = await startFakeVllm();
   t.teardown(async () => { await a.close(); await b.close(); });
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 2);
+  await addVersions(reg, 2);
   const targets = [vllmTarget({ url: a.url }), vllmTarget({ url: b.url })];
   await promote(reg, 'v1', { targets, retry: fast, reason: 'gate' });
   b.failLoads(1000, 503);
@@ -51,7 +51,7 @@ t.test('a /v1/models listing of real size (far over 2,000 bytes) is parsed whole
   const vllm = await startFakeVllm();
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 6);
+  await addVersions(reg, 6);
   const targets = [vllmTarget({ url: vllm.url })];
   for (const v of ['v1', 'v2', 'v3', 'v4', 'v5', 'v6']) {
     const r = await promote(reg, v, { targets, retry: fast, reason: 'gate', keepPrevious: true });
@@ -70,7 +70,7 @@ t.test('garbage from /v1/models is a clear error, not a crash', async (t) => {
   const vllm = await startFakeVllm();
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 1);
+  await addVersions(reg, 1);
   vllm.modelsBody = '<html>502 Bad Gateway</html>';
   const r = await promote(reg, 'v1', { targets: [vllmTarget({ url: vllm.url })], retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, reason: 'gate' });
   t.equal(r.complete, false);
@@ -81,7 +81,7 @@ t.test('a restarted vLLM (adapters forgotten) is noticed by the next reconcile a
   const vllm = await startFakeVllm();
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 2);
+  await addVersions(reg, 2);
   const targets = [vllmTarget({ url: vllm.url })];
   await promote(reg, 'v1', { targets, retry: fast, reason: 'gate' });
   await promote(reg, 'v2', { targets, retry: fast, reason: 'gate' });
@@ -103,7 +103,7 @@ t.test('a rank above --max-lora-rank is a permanent error: one attempt, not retr
   const vllm = await startFakeVllm('tiny-base', 4);
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 1, 8);
+  await addVersions(reg, 1, 8);
   const targets = [vllmTarget({ url: vllm.url })];
   const r = await promote(reg, 'v1', { targets, retry: fast, reason: 'gate' });
   t.equal(r.complete, false);
@@ -118,7 +118,7 @@ t.test('a rank above --max-lora-rank is a permanent error: one attempt, not retr
 
 t.test('every target call has a deadline, even when the target ignores cancellation', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 1);
+  await addVersions(reg, 1);
   const deaf = deafTarget('deaf', 100);
   const r = await within(promote(reg, 'v1', { targets: [deaf], retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 1 }, reason: 'gate' }), 30_000, 'promotion to a deaf target');
   t.equal(r.complete, false);
@@ -128,7 +128,7 @@ t.test('every target call has a deadline, even when the target ignores cancellat
 
 t.test('a pin (rollback) is not held behind a push to a hung server', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 2);
+  await addVersions(reg, 2);
   const drop = join(tmp(), 'served');
   const file = fileDropTarget({ dir: drop });
   await promote(reg, 'v1', { targets: [file], retry: fast, reason: 'gate' });
@@ -152,7 +152,7 @@ t.test('a promotion is announced once: a listing that fails and recovers does no
   const vllm = await startFakeVllm();
   t.teardown(() => vllm.close());
   const reg = openRegistry(tmp(), 'tiny');
-  addVersions(reg, 1);
+  await addVersions(reg, 1);
   const published: string[] = [];
   const publisher = { publish: async (a: { version: string }) => { published.push(a.version); } };
   const targets = [vllmTarget({ url: vllm.url })];

@@ -17,11 +17,11 @@ const base = { path: 'builtin:tiny', sha256: null };
 
 t.test('versions with PEFT adapters and manifests; adapter dir from elsewhere; integrity', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  const v1 = reg.addVersion({ write: (d) => writePeftAdapter(d, spec, lora(1)) }, { parent: null, base_model: base, data_window: { kafka_offsets: { 'alignd.feedback:0': 42 } }, round_metrics: { loss: 0.69 } });
+  const v1 = await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, lora(1)) }, { parent: null, base_model: base, data_window: { kafka_offsets: { 'alignd.feedback:0': 42 } }, round_metrics: { loss: 0.69 } });
   t.equal(v1.version, 'v1');
   const outside = join(tmp(), 'adapter');
   writePeftAdapter(outside, spec, lora(2));
-  const v2 = reg.addVersion({ adapterDir: outside }, { parent: 'v1', base_model: base });
+  const v2 = await reg.addVersion({ adapterDir: outside }, { parent: 'v1', base_model: base });
   t.equal(v2.version, 'v2');
   t.same(reg.list().map((v) => v.version), ['v1', 'v2']);
   const m = reg.get('v1')!.manifest;
@@ -34,7 +34,7 @@ t.test('versions with PEFT adapters and manifests; adapter dir from elsewhere; i
   t.same(reg.verifyVersion('v2'), { ok: true });
   writeFileSync(join(reg.get('v2')!.adapterDir, 'adapter_config.json'), '{}');
   t.equal(reg.verifyVersion('v2').ok, false, 'a changed adapter file fails its manifest hash');
-  t.throws(() => reg.addVersion({ adapterDir: join(outside, 'nope') }, { parent: null, base_model: base }), /does not exist/);
+  await t.rejects(reg.addVersion({ adapterDir: join(outside, 'nope') }, { parent: null, base_model: base }), /does not exist/);
   t.same(reg.list().map((v) => v.version), ['v1', 'v2'], 'a failed add leaves nothing behind');
   t.same(readdirSync(join(reg.dir, '.staging')), []);
 });
@@ -50,7 +50,7 @@ t.test('model names are validated', async (t) => {
 
 t.test('audit chain verifies, and tampering is found', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  for (let i = 0; i < 5; i++) reg.audit('test.event', { i });
+  for (let i = 0; i < 5; i++) await reg.audit('test.event', { i });
   const ok = reg.verifyAudit();
   t.match(ok, { ok: true, records: 5, tornTail: false });
   const path = join(reg.dir, 'audit.jsonl');
@@ -66,24 +66,24 @@ t.test('audit chain verifies, and tampering is found', async (t) => {
   // A torn tail (an interrupted append) is reported, and the next append repairs it.
   writeFileSync(path, original + '{"seq":6,"ts":');
   t.match(reg.verifyAudit(), { ok: true, records: 5, tornTail: true });
-  const rec = reg.audit('after.crash');
+  const rec = await reg.audit('after.crash');
   t.equal(rec.seq, 6);
   t.equal(rec['tornTailBytesDropped'], 14);
   t.match(reg.verifyAudit(), { ok: true, records: 6, tornTail: false });
   // A complete but foreign last line: nothing more is appended until a person looks.
   writeFileSync(path, readFileSync(path, 'utf8') + 'not json\n');
-  t.throws(() => reg.audit('after.tamper'), { code: 'STORE_FAILED', message: /last line of the audit log .* is not an audit record/ });
+  await t.rejects(reg.audit('after.tamper'), { code: 'STORE_FAILED', message: /last line of the audit log .* is not an audit record/ });
 });
 
 t.test('gc keeps the newest N, the deployed, targets\' versions and unanswered holds', async (t) => {
   const reg = openRegistry(tmp(), 'tiny');
-  for (let i = 1; i <= 6; i++) reg.addVersion({ write: (d) => writePeftAdapter(d, spec, lora(i)) }, { parent: null, base_model: base });
+  for (let i = 1; i <= 6; i++) await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, lora(i)) }, { parent: null, base_model: base });
   reg.setDeployment({ desired: 'v2', desired_name: 'tiny-v2', reason: 'test', since: new Date().toISOString(), complete: false, targets: { a: { version: 'v1', name: 'tiny-v1', error: null, attempts: 1, updated_at: '' } } });
-  reg.recordGate('v3', { decision: 'hold', reasons: ['uncertain'], figures: {}, decided_at: '' });
-  const removed = reg.gc(2);
+  await reg.recordGate('v3', { decision: 'hold', reasons: ['uncertain'], figures: {}, decided_at: '' });
+  const removed = await reg.gc(2);
   t.same(removed, ['v4']);
   t.same(reg.list().map((v) => v.version), ['v1', 'v2', 'v3', 'v5', 'v6']);
-  const v7 = reg.addVersion({ write: (d) => writePeftAdapter(d, spec, lora(7)) }, { parent: 'v6', base_model: base });
+  const v7 = await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, lora(7)) }, { parent: 'v6', base_model: base });
   t.equal(v7.version, 'v7', 'numbers are never reused');
   t.ok(reg.auditRecords().some((r) => r.event === 'registry.gc'));
 });
@@ -140,7 +140,7 @@ t.test('kill -9 at random points while writing versions: never a half version, a
   t.ok(newestAtGc > 0, 'some gc finished');
   const stale = versions.filter((v) => Number(v.version.slice(1)) <= newestAtGc - 5).map((v) => v.version);
   t.same(stale, [], `gc kept it bounded: nothing older than the 5 it kept at v${newestAtGc}`);
-  const rec = reg.cleanStaging();
+  const rec = await reg.cleanStaging();
   t.same(readdirSync(join(reg.dir, '.staging')), []);
   const created = new Set(reg.auditRecords().filter((r) => r.event === 'version.create').map((r) => r['version']));
   for (const v of versions) t.ok(created.has(v.version), `${v.version} has its version.create record${rec.recovered.includes(v.version) ? ' (recovered)' : ''}`);

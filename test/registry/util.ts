@@ -15,10 +15,10 @@ export const fast = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 };
 const spec = parseModelConfig(TINY_CONFIG, 'tiny');
 
 /** `n` versions of the tiny model (rank `r`, q/v), each a distinct adapter. */
-export function addVersions(reg: Registry, n: number, r = 8): void {
+export async function addVersions(reg: Registry, n: number, r = 8): Promise<void> {
   for (let i = 0; i < n; i++) {
     const adapter = initLora(spec, { r, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: 'tiny-base' }, 100 + i);
-    reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
+    await reg.addVersion({ write: (d) => writePeftAdapter(d, spec, adapter) }, { parent: reg.latest()?.version ?? null, base_model: { path: 'builtin:tiny', sha256: null } });
   }
 }
 
