@@ -27,7 +27,9 @@ const APPROVE_USAGE = `Usage: alignd approve|deny MODEL vN [--by NAME] [--note T
 Answers a candidate the gate held for a person, or a promoted version probation held at max_hours
 (approve keeps it as stable; to refuse it, roll back: alignd rollback MODEL vPREVIOUS).`;
 const REGISTRY_USAGE = `Usage: alignd registry list [MODEL] [--data-dir DIR]
-       alignd registry verify MODEL [--data-dir DIR]`;
+       alignd registry verify MODEL [--data-dir DIR] [--head SEQ:HEAD]
+  --head   an audit head published earlier (status, promotion announcements): the log must still reach it
+Environment: ALIGND_AUDIT_KEY (the audit chain's HMAC key, to verify a keyed chain)`;
 
 function registryRoot(dataDir: string | undefined, config: string | undefined): string {
   return join(dataDir ?? loadDaemonConfig(config).dataDir, 'registry');
@@ -137,7 +139,7 @@ export async function cmdApprove(argv: string[], approve: boolean): Promise<numb
 }
 
 export async function cmdRegistry(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { 'data-dir': { type: 'string' }, config: { type: 'string' }, help: { type: 'boolean' } }, REGISTRY_USAGE);
+  const { values, positionals } = parse(argv, { 'data-dir': { type: 'string' }, config: { type: 'string' }, head: { type: 'string' }, help: { type: 'boolean' } }, REGISTRY_USAGE);
   const [sub, model] = positionals;
   if (values.help === true || sub === undefined) {
     process.stdout.write(REGISTRY_USAGE + '\n');
@@ -162,7 +164,13 @@ export async function cmdRegistry(argv: string[]): Promise<number> {
     validateModelName(model);
     if (!existsSync(join(root, model, 'versions'))) throw new AligndError('CONFIG_INVALID', `no registry for ${model} under ${root}`, { action: 'pass --data-dir (the daemon\'s data directory)' });
     const reg = openRegistry(root, model);
-    const audit = reg.verifyAudit();
+    let expect: { seq: number; head: string } | undefined;
+    if (values.head !== undefined) {
+      const m = /^(\d+):(\S+)$/.exec(values.head);
+      if (m === null) throw new AligndError('CONFIG_INVALID', `--head must be SEQ:HEAD (as status prints them), got ${JSON.stringify(values.head)}`);
+      expect = { seq: Number(m[1]), head: m[2]! };
+    }
+    const audit = reg.verifyAudit(expect);
     const versions = reg.list().map((v) => ({ version: v.version, ...reg.verifyVersion(v.version) }));
     const ok = audit.ok && versions.every((v) => v.ok);
     process.stdout.write(JSON.stringify({ model, ok, audit, versions }, null, 2) + '\n');

@@ -66,6 +66,11 @@ export interface ModelStatus {
   policyRefusal: unknown;
   /** The open (or last) probation: versions, status, canary weight, the decision's outcome and reason. */
   probation: { version: string; previous: string; status: string; canaryWeight: number | null; outcome: string | null; reason: string | null } | null;
+  /**
+   * The audit chain's head (keep it: a later `alignd registry verify MODEL --head SEQ:HEAD`
+   * detects truncation) and whether it is keyed; `note` says what an unkeyed chain cannot show.
+   */
+  audit: { seq: number; head: string; keyed: boolean; note?: string };
 }
 
 export interface Loop {
@@ -183,6 +188,11 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
   }, opts.reconcileMs ?? 30_000);
   reconcileTimer.unref();
 
+  function auditStatus(rt: ModelRuntime): ModelStatus['audit'] {
+    const h = rt.registry.auditHead();
+    return h.keyed ? h : { ...h, note: 'ALIGND_AUDIT_KEY is not set: a plain sha256 chain, which whoever can write the file can rewrite and rehash' };
+  }
+
   function status(): ModelStatus[] {
     return runtimes.map((rt) => {
       const d = rt.registry.deployment();
@@ -197,6 +207,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
         roundRunning: scheduler.running(rt.model), policyRefusal: rt.watcher.lastRefusal() ?? null,
         reconcileRunning: reconciling.has(rt.model), reconcileSkippedTicks: skippedTicks.get(rt.model) ?? 0,
         probation: probationSummary(canary.view(rt.model)),
+        audit: auditStatus(rt),
       };
     });
   }

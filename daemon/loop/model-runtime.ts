@@ -90,10 +90,7 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
     ctx: { versionExists: (m, v) => openRegistry(registryRoot, m).has(v), requireEnv: true },
     audit: (event, fields) => registry?.audit(event, fields),
     log,
-    onApply: async (p, prev, changed) => {
-      if (p.model !== prev.model) {
-        log.error('a policy edit changed `model`; that needs a restart, the old name stays in force for training', { from: prev.model, to: p.model });
-      }
+    onApply: async (p, _prev, changed) => {
       const ids = (ts: ServerTarget[]): string => ts.map((t) => t.id).join('\n');
       const next = opts.makeTargets(p);
       // A push in hand must not go on to a target the policy no longer names.
@@ -102,7 +99,6 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       await enforce(p);
       opts.onPolicyApplied?.(p, changed);
     },
-    onRefuse: (problems) => log.error('policy edit refused; the last good policy stays in force', { file: opts.policyFile, problems }),
   });
   const first = watcher.current();
   registry = openRegistry(registryRoot, first.model);
@@ -185,8 +181,16 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       headCache.set(kind, e);
     },
     async recover() {
-      const recovered = await reg.cleanStaging();
-      if (recovered.removed > 0 || recovered.recovered.length > 0) log.warn('registry recovered after an interrupted write', { model: reg.model, ...recovered });
+      try {
+        const recovered = await reg.cleanStaging();
+        if (recovered.removed > 0 || recovered.recovered.length > 0) log.warn('registry recovered after an interrupted write', { model: reg.model, ...recovered });
+      } catch (err) {
+        // A corrupt audit log (a line that is not a record): the daemon still starts and takes
+        // feedback; the error names the file and line. With a corrupt last line the registry
+        // refuses new audit records, so nothing is promoted until a person repairs the log.
+        log.error('registry recovery failed (see the error for the file and line); repair the audit log', { model: reg.model, err: errorMessage(err),
+          ...(err instanceof AligndError && err.input !== undefined ? { file: err.input } : {}) });
+      }
     },
     enforce: () => enforce(),
     async stop() {

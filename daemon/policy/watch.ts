@@ -5,8 +5,13 @@
  * the content hash with the last one seen.
  *
  * A valid edit is applied (onApply) and audited with the changed paths; an invalid one (bad YAML,
- * unknown field, out-of-range value, pinned version missing from the registry) is refused with
- * file/path/reason, audited, counted, and the last good policy stays in force.
+ * unknown field, out-of-range value, pinned version missing from the registry, a changed `model`)
+ * is refused with file/path/reason, logged once, audited, counted, and the last good policy stays
+ * in force. `model` names the policy stream, its registry and buffer rows: a running daemon cannot
+ * switch it, so an edit of it is refused (restart with the new file instead).
+ *
+ * An audit write that fails (a corrupt or unwritable log) is logged and counted; it never stops
+ * the watcher, and an edit is applied even when it could not be audited (a rollback must happen).
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
@@ -32,7 +37,7 @@ export interface PolicyWatcher {
   current(): Policy;
   /** Problems of the last refused edit (cleared when a valid edit is applied). */
   lastRefusal(): PolicyProblem[] | undefined;
-  stats: { applied: number; refused: number };
+  stats: { applied: number; refused: number; auditFailures: number };
   /** Check the file now (what the watchers call). */
   check(): Promise<void>;
   stop(): void;
@@ -55,13 +60,21 @@ export function watchPolicy(opts: PolicyWatcherOptions): PolicyWatcher {
   let current = first.policy;
   let lastSha = first.sha256;
   let refusal: PolicyProblem[] | undefined;
-  const stats = { applied: 0, refused: 0 };
+  const stats = { applied: 0, refused: 0, auditFailures: 0 };
+  const audit = async (event: string, fields: Record<string, unknown>): Promise<void> => {
+    try {
+      await opts.audit?.(event, fields);
+    } catch (err) {
+      stats.auditFailures++;
+      log.error('writing the policy audit record failed; the watcher goes on', { file: opts.file, event, err: errorMessage(err) });
+    }
+  };
   let running: Promise<void> | undefined;
   let again = false;
   let stopped = false;
 
   const checkOnce = async (): Promise<void> => {
-    const r = readPolicyFile(opts.file, opts.ctx);
+    let r = readPolicyFile(opts.file, opts.ctx);
     if (r.sha256 === lastSha || stopped) return;
     if (r.sha256 === '' && !r.ok) {
       // Missing for a moment (an editor's delete-then-write); the next event or poll settles it.
@@ -69,11 +82,15 @@ export function watchPolicy(opts: PolicyWatcherOptions): PolicyWatcher {
       return;
     }
     lastSha = r.sha256;
+    if (r.ok && r.policy.model !== current.model) {
+      r = { ok: false, sha256: r.sha256, problems: [{ file: opts.file, path: 'model',
+        reason: `model cannot change while the daemon runs (${JSON.stringify(current.model)} → ${JSON.stringify(r.policy.model)}): it names the registry and the feedback stream; restart alignd with the renamed policy` }] };
+    }
     if (!r.ok) {
       stats.refused++;
       refusal = r.problems;
       log.error('policy edit refused; the last good policy stays in force', { file: opts.file, problems: r.problems });
-      await opts.audit?.('policy.refused', { file: opts.file, sha256: r.sha256, problems: r.problems });
+      await audit('policy.refused', { file: opts.file, sha256: r.sha256, problems: r.problems });
       opts.onRefuse?.(r.problems);
       return;
     }
@@ -83,7 +100,7 @@ export function watchPolicy(opts: PolicyWatcherOptions): PolicyWatcher {
     refusal = undefined;
     stats.applied++;
     log.info('policy applied', { file: opts.file, changed });
-    await opts.audit?.('policy.applied', { file: opts.file, sha256: r.sha256, changed, deployment: r.policy.deployment });
+    await audit('policy.applied', { file: opts.file, sha256: r.sha256, changed, deployment: r.policy.deployment });
     try {
       await opts.onApply?.(r.policy, previous, changed);
     } catch (err) {

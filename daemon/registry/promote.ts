@@ -311,7 +311,7 @@ async function converge(reg: Registry, version: string, opts: PromoteOptions, si
     await reg.audit('promote.done', { version, name, previous, reason: state.reason, targets: Object.keys(state.targets) });
     if (opts.publisher !== undefined) {
       try {
-        await opts.publisher.publish({ schema: 'alignd.promotion/v1', model: reg.model, version, name, previous, reason: state.reason, adapter_sha256: v.manifest.adapter_sha256, ts: now(), canary });
+        await opts.publisher.publish({ schema: 'alignd.promotion/v1', model: reg.model, version, name, previous, reason: state.reason, adapter_sha256: v.manifest.adapter_sha256, ts: now(), canary, audit_head: reg.auditHead() });
       } catch (err) {
         log.error('announcing the promotion failed', { version, err: errorMessage(err) });
         await reg.audit('promote.announce_failed', { version, error: errorMessage(err) });

@@ -16,7 +16,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, r
 import { createHash, randomBytes } from 'node:crypto';
 import { join, relative } from 'node:path';
 import { AligndError } from '../base/errors.js';
-import { appendAudit, readAudit, verifyAudit, type AuditRecord, type AuditVerification } from './audit.js';
+import { appendAudit, auditHead, auditKeyFromEnv, endsKeyed, readAudit, verifyAudit, type AuditHead, type AuditRecord, type AuditVerification } from './audit.js';
 import { fsyncDir, fsyncTree, isDir, writeDurable, writeFileAtomicDurable } from '../base/fs-durable.js';
 import { withLock } from './lock.js';
 import { manifestSchema, type GateRecord, type Manifest, type ManifestInput, type ProbationRecord } from './manifest.js';
@@ -55,14 +55,19 @@ export interface Registry {
   deployment(): DeploymentState | undefined;
   setDeployment(state: DeploymentStateInput): void;
   audit(event: string, fields?: Record<string, unknown>): Promise<AuditRecord>;
+  /** Every audit record; a corrupt line is an error naming the file and the line. */
   auditRecords(): AuditRecord[];
-  verifyAudit(): AuditVerification;
+  /** Check the chain (HMAC links with the registry's key); `expect`: a head published earlier. */
+  verifyAudit(expect?: { seq: number; head: string }): AuditVerification;
+  /** The chain's head now (published in status and with promotion announcements). */
+  auditHead(): AuditHead;
   /** Remove versions beyond the newest `keep`, except deployed, pinned, held and `protect`. Returns removed versions. */
   gc(keep: number, protect?: string[]): Promise<string[]>;
   /**
    * Startup recovery (call when no other writer runs): remove staging leftovers of interrupted
    * writes, and audit versions whose process died between the commit rename and its audit record
-   * (`version.create` with `recovered: true`). Returns what it did.
+   * (`version.create` with `recovered: true`); with an audit key, end the chain with a keyed link
+   * (`audit.keyed`) if it does not yet. Returns what it did.
    */
   cleanStaging(): Promise<{ removed: number; recovered: string[] }>;
   /** Check an adapter's files against the manifest's hashes. */
@@ -86,7 +91,12 @@ export function adapterDigest(dir: string): { sha256: string; files: Record<stri
   return { sha256: h.digest('hex'), files: Object.fromEntries(names.map((n) => [n, files[n] as string])) };
 }
 
-export function openRegistry(root: string, model: string): Registry {
+export interface RegistryOptions {
+  /** HMAC key of the audit chain; default ALIGND_AUDIT_KEY (unset: a plain sha256 chain). */
+  auditKey?: string | undefined;
+}
+
+export function openRegistry(root: string, model: string, opts: RegistryOptions = { auditKey: auditKeyFromEnv() }): Registry {
   validateModelName(model);
   const dir = join(root, model);
   const versionsDir = join(dir, 'versions');
@@ -194,10 +204,11 @@ export function openRegistry(root: string, model: string): Registry {
       writeFileAtomicDurable(statePath, JSON.stringify(deploymentStateSchema.parse(state), null, 2) + '\n');
     },
     audit(event, fields = {}) {
-      return appendAudit(auditPath, event, { model, ...fields });
+      return appendAudit(auditPath, event, { model, ...fields }, opts.auditKey);
     },
     auditRecords: () => readAudit(auditPath),
-    verifyAudit: () => verifyAudit(auditPath),
+    verifyAudit: (expect) => verifyAudit(auditPath, { key: opts.auditKey, ...(expect === undefined ? {} : { expect }) }),
+    auditHead: () => auditHead(auditPath, opts.auditKey),
     gc(keep, protect = []) {
       if (!Number.isInteger(keep) || keep < 1) throw new AligndError('CONFIG_INVALID', `gc keep must be a positive integer, got ${keep}`);
       return withLock(join(dir, 'versions.lock'), async () => {
@@ -238,6 +249,9 @@ export function openRegistry(root: string, model: string): Registry {
         if (audited.has(v.version)) continue;
         await reg.audit('version.create', { version: v.version, parent: v.manifest.parent, adapter_sha256: v.manifest.adapter_sha256, recovered: true });
         recovered.push(v.version);
+      }
+      if (opts.auditKey !== undefined && existsSync(auditPath) && !endsKeyed(auditPath)) {
+        await reg.audit('audit.keyed', { note: 'from this record on every link is an HMAC-SHA256 with ALIGND_AUDIT_KEY' });
       }
       return { removed, recovered };
     },

@@ -56,6 +56,8 @@ export interface PromotionAnnouncement {
   ts: string;
   /** Staged rollout: route `weight` of traffic to `name` and the rest to `baseline_name`; null: all to `name`. */
   canary: CanaryWeight | null;
+  /** The model's audit-chain head after this promotion: readers who keep it can detect a truncated log later. */
+  audit_head: { seq: number; head: string; keyed: boolean };
 }
 
 export interface PromotionPublisher {

@@ -52,7 +52,7 @@ t.test('line append: a torn tail (a crash mid-append) is cut off, never glued to
 t.test('the file announcer keeps one announcement per line after an interrupted append', async (t) => {
   const p = join(tmp(), 'promotions.jsonl');
   const a = (version: string): PromotionAnnouncement => ({ schema: 'alignd.promotion/v1', model: 'tiny', version, name: `tiny-${version}`,
-    previous: null, reason: 'gate', adapter_sha256: '0'.repeat(64), ts: new Date(0).toISOString(), canary: null });
+    previous: null, reason: 'gate', adapter_sha256: '0'.repeat(64), ts: new Date(0).toISOString(), canary: null, audit_head: { seq: 1, head: '0'.repeat(64), keyed: false } });
   const pub = fileAnnouncer(p);
   await pub.publish(a('v1'));
   writeFileSync(p, readFileSync(p, 'utf8') + '{"model":"tiny","vers');
