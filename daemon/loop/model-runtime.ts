@@ -62,8 +62,10 @@ export interface ModelRuntime {
   adapterOf(version: string | null | undefined): Promise<LoraAdapter | null>;
   heads(kind: 'reward' | 'safety'): HeadEnsemble | null;
   saveHeads(kind: 'reward' | 'safety', e: HeadEnsemble): void;
-  /** Startup recovery of the registry (staging leftovers, unaudited versions); call once, before `enforce`. */
+  /** Startup recovery of the registry (staging leftovers, unaudited versions, garbage); call once, before `enforce`. */
   recover(): Promise<void>;
+  /** Registry gc by the policy: the newest retention.keep_versions, the pinned version, what gc always keeps. */
+  collectGarbage(): Promise<string[]>;
   /**
    * Make the servers match the policy's deployment (pinned → serve that version). Resolves when
    * the push is done or after `answerWithinMs`, whichever is first; the push goes on.
@@ -121,6 +123,11 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
   const pushOptions = (signal?: AbortSignal): Omit<PromoteOptions, 'reason'> => ({
     targets, publisher: opts.publisher, retry, log, signal: signal === undefined ? stopping.signal : AbortSignal.any([signal, stopping.signal]),
   });
+
+  function collectGarbage(): Promise<string[]> {
+    const p = watcher.current();
+    return reg.gc(p.retention.keep_versions, p.deployment.mode === 'pinned' ? [p.deployment.version] : []);
+  }
 
   async function enforce(p: Policy = watcher.current()): Promise<void> {
     const push = enforceDeployment(reg, p.deployment, pushOptions()).then(() => undefined, (err: unknown) => {
@@ -184,6 +191,10 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       try {
         const recovered = await reg.cleanStaging();
         if (recovered.removed > 0 || recovered.recovered.length > 0) log.warn('registry recovered after an interrupted write', { model: reg.model, ...recovered });
+        // A daemon killed between registering a candidate and its round's gc left one version
+        // too many; collecting now keeps retention.keep_versions a bound across crashes.
+        const removed = await collectGarbage();
+        if (removed.length > 0) log.info('registry gc at start', { model: reg.model, removed });
       } catch (err) {
         // A corrupt audit log (a line that is not a record): the daemon still starts and takes
         // feedback; the error names the file and line. With a corrupt last line the registry
@@ -192,6 +203,7 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
           ...(err instanceof AligndError && err.input !== undefined ? { file: err.input } : {}) });
       }
     },
+    collectGarbage,
     enforce: () => enforce(),
     async stop() {
       watcher.stop();

@@ -238,8 +238,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     heldoutAccuracy: figure(checks, 'heldout_accuracy', 'accuracy'), promoted: gate.promotion?.complete ?? false,
   };
   buffer.recordRoundResult(model, round, outcome);
-  const pinned = policy.deployment.mode === 'pinned' ? [policy.deployment.version] : [];
-  const removed = await rt.registry.gc(policy.retention.keep_versions, pinned);
+  const removed = await rt.collectGarbage();
   if (removed.length > 0) log.info('registry gc', { removed });
   log.info('round finished', { round, version: v.version, decision: gate.decision.decision, reasons: gate.decision.reasons });
   return { model, round, outcome, version: v.version };

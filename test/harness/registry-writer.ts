@@ -16,6 +16,10 @@ const [root, model, seedArg] = process.argv.slice(2) as [string, string, string]
 const spec = parseModelConfig(TINY_CONFIG, 'tiny');
 const reg = openRegistry(root, model);
 let seed = Number(seedArg) * 1000;
+// What the daemon does at start (loop/model-runtime.ts recover()): staging leftovers, unaudited
+// versions, then garbage a killed predecessor left before its gc.
+await reg.cleanStaging();
+await reg.gc(5);
 process.stdout.write('ready\n');
 for (;;) {
   const parent = reg.latest()?.version ?? null;
