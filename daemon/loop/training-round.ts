@@ -150,8 +150,11 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   log.info('round started', { round, trigger, sinceRound: previousMark ?? null });
   deps.onProgress?.('round.start', { model, round, trigger });
 
-  const window = buffer.window({ model, types, sinceRound: previousMark, replayFraction: policy.objective.replay_fraction,
-    maxUserShare: policy.data.max_user_share, maxTenantShare: policy.data.max_tenant_share, seed: round });
+  const caps = {
+    maxUserShare: policy.data.max_user_share, maxTenantShare: policy.data.max_tenant_share,
+    newUsers: { minEvents: policy.data.new_users.min_events, minAgeMs: policy.data.new_users.min_age_hours * 3_600_000, maxShare: policy.data.new_users.max_share },
+  };
+  const window = buffer.window({ model, types, sinceRound: previousMark, replayFraction: policy.objective.replay_fraction, ...caps, seed: round });
   const heldout = buffer.heldout(model, types, 500);
   const prevSeq = previousMark === undefined ? 0 : (buffer.db.prepare('SELECT max_event_seq AS s FROM rounds WHERE model = ? AND round = ?').get(model, previousMark) as { s: number } | undefined)?.s ?? 0;
   const span = buffer.windowSpan(model, prevSeq, mark.maxEventSeq);
@@ -176,7 +179,8 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     Object.assign(rewardMetrics, r.metrics);
   }
   checkAbort();
-  const safetyExamples = buffer.window({ model, types: ['safety'], replayFraction: 0, seed: round }).examples;
+  // Safety reports are capped like training data: a flood of reports from one source must not teach the judge.
+  const safetyExamples = buffer.window({ model, types: ['safety'], replayFraction: 0, ...caps, seed: round }).examples;
   // Safety reports give the unsafe side; accepted (chosen) responses of this window give the safe side.
   const safeRows: LabelledResponse[] = pairsWindow.slice(0, Math.max(20, safetyExamples.length * 2)).map((e) => ({ prompt: e.prompt, response: e.chosen!, unsafe: false }));
   let safetyHeads = rt.heads('safety');
@@ -198,10 +202,13 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const base: RoundOutcome = {
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,
     klBudgetRound: policy.kl.per_round, klBudgetCumulative: policy.kl.cumulative, steps: result.stepsTaken, stopReason: result.stopReason,
-    examples: window.examples.length, newExamples: window.newCount, cappedOut: window.cappedOut, reward: rewardMetrics,
+    examples: window.examples.length, newExamples: window.newCount, cappedOut: window.cappedOut, cappedBy: window.cappedBy, reward: rewardMetrics,
   };
   if (result.candidate === null || result.candidateDir === null || result.keptStep === 0) {
-    const outcome = { ...base, reasons: [result.reason ?? `no candidate (${result.stopReason})`] };
+    const capped = window.examples.length === 0 && window.cappedOut > 0
+      ? [`the data caps dropped all ${window.cappedOut} examples of the window (per user ${window.cappedBy.user}, per tenant ${window.cappedBy.tenant}, new users ${window.cappedBy.newUsers}): see data.* in the policy`]
+      : [];
+    const outcome = { ...base, reasons: [...capped, result.reason ?? `no candidate (${result.stopReason})`] };
     buffer.recordRoundResult(model, round, outcome);
     log.warn('round produced no candidate', { round, stopReason: result.stopReason, reason: result.reason });
     return { model, round, outcome };

@@ -362,9 +362,18 @@ export const policySchema = z.strictObject({
   }),
   safety: safetyPolicySchema.prefault({}),
   servers: z.array(serverTargetSchema).default([]),
+  /** Share caps of each round's window, training and safety examples alike (store/windows.ts; threat model: store/README.md). */
   data: z.strictObject({
+    /** Per user; events without source.user together count as one user. */
     max_user_share: prob.default(0.05),
+    /** Per tenant; events without a tenant are not grouped. */
     max_tenant_share: prob.default(0.3),
+    /** Users first seen less than min_age_hours ago or with fewer than min_events events: together at most max_share. */
+    new_users: z.strictObject({
+      min_events: z.number().int().min(1).default(3),
+      min_age_hours: z.number().min(0).default(24),
+      max_share: prob.default(0.25),
+    }).prefault({}),
   }).prefault({}),
   retention: z.strictObject({ keep_versions: z.number().int().min(1).default(10) }).prefault({}),
   rollout: rolloutPolicySchema.prefault({}),

@@ -16,13 +16,15 @@ import { createRoundStore } from './rounds.js';
 import { createWindowStore } from './windows.js';
 
 export { contentSha256, isHeldout, promptHash, type Counts, type InsertResult, type StoredRow } from './events.js';
-export type { Example, TrainingWindow, WindowRequest } from './windows.js';
+export type { CappedOut, Example, NewUserRule, TrainingWindow, WindowRequest } from './windows.js';
 export type { RoundMark, RoundOutcome } from './rounds.js';
 
 export interface BufferOptions {
   path: string;
   /** Share of events held out from training, decided by hash of event_id. */
   heldoutFraction: number;
+  /** The clock of ingest times (users' first-seen times, retention); tests move it. */
+  now?: () => number;
 }
 
 export type ReplayBuffer = ReturnType<typeof openBuffer>;
@@ -33,7 +35,7 @@ export function openBuffer(opts: BufferOptions) {
   }
   const db: Db = openDb(opts.path);
   const pending: PendingCounter = { n: (db.prepare(`SELECT count(*) AS n FROM events WHERE derived = 0`).get() as { n: number }).n };
-  const events = createEventStore(db, { heldoutFraction: opts.heldoutFraction }, pending);
+  const events = createEventStore(db, { heldoutFraction: opts.heldoutFraction, now: opts.now ?? Date.now }, pending);
   const derivation = createDerivationStore(db, pending);
   const rounds = createRoundStore(db);
   const windows = createWindowStore(db, rounds);

@@ -9,7 +9,7 @@ import { AligndError } from '../base/errors.js';
 
 export type Db = Database.Database;
 
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 
 /** Round outcomes over time (the status page's plots, `alignd status`). */
 const MIGRATION_2 = `
@@ -38,6 +38,20 @@ CREATE INDEX events_prompt_rating ON events(model, prompt_hash, heldout) WHERE k
  */
 const MIGRATION_4 = `
 ALTER TABLE events ADD COLUMN content_sha256 TEXT;
+`;
+
+/**
+ * Per model and user: when the user was first seen (ingest time, not the event's own ts, which the
+ * sender picks) and how many events they sent. Window caps group users seen recently or with few
+ * events together (windows.ts): a fresh user id per event must not dodge the per-user cap.
+ */
+const MIGRATION_5 = `
+CREATE TABLE users (
+  model TEXT NOT NULL, user TEXT NOT NULL, first_seen INTEGER NOT NULL, events INTEGER NOT NULL,
+  PRIMARY KEY (model, user)
+) WITHOUT ROWID;
+INSERT INTO users (model, user, first_seen, events)
+  SELECT model, user, min(ingested_at), count(*) FROM events WHERE user IS NOT NULL GROUP BY model, user;
 `;
 
 const MIGRATION_1 = `
@@ -115,7 +129,7 @@ function migrate(db: Db, path: string): void {
     throw new AligndError('STORE_FAILED', `replay buffer ${path} has schema version ${version}, newer than this alignd (${SCHEMA_VERSION})`, {
       action: 'run the alignd release that wrote it, or point data_dir elsewhere' });
   }
-  const steps = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+  const steps = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
   db.transaction(() => {
     for (let v = version; v < steps.length; v++) db.exec(steps[v] as string);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);

@@ -61,12 +61,14 @@ export interface PendingCounter { n: number }
 
 export type EventStore = ReturnType<typeof createEventStore>;
 
-export function createEventStore(db: Db, opts: { heldoutFraction: number }, pending: PendingCounter) {
+export function createEventStore(db: Db, opts: { heldoutFraction: number; now: () => number }, pending: PendingCounter) {
   const st = {
     insertEvent: db.prepare(`INSERT OR IGNORE INTO events
       (event_id, model, model_version, kind, ts, ingested_at, user, tenant, channel, prompt_hash, heldout, label, score, body, source, topic, partition, "offset", content_sha256)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     storedSha: db.prepare(`SELECT content_sha256 AS sha FROM events WHERE event_id = ?`),
+    seenUser: db.prepare(`INSERT INTO users (model, user, first_seen, events) VALUES (?, ?, ?, 1)
+      ON CONFLICT(model, user) DO UPDATE SET events = events + 1`),
     setCheckpoint: db.prepare(`INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)
       ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`),
     getCheckpoint: db.prepare(`SELECT value FROM checkpoints WHERE key = ?`),
@@ -74,7 +76,7 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number }, pend
   };
 
   const insertMany = db.transaction((rows: StoredRow[], checkpoint?: { key: string; value: string }): InsertResult[] => {
-    const now = Date.now();
+    const now = opts.now();
     const stored = rows.map(({ event: e, text, origin }): InsertResult => {
       const sha = contentSha256(e);
       // Positional parameters: measurably cheaper per row than 18 named ones (bench:ingest).
@@ -86,7 +88,10 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number }, pend
         text ?? JSON.stringify(e), origin.source, origin.topic ?? origin.file ?? null,
         origin.partition ?? null, origin.offset ?? (origin.line === undefined ? null : String(origin.line)), sha,
       );
-      if (info.changes === 1) return 'stored';
+      if (info.changes === 1) {
+        if (e.source.user !== undefined) st.seenUser.run(e.model, e.source.user, now);
+        return 'stored';
+      }
       const before = (st.storedSha.get(e.event_id) as { sha: string | null } | undefined)?.sha ?? null;
       return before === null || before === sha ? 'duplicate' : 'conflict';
     });

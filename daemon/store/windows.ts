@@ -1,7 +1,18 @@
 /**
  * Window selection: which derived examples a round trains on (new ones since a round's mark plus a
- * seeded replay sample of older ones), the held-out split it evaluates on, and the per-user and
- * per-tenant share caps applied to every window (a defence against feedback poisoning).
+ * seeded replay sample of older ones), the held-out split it evaluates on, and the share caps
+ * applied to every window (a defence against feedback poisoning; the threat model is in
+ * daemon/store/README.md):
+ *
+ * - per user: no user above `maxUserShare` of the window; events without `source.user` are one
+ *   user together ("anonymous"), so leaving the field out does not escape the cap;
+ * - new users together: users first seen less than `newUsers.minAgeMs` ago, or with fewer than
+ *   `newUsers.minEvents` events, are one bucket capped at `newUsers.maxShare`, so a fresh user
+ *   id per event does not escape the per-user cap either;
+ * - per tenant: no tenant above `maxTenantShare` (events without a tenant are not grouped).
+ *
+ * The caps are shares of the window that remains: drops repeat until every bucket is within its
+ * share, so a window made only of one bucket shrinks to nothing (the round says so).
  */
 import { AligndError } from '../base/errors.js';
 import { mulberry32 } from '../base/random.js';
@@ -39,18 +50,28 @@ export interface WindowRequest {
   replayFraction: number;
   /** Most examples in the window (new ones first, then replay); undefined: no limit. */
   maxExamples?: number;
-  /** No single user above this share of the window (anonymous events are not grouped). */
+  /** No single user above this share of the window; events without a user count as one user. */
   maxUserShare?: number;
   maxTenantShare?: number;
+  /** Users seen recently or rarely, together, at most `maxShare` of the window. */
+  newUsers?: NewUserRule;
   seed: number;
+  /** The clock user ages are measured against (tests). */
+  now?: number;
 }
+
+export interface NewUserRule { minEvents: number; minAgeMs: number; maxShare: number }
+
+/** What the caps dropped, by rule. */
+export interface CappedOut { user: number; tenant: number; newUsers: number }
 
 export interface TrainingWindow {
   examples: Example[];
   newCount: number;
   replayCount: number;
-  /** Examples dropped by the per-user/tenant caps. */
+  /** Examples dropped by the caps, in all and by rule. */
   cappedOut: number;
+  cappedBy: CappedOut;
   /** Highest example id and event seq the window could see: the round's data mark. */
   maxExampleId: number;
   maxEventSeq: number;
@@ -85,31 +106,64 @@ function typeList(types: ExampleType[]): string {
   return types.map((t) => `'${t}'`).join(',');
 }
 
-/** Drop examples until no user/tenant holds more than its share of what is left. */
-export function applyCaps(examples: Example[], userShare: number | undefined, tenantShare: number | undefined): Example[] {
+/** The bucket of events without `source.user` (not a valid user id: ids are 1–128 characters). */
+export const ANONYMOUS = '\u0000anonymous';
+
+/**
+ * Drop examples (later ones first, in the window's seeded order) until no bucket holds more than
+ * its share of what is left. `isNew`: is this user id in the new-users bucket?
+ */
+export function applyCaps(examples: Example[], rules: Pick<WindowRequest, 'maxUserShare' | 'maxTenantShare' | 'newUsers'>,
+  isNew: (user: string) => boolean = () => false): { kept: Example[]; cappedBy: CappedOut } {
+  const dims: Array<[keyof CappedOut, (ex: Example) => string | null, number | undefined]> = [
+    ['user', (ex) => ex.user ?? ANONYMOUS, rules.maxUserShare],
+    ['tenant', (ex) => ex.tenant, rules.maxTenantShare],
+    ['newUsers', (ex) => (ex.user !== null && isNew(ex.user) ? 'new' : null), rules.newUsers?.maxShare],
+  ];
+  const cappedBy: CappedOut = { user: 0, tenant: 0, newUsers: 0 };
   let kept = examples;
   for (let iter = 0; iter < 64; iter++) {
     const before = kept.length;
-    for (const [key, share] of [['user', userShare], ['tenant', tenantShare]] as const) {
+    for (const [name, bucket, share] of dims) {
       if (share === undefined || share >= 1) continue;
       const cap = Math.floor(share * kept.length);
       const seen = new Map<string, number>();
+      const n0 = kept.length;
       kept = kept.filter((ex) => {
-        const who = ex[key];
+        const who = bucket(ex);
         if (who === null) return true;
         const n = (seen.get(who) ?? 0) + 1;
         seen.set(who, n);
         return n <= cap;
       });
+      cappedBy[name] += n0 - kept.length;
     }
     if (kept.length === before) break;
   }
-  return kept;
+  return { kept, cappedBy };
 }
 
 export type WindowStore = ReturnType<typeof createWindowStore>;
 
 export function createWindowStore(db: Db, rounds: RoundStore) {
+  const userRows = db.prepare(`SELECT user, first_seen, events FROM users WHERE model = ? AND user IN (SELECT value FROM json_each(?))`);
+
+  /** Which users of these examples are new by the rule (first seen recently, or few events so far). */
+  function newUsersOf(req: WindowRequest, examples: Example[]): (user: string) => boolean {
+    const rule = req.newUsers;
+    if (rule === undefined || rule.maxShare >= 1) return () => false;
+    const now = req.now ?? Date.now();
+    const users = [...new Set(examples.map((e) => e.user).filter((u): u is string => u !== null))];
+    const known = new Map<string, { first_seen: number; events: number }>();
+    for (let i = 0; i < users.length; i += 5000) {
+      for (const r of userRows.all(req.model, JSON.stringify(users.slice(i, i + 5000))) as Array<{ user: string; first_seen: number; events: number }>) known.set(r.user, r);
+    }
+    return (user) => {
+      const k = known.get(user);
+      return k === undefined || k.events < rule.minEvents || now - k.first_seen < rule.minAgeMs;
+    };
+  }
+
   function examplesWhere(where: string, params: unknown[]): Example[] {
     return (db.prepare(`SELECT * FROM examples WHERE ${where} ORDER BY id`).all(...params) as ExampleRow[]).map(toExample);
   }
@@ -142,11 +196,11 @@ export function createWindowStore(db: Db, rounds: RoundStore) {
       const replay = replayIds.length === 0 ? []
         : examplesWhere(`id IN (${replayIds.join(',')})`, []);
       const all = shuffle([...fresh, ...replay], rand);
-      const kept = applyCaps(all, req.maxUserShare, req.maxTenantShare);
+      const { kept, cappedBy } = applyCaps(all, req, newUsersOf(req, all));
       const keptIds = new Set(kept.map((e) => e.id));
       return {
         examples: kept, newCount: fresh.filter((e) => keptIds.has(e.id)).length, replayCount: replay.filter((e) => keptIds.has(e.id)).length,
-        cappedOut: all.length - kept.length, maxExampleId: ids.ex, maxEventSeq: ids.ev,
+        cappedOut: all.length - kept.length, cappedBy, maxExampleId: ids.ex, maxEventSeq: ids.ev,
       };
     },
     /** The deterministic held-out split (never trained on), newest first, at most `limit`. */

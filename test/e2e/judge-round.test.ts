@@ -85,7 +85,7 @@ probes:
   red_team: red-team.jsonl
   production_sample: 4
 servers: [{ kind: file_drop, dir: "${join(dir, 'served')}" }]
-data: { max_user_share: 1, max_tenant_share: 1 }
+data: { max_user_share: 1, max_tenant_share: 1, new_users: { max_share: 1 } }   # a few synthetic users: caps are tested in test/faults
 `;
 }
 

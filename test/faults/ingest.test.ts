@@ -55,3 +55,47 @@ t.test('the clock check uses the configured skew', async (t) => {
   t.equal(out[0]!.status, 'stored');
   t.match(out[1], { status: 'rejected', code: 'schema', path: 'ts' });
 });
+
+t.test('poisoning caps: a fresh user id per event, or none, does not buy a bigger share of the window', async (t) => {
+  let clock = Date.parse('2026-11-01T00:00:00Z');
+  const buffer = openBuffer({ path: join(tmp(), 'buffer.sqlite'), heldoutFraction: 0, now: () => clock });
+  t.teardown(() => buffer.close());
+  const ingest = createIngest({ buffer, limits: defaultLimits, now: () => clock });
+  const pref = (id: string, user: string | undefined, i: number) => {
+    const e = makeEvent(i, { kind: 'preference', event_id: id }) as Record<string, unknown>;
+    return raw({ ...e, source: user === undefined ? {} : { user, tenant: 't0' } });
+  };
+  // 20 established users: 5 events each, three days before the attack
+  ingest.ingestBatch(Array.from({ length: 100 }, (_, i) => pref(`old-${i}`, `honest-${i % 20}`, i)));
+  clock += 3 * 24 * 3_600_000;
+  ingest.ingestBatch(Array.from({ length: 100 }, (_, i) => pref(`new-${i}`, `honest-${i % 20}`, 100 + i)));
+  // the attack: 900 events, a fresh user id for each
+  ingest.ingestBatch(Array.from({ length: 900 }, (_, i) => pref(`sybil-${i}`, `sybil-${i}`, 1000 + i)));
+  buffer.deriveAll();
+  const share = (w: { examples: Array<{ user: string | null }> }): number => w.examples.filter((e) => e.user?.startsWith('sybil-') ?? true).length / w.examples.length;
+  const base = { model: 'demo', types: ['pair' as const], replayFraction: 0, seed: 1, maxUserShare: 0.05, maxTenantShare: 1, now: clock };
+  const perUserOnly = buffer.window(base);
+  t.ok(share(perUserOnly) > 0.8, `the per-user cap alone lets them in (${(share(perUserOnly) * 100).toFixed(0)}% of the window)`);
+  const capped = buffer.window({ ...base, newUsers: { minEvents: 3, minAgeMs: 24 * 3_600_000, maxShare: 0.25 } });
+  t.ok(share(capped) <= 0.25, `new users together stay within 25% (${(share(capped) * 100).toFixed(1)}%)`);
+  t.ok(capped.examples.length >= 150, `the honest examples stay (${capped.examples.length} kept)`);
+  t.ok(capped.cappedBy.newUsers > 0, `the drops are attributed to the new-users rule (${JSON.stringify(capped.cappedBy)})`);
+
+  // the same attack without source.user: one anonymous user, capped like any user
+  const anon = openBuffer({ path: join(tmp(), 'buffer.sqlite'), heldoutFraction: 0, now: () => clock });
+  t.teardown(() => anon.close());
+  const anonIngest = createIngest({ buffer: anon, limits: defaultLimits, now: () => clock });
+  anonIngest.ingestBatch(Array.from({ length: 200 }, (_, i) => pref(`h-${i}`, `honest-${i % 40}`, i)));
+  anonIngest.ingestBatch(Array.from({ length: 900 }, (_, i) => pref(`anon-${i}`, undefined, 1000 + i)));
+  anon.deriveAll();
+  const w = anon.window(base);
+  t.ok(share(w) <= 0.05, `events without a user are one user under the per-user cap (${(share(w) * 100).toFixed(1)}%)`);
+  t.ok(w.cappedBy.user >= 850);
+
+  // safety reports go through the same caps
+  anonIngest.ingestBatch(Array.from({ length: 300 }, (_, i) => raw({ ...makeEvent(5000 + i, { kind: 'safety_report', event_id: `rep-${i}` }), source: {} })));
+  anonIngest.ingestBatch(Array.from({ length: 40 }, (_, i) => raw({ ...makeEvent(6000 + i, { kind: 'safety_report', event_id: `rep-h-${i}` }), source: { user: `honest-${i}` } })));
+  anon.deriveAll();
+  const reports = anon.window({ ...base, types: ['safety'] });
+  t.ok(reports.examples.filter((e) => e.user === null).length <= 0.05 * reports.examples.length, `a flood of anonymous safety reports is capped (${reports.examples.length} kept)`);
+});
