@@ -29,7 +29,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     imports: ['base', 'feedback'],
   },
   ingest: {
-    owns: 'the ingest pipeline every source feeds (validate → dedupe → durable write → derive in chunks) and the source config schemas',
+    owns: 'the ingest pipeline every source feeds (validate → dedupe → durable write → derive in chunks), retention on a schedule, the source config schemas',
     imports: ['base', 'feedback', 'store'],
   },
   engine: {

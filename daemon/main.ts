@@ -13,6 +13,7 @@ import { AligndError, errorMessage } from './base/errors.js';
 import { createLogger, type Logger } from './base/log.js';
 import { openBuffer, type ReplayBuffer } from './store/buffer.js';
 import { createIngest, type Ingest } from './ingest/pipeline.js';
+import { startRetention } from './ingest/retention.js';
 import { feedbackJsonSchema } from './feedback/schema.js';
 import type { FeedbackSource } from './feedback/sink.js';
 import { closeServer, startHttpServer } from './http/server.js';
@@ -106,6 +107,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
   const ingest = createIngest({ buffer, limits: config.ingest.limits, log: log.child({ stage: 'ingest' }),
     ...(start.policyFiles.length > 0 ? { models: () => served } : {}) });
   ingest.startDeriving();
+  const retention = startRetention(buffer, config.ingest.retention, log.child({ stage: 'retention' }));
   const telemetry = createTelemetry({ serviceVersion: VERSION, otlpIntervalMs: config.telemetry.otlpIntervalMs,
     ...(config.telemetry.otlpEndpoint === undefined ? {} : { otlpEndpoint: config.telemetry.otlpEndpoint }) });
   const ingestRate = ingestRateSampler(() => ingest.stats.stored + ingest.stats.duplicates, Number(process.env['ALIGND_INGEST_SAMPLE_MS'] ?? 5000));
@@ -207,6 +209,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
         ingestRate.stop();
         await telemetry.shutdown();
         ingest.stopDeriving();
+        await retention.stop();
         buffer.close();
       })();
       return stopping;

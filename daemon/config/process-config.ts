@@ -23,8 +23,9 @@ export const daemonConfigSchema = z.strictObject({
       maxFutureSkewS: z.number().int().min(0).default(defaultLimits.maxFutureSkewS),
     }).prefault({}),
     heldoutFraction: z.number().min(0).lt(1).default(0.1),
+    /** Applied at start and hourly: older feedback loses its body (the event_id stays), old dead letters go. */
     retention: z.strictObject({
-      maxAgeDays: z.number().positive().optional(),
+      maxAgeDays: z.number().positive().default(90),
       maxEvents: z.number().int().positive().optional(),
     }).prefault({}),
   }).prefault({}),

@@ -129,6 +129,7 @@ export function createIngest(opts: IngestOptions): Ingest {
       else write();
     } catch (err) {
       stats.storeErrors++;
+      buffer.recount(); // a rolled-back transaction may have been counted
       throw err;
     }
     scheduleDerive();

@@ -11,11 +11,11 @@
 import { AligndError } from '../base/errors.js';
 import { openDb, type Db } from './db.js';
 import { createDerivationStore } from './derivation.js';
-import { createEventStore, type PendingCounter } from './events.js';
+import { createEventStore, tallyOf } from './events.js';
 import { createRoundStore } from './rounds.js';
 import { createWindowStore } from './windows.js';
 
-export { contentSha256, isHeldout, promptHash, type Counts, type InsertResult, type StoredRow } from './events.js';
+export { contentSha256, isHeldout, promptHash, type Counts, type InsertResult, type RetentionPolicy, type StoredRow } from './events.js';
 export type { CappedOut, Example, NewUserRule, TrainingWindow, WindowRequest } from './windows.js';
 export type { RoundMark, RoundOutcome } from './rounds.js';
 
@@ -34,9 +34,9 @@ export function openBuffer(opts: BufferOptions) {
     throw new AligndError('CONFIG_INVALID', `heldoutFraction ${opts.heldoutFraction} must be in [0, 1)`);
   }
   const db: Db = openDb(opts.path);
-  const pending: PendingCounter = { n: (db.prepare(`SELECT count(*) AS n FROM events WHERE derived = 0`).get() as { n: number }).n };
-  const events = createEventStore(db, { heldoutFraction: opts.heldoutFraction, now: opts.now ?? Date.now }, pending);
-  const derivation = createDerivationStore(db, pending);
+  const tally = tallyOf(db); // one count at open; kept up to date from here on
+  const events = createEventStore(db, { heldoutFraction: opts.heldoutFraction, now: opts.now ?? Date.now }, tally);
+  const derivation = createDerivationStore(db, tally);
   const rounds = createRoundStore(db);
   const windows = createWindowStore(db, rounds);
   return {

@@ -9,7 +9,7 @@ import { AligndError } from '../base/errors.js';
 
 export type Db = Database.Database;
 
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 
 /** Round outcomes over time (the status page's plots, `alignd status`). */
 const MIGRATION_2 = `
@@ -52,6 +52,14 @@ CREATE TABLE users (
 ) WITHOUT ROWID;
 INSERT INTO users (model, user, first_seen, events)
   SELECT model, user, min(ingested_at), count(*) FROM events WHERE user IS NOT NULL GROUP BY model, user;
+`;
+
+/**
+ * The live events (body not yet retired) in seq order: retention takes the oldest of them a slice
+ * at a time without walking the tombstones that accumulate before them.
+ */
+const MIGRATION_6 = `
+CREATE INDEX events_live ON events(seq) WHERE body IS NOT NULL;
 `;
 
 const MIGRATION_1 = `
@@ -129,7 +137,7 @@ function migrate(db: Db, path: string): void {
     throw new AligndError('STORE_FAILED', `replay buffer ${path} has schema version ${version}, newer than this alignd (${SCHEMA_VERSION})`, {
       action: 'run the alignd release that wrote it, or point data_dir elsewhere' });
   }
-  const steps = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+  const steps = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
   db.transaction(() => {
     for (let v = version; v < steps.length; v++) db.exec(steps[v] as string);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);

@@ -7,11 +7,11 @@
 import type { FeedbackEvent } from '../feedback/schema.js';
 import { deriveOwn, pairBinary, pairRatings, type ExampleDraft, type PromptPeer } from '../feedback/derive.js';
 import type { Db } from './db.js';
-import type { PendingCounter } from './events.js';
+import { bump, type Tally } from './events.js';
 
 export type DerivationStore = ReturnType<typeof createDerivationStore>;
 
-export function createDerivationStore(db: Db, pending: PendingCounter) {
+export function createDerivationStore(db: Db, tally: Tally) {
   const st = {
     pendingEvents: db.prepare(`SELECT seq, event_id, model, prompt_hash, heldout, user, tenant, body FROM events WHERE derived = 0 ORDER BY seq LIMIT ?`),
     markDerived: db.prepare(`UPDATE events SET derived = 1 WHERE seq = ?`),
@@ -49,6 +49,7 @@ export function createDerivationStore(db: Db, pending: PendingCounter) {
           drafts.push(...pairRatings(e, peers));
         }
         for (const d of drafts) {
+          bump(tally.examples, d.type, 1);
           st.insertExample.run({
             model: row.model, type: d.type, origin_kind: d.originKind, event_seq: row.seq, event_ids: JSON.stringify(d.eventIds),
             prompt: JSON.stringify(d.prompt), chosen: d.chosen ?? null, rejected: d.rejected ?? null, response: d.response ?? null,
@@ -64,8 +65,15 @@ export function createDerivationStore(db: Db, pending: PendingCounter) {
 
   /** Derive examples for up to `limit` pending events; returns how many were processed. */
   function deriveSome(limit = 500): number {
-    const n = deriveTx(limit);
-    pending.n = Math.max(0, pending.n - n);
+    const before = { ...tally.examples };
+    let n: number;
+    try {
+      n = deriveTx(limit);
+    } catch (err) {
+      tally.examples = before; // the transaction rolled back: so do the counts
+      throw err;
+    }
+    tally.pending = Math.max(0, tally.pending - n);
     return n;
   }
 

@@ -56,12 +56,46 @@ export function contentSha256(e: FeedbackEvent): string {
 /** What an insert did with one event. */
 export type InsertResult = 'stored' | 'duplicate' | 'conflict';
 
-/** Stored events whose examples are not derived yet: counted once at open, then kept up to date. */
-export interface PendingCounter { n: number }
+/**
+ * The buffer's counts, read once when it opens and kept up to date by every change the buffer
+ * makes (inserts, dead letters, derived examples, retention): status and metrics read them at no
+ * cost instead of counting whole tables on the event loop. `pending`: stored events whose
+ * examples are not derived yet.
+ */
+export type Tally = Counts;
+
+export function tallyOf(db: Db): Tally {
+  const group = (sql: string): Record<string, number> =>
+    Object.fromEntries((db.prepare(sql).all() as Array<{ k: string; n: number }>).map((r) => [r.k, r.n]));
+  const one = (sql: string): number => (db.prepare(sql).get() as { n: number }).n;
+  return {
+    events: one(`SELECT count(*) AS n FROM events WHERE body IS NOT NULL`),
+    pending: one(`SELECT count(*) AS n FROM events WHERE derived = 0`),
+    retired: one(`SELECT count(*) AS n FROM events WHERE body IS NULL`),
+    deadLetters: one(`SELECT count(*) AS n FROM dead_letters`),
+    bySource: group(`SELECT source AS k, count(*) AS n FROM events WHERE body IS NOT NULL GROUP BY source`),
+    byKind: group(`SELECT kind AS k, count(*) AS n FROM events WHERE body IS NOT NULL GROUP BY kind`),
+    byModel: group(`SELECT model AS k, count(*) AS n FROM events WHERE body IS NOT NULL GROUP BY model`),
+    examples: group(`SELECT type AS k, count(*) AS n FROM examples GROUP BY type`),
+  };
+}
+
+export function bump(m: Record<string, number>, k: string, d: number): void {
+  const n = (m[k] ?? 0) + d;
+  if (n === 0) delete m[k];
+  else m[k] = n;
+}
+
+export interface RetentionPolicy {
+  /** Events ingested longer ago than this lose their body; dead letters go. */
+  maxAgeMs?: number;
+  /** Beyond the newest maxEvents live events, the oldest lose their body. */
+  maxEvents?: number;
+}
 
 export type EventStore = ReturnType<typeof createEventStore>;
 
-export function createEventStore(db: Db, opts: { heldoutFraction: number; now: () => number }, pending: PendingCounter) {
+export function createEventStore(db: Db, opts: { heldoutFraction: number; now: () => number }, tally: Tally) {
   const st = {
     insertEvent: db.prepare(`INSERT OR IGNORE INTO events
       (event_id, model, model_version, kind, ts, ingested_at, user, tenant, channel, prompt_hash, heldout, label, score, body, source, topic, partition, "offset", content_sha256)
@@ -69,6 +103,11 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number; now: (
     storedSha: db.prepare(`SELECT content_sha256 AS sha FROM events WHERE event_id = ?`),
     seenUser: db.prepare(`INSERT INTO users (model, user, first_seen, events) VALUES (?, ?, ?, 1)
       ON CONFLICT(model, user) DO UPDATE SET events = events + 1`),
+    oldestLive: db.prepare(`SELECT seq, ingested_at, source, kind, model FROM events WHERE body IS NOT NULL AND derived = 1 ORDER BY seq LIMIT ?`),
+    examplesOf: db.prepare(`SELECT type AS k, count(*) AS n FROM examples WHERE event_seq >= ? AND event_seq <= ? GROUP BY type`),
+    dropExamples: db.prepare(`DELETE FROM examples WHERE event_seq >= ? AND event_seq <= ?`),
+    retire: db.prepare(`UPDATE events SET body = NULL WHERE seq = ?`),
+    oldDeadLetters: db.prepare(`DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE at < ? ORDER BY id LIMIT ?)`),
     setCheckpoint: db.prepare(`INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)
       ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`),
     getCheckpoint: db.prepare(`SELECT value FROM checkpoints WHERE key = ?`),
@@ -99,7 +138,7 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number; now: (
     return stored;
   });
 
-  return {
+  const store = {
     /**
      * Durably insert validated events (one transaction). Per event: stored, duplicate (the same
      * content under a stored event_id) or conflict (other content: the stored event stays).
@@ -112,10 +151,18 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number; now: (
         throw new AligndError('STORE_FAILED', `writing ${rows.length} events to the replay buffer failed: ${(err as Error).message}`, {
           cause: err, action: 'check free disk space and permissions of the data directory; the batch was not acknowledged and will be retried' });
       }
-      for (const s of stored) if (s === 'stored') pending.n++;
+      stored.forEach((s, i) => {
+        if (s !== 'stored') return;
+        const { event: e, origin } = rows[i]!;
+        tally.pending++;
+        tally.events++;
+        bump(tally.bySource, origin.source, 1);
+        bump(tally.byKind, e.kind, 1);
+        bump(tally.byModel, e.model, 1);
+      });
       return stored;
     },
-    pending: (): number => pending.n,
+    pending: (): number => tally.pending,
     checkpoint(key: string): string | undefined {
       return (st.getCheckpoint.get(key) as { value: string } | undefined)?.value;
     },
@@ -124,7 +171,9 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number; now: (
     },
     /** Keep a refused message (its original bytes, reason and origin); returns its row id. */
     recordDeadLetter(d: { source: string; code: string; reason: string; path?: string; eventId?: string; origin: Origin; bytes: Buffer }): number {
-      return Number(st.deadLetter.run(Date.now(), d.source, d.code, d.reason, d.path ?? null, d.eventId ?? null, JSON.stringify(d.origin), d.bytes).lastInsertRowid);
+      const id = Number(st.deadLetter.run(opts.now(), d.source, d.code, d.reason, d.path ?? null, d.eventId ?? null, JSON.stringify(d.origin), d.bytes).lastInsertRowid);
+      tally.deadLetters++;
+      return id;
     },
     /** Recent distinct prompts of a model (for probes and sampled KL), newest first. */
     recentPrompts(model: string, limit: number): Prompt[] {
@@ -133,36 +182,51 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number; now: (
         .map((r) => (r.p.startsWith('[') ? (JSON.parse(r.p) as Prompt) : r.p));
     },
     /**
-     * Retention: events older than maxAgeMs or beyond the newest maxEvents lose their body and
-     * examples. Their event_id row stays as a tombstone so a late replay is still a duplicate.
+     * One slice of retention, one transaction: of the oldest live (derived) events, at most
+     * `limit` that are older than maxAgeMs or beyond the newest maxEvents lose their body and
+     * examples, and at most `limit` dead letters older than maxAgeMs go. The event_id row stays as
+     * a tombstone, so a late replay is still a duplicate. Returns what it removed (0 and 0: done).
      */
-    retain(policy: { maxAgeMs?: number; maxEvents?: number }, now = Date.now()): number {
+    retainSlice(policy: RetentionPolicy, limit = 5000, now = opts.now()): { events: number; deadLetters: number } {
       return db.transaction(() => {
-        let cutoffSeq = 0;
-        if (policy.maxEvents !== undefined) {
-          const r = db.prepare(`SELECT seq FROM events WHERE body IS NOT NULL ORDER BY seq DESC LIMIT 1 OFFSET ?`).get(policy.maxEvents) as { seq: number } | undefined;
-          if (r !== undefined) cutoffSeq = r.seq;
-        }
-        const cond = `body IS NOT NULL AND derived = 1 AND (seq <= ? OR ingested_at < ?)`;
+        const excess = policy.maxEvents === undefined ? 0 : Math.max(0, tally.events - policy.maxEvents);
         const minTs = policy.maxAgeMs === undefined ? -Infinity : now - policy.maxAgeMs;
-        db.prepare(`DELETE FROM examples WHERE event_seq IN (SELECT seq FROM events WHERE ${cond})`).run(cutoffSeq, minTs);
-        return db.prepare(`UPDATE events SET body = NULL WHERE ${cond}`).run(cutoffSeq, minTs).changes;
+        const rows = st.oldestLive.all(limit) as Array<{ seq: number; ingested_at: number; source: string; kind: string; model: string }>;
+        // Ingest time grows with seq: stop at the first event that is neither old nor in excess.
+        let n = 0;
+        while (n < rows.length && (n < excess || rows[n]!.ingested_at < minTs)) n++;
+        if (n > 0) {
+          const from = rows[0]!.seq;
+          const to = rows[n - 1]!.seq;
+          for (const r of st.examplesOf.all(from, to) as Array<{ k: string; n: number }>) bump(tally.examples, r.k, -r.n);
+          st.dropExamples.run(from, to);
+          for (const r of rows.slice(0, n)) {
+            st.retire.run(r.seq);
+            bump(tally.bySource, r.source, -1);
+            bump(tally.byKind, r.kind, -1);
+            bump(tally.byModel, r.model, -1);
+          }
+          tally.events -= n;
+          tally.retired += n;
+        }
+        const dead = policy.maxAgeMs === undefined ? 0 : st.oldDeadLetters.run(minTs, limit).changes;
+        tally.deadLetters -= dead;
+        return { events: n, deadLetters: dead };
       })();
     },
+    /** Retention to the end, slice after slice (tests, the CLI); the daemon runs slices with the loop free between them. */
+    retain(policy: RetentionPolicy, now = opts.now()): number {
+      let total = 0;
+      for (let r = store.retainSlice(policy, 5000, now); r.events + r.deadLetters > 0; r = store.retainSlice(policy, 5000, now)) total += r.events;
+      return total;
+    },
+    /** Count again from the tables (after a failed write whose rollback the counts cannot see). */
+    recount(): void {
+      Object.assign(tally, tallyOf(db));
+    },
+    /** The counts, kept up to date (no table scan). */
     counts(): Counts {
-      const group = (sql: string): Record<string, number> =>
-        Object.fromEntries((db.prepare(sql).all() as Array<{ k: string; n: number }>).map((r) => [r.k, r.n]));
-      const one = (sql: string): number => (db.prepare(sql).get() as { n: number }).n;
-      return {
-        events: one(`SELECT count(*) AS n FROM events WHERE body IS NOT NULL`),
-        pending: pending.n,
-        retired: one(`SELECT count(*) AS n FROM events WHERE body IS NULL`),
-        deadLetters: one(`SELECT count(*) AS n FROM dead_letters`),
-        bySource: group(`SELECT source AS k, count(*) AS n FROM events WHERE body IS NOT NULL GROUP BY source`),
-        byKind: group(`SELECT kind AS k, count(*) AS n FROM events WHERE body IS NOT NULL GROUP BY kind`),
-        byModel: group(`SELECT model AS k, count(*) AS n FROM events WHERE body IS NOT NULL GROUP BY model`),
-        examples: group(`SELECT type AS k, count(*) AS n FROM examples GROUP BY type`),
-      };
+      return { ...tally, bySource: { ...tally.bySource }, byKind: { ...tally.byKind }, byModel: { ...tally.byModel }, examples: { ...tally.examples } };
     },
     /** Share of stored events per user or tenant (top `limit`), for poisoning dashboards. */
     topSources(key: 'user' | 'tenant', limit = 10): Array<{ id: string; events: number }> {
@@ -180,4 +244,5 @@ export function createEventStore(db: Db, opts: { heldoutFraction: number; now: (
       return { from: r.f, to: r.t, events: r.n, kafka_offsets: Object.fromEntries(offsets.map((o) => [`${o.topic}[${o.partition}]`, String(o.o)])) };
     },
   };
+  return store;
 }

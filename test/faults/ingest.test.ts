@@ -3,13 +3,14 @@
  * policy serves, conflicting event ids, invalid encodings and clocks, dead letters.
  */
 import t from 'tap';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createIngest } from '../../daemon/ingest/pipeline.js';
 import { defaultLimits } from '../../daemon/feedback/schema.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { makeEvent } from '../harness/events.js';
+import { spawnDaemon } from '../harness/daemon.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-faults-ingest-'));
 const raw = (e: unknown, line = 1) => ({ bytes: Buffer.from(typeof e === 'string' ? e : JSON.stringify(e)), origin: { source: 'http' as const, line } });
@@ -98,4 +99,55 @@ t.test('poisoning caps: a fresh user id per event, or none, does not buy a bigge
   anon.deriveAll();
   const reports = anon.window({ ...base, types: ['safety'] });
   t.ok(reports.examples.filter((e) => e.user === null).length <= 0.05 * reports.examples.length, `a flood of anonymous safety reports is capped (${reports.examples.length} kept)`);
+});
+
+t.test('the counts status and metrics read are kept up to date: they equal a count of the tables', async (t) => {
+  let clock = Date.parse('2026-11-01T00:00:00Z');
+  const path = join(tmp(), 'buffer.sqlite');
+  const buffer = openBuffer({ path, heldoutFraction: 0.1, now: () => clock });
+  const ingest = createIngest({ buffer, limits: defaultLimits, now: () => clock });
+  const recount = (): unknown => {
+    const other = openBuffer({ path, heldoutFraction: 0.1 });
+    try { return other.counts(); } finally { other.close(); }
+  };
+  for (let round = 0; round < 6; round++) {
+    const batch = Array.from({ length: 120 }, (_, i) => {
+      const n = round * 100 + i; // 20 ids overlap the previous round: duplicates
+      if (i % 37 === 0) return raw('{"broken');
+      return raw(makeEvent(n, { ...(i % 41 === 0 ? { prompt: 'changed' } : {}) }), i + 1);
+    });
+    ingest.ingestBatch(batch, { recordRejects: round % 2 === 0 });
+    buffer.deriveSome(150);
+    t.same(buffer.counts(), recount(), `round ${round}: after inserts, refusals and derivation`);
+    clock += 10 * 86_400_000;
+    buffer.retainSlice({ maxAgeMs: 25 * 86_400_000 }, 70);
+    buffer.retainSlice({ maxEvents: 300 }, 40);
+    t.same(buffer.counts(), recount(), `round ${round}: after retention slices`);
+  }
+  buffer.close();
+});
+
+t.test('retention runs on its own: at start and on a schedule, in slices, dead letters too', async (t) => {
+  const dataDir = tmp();
+  const old = Date.now() - 100 * 86_400_000;
+  const seed = openBuffer({ path: join(dataDir, 'buffer.sqlite'), heldoutFraction: 0.1, now: () => old });
+  const seedIngest = createIngest({ buffer: seed, limits: defaultLimits }); // ingested 100 days ago (the buffer's clock), ts checked against now
+  seedIngest.ingestBatch([...Array.from({ length: 12_000 }, (_, i) => raw(makeEvent(i))), raw('{"old dead letter')], { recordRejects: true });
+  seed.deriveAll();
+  seed.close();
+  const config = join(dataDir, 'alignd.yaml');
+  writeFileSync(config, 'ingest:\n  retention: { maxAgeDays: 30 }\n');
+  const d = await spawnDaemon(['--data-dir', dataDir, '--config', config]);
+  t.teardown(() => d.stop('SIGKILL'));
+  const status = async (): Promise<{ events: number; retired: number; deadLetters: number }> =>
+    ((await (await fetch(`${d.url}/v1/status`)).json()) as { buffer: { events: number; retired: number; deadLetters: number } }).buffer;
+  let s = await status();
+  for (let i = 0; i < 300 && s.retired < 12_000; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    s = await status();
+  }
+  t.match(s, { events: 0, retired: 12_000, deadLetters: 0 }, 'the daemon retired 100-day-old events and dead letters by itself');
+  t.ok(d.logs.some((l) => l.includes('retention: old feedback retired')), 'and said so');
+  const r = await fetch(`${d.url}/v1/feedback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(makeEvent(3)) });
+  t.same(await r.json(), { stored: 0, duplicates: 1, rejected: [] }, 'a late replay of a retired event is still a duplicate');
 });
