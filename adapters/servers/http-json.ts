@@ -13,10 +13,24 @@ export const MAX_BODY_BYTES = 16 * 1024 * 1024;
 /** Longest piece of a body quoted in an error message. */
 export const EXCERPT_CHARS = 2000;
 
-/** fetch with the adapter's timeout, also cancelled by `signal` (promotion's deadline or shutdown). */
+/**
+ * fetch with the adapter's timeout, also cancelled by `signal` (promotion's deadline or shutdown).
+ * A url's `user:password@` (fetch refuses urls with credentials) becomes an `Authorization: Basic`
+ * header (RFC 7617), unless the caller set one.
+ */
 export async function fetchWithTimeout(url: string, init: RequestInit, timeoutMs: number, signal?: AbortSignal): Promise<Response> {
   const timeout = AbortSignal.timeout(timeoutMs);
-  return fetch(url, { ...init, signal: signal === undefined ? timeout : AbortSignal.any([timeout, signal]) });
+  const u = new URL(url);
+  const headers = new Headers(init.headers);
+  if (u.username !== '' || u.password !== '') {
+    if (!headers.has('authorization')) {
+      const cred = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+      headers.set('authorization', `Basic ${Buffer.from(cred, 'utf8').toString('base64')}`);
+    }
+    u.username = '';
+    u.password = '';
+  }
+  return fetch(u, { ...init, headers, signal: signal === undefined ? timeout : AbortSignal.any([timeout, signal]) });
 }
 
 /** The whole body as text, refused past `limit` bytes (streamed, so an endless body cannot fill memory). */

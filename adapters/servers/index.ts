@@ -9,7 +9,20 @@ import { fileDropTarget } from './file-drop.js';
 import { vllmTarget } from './vllm.js';
 import { webhookTarget } from './webhook.js';
 
+/**
+ * Target ids name urls without their secrets, so two targets that differ only in a token would
+ * share one; the later ones get `#2`, `#3`: each keeps its own state in deployed.json.
+ */
 export function serverTargets(configs: readonly ServerTargetConfig[], env: NodeJS.ProcessEnv = process.env): ServerTarget[] {
+  const seen = new Map<string, number>();
+  return buildTargets(configs, env).map((t) => {
+    const n = (seen.get(t.id) ?? 0) + 1;
+    seen.set(t.id, n);
+    return n === 1 ? t : { ...t, id: `${t.id}#${n}` };
+  });
+}
+
+function buildTargets(configs: readonly ServerTargetConfig[], env: NodeJS.ProcessEnv): ServerTarget[] {
   return configs.flatMap((c): ServerTarget[] => {
     switch (c.kind) {
       case 'vllm': {

@@ -10,6 +10,7 @@
  * {message, type, code}; FastAPI's {"detail": "Not Found"} means the routes are off.
  */
 import { AligndError } from '../../daemon/base/errors.js';
+import { redactUrl } from '../../daemon/base/redact.js';
 import type { DeployRequest, ServerTarget } from '../../daemon/registry/targets.js';
 import { servedNamePattern } from '../../daemon/base/names.js';
 import { errorBody, excerpt, fetchWithTimeout, readBody } from './http-json.js';
@@ -63,6 +64,7 @@ function explain(url: string, op: string, status: number, body: string, path?: s
 
 export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
   const base = cfg.url.replace(/\/+$/, '');
+  const shown = redactUrl(base); // ids and messages never carry the url's credentials or tokens
   const timeout = cfg.timeoutMs ?? 60_000;
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(cfg.apiKey === undefined ? {} : { authorization: `Bearer ${cfg.apiKey}` }) };
   const mapPath = (p: string): string => (cfg.pathMap !== undefined && p.startsWith(cfg.pathMap.from) ? cfg.pathMap.to + p.slice(cfg.pathMap.from.length) : p);
@@ -72,25 +74,25 @@ export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
       return await fetchWithTimeout(`${base}${path}`, body === undefined ? { headers } : { method: 'POST', headers, body: JSON.stringify(body) }, timeout, signal);
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason as Error;
-      throw new AligndError('SERVER_FAILED', `vLLM ${base} ${op}: cannot connect (${(err as Error).message})`, { action: 'check that vLLM runs and that the url in the policy is right', cause: err });
+      throw new AligndError('SERVER_FAILED', `vLLM ${shown} ${op}: cannot connect (${(err as Error).message})`, { action: 'check that vLLM runs and that the url in the policy is right', cause: err });
     }
   };
   const models = async (signal?: AbortSignal): Promise<ModelEntry[]> => {
     const res = await call('GET /v1/models', '/v1/models', signal);
-    if (!res.ok) throw explain(base, 'GET /v1/models', res.status, await errorBody(res, `vLLM ${base} GET /v1/models`));
-    const text = await readBody(res, `vLLM ${base} GET /v1/models`);
+    if (!res.ok) throw explain(shown, 'GET /v1/models', res.status, await errorBody(res, `vLLM ${shown} GET /v1/models`));
+    const text = await readBody(res, `vLLM ${shown} GET /v1/models`);
     let j: { data?: unknown };
     try {
       j = JSON.parse(text) as { data?: unknown };
     } catch (err) {
-      throw new AligndError('SERVER_FAILED', `vLLM ${base} GET /v1/models answered non-JSON: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?', cause: err });
+      throw new AligndError('SERVER_FAILED', `vLLM ${shown} GET /v1/models answered non-JSON: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?', cause: err });
     }
-    if (!Array.isArray(j.data)) throw new AligndError('SERVER_FAILED', `vLLM ${base} GET /v1/models has no data list: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?' });
+    if (!Array.isArray(j.data)) throw new AligndError('SERVER_FAILED', `vLLM ${shown} GET /v1/models has no data list: ${excerpt(text, 200)}`, { action: 'is the url a vLLM OpenAI-compatible server?' });
     return (j.data as unknown[]).filter((m): m is ModelEntry => typeof m === 'object' && m !== null && typeof (m as ModelEntry).id === 'string');
   };
 
   return {
-    id: `vllm:${base}`,
+    id: `vllm:${shown}`,
     timeoutMs: timeout,
     async observe(model, signal) {
       const re = servedNamePattern(model);
@@ -101,15 +103,15 @@ export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
       const listed = (await models(signal)).find((m) => m.id === req.name);
       if (listed === undefined) {
         const res = await call('load', '/v1/load_lora_adapter', signal, { lora_name: req.name, lora_path: loraPath });
-        const text = res.ok ? '' : await errorBody(res, `vLLM ${base} loading ${req.name}`);
+        const text = res.ok ? '' : await errorBody(res, `vLLM ${shown} loading ${req.name}`);
         // 400 "already loaded": another alignd instance or an earlier attempt won; verified below.
-        if (!res.ok && !(res.status === 400 && /already/i.test(vllmErrorMessage(text)))) throw explain(base, `loading ${req.name}`, res.status, text, loraPath);
+        if (!res.ok && !(res.status === 400 && /already/i.test(vllmErrorMessage(text)))) throw explain(shown, `loading ${req.name}`, res.status, text, loraPath);
         if (res.ok) await res.body?.cancel();
       }
       const after = (await models(signal)).find((m) => m.id === req.name);
-      if (after === undefined) throw new AligndError('SERVER_FAILED', `vLLM ${base} accepted ${req.name} but does not list it in /v1/models`, { action: 'check vLLM logs; the adapter may have failed to load' });
+      if (after === undefined) throw new AligndError('SERVER_FAILED', `vLLM ${shown} accepted ${req.name} but does not list it in /v1/models`, { action: 'check vLLM logs; the adapter may have failed to load' });
       if (typeof after.root === 'string' && after.root !== loraPath) {
-        throw new AligndError('SERVER_FAILED', `vLLM ${base} serves ${req.name} from ${after.root}, not ${loraPath}`, { action: 'a different adapter holds this immutable name; unload it by hand and investigate' });
+        throw new AligndError('SERVER_FAILED', `vLLM ${shown} serves ${req.name} from ${after.root}, not ${loraPath}`, { action: 'a different adapter holds this immutable name; unload it by hand and investigate' });
       }
     },
     async retire(model, keep, signal) {
@@ -121,7 +123,7 @@ export function vllmTarget(cfg: VllmTargetConfig): ServerTarget {
         if (res.ok || res.status === 404) {
           await res.body?.cancel();
           done.push(name);
-        } else throw explain(base, `unloading ${name}`, res.status, await errorBody(res, `vLLM ${base} unloading ${name}`));
+        } else throw explain(shown, `unloading ${name}`, res.status, await errorBody(res, `vLLM ${shown} unloading ${name}`));
       }
       return done;
     },

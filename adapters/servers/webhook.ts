@@ -7,6 +7,7 @@
  */
 import { createHmac } from 'node:crypto';
 import { AligndError } from '../../daemon/base/errors.js';
+import { redactUrl } from '../../daemon/base/redact.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 import { errorBody, fetchWithTimeout } from './http-json.js';
 
@@ -16,8 +17,9 @@ export function signWebhook(secret: string, timestamp: string, body: string): st
 
 export function webhookTarget(cfg: { url: string; secret: string; timeoutMs?: number }): ServerTarget {
   const timeoutMs = cfg.timeoutMs ?? 30_000;
+  const shown = redactUrl(cfg.url); // ids and messages never carry the url's credentials or tokens
   return {
-    id: `webhook:${cfg.url}`,
+    id: `webhook:${shown}`,
     timeoutMs,
     // No observe(): a receiver has no listing to read back, so the record of acknowledged pushes stands in.
     async deploy(req, signal) {
@@ -35,9 +37,9 @@ export function webhookTarget(cfg: { url: string; secret: string; timeoutMs?: nu
         }, timeoutMs, signal);
       } catch (err) {
         if (signal?.aborted === true) throw signal.reason as Error;
-        throw new AligndError('SERVER_FAILED', `webhook ${cfg.url}: cannot connect (${(err as Error).message})`, { action: 'check the webhook url in the policy', cause: err });
+        throw new AligndError('SERVER_FAILED', `webhook ${shown}: cannot connect (${(err as Error).message})`, { action: 'check the webhook url in the policy', cause: err });
       }
-      if (!res.ok) throw new AligndError('SERVER_FAILED', `webhook ${cfg.url} answered HTTP ${res.status}: ${await errorBody(res, `webhook ${cfg.url}`)}`, { action: 'check the receiver; a 401/403 usually means the secret differs' });
+      if (!res.ok) throw new AligndError('SERVER_FAILED', `webhook ${shown} answered HTTP ${res.status}: ${await errorBody(res, `webhook ${shown}`)}`, { action: 'check the receiver; a 401/403 usually means the secret differs' });
       await res.body?.cancel();
     },
     async retire() {

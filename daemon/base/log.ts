@@ -1,7 +1,10 @@
 /**
  * Structured JSON logs, one object per line on stderr (stdout stays free for command output).
- * Level from ALIGND_LOG_LEVEL (debug|info|warn|error), default info.
+ * Level from ALIGND_LOG_LEVEL (debug|info|warn|error), default info. Secrets in URLs are
+ * redacted from every line (redact.ts).
  */
+import { redactSecrets } from './redact.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const rank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -22,7 +25,7 @@ export function createLogger(base: Record<string, unknown> = {}, level: LogLevel
   write: (line: string) => void = (l) => process.stderr.write(l + '\n')): Logger {
   const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
     if (rank[lvl] < rank[level]) return;
-    write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, msg, ...base, ...fields }));
+    write(redactSecrets(JSON.stringify({ ts: new Date().toISOString(), level: lvl, msg, ...base, ...fields })));
   };
   return {
     debug: (m, f) => emit('debug', m, f),

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AligndError } from '../base/errors.js';
+import { redactSecrets } from '../base/redact.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, params: Record<string, string>) => void | Promise<void>;
 
@@ -18,8 +19,9 @@ export interface Route {
   admin?: boolean;
 }
 
+/** A JSON answer; secrets in URLs (a target's credentials) never leave in one. */
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  const text = redactSecrets(JSON.stringify(body));
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -20,6 +20,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash, createHmac } from 'node:crypto';
 import { AligndError } from '../base/errors.js';
+import { redactSecrets } from '../base/redact.js';
 import { appendLineDurable, lastCompleteLine } from '../base/fs-durable.js';
 import { withLock } from './lock.js';
 
@@ -94,8 +95,10 @@ export function appendAudit(path: string, event: string, fields: Record<string, 
       }
     }
     const record: AuditRecord = { seq, ts: new Date().toISOString(), prev, event, ...fields, ...(torn === undefined ? {} : { tornTailBytesDropped: torn }) };
-    appendLineDurable(path, JSON.stringify(record));
-    return record;
+    // Secrets in URLs (a target's credentials in an error) never reach the log; the link covers the line as written.
+    const line = redactSecrets(JSON.stringify(record));
+    appendLineDurable(path, line);
+    return JSON.parse(line) as AuditRecord;
   });
 }
 

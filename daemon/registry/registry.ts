@@ -16,6 +16,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, r
 import { createHash, randomBytes } from 'node:crypto';
 import { join, relative } from 'node:path';
 import { AligndError } from '../base/errors.js';
+import { redactSecrets } from '../base/redact.js';
 import { appendAudit, auditHead, auditKeyFromEnv, endsKeyed, readAudit, verifyAudit, type AuditHead, type AuditRecord, type AuditVerification } from './audit.js';
 import { fsyncDir, fsyncTree, isDir, writeDurable, writeFileAtomicDurable } from '../base/fs-durable.js';
 import { withLock } from './lock.js';
@@ -201,7 +202,7 @@ export function openRegistry(root: string, model: string, opts: RegistryOptions 
     updateProbation: (version, update) => updateManifest(version, (v) => ({ probation: update(v) })),
     deployment,
     setDeployment(state) {
-      writeFileAtomicDurable(statePath, JSON.stringify(deploymentStateSchema.parse(state), null, 2) + '\n');
+      writeFileAtomicDurable(statePath, redactSecrets(JSON.stringify(deploymentStateSchema.parse(state), null, 2)) + '\n');
     },
     audit(event, fields = {}) {
       return appendAudit(auditPath, event, { model, ...fields }, opts.auditKey);
