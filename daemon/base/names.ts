@@ -8,12 +8,20 @@ import { AligndError } from './errors.js';
 export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export const VERSION_RE = /^v([1-9][0-9]{0,8})$/;
 
+/**
+ * Why a model name is not allowed, or undefined. Besides the safe alphabet, a name may not end in
+ * `-v<digits>`: served names are `<model>-v<N>` and file-drop puts `<dir>/<model>-vN/` beside the
+ * link `<dir>/<model>`, so model `a-v1` would collide with version v1 of model `a`.
+ */
+export function modelNameProblem(model: string): string | undefined {
+  if (!MODEL_NAME_RE.test(model) || model.includes('..')) return 'use letters, digits, ".", "_" or "-" (starting with a letter or digit, at most 64 characters, no "..")';
+  if (/-v[0-9]+$/.test(model)) return `a model name may not end in "-v<N>": that is how versions are named (${model.replace(/-v[0-9]+$/, '')} version ${model.replace(/^.*-(v[0-9]+)$/, '$1')} would be served as ${model})`;
+  return undefined;
+}
+
 export function validateModelName(model: string): string {
-  if (!MODEL_NAME_RE.test(model) || model.includes('..')) {
-    throw new AligndError('CONFIG_INVALID', `model name ${JSON.stringify(model)} is not allowed`, {
-      action: 'use letters, digits, ".", "_" or "-" (starting with a letter or digit, at most 64 characters, no "..")',
-    });
-  }
+  const problem = modelNameProblem(model);
+  if (problem !== undefined) throw new AligndError('CONFIG_INVALID', `model name ${JSON.stringify(model)} is not allowed`, { action: problem });
   return model;
 }
 

@@ -6,7 +6,7 @@
  */
 import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
-import { MODEL_NAME_RE, VERSION_RE } from '../base/names.js';
+import { MODEL_NAME_RE, modelNameProblem, VERSION_RE } from '../base/names.js';
 import { ENV_REF_RE } from '../base/env.js';
 
 const prob = z.number().min(0).max(1);
@@ -253,7 +253,10 @@ export type RolloutPolicy = z.infer<typeof rolloutPolicySchema>;
 
 export const policySchema = z.strictObject({
   /** The policy stream: feedback events' `model` field, registry directory, server-name prefix. */
-  model: z.string().regex(MODEL_NAME_RE, 'letters, digits, ".", "_", "-" (no "/" or "..")').refine((m) => !m.includes('..'), 'must not contain ".."'),
+  model: z.string().regex(MODEL_NAME_RE, 'letters, digits, ".", "_", "-" (no "/" or "..")').superRefine((m, ctx) => {
+    const problem = modelNameProblem(m);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  }),
   base_model: z.strictObject({
     /** A Hugging Face checkpoint directory, or `builtin:tiny` (the built-in demo model). */
     path: z.string().min(1),

@@ -12,7 +12,7 @@ import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { AligndError, errorMessage } from '../base/errors.js';
 import { readBody, sendJson, type Route } from '../http/route.js';
-import { MODEL_NAME_RE } from '../base/names.js';
+import { modelNameProblem } from '../base/names.js';
 import { openRegistry, type Registry, type VersionInfo } from '../registry/registry.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from './decisions.js';
 
@@ -28,7 +28,7 @@ async function readSmallJson(req: IncomingMessage): Promise<Record<string, unkno
 
 export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Registry, v: VersionInfo) => Promise<void> | void }): Route[] {
   // Only models that have a registry: a GET never creates directories.
-  const reg = (model: string): Registry | undefined => (MODEL_NAME_RE.test(model) && !model.includes('..') && existsSync(join(opts.registryRoot, model, 'versions'))
+  const reg = (model: string): Registry | undefined => (modelNameProblem(model) === undefined && existsSync(join(opts.registryRoot, model, 'versions'))
     ? openRegistry(opts.registryRoot, model) : undefined);
   const answer = (approve: boolean): Route['handler'] => async (req, res, p) => {
     const r = reg(p['model'] ?? '');
