@@ -4,15 +4,20 @@
  * records and collects garbage, printing `committed vN` after each version is durable and `gc done` after each collection. The test
  * kills it with SIGKILL at random moments.
  *
- *   node dist/test/harness/registry-writer.js ROOT MODEL SEED
+ *   node dist/test/harness/registry-writer.js ROOT MODEL SEED [SERVED_DIR]
+ *
+ * With SERVED_DIR each version is promoted (daemon/registry/promote.ts) to a file-drop target
+ * there instead of only moving the pointer: promotion under SIGKILL.
  */
 import { parseModelConfig } from '../../daemon/model/hf-config.js';
 import { initLora } from '../../daemon/model/lora.js';
 import { writePeftAdapter } from '../../daemon/model/peft.js';
 import { TINY_CONFIG } from '../../daemon/model/tiny.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
+import { promote } from '../../daemon/registry/promote.js';
+import { fileDropTarget } from '../../adapters/servers/file-drop.js';
 
-const [root, model, seedArg] = process.argv.slice(2) as [string, string, string];
+const [root, model, seedArg, served] = process.argv.slice(2) as [string, string, string, string | undefined];
 const spec = parseModelConfig(TINY_CONFIG, 'tiny');
 const reg = openRegistry(root, model);
 let seed = Number(seedArg) * 1000;
@@ -31,7 +36,8 @@ for (;;) {
   process.stdout.write(`committed ${v.version}\n`);
   await reg.recordGate(v.version, { decision: seed % 2 === 0 ? 'promote' : 'reject', reasons: ['crash test'], figures: { seed }, decided_at: new Date().toISOString() });
   await reg.audit('gate.decision', { version: v.version });
-  reg.setDeployment({ desired: v.version, desired_name: `${model}-${v.version}`, reason: 'crash test', since: new Date().toISOString(), complete: true, targets: {} });
+  if (served === undefined) reg.setDeployment({ desired: v.version, desired_name: `${model}-${v.version}`, reason: 'crash test', since: new Date().toISOString(), complete: true, targets: {} });
+  else await promote(reg, v.version, { targets: [fileDropTarget({ dir: served })], reason: 'crash test', retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 } });
   await reg.gc(5);
   process.stdout.write('gc done\n');
 }
