@@ -32,8 +32,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# No ARG ONNXRUNTIME_NODE_INSTALL here: compiling needs no CUDA provider (.npmrc skips it).
-COPY package.json package-lock.json .npmrc ./
+# No ARG ONNXRUNTIME_NODE_INSTALL here: compiling needs no CUDA provider. package.json's
+# allowScripts denies onnxruntime-node's install script; .prebuild-installrc makes better-sqlite3
+# build from source rather than try a download.
+COPY package.json package-lock.json .prebuild-installrc ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY daemon ./daemon
@@ -41,11 +43,14 @@ COPY adapters ./adapters
 RUN npm run build
 
 FROM build AS prod-deps
-# The install whose node_modules ship: the CUDA provider (if asked for) is fetched here. RUN sees
-# the ARG as an environment variable, which outranks .npmrc's onnxruntime-node-install=skip.
+# The install whose node_modules ship: the CUDA provider (if asked for) is fetched here, by running
+# onnxruntime-node's install script on purpose (npm skips it: allowScripts denies it). RUN sees the
+# ARG as an environment variable, which that script reads.
 ARG ONNXRUNTIME_NODE_INSTALL
 # A fresh install rather than `npm prune`: it is exactly what `npm ci --omit=dev` gives a user.
-RUN rm -rf node_modules && npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN rm -rf node_modules && npm ci --omit=dev --no-audit --no-fund \
+ && if [ "$ONNXRUNTIME_NODE_INSTALL" != skip ]; then node node_modules/onnxruntime-node/script/install.js; fi \
+ && npm cache clean --force
 
 FROM node:20.20.2-bookworm-slim AS runtime
 LABEL org.opencontainers.image.title="alignd" \

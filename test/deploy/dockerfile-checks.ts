@@ -112,7 +112,7 @@ export function contextFindings(text: string, dockerignore: string): string[] {
 /**
  * The CUDA build argument reaches the install that ships: a global default before the first FROM,
  * and a re-declaration in every stage that runs `npm ci --omit=dev` (an ARG is scoped to the stage
- * that declares it; without it the install silently keeps .npmrc's "skip").
+ * that declares it; without it the install silently keeps "skip").
  */
 export function cudaArgFindings(text: string, arg = 'ONNXRUNTIME_NODE_INSTALL'): string[] {
   const { stages, preamble } = parseDockerfile(text);
