@@ -181,8 +181,10 @@ async function healthzDuringBatch(): Promise<{ idle: number; during: number; bat
     let n = 0;
     const idle = await probe(() => ++n > 200);
     const lines: string[] = [];
-    for (let i = 0, size = 0; size < 16 * 1024 * 1024 - 400; i++) {
+    // As close to http.maxBodyBytes (16 MiB) as whole lines get, never over it.
+    for (let i = 0, size = 0; ; i++) {
       const l = JSON.stringify(makeEvent(1_000_000 + i, { kind: 'preference', chosen: `good answer ${i} ${'x'.repeat(150)}` }));
+      if (size + l.length + 1 > 16 * 1024 * 1024) break;
       lines.push(l);
       size += l.length + 1;
     }
