@@ -8,6 +8,10 @@
  * per token (Kaplan et al. 2020); LoRA with frozen weights skips the weight-gradient GEMMs, ≈ 4N,
  * so 2–2.5 is expected).
  *
+ * Then the realistic line (bench/realistic.ts): the production-chat workload, and the PyTorch + PEFT /
+ * TRL baseline on the same batches when .cache/venv-baseline exists (tools/dpo-baseline; flags
+ * --realistic-iters 2, --realistic-pairs 8, --micro-pairs 2, --export DIR, --profile, --no-baseline).
+ *
  * Also the micro-batch trainer's two ways to make a step of one micro-batch: the one-program train
  * step, and the accumulate path (a gradProgram run, then an applyProgram run) every step of k > 1
  * micro-batches takes; accumulate_over_step is their ratio. The knobs, programs and feeds are the
@@ -34,6 +38,7 @@ import { arg, median, provider as providerArg, timeCpuMs, timeMs, writeMidModel 
 import { alignModel } from '../daemon/align/context.js';
 import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
+import { baselineAvailable, compareWithBaseline, realistic } from './realistic.js';
 
 const provider = providerArg();
 const threads = Number(arg('threads', '0'));
@@ -113,6 +118,12 @@ try {
   const mid = await measure('mid-20M', midDir, 4, 128);
   const l = line(mid);
   console.log(JSON.stringify({ bench: 'align.model', provider, ...l }));
+  // The production-chat workload and the PyTorch + PEFT / TRL baseline on the same batches (bench/realistic.ts, issue 18).
+  const out = arg('export', join(root, 'realistic'));
+  const r = await realistic(out, { provider, threads, iters: Number(arg('realistic-iters', '2')), pairs: Number(arg('realistic-pairs', '8')), microPairs: Number(arg('micro-pairs', '2')), seed: 18, profile: process.argv.includes('--profile') });
+  console.log(JSON.stringify({ bench: 'align.realistic', provider, ...r }));
+  const ours = { fixed: mid.tokens / (mid.stepMs / 1000), logprobs: mid.tokens / (mid.forwardMs / 1000), realistic: Number(r['tokens_per_s']), generation: Number(r['gen_tokens_per_s']) };
+  if (baselineAvailable() && !process.argv.includes('--no-baseline')) compareWithBaseline(out, threads || 2, ours);
   console.log(JSON.stringify({
     bench: 'align', pairs_per_s: l['pairs_per_s'], tokens_per_s: l['tokens_per_s'], step_over_forward: l['step_over_forward'],
     accumulate_over_step: l['accumulate_over_step'], prepacking: l['prepacking'], step_cpu_ms: l['step_cpu_ms'],

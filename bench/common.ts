@@ -20,11 +20,12 @@ export const MID_CONFIG = {
   intermediate_size: 1024, max_position_embeddings: 1024,
 };
 
-/** Write the ~20M config as a Hugging Face directory (random weights, the tiny tokenizer). */
-export function writeMidModel(dir: string): void {
-  const spec = parseModelConfig(MID_CONFIG, 'bench config');
-  const tok = tinyTokenizer(MID_CONFIG.vocab_size);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(MID_CONFIG, null, 2) + '\n');
+/** Write the ~20M config (with `overrides`) as a Hugging Face directory (random weights, the tiny tokenizer). */
+export function writeMidModel(dir: string, overrides: Partial<typeof MID_CONFIG> = {}): void {
+  const config = { ...MID_CONFIG, ...overrides };
+  const spec = parseModelConfig(config, 'bench config');
+  const tok = tinyTokenizer(config.vocab_size);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   writeFileSync(join(dir, 'model.safetensors'), serializeSafetensors(initTensors(spec, TINY_SEED), { format: 'pt' }));
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
   writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));

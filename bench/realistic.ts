@@ -1,0 +1,153 @@
+/**
+ * bench:align's realistic line (issue 18): DPO steps on the ~20M model over the production-chat
+ * workload (bench/workload.ts), as a round makes them — micro-batches of `microPairs` pairs, each
+ * padded to its longest row (today's engine), gradients accumulated, one clipped AdamW update —
+ * with the forward log-prob pass over the same micro-batches as the baseline (step_over_forward),
+ * KV-cache generation on bench:model's shape, and the share of processed tokens that were padding.
+ *
+ * The checkpoint and the exact batches go to DIR/model and DIR/workload.json (`--export DIR`, else a
+ * temp dir); when .cache/venv-baseline exists, tools/dpo-baseline/dpo.py runs the same
+ * configurations through PyTorch + PEFT (SDPA) and TRL's DPOTrainer; ratio lines follow
+ * (alignd / baseline tokens/s, the bar of issue 18).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { accumulate, applyAccumulated, initAccumulator, initState } from '../daemon/engine/index.js';
+import { alignModel } from '../daemon/align/context.js';
+import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
+import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
+import { createRng } from '../daemon/base/random.js';
+import { packLogProbBatch } from '../daemon/model/batch.js';
+import { initLora, type LoraAdapter } from '../daemon/model/lora.js';
+import { loadModel, loraHostTensors } from '../daemon/model/model.js';
+import type { Provider } from '../daemon/engine/sessions.js';
+import { policySchema } from '../daemon/policy/schema.js';
+import { median, timeMs, writeMidModel } from './common.js';
+import { chatWorkload, paddingOf, workloadPairs, workloadRows } from './workload.js';
+import { profileStep } from './profile.js';
+
+export interface RealisticOptions {
+  provider: Provider; threads: number; iters: number;
+  /** Pairs per optimizer step and per micro-batch. */
+  pairs: number; microPairs: number; seed: number;
+  /** Write an onnxruntime profile of one step and print the top ops. */
+  profile: boolean;
+}
+
+/** The fixed-length configuration of the mid-20M line and bench:model's generation shape, for the baseline. */
+export const FIXED = { pairs: 4, length: 128, prompt: 32 };
+export const GENERATION = { batch: 8, promptMin: 16, promptStep: 4, newTokens: 32, temperature: 1, topP: 0.95 };
+const LORA = { r: 16, alpha: 32, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] };
+const BETA = 0.1;
+
+const peakRssMb = (): number => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN) / 1024;
+
+function randomAdapter(spec: Parameters<typeof initLora>[0], lora: Parameters<typeof initLora>[1]): LoraAdapter {
+  const adapter = initLora(spec, lora, 1);
+  const rng = createRng(2);
+  for (const p of adapter.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-0.01, 0.01);
+  return adapter;
+}
+
+/**
+ * Measure the realistic line (and generation). `out` gets the checkpoint (model/: the mid config with
+ * room for 2600 positions) and the batches (workload.json) the baseline reads.
+ */
+export async function realistic(out: string, o: RealisticOptions): Promise<Record<string, number | string>> {
+  const dir = join(out, 'model');
+  mkdirSync(dir, { recursive: true });
+  writeMidModel(dir, { max_position_embeddings: 4096 });
+  const model = loadModel(dir, { provider: o.provider, threads: o.threads });
+  const work = chatWorkload(model.spec.vocabSize);
+  const maxLength = work.prompt.max + work.response.max;
+  const policy = policySchema.parse({
+    model: 'bench', base_model: { path: dir }, lora: LORA,
+    objective: { batch_size: o.pairs, micro_batch_size: o.microPairs, max_length: maxLength, beta: BETA },
+  });
+  const k = trainingKnobs(policy);
+  if (k.objective.kind !== 'dpo') throw new Error('the default policy trains DPO');
+  const m = alignModel(model, loraConfigFromPolicy(policy));
+  const adapter = randomAdapter(model.spec, m.lora);
+  const pairs = workloadPairs(o.pairs, o.seed, work);
+  const { chosen, rejected } = workloadRows(pairs);
+  const rows = pairs.map((_, i) => ({ id: i, chosen: chosen[i]!, rejected: rejected[i]! }));
+  const micro = Array.from({ length: Math.ceil(o.pairs / o.microPairs) }, (_, j) => rows.slice(j * o.microPairs, (j + 1) * o.microPairs));
+  const dpo = dpoTraining({ model: m, deployed: null, knobs: k }, k.objective);
+  const ref = await dpo.referenceLogps(rows);
+  const feeds: Awaited<ReturnType<typeof dpo.feeds>>[] = [];
+  for (const mb of micro) feeds.push(await dpo.feeds(mb, ref, BETA));
+  const batches = micro.map((mb) => packLogProbBatch([...mb.map((r) => r.chosen), ...mb.map((r) => r.rejected)], model.padId));
+  const pad = micro.map((mb) => paddingOf([...mb.map((r) => r.chosen), ...mb.map((r) => r.rejected)]))
+    .reduce((s, p) => ({ processed: s.processed + p.processed, real: s.real + p.real, padding: s.padding + p.padding }), { processed: 0, real: 0, padding: 0 });
+
+  const grad = await dpo.program(true);
+  const apply = await m.apply(optimizerOf(k));
+  const state = initState(loraHostTensors(adapter));
+  const step = async (session = grad.session): Promise<unknown> => {
+    const acc = initAccumulator(state);
+    for (const f of feeds) await accumulate(session, grad.info, state, acc, f);
+    return applyAccumulated(apply.session, apply.info, state, acc, 1e-5);
+  };
+  const forward = async (): Promise<void> => { for (const b of batches) await model.logprobs(b, adapter); };
+  const stepMs: number[] = [];
+  const fwdMs: number[] = [];
+  for (let round = 0; round < 2; round++) {
+    stepMs.push(await timeMs(step, o.iters));
+    fwdMs.push(await timeMs(forward, o.iters));
+  }
+  const peak = peakRssMb();
+
+  const G = GENERATION;
+  const rng = createRng(3);
+  const prompts = Array.from({ length: G.batch }, (_, b) => Array.from({ length: G.promptMin + G.promptStep * b }, () => Math.floor(rng.next() * model.spec.vocabSize)));
+  const genOpts = { maxNewTokens: G.newTokens, sampling: { temperature: G.temperature, topP: G.topP }, seed: 1 };
+  const genMs = await timeMs(() => model.generate(prompts, genOpts, adapter), o.iters);
+
+  writeFileSync(join(out, 'workload.json'), JSON.stringify({
+    lora: LORA, beta: BETA, lr: 1e-5, max_grad_norm: k.maxGradNorm, fixed: FIXED, generation: { ...G, prompts },
+    realistic: { micro_pairs: o.microPairs, pairs: pairs.map((p) => ({ prompt: p.prompt, chosen: p.chosen, rejected: p.rejected })), pad_id: model.padId,
+      ref_logps: rows.map((r) => ref.get(r.id)!) },
+  }));
+  const S = median(stepMs);
+  const F = median(fwdMs);
+  const line: Record<string, number | string> = {
+    model: 'mid-20M', workload: 'chat', pairs_per_step: o.pairs, micro_batch_pairs: o.microPairs,
+    real_tokens: pad.real, processed_tokens: pad.processed, padding_tokens: pad.padding, padding_share: +(pad.padding / pad.processed).toFixed(3),
+    longest: Math.max(...batches.map((b) => b.length)), mean_prompt: Math.round(pairs.reduce((s, p) => s + p.prompt.length, 0) / pairs.length),
+    step_ms: Math.round(S), forward_ms: Math.round(F), step_over_forward: +(S / F).toFixed(3),
+    tokens_per_s: +(pad.real / (S / 1000)).toFixed(1), processed_tokens_per_s: +(pad.processed / (S / 1000)).toFixed(1),
+    forward_tokens_per_s: +(pad.real / (F / 1000)).toFixed(1), peak_rss_mb: Math.round(peak),
+    gen_tokens_per_s: +((G.batch * G.newTokens) / (genMs / 1000)).toFixed(1),
+  };
+  if (o.profile) Object.assign(line, await profileStep(grad.info.graph, { threads: o.threads }, (session) => step(session)));
+  return line;
+}
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+export const baselinePython = join(root, '.cache', 'venv-baseline', 'bin', 'python');
+
+/**
+ * Run tools/dpo-baseline/dpo.py on an exported directory; print its lines and the ratios alignd /
+ * baseline against issue 18's bar. `ours` holds alignd's tokens/s by configuration.
+ */
+export function compareWithBaseline(dir: string, threads: number, ours: Record<string, number>): void {
+  const out = execFileSync(baselinePython, [join(root, 'tools', 'dpo-baseline', 'dpo.py'), dir, '--threads', String(threads)],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+  const lines = out.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, number | string>);
+  for (const l of lines) console.log(JSON.stringify({ bench: 'align.baseline', ...l }));
+  const bar: Record<string, number> = { fixed: 1.0, realistic: 1.5, logprobs: 1.0, generation: 1.0 };
+  for (const l of lines) {
+    const config = String(l['config']);
+    const mine = ours[config];
+    if (mine === undefined || bar[config] === undefined) continue;
+    const ratio = mine / Number(l['tokens_per_s']);
+    console.log(JSON.stringify({
+      bench: 'align.ratio', config, against: l['engine'], alignd_tokens_per_s: mine, baseline_tokens_per_s: l['tokens_per_s'],
+      ratio: +ratio.toFixed(3), bar: bar[config], meets_bar: ratio >= bar[config]!,
+    }));
+  }
+}
+
+export const baselineAvailable = (): boolean => existsSync(baselinePython);
