@@ -25,7 +25,7 @@ import { loadModel, loraHostTensors } from '../daemon/model/model.js';
 import type { Provider } from '../daemon/engine/sessions.js';
 import { policySchema } from '../daemon/policy/schema.js';
 import { median, timeMs, writeMidModel } from './common.js';
-import { chatWorkload, paddingOf, workloadPairs, workloadRows } from './workload.js';
+import { chatWorkload, paddingOf, type WorkloadParams, workloadPairs, workloadRows } from './workload.js';
 import { profileStep } from './profile.js';
 
 export interface RealisticOptions {
@@ -34,6 +34,11 @@ export interface RealisticOptions {
   pairs: number; microPairs: number; seed: number;
   /** Write an onnxruntime profile of one step and print the top ops. */
   profile: boolean;
+  /** The checkpoint and workload (default: the mid-20M config with room for 2600 positions, the chat workload). */
+  writeModel?: (dir: string) => void;
+  workload?: (vocabSize: number) => WorkloadParams;
+  /** The model's name in the line. */
+  name?: string;
 }
 
 /** The fixed-length configuration of the mid-20M line and bench:model's generation shape, for the baseline. */
@@ -58,9 +63,9 @@ function randomAdapter(spec: Parameters<typeof initLora>[0], lora: Parameters<ty
 export async function realistic(out: string, o: RealisticOptions): Promise<Record<string, number | string>> {
   const dir = join(out, 'model');
   mkdirSync(dir, { recursive: true });
-  writeMidModel(dir, { max_position_embeddings: 4096 });
+  (o.writeModel ?? ((d) => writeMidModel(d, { max_position_embeddings: 4096 })))(dir);
   const model = loadModel(dir, { provider: o.provider, threads: o.threads });
-  const work = chatWorkload(model.spec.vocabSize);
+  const work = (o.workload ?? chatWorkload)(model.spec.vocabSize);
   const maxLength = work.prompt.max + work.response.max;
   const policy = policySchema.parse({
     model: 'bench', base_model: { path: dir }, lora: LORA,
@@ -113,7 +118,7 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   const S = median(stepMs);
   const F = median(fwdMs);
   const line: Record<string, number | string> = {
-    model: 'mid-20M', workload: 'chat', pairs_per_step: o.pairs, micro_batch_pairs: o.microPairs,
+    model: o.name ?? 'mid-20M', workload: o.workload === undefined ? 'chat' : 'custom', pairs_per_step: o.pairs, micro_batch_pairs: o.microPairs,
     real_tokens: pad.real, processed_tokens: pad.processed, padding_tokens: pad.padding, padding_share: +(pad.padding / pad.processed).toFixed(3),
     longest: Math.max(...batches.map((b) => b.length)), mean_prompt: Math.round(pairs.reduce((s, p) => s + p.prompt.length, 0) / pairs.length),
     step_ms: Math.round(S), forward_ms: Math.round(F), step_over_forward: +(S / F).toFixed(3),
