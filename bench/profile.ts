@@ -7,8 +7,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
-import { type Graph, toOnnx } from '../daemon/engine/index.js';
+import { type Graph, type RuntimeOptions, type Session, createSession, toOnnx } from '../daemon/engine/index.js';
 
 interface TraceEvent { cat?: string; name?: string; dur?: number; args?: { op_name?: string } }
 
@@ -23,14 +22,11 @@ export function opShares(events: readonly TraceEvent[]): { op: string; ms: numbe
   return [...byOp].map(([op, us]) => ({ op, ms: +(us / 1000).toFixed(1), share: +(us / total).toFixed(3) })).sort((a, b) => b.ms - a.ms);
 }
 
-/** Profile one run of `work` on a fresh CPU session of `graph`; the top ops as one string and the kernel total. */
-export async function profileStep(graph: Graph, o: { threads: number }, work: (session: ort.InferenceSession) => Promise<unknown>): Promise<Record<string, string | number>> {
+/** Profile one run of `work` on a fresh session of `graph` (the model's runtime options); the top ops as one string and the kernel total. */
+export async function profileStep(graph: Graph, runtime: RuntimeOptions, work: (session: Session) => Promise<unknown>): Promise<Record<string, string | number>> {
   const dir = mkdtempSync(join(tmpdir(), 'alignd-profile-'));
   try {
-    const session = await ort.InferenceSession.create(toOnnx(graph).bytes, {
-      executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: o.threads, interOpNumThreads: 1, executionMode: 'sequential',
-      enableProfiling: true, profileFilePrefix: join(dir, 'step'),
-    });
+    const session = await createSession(toOnnx(graph).bytes, { ...runtime, profileFilePrefix: join(dir, 'step') });
     await work(session);
     session.endProfiling();
     const file = readdirSync(dir).find((f) => f.endsWith('.json'));

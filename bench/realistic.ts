@@ -126,7 +126,7 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
     forward_tokens_per_s: +(pad.real / (F / 1000)).toFixed(1), peak_rss_mb: Math.round(peak),
     gen_tokens_per_s: +((G.batch * G.newTokens) / (genMs / 1000)).toFixed(1),
   };
-  if (o.profile) Object.assign(line, await profileStep(grad.info.graph, { threads: o.threads }, (session) => step(session)));
+  if (o.profile) Object.assign(line, await profileStep(grad.info.graph, model.runtime, (session) => step(session)));
   return line;
 }
 

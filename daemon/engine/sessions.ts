@@ -16,6 +16,8 @@ export interface RuntimeOptions {
   provider?: Provider;
   /** Intra-op threads (0 = onnxruntime's default: one per core). */
   threads?: number;
+  /** Benches only: onnxruntime's profiler writes a trace to `<prefix>_<date>.json` at session.endProfiling() (such a session is not cached). */
+  profileFilePrefix?: string;
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /**
    * Let idle intra-op threads spin-wait for the next op (onnxruntime's default). Off by default
@@ -100,6 +102,7 @@ function looksLikeMissingProvider(provider: Provider, message: string): boolean 
  */
 export function createSession(model: ModelSource, o: RuntimeOptions = {}): Promise<Session> {
   const key = cacheKey(model, o);
+  if (o.profileFilePrefix !== undefined) return openSession(model, o);
   const hit = cache.get(key);
   if (hit !== undefined) return hit;
   const made = openSession(model, o);
@@ -123,6 +126,7 @@ async function openSession(model: ModelSource, o: RuntimeOptions): Promise<Sessi
     enableCpuMemArena: o.memArena ?? true,
     enableMemPattern: o.memPattern ?? false,
   };
+  if (o.profileFilePrefix !== undefined) Object.assign(opts, { enableProfiling: true, profileFilePrefix: o.profileFilePrefix });
   if (o.preferredOutputLocation !== undefined) opts.preferredOutputLocation = o.preferredOutputLocation;
   // Config entries (onnxruntime_session_options_config_keys.h); the binding joins nested keys with '.'.
   const session: Record<string, unknown> = {
