@@ -26,7 +26,7 @@ export function opShares(events: readonly TraceEvent[]): { op: string; ms: numbe
 export async function profileStep(graph: Graph, runtime: RuntimeOptions, work: (session: Session) => Promise<unknown>): Promise<Record<string, string | number>> {
   const dir = mkdtempSync(join(tmpdir(), 'alignd-profile-'));
   try {
-    const session = await createSession(toOnnx(graph).bytes, { ...runtime, profileFilePrefix: join(dir, 'step') });
+    const session = await createSession(toOnnx(graph), { ...runtime, profileFilePrefix: join(dir, 'step') });
     await work(session);
     session.endProfiling();
     const file = readdirSync(dir).find((f) => f.endsWith('.json'));
