@@ -11,6 +11,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import ts from 'typescript';
 import { repoRoot } from '../harness/daemon.js';
 import { STAGES } from '../../daemon/layers.js';
+import { stageDir } from './stage-dirs.js';
 
 /** Every module specifier a TypeScript source imports or re-exports. */
 export function importsOf(source: string, fileName = 'x.ts'): string[] {
@@ -43,7 +44,6 @@ export function stageOf(path: string): string | undefined {
   return parts.length === 2 ? 'main' : parts[1];
 }
 
-const stageDir = (stage: string): string => (stage === 'main' ? 'daemon' : stage.startsWith('adapters/') ? stage : `daemon/${stage}`);
 const allowed = (stage: string): readonly string[] => STAGES[stage]?.imports ?? [];
 
 /** The broken rules of one file: `file → stage dir (path): stage may import ...`. */
