@@ -2,7 +2,8 @@
  * Every stage of daemon/layers.ts (but the composition root, daemon/ itself) has a README.md in
  * its folder that says what it owns (`**Owns:** ...`, not empty) and what it may import
  * (`**May import:** `a`, `b`` or `nothing`), the latter exactly the table's list in the table's
- * order. So a change of the table that leaves a README behind fails here, naming the file.
+ * order. So a change of the table that leaves a README behind fails here, naming the file. The
+ * top README's layout table links every stage README.
  */
 import t from 'tap';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,6 +51,12 @@ export function readmeProblems(root: string, stages: Readonly<Record<string, Sta
   return out;
 }
 
+/** Stages whose README the top README's layout table does not link. */
+export function layoutProblems(topReadme: string, stages: Readonly<Record<string, Stage>>): string[] {
+  return Object.keys(stages).filter((s) => s !== 'main' && !topReadme.includes(`](${stageDir(s)}/README.md)`))
+    .map((s) => `README.md: the layout table has no row linking ${stageDir(s)}/README.md`);
+}
+
 t.test('the May-import reader', async (t) => {
   t.same(mayImportOf('# x\n\n**May import:** `base`, `feedback`\n'), { imports: ['base', 'feedback'] });
   t.same(mayImportOf('**May import:** nothing\n'), { imports: [] });
@@ -95,4 +102,11 @@ t.test('a missing README, a list that differs, an empty Owns line, a changed tab
     'daemon/stats/README.md: **May import:** says base; daemon/layers.ts says base, feedback',
     'daemon/nowhere/README.md: missing (every stage of daemon/layers.ts has one: title, **Owns:**, **May import:**, **Public surface:**)',
   ]);
+});
+
+t.test('the top README\'s layout table links every stage README', async (t) => {
+  const top = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+  t.same(layoutProblems(top, STAGES), []);
+  t.same(layoutProblems(top.replace('](daemon/canary/README.md)', ']()'), STAGES),
+    ['README.md: the layout table has no row linking daemon/canary/README.md'], 'a row without its link is named');
 });
