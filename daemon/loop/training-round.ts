@@ -23,8 +23,10 @@ import { runGate } from '../release/run-gate.js';
 import type { LabelledExample, NamedJudge, Responder } from '../gate/evidence.js';
 import { mapCategory } from '../gate/judges.js';
 import type { HeadEnsemble } from '../align/heads.js';
-import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
+import { judgeName, type JudgeConfig, type Policy, type TrainerConfig } from '../policy/schema.js';
 import type { ModelRuntime } from './model-runtime.js';
+import type { RemoteTrainer } from '../remote/remote-trainer.js';
+import { trainRemote, type RemoteTrainingResult } from './remote-round.js';
 
 export interface RoundDeps {
   buffer: ReplayBuffer;
@@ -36,6 +38,23 @@ export interface RoundDeps {
   onProgress?: (what: string, fields: Record<string, unknown>) => void;
   /** Shutdown: the round is abandoned between phases and at every optimizer step, and redone after a restart. */
   signal?: AbortSignal;
+  /**
+   * The lease's fence (several replicas): a round's commit points run inside it and throw
+   * LEASE_LOST when another replica took the model over meanwhile. Absent: a single replica.
+   */
+  fence?: <T>(what: string, fn: () => T) => T;
+  /** The remote training engine for a policy whose trainer is not `local` (the composition root wires adapters/trainers). */
+  remoteTrainer?: (trainer: Exclude<TrainerConfig, { kind: 'local' }>) => RemoteTrainer;
+}
+
+const fenced = <T>(deps: RoundDeps, what: string, fn: () => T): T => (deps.fence === undefined ? fn() : deps.fence(what, fn));
+
+function remoteTrainer(deps: RoundDeps, policy: Policy): RemoteTrainer {
+  const cfg = policy.trainer;
+  if (cfg.kind === 'local' || deps.remoteTrainer === undefined) {
+    throw new AligndError('CONFIG_INVALID', `trainer.kind ${cfg.kind} has no engine wired in this process`, { action: 'use trainer.kind: local, or start alignd through its CLI (which wires the ray trainer)' });
+  }
+  return deps.remoteTrainer(cfg);
 }
 
 export interface RoundSummary {
@@ -129,9 +148,16 @@ export async function runTrainingRound(rt: ModelRuntime, deps: RoundDeps, trigge
   try {
     return await trainAndGate(rt, deps, trigger, mark, previousMark, types);
   } catch (err) {
-    if (deps.signal?.aborted === true) throw err; // shutdown: no outcome recorded, the round is redone after restart
+    // Shutdown: no outcome recorded, the round is redone after restart; except a remote job
+    // cancelled by it, which is a discarded round with the job's log tail (the cluster's work is gone).
+    if (deps.signal?.aborted === true && !(err instanceof AligndError && err.code === 'TRAINER_FAILED')) throw err;
+    if (err instanceof AligndError && err.code === 'LEASE_LOST') {
+      // Another replica holds the model now: it redoes this window; nothing of this round is written.
+      log.warn('round abandoned: the lease moved to another replica', { round: mark.round, err: errorMessage(err) });
+      return { model, round: mark.round, outcome: { decision: 'discarded', reasons: [errorMessage(err)] }, skipped: 'lease lost' };
+    }
     const outcome: RoundOutcome = { decision: 'discarded', reasons: [`round failed: ${errorMessage(err)}`] };
-    buffer.recordRoundResult(model, mark.round, outcome);
+    fenced(deps, 'recording the failed round', () => buffer.recordRoundResult(model, mark.round, outcome));
     log.error('round failed; the deployed version is untouched', { round: mark.round, err: errorMessage(err) });
     return { model, round: mark.round, outcome };
   }
@@ -195,9 +221,14 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const outDir = join(deps.dataDir, 'rounds', model, String(round));
   rmSync(outDir, { recursive: true, force: true }); // a redone round starts clean
   deps.onProgress?.('policy.train', { model, round, examples: window.examples.length, newExamples: window.newCount, replay: window.replayCount });
-  const result: TrainingResult = await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: trainingKnobs(policy), seed: round,
-    outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log,
-    ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
+  const result: TrainingResult = policy.trainer.kind === 'local'
+    ? await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: trainingKnobs(policy), seed: round,
+      outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log,
+      ...(deps.signal === undefined ? {} : { signal: deps.signal }) })
+    : await trainRemote({ trainer: remoteTrainer(deps, policy), policy, m, model, round, window: window.examples, heldout, baseDir: rt.baseDir(),
+      deployedAdapterDir: deployedVersion === null ? null : rt.registry.get(deployedVersion)!.adapterDir, anchorAdapterDir: anchor === null ? null : rt.registry.get(anchor)!.adapterDir,
+      outDir, log, ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
+  const remote = 'remote' in result ? (result as RemoteTrainingResult) : null;
   const last = result.steps.at(-1);
   const base: RoundOutcome = {
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,
@@ -209,18 +240,20 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
       ? [`the data caps dropped all ${window.cappedOut} examples of the window (per user ${window.cappedBy.user}, per tenant ${window.cappedBy.tenant}, new users ${window.cappedBy.newUsers}): see data.* in the policy`]
       : [];
     const outcome = { ...base, reasons: [...capped, result.reason ?? `no candidate (${result.stopReason})`] };
-    buffer.recordRoundResult(model, round, outcome);
+    fenced(deps, 'recording the round', () => buffer.recordRoundResult(model, round, outcome));
     log.warn('round produced no candidate', { round, stopReason: result.stopReason, reason: result.reason });
     return { model, round, outcome };
   }
   checkAbort();
 
-  const v = await rt.registry.addVersion({ adapterDir: result.candidateDir }, {
+  const source = remote?.stage != null ? { write: remote.stage } : { adapterDir: result.candidateDir };
+  const v = await fenced(deps, 'registering the candidate', () => rt.registry.addVersion(source, {
     parent: deployedVersion, base_model: { path: policy.base_model.path, sha256: policy.base_model.sha256 ?? null },
     data_window: { from: span.from, to: span.to, events: span.events, kafka_offsets: span.kafka_offsets, round, since_round: previousMark ?? null },
     round_metrics: { loss: last?.loss ?? null, steps: result.stepsTaken, kept_step: result.keptStep, stop_reason: result.stopReason,
-      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_model: rewardMetrics, examples: window.examples.length },
-  });
+      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_model: rewardMetrics, examples: window.examples.length,
+      ...(remote === null ? {} : { trainer: remote.remote }) },
+  }));
   log.info('candidate registered', { round, version: v.version });
   deps.onProgress?.('gate.evaluate', { model, round, version: v.version });
 
@@ -229,6 +262,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
   const margins = await heldoutMargins(m, result.candidate, deployedAdapter, heldout, result.beta);
   const production = buffer.recentPrompts(model, policy.probes.production_sample).map(promptText);
+  fenced(deps, 'gating the candidate', () => undefined); // the gate may promote: only while still the holder
   const gate = await runGate(rt.registry, v.version, policy, {
     candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter),
     scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
@@ -244,7 +278,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     judges: checks.find((c) => c.check === 'judge_reliability')?.reason,
     heldoutAccuracy: figure(checks, 'heldout_accuracy', 'accuracy'), promoted: gate.promotion?.complete ?? false,
   };
-  buffer.recordRoundResult(model, round, outcome);
+  fenced(deps, 'recording the round', () => buffer.recordRoundResult(model, round, outcome));
   const removed = await rt.collectGarbage();
   if (removed.length > 0) log.info('registry gc', { removed });
   log.info('round finished', { round, version: v.version, decision: gate.decision.decision, reasons: gate.decision.reasons });

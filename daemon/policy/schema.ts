@@ -179,6 +179,44 @@ export const serverTargetSchema = z.discriminatedUnion('kind', [
 ]);
 export type ServerTargetConfig = z.infer<typeof serverTargetSchema>;
 
+/**
+ * Where a round's training runs. `local`: onnxruntime in this process (the default). `ray`: a job
+ * on a Ray cluster through the Ray Jobs REST API (trainers/trl/, TRL's DPO/KTO trainers with PEFT);
+ * the round's window goes out and the adapter comes back through `storage`, a directory both
+ * sides reach.
+ */
+export const trainerSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('local') }),
+  z.strictObject({
+    kind: z.literal('ray'),
+    /** The Ray dashboard (Jobs API), e.g. http://ray-head:8265. */
+    address: z.url({ protocol: /^https?$/ }),
+    /** Environment variable holding a bearer token for the dashboard (never the token itself). */
+    token_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional(),
+    /** Added to the job's runtime_env: pip (null: the pins in trainers/trl/requirements.txt; [] installs nothing), env_vars. */
+    runtime_env: z.strictObject({
+      pip: z.array(z.string().min(1)).nullable().default(null),
+      env_vars: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+    }).prefault({}),
+    /** The Python the entry point runs with on the cluster. */
+    python: z.string().min(1).default('python'),
+    /** A job not finished after this long is stopped and the round discarded. */
+    timeout_s: positive.default(3600),
+    poll_s: positive.max(600).default(5),
+    storage: z.strictObject({
+      /** A directory alignd writes the window to and reads the adapter from (a shared volume). */
+      path: z.string().min(1),
+      /** The same directory as the cluster's workers see it (default: the same path). */
+      cluster_path: z.string().min(1).optional(),
+    }),
+    /** The base model as the cluster loads it (default: base_model.path). */
+    base_model: z.string().min(1).optional(),
+    /** Export the window as Parquet instead of JSONL. */
+    parquet: z.literal(false, { error: 'parquet: true is not supported yet: alignd exports the window as JSONL (see policies/README.md, "trainer")' }).default(false),
+  }),
+], { error: 'trainer.kind must be local or ray' });
+export type TrainerConfig = z.infer<typeof trainerSchema>;
+
 export const gatePolicySchema = z.strictObject({
   /** Confidence level of every bound the gate computes (one-sided). */
   confidence: z.number().gt(0.5).lt(1).default(0.95),
@@ -381,6 +419,7 @@ export const policySchema = z.strictObject({
   retention: z.strictObject({ keep_versions: z.number().int().min(1).default(10) }).prefault({}),
   rollout: rolloutPolicySchema.prefault({}),
   deployment: deploymentSchema.default({ mode: 'auto' }),
+  trainer: trainerSchema.default({ kind: 'local' }),
 }).superRefine((p, ctx) => {
   const ab = p.kl.adaptive_beta;
   const judged = amounts(p.objective.beta, ab.min_beta, ab.max_beta) && ab.min_beta <= ab.max_beta;
