@@ -5,9 +5,16 @@
  *   GET  /api/jobs/{submission_id}/logs → {logs}
  *   POST /api/jobs/{submission_id}/stop → {stopped}
  * KubeRay's RayCluster serves the same API, so one adapter covers a laptop head and Kubernetes.
+ *
+ * Requests go through node:http, not fetch: Ray's dashboard refuses mutating requests that look
+ * like a browser's (ray/dashboard/optional_utils.py is_browser_request: any Sec-Fetch-* header),
+ * and Node's fetch always sends `sec-fetch-mode: cors` (HTTP 405 "method not allowed for browser
+ * traffic" on POST /api/jobs/, measured with Ray 2.60).
  */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { AligndError } from '../../daemon/base/errors.js';
-import { errorBody, fetchWithTimeout, readBody } from '../../daemon/base/http-json.js';
+import { excerpt, MAX_BODY_BYTES } from '../../daemon/base/http-json.js';
 import type { JobState, JobStatus, JobSubmission, RemoteTrainer } from '../../daemon/remote/remote-trainer.js';
 
 export interface RayTrainerOptions {
@@ -26,27 +33,51 @@ export function shellQuote(arg: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
+/** One request with a deadline and a bounded body (see the header for why not fetch). */
+function send(method: string, url: string, headers: Record<string, string>, body: string | undefined, timeoutMs: number, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, {
+      method, headers: { ...headers, ...(body === undefined ? {} : { 'content-length': String(Buffer.byteLength(body)) }) },
+      timeout: timeoutMs, ...(signal === undefined ? {} : { signal }),
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_BODY_BYTES) req.destroy(new Error(`body exceeds alignd's limit of ${MAX_BODY_BYTES} bytes`));
+        else chunks.push(c);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 export function rayTrainer(o: RayTrainerOptions): RemoteTrainer {
   const base = o.address.replace(/\/+$/, '');
   const id = `ray:${base}`;
   const timeoutMs = o.requestTimeoutMs ?? 30_000;
-  const headers: Record<string, string> = { 'content-type': 'application/json', ...(o.token === undefined ? {} : { authorization: `Bearer ${o.token}` }) };
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'alignd', ...(o.token === undefined ? {} : { authorization: `Bearer ${o.token}` }) };
 
   async function call(method: 'GET' | 'POST', path: string, body: unknown, what: string, signal?: AbortSignal): Promise<unknown> {
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetchWithTimeout(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) }, timeoutMs, signal);
+      res = await send(method, `${base}${path}`, headers, body === undefined ? undefined : JSON.stringify(body), timeoutMs, signal);
     } catch (err) {
       throw new AligndError('TRAINER_FAILED', `${what}: the Ray dashboard at ${base} did not answer (${(err as Error).message})`, {
         action: 'check trainer.address (the dashboard port, 8265 by default) and that the head is running', cause: err });
     }
-    if (!res.ok) {
-      throw new AligndError('TRAINER_FAILED', `${what}: Ray answered HTTP ${res.status}: ${await errorBody(res, what)}`, {
+    if (res.status < 200 || res.status >= 300) {
+      throw new AligndError('TRAINER_FAILED', `${what}: Ray answered HTTP ${res.status}: ${excerpt(res.text)}`, {
         action: res.status === 404 ? 'the job is unknown to this cluster (a restarted head forgets jobs)' : 'read the message; check the cluster\'s dashboard log',
         permanent: res.status >= 400 && res.status < 500,
       });
     }
-    const text = await readBody(res, what);
+    const text = res.text;
     try {
       return JSON.parse(text) as unknown;
     } catch {
