@@ -28,7 +28,7 @@ import { feedbackRoute } from '../adapters/sources/http.js';
 import { fileSource } from '../adapters/sources/file.js';
 import { createKafkaSource, type KafkaSource } from '../adapters/sources/kafka.js';
 import { sendToKafka } from '../adapters/sources/kafka-send.js';
-import { serverTargets } from '../adapters/servers/index.js';
+import { serverTargets, servingEngine } from '../adapters/servers/index.js';
 import { kafkaAnnouncer } from '../adapters/publishers/kafka.js';
 import { openAiCompatibleJudge } from '../adapters/judges/openai-compatible.js';
 import { judgeAdapterConfig } from '../adapters/judges/config.js';
@@ -146,6 +146,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
       makeTargets: (p) => serverTargets(p.servers),
       externalJudge: (c) => openAiCompatibleJudge(judgeAdapterConfig(c), { log: log.child({ stage: 'judges' }) }),
       remoteTrainer: (t) => remoteTrainer(t),
+      servingEngine: (p) => servingEngine(p),
       ...(start.onRound === undefined ? {} : { onRound: start.onRound }),
       ...(start.autoTriggers === undefined ? {} : { autoTriggers: start.autoTriggers }),
       ...(pollMs === undefined ? {} : { pollMs, reconcileMs: pollMs }),

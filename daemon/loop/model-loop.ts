@@ -40,6 +40,8 @@ export interface LoopOptions {
   externalJudge?: (config: ExternalJudgeConfig) => NamedJudge;
   /** The remote training engine of a policy whose trainer is not local (adapters/trainers). */
   remoteTrainer?: RoundDeps['remoteTrainer'];
+  /** The serving engine of a policy that evaluates there (adapters/servers/vllm-eval). */
+  servingEngine?: RoundDeps['servingEngine'];
   /** Execution provider and threads for the models' sessions. */
   runtime?: Partial<RuntimeOptions>;
   /** min-new-examples check, reconcile and probation intervals. */
@@ -168,6 +170,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
         buffer: opts.buffer, dataDir: opts.dataDir, log, signal: controller.signal,
         ...(externalJudge === undefined ? {} : { externalJudge }),
         ...(opts.remoteTrainer === undefined ? {} : { remoteTrainer: opts.remoteTrainer }),
+        ...(opts.servingEngine === undefined ? {} : { servingEngine: opts.servingEngine }),
         fence: (what, fn) => lease.fenced(token, what, fn),
         onProgress: (what, fields) => log.info(`progress: ${what}`, fields),
       }, trigger));

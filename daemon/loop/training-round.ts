@@ -27,6 +27,8 @@ import { judgeName, type JudgeConfig, type Policy, type TrainerConfig } from '..
 import type { ModelRuntime } from './model-runtime.js';
 import type { RemoteTrainer } from '../remote/remote-trainer.js';
 import { trainRemote, type RemoteTrainingResult } from './remote-round.js';
+import { servingEvaluation } from './served-evidence.js';
+import type { ServingEngine } from '../registry/serving-engine.js';
 
 export interface RoundDeps {
   buffer: ReplayBuffer;
@@ -43,8 +45,17 @@ export interface RoundDeps {
    * LEASE_LOST when another replica took the model over meanwhile. Absent: a single replica.
    */
   fence?: <T>(what: string, fn: () => T) => T;
+  /** The serving engine that evaluates candidates when the policy's evaluation.engine is serving (adapters/servers/vllm-eval). */
+  servingEngine?: (policy: Policy) => ServingEngine;
   /** The remote training engine for a policy whose trainer is not `local` (the composition root wires adapters/trainers). */
   remoteTrainer?: (trainer: Exclude<TrainerConfig, { kind: 'local' }>) => RemoteTrainer;
+}
+
+function servingEngine(deps: RoundDeps, policy: Policy): ServingEngine {
+  if (deps.servingEngine === undefined) {
+    throw new AligndError('CONFIG_INVALID', 'evaluation.engine serving has no engine wired in this process', { action: 'use evaluation.engine: local, or start alignd through its CLI (which wires vLLM)' });
+  }
+  return deps.servingEngine(policy);
 }
 
 const fenced = <T>(deps: RoundDeps, what: string, fn: () => T): T => (deps.fence === undefined ? fn() : deps.fence(what, fn));
@@ -260,14 +271,28 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const scorer = rewardHeads === null ? undefined : rewardScorer(m, rewardHeads);
   const judges = policyJudges(policy, m, safetyHeads, deps.externalJudge);
   const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
-  const margins = await heldoutMargins(m, result.candidate, deployedAdapter, heldout, result.beta);
+  // The candidate's answers and held-out margins: from the local engine, or from the serving engine (policy evaluation.engine).
+  const evaluation = policy.evaluation.engine === 'serving'
+    ? await servingEvaluation(servingEngine(deps, policy), {
+      model, candidate: { version: v.version, adapterDir: v.adapterDir },
+      deployed: deployedVersion === null ? null : { version: deployedVersion, adapterDir: rt.registry.get(deployedVersion)!.adapterDir },
+      baseServedName: policy.base_model.served_name ?? policy.base_model.path, tokenizer: m.ckpt.tokenizer!, heldout, beta: result.beta,
+      topK: policy.evaluation.top_logprobs, klContexts: policy.evaluation.kl_contexts, log, ...(deps.signal === undefined ? {} : { signal: deps.signal }),
+      sampling: { maxTokens: RESPOND.maxNewTokens, temperature: RESPOND.temperature, topP: RESPOND.topP, seed: RESPOND.seed },
+    })
+    : { candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter), margins: await heldoutMargins(m, result.candidate, deployedAdapter, heldout, result.beta), served: null, close: async () => {} };
   const production = buffer.recentPrompts(model, policy.probes.production_sample).map(promptText);
   fenced(deps, 'gating the candidate', () => undefined); // the gate may promote: only while still the holder
-  const gate = await runGate(rt.registry, v.version, policy, {
-    candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter),
-    scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-    judges, productionLabelled: reports, productionPrompts: production, heldoutMargins: margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
-  }, { ...rt.pushOptions(deps.signal), log }, round);
+  let gate: Awaited<ReturnType<typeof runGate>>;
+  try {
+    gate = await runGate(rt.registry, v.version, policy, {
+      candidate: evaluation.candidate, deployed: evaluation.deployed,
+      scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
+      judges, productionLabelled: reports, productionPrompts: production, heldoutMargins: evaluation.margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+    }, { ...rt.pushOptions(deps.signal), log }, round);
+  } finally {
+    await evaluation.close();
+  }
 
   const checks = gate.decision.checks;
   const outcome: RoundOutcome = {
@@ -277,6 +302,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     unsafeRate: figure(checks, 'unsafe_rate', 'rate'), unsafeRateDeployed: figure(checks, 'unsafe_rate', 'deployed_rate'),
     judges: checks.find((c) => c.check === 'judge_reliability')?.reason,
     heldoutAccuracy: figure(checks, 'heldout_accuracy', 'accuracy'), promoted: gate.promotion?.complete ?? false,
+    ...(evaluation.served === null ? {} : { served: { engine: policy.evaluation.url ?? 'vllm', klLowerBound: evaluation.served.klLowerBound, positions: evaluation.served.positions, topK: evaluation.served.topK } }),
   };
   fenced(deps, 'recording the round', () => buffer.recordRoundResult(model, round, outcome));
   const removed = await rt.collectGarbage();

@@ -217,6 +217,22 @@ export const trainerSchema = z.discriminatedUnion('kind', [
 ], { error: 'trainer.kind must be local or ray' });
 export type TrainerConfig = z.infer<typeof trainerSchema>;
 
+/**
+ * Where the gate's evidence comes from. `local`: the local engine (the default). `serving`: the
+ * policy's vLLM server, for bases too large for the local engine: the candidate is loaded there
+ * under `<model>-eval-vN`, scored and unloaded.
+ */
+export const evaluationSchema = z.strictObject({
+  engine: z.enum(['local', 'serving']).default('local'),
+  /** The vLLM server (default: the first url of the policy's vllm server target, whose path_map and api key apply). */
+  url: z.url({ protocol: /^https?$/ }).optional(),
+  /** k of prompt_logprobs for the served KL figure (vLLM's --max-logprobs, 20 by default, bounds it). */
+  top_logprobs: z.number().int().min(1).max(1000).default(20),
+  /** Held-out contexts the served KL figure is measured on. */
+  kl_contexts: z.number().int().positive().default(16),
+});
+export type EvaluationConfig = z.infer<typeof evaluationSchema>;
+
 export const gatePolicySchema = z.strictObject({
   /** Confidence level of every bound the gate computes (one-sided). */
   confidence: z.number().gt(0.5).lt(1).default(0.95),
@@ -420,11 +436,15 @@ export const policySchema = z.strictObject({
   rollout: rolloutPolicySchema.prefault({}),
   deployment: deploymentSchema.default({ mode: 'auto' }),
   trainer: trainerSchema.default({ kind: 'local' }),
+  evaluation: evaluationSchema.prefault({}),
 }).superRefine((p, ctx) => {
   const ab = p.kl.adaptive_beta;
   const judged = amounts(p.objective.beta, ab.min_beta, ab.max_beta) && ab.min_beta <= ab.max_beta;
   if (ab.enabled && judged && !(p.objective.beta >= ab.min_beta && p.objective.beta <= ab.max_beta)) {
     ctx.addIssue({ code: 'custom', path: ['objective', 'beta'], message: `beta (${p.objective.beta}) must lie in kl.adaptive_beta's [min_beta, max_beta] = [${ab.min_beta}, ${ab.max_beta}]: the controller would clamp it at the first KL check` });
+  }
+  if (p.evaluation.engine === 'serving' && p.evaluation.url === undefined && !p.servers.some((s) => s.kind === 'vllm')) {
+    ctx.addIssue({ code: 'custom', path: ['evaluation', 'url'], message: 'evaluation.engine serving needs a vLLM server: set evaluation.url or add a vllm server target' });
   }
 });
 export type Policy = z.infer<typeof policySchema>;
