@@ -8,9 +8,11 @@
  * A replica takes a free or expired lease and renews it every ttl/3; a replica that dies stops
  * renewing and another takes over after the ttl (at once when the dead holder was on this host:
  * its pid is gone). Every takeover increments `token` (the fencing token): the round's commit
- * points (registering a version, recording the outcome, the gate's promotion) run inside `fenced`,
- * which holds the mutex and checks that this replica still holds the lease under the token it
- * started with, so a replica that stalled past its ttl cannot write after another took over.
+ * points (registering a version, recording the outcome) run inside `fenced`, which holds the mutex
+ * and checks that this replica still holds the lease under the token it started with, so a replica
+ * that stalled past its ttl cannot write after another took over. The gate (which may promote)
+ * is asynchronous and runs after such a check rather than inside the mutex: a takeover during the
+ * gate itself is caught at the outcome's record, and the window is redone by the new holder.
  *
  * Why a lock file rather than Kafka partition ownership: the registry and the buffer it guards
  * already live in this directory, so the lease fences exactly the writes it must; it works for
