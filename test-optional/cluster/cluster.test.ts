@@ -6,6 +6,8 @@
  * runtime_env pip from trainers/trl/requirements.txt.
  *   - export → Ray job → TRL DPO with the KL callback → adapter → gate → registry → promotion,
  *     the version's figures from the job (KL checks, TRL's step log, versions);
+ *   - the KL guard on the cluster: a budget the first check exceeds rolls the adapter back to the
+ *     deployed state and stops the job; the round has no candidate and says why;
  *   - a job stopped mid-run on the cluster: a discarded round with the job's log tail, the
  *     deployed version untouched, no job directory left.
  */
@@ -39,9 +41,10 @@ t.teardown(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function writePolicy(maxSteps: number): void {
-  writeLoopPolicy(policyFile, { model: MODEL, fileDropDir: join(work, 'served'), minNewExamples: 24, maxSteps, learningRate: 5e-4 });
-  const text = readFileSync(policyFile, 'utf8').replace('base_model: { path: builtin:tiny }', `base_model: { path: ${baseDir}, served_name: tiny-base }`);
+function writePolicy(maxSteps: number, o: { learningRate?: number; perRound?: number } = {}): void {
+  writeLoopPolicy(policyFile, { model: MODEL, fileDropDir: join(work, 'served'), minNewExamples: 24, maxSteps, learningRate: o.learningRate ?? 5e-4 });
+  const text = readFileSync(policyFile, 'utf8').replace('base_model: { path: builtin:tiny }', `base_model: { path: ${baseDir}, served_name: tiny-base }`)
+    .replace(/per_round: 0\.05/, `per_round: ${o.perRound ?? 0.05}`);
   writeFileSync(policyFile, text);
   appendFileSync(policyFile, `trainer:
   kind: ray
@@ -100,13 +103,28 @@ t.test('a round on Ray: export, TRL DPO with the KL guard, adapter back, gate, r
   t.same(readdirSync(join(storage, MODEL)), [], 'the job directory is removed');
 });
 
-t.test('a job stopped mid-run on the cluster: a discarded round with its log tail, v1 untouched', async (t) => {
-  const applied = (): number => daemon!.logs.filter((l) => l.includes('"msg":"policy applied"')).length;
+const applied = (): number => daemon!.logs.filter((l) => l.includes('"msg":"policy applied"')).length;
+/** Edit the policy file and wait until the running daemon applied it (hot reload). */
+async function editPolicy(maxSteps: number, o: { learningRate?: number; perRound?: number } = {}): Promise<void> {
   const before = applied();
-  writePolicy(100_000); // hot-reloaded: far more steps than can run before the stop
+  writePolicy(maxSteps, o);
   await waitFor(() => applied() > before, 60_000, 'the policy edit to be applied', logTail);
+}
+
+t.test('the KL guard on the cluster: over the round budget, the job rolls back and stops; no candidate', async (t) => {
+  await editPolicy(6, { learningRate: 5e-2, perRound: 1e-5 }); // a step this large leaves a budget this small at once
   await feed();
-  const running = await waitFor(async () => (await rayJobs()).find((j) => j.status === 'RUNNING'), 600_000, 'the second job to run', logTail, 1000);
+  await roundDone(2, 900_000);
+  const o = outcomes().at(-1)!;
+  t.match(o, { decision: 'discarded', stopReason: 'kl_budget' });
+  t.match((o['reasons'] as string[])[0], /KL [0-9.]+ \(round\) \/ [0-9.]+ \(cumulative\) nats\/token after step 5 exceeds the budget 1e-05 \/ 10; kept step 0/, 'the guard\'s reason, from the job');
+  t.same(openRegistry(join(dataDir, 'registry'), MODEL).list().map((v) => v.version), ['v1'], 'no version');
+});
+
+t.test('a job stopped mid-run on the cluster: a discarded round with its log tail, v1 untouched', async (t) => {
+  await editPolicy(100_000); // far more steps than can run before the stop
+  await feed();
+  const running = await waitFor(async () => (await rayJobs()).find((j) => j.status === 'RUNNING'), 600_000, 'the third job to run', logTail, 1000);
   // Training has begun once TRL logs a step.
   await waitFor(async () => {
     const logs = ((await (await fetch(`${ray!.url}/api/jobs/${running.submission_id}/logs`)).json()) as { logs: string }).logs;
@@ -114,10 +132,10 @@ t.test('a job stopped mid-run on the cluster: a discarded round with its log tai
   }, 900_000, 'the job to log a training step', logTail, 2000);
   // Through alignd's own adapter: Ray refuses a POST that carries fetch's Sec-Fetch-* headers.
   await rayTrainer({ address: ray!.url }).stop(running.submission_id);
-  await roundDone(2, 300_000);
+  await roundDone(3, 300_000);
   const o = outcomes().at(-1)!;
   t.equal(o['decision'], 'discarded');
-  t.match((o['reasons'] as string[])[0], /training job alignd-tiny-r2-[0-9a-f]+ on ray:.* ended STOPPED.*log tail:.*'loss'/s, 'the reason names the stop and quotes the job\'s log');
+  t.match((o['reasons'] as string[])[0], /training job alignd-tiny-r3-[0-9a-f]+ on ray:.* ended STOPPED.*log tail:.*'loss'/s, 'the reason names the stop and quotes the job\'s log');
   const reg = openRegistry(join(dataDir, 'registry'), MODEL);
   t.same(reg.list().map((v) => v.version), ['v1']);
   t.match(reg.deployment(), { desired: 'v1', complete: true });
