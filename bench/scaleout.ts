@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { alignModel } from '../daemon/align/context.js';
 import { runRound } from '../daemon/align/train-round.js';
-import { knobsFromPolicy, loraConfigFromPolicy } from '../daemon/align/knobs.js';
+import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { policySchema } from '../daemon/policy/schema.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
@@ -32,8 +32,8 @@ const steps = Number(arg('steps', '6'));
 
 function examples(n: number, heldout: boolean, seed: number): Example[] {
   return preferenceEvents(n, seed, 0.1, `b${seed}`).map((e, i) => {
-    const k = e as unknown as { chosen: string; rejected: string };
-    return { id: (heldout ? 10_000 : 0) + i + 1, model: 'bench', type: 'pair', originKind: 'preference', eventSeq: i + 1, eventIds: [e.event_id], prompt: e.prompt,
+    const k = e as unknown as { prompt: Example['prompt']; chosen: string; rejected: string };
+    return { id: (heldout ? 10_000 : 0) + i + 1, model: 'bench', type: 'pair', originKind: 'preference', eventSeq: i + 1, eventIds: [e.event_id], prompt: k.prompt,
       chosen: k.chosen, rejected: k.rejected, response: null, label: null, margin: null, category: null, severity: null, user: `u${i % 8}`, tenant: null, heldout };
   });
 }
@@ -58,7 +58,7 @@ try {
     });
     const t0 = performance.now();
     const m = alignModel(dir, loraConfigFromPolicy(policy));
-    const local = await runRound({ model: m, deployedAdapter: null, anchorAdapter: null, window, heldout, knobs: { ...knobsFromPolicy(policy), seed: 1 } });
+    const local = await runRound({ model: m, deployedAdapter: null, anchorAdapter: null, window, heldout, knobs: trainingKnobs(policy), seed: 1 });
     const localMs = performance.now() - t0;
     const remote = (): ReturnType<typeof trainRemote> => trainRemote({ trainer, policy, m, model: 'bench', round: 1, window, heldout, baseDir: dir,
       deployedAdapterDir: null, anchorAdapterDir: null, outDir: join(root, 'out', name), log: silentLogger });
