@@ -15,9 +15,10 @@ import type { AlignModel } from '../align/context.js';
 import type { TrainingResult } from '../align/train-round.js';
 import { exportRound, readMetrics, removeJobDir, returnedAdapterDir, takeReturnedAdapter } from '../remote/handoff.js';
 import { publishJobCode, trainerRequirements } from '../remote/job-code.js';
-import { runJob } from '../remote/run-job.js';
+import { jobLogTail, runJob } from '../remote/run-job.js';
 import type { RemoteTrainer } from '../remote/remote-trainer.js';
-import { JOB_FILE, type JobKl, type JobObjective } from '../remote/job-spec.js';
+import { JOB_FILE, type JobKl, type JobMetrics, type JobObjective } from '../remote/job-spec.js';
+import type { LoraAdapter } from '../model/lora.js';
 
 type RayTrainer = Extract<TrainerConfig, { kind: 'ray' }>;
 
@@ -77,11 +78,19 @@ export async function trainRemote(input: RemoteRoundInput): Promise<RemoteTraini
     }, { timeoutMs: cfg.timeout_s * 1000, pollMs: cfg.poll_s * 1000, log, ...(input.signal === undefined ? {} : { signal: input.signal }) });
 
     const t1 = Date.now();
-    const metrics = readMetrics(job.dir);
     const spec = input.m.ckpt.spec;
-    const hasCandidate = metrics.kept_step > 0 && Object.keys(metrics.adapter_files).length > 0;
     const candidateDir = join(input.outDir, 'adapter');
-    const candidate = hasCandidate ? takeReturnedAdapter(returnedAdapterDir(job.dir), metrics, candidateDir, spec, input.policy) : null;
+    let metrics: JobMetrics;
+    let candidate: LoraAdapter | null;
+    try {
+      metrics = readMetrics(job.dir);
+      const hasCandidate = metrics.kept_step > 0 && Object.keys(metrics.adapter_files).length > 0;
+      candidate = hasCandidate ? takeReturnedAdapter(returnedAdapterDir(job.dir), metrics, candidateDir, spec, input.policy) : null;
+    } catch (err) {
+      // A malformed return is the job's doing as much as a failed run: its log says why.
+      if (!(err instanceof AligndError)) throw err;
+      throw new AligndError(err.code, `${err.message}; training job ${run.id} on ${input.trainer.id}, log tail:\n${await jobLogTail(input.trainer, run.id)}`, { cause: err, permanent: err.permanent });
+    }
     const returnMs = Date.now() - t1;
     const result: RemoteTrainingResult = {
       candidate, candidateDir: candidate === null ? null : candidateDir,

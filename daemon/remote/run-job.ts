@@ -35,6 +35,16 @@ export function logTail(text: string, lines = 30): string {
   return tail.length > 4000 ? `…${tail.slice(-4000)}` : tail;
 }
 
+/** The tail of a job's log for a reason; a log that cannot be read says so instead (the round's reason must still be written). */
+export async function jobLogTail(trainer: RemoteTrainer, id: string, lines = 30): Promise<string> {
+  try {
+    const t = logTail(await trainer.logs(id), lines);
+    return t === '' ? '(empty)' : t;
+  } catch (err) {
+    return `(the job's log could not be read: ${errorMessage(err)})`;
+  }
+}
+
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Promise((resolve) => {
   const t = setTimeout(done, ms);
   function done(): void { clearTimeout(t); signal?.removeEventListener('abort', done); resolve(); }
@@ -50,16 +60,8 @@ export async function runJob(trainer: RemoteTrainer, job: JobSubmission, opts: R
   const t1 = Date.now();
   log.info('training job submitted', { ms: submitMs });
 
-  const tail = async (): Promise<string> => {
-    try {
-      return logTail(await trainer.logs(job.id), tailLines);
-    } catch (err) {
-      return `(the job's log could not be read: ${errorMessage(err)})`;
-    }
-  };
   const fail = async (what: string, action: string): Promise<never> => {
-    const t = await tail();
-    throw new AligndError('TRAINER_FAILED', `training job ${job.id} on ${trainer.id} ${what}; log tail:\n${t === '' ? '(empty)' : t}`, { action });
+    throw new AligndError('TRAINER_FAILED', `training job ${job.id} on ${trainer.id} ${what}; log tail:\n${await jobLogTail(trainer, job.id, tailLines)}`, { action });
   };
   /** Stop the job and wait (bounded) for the engine to confirm; a stop that cannot be sent is logged, the round ends anyway. */
   const stopAndWait = async (): Promise<JobState | null> => {

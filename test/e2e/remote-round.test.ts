@@ -6,7 +6,7 @@
  *   - a job that returns a good adapter: registered with the round's lineage and the job's figures,
  *     gated and promoted; the job directory is removed afterwards;
  *   - a job that fails: a discarded round whose reason holds the job's log tail, v1 still deployed;
- *   - a malformed adapter (NaN): discarded, v1 still deployed;
+ *   - a malformed adapter (NaN): discarded with the job's log tail, v1 still deployed;
  *   - SIGTERM while a job runs: the job is stopped on the cluster, the round discarded with the
  *     job's log tail, the daemon exits 0.
  */
@@ -125,7 +125,7 @@ t.test('a failed job and a malformed adapter: discarded rounds, v1 stays deploye
   next = 'nan';
   await feed();
   await roundDone(3);
-  t.match((lastOutcome()['reasons'] as string[])[0], /round failed: the returned adapter holds NaN\/Inf values/);
+  t.match((lastOutcome()['reasons'] as string[])[0], /round failed: the returned adapter holds NaN\/Inf values.*training job alignd-remote-r3-[0-9a-f]+ on ray:.*log tail:\n.*alignd_trl: round done/s, 'the reason names the job and quotes its log');
   t.same(registry.list().map((v) => v.version), ['v1'], 'no version from either');
   t.match(registry.deployment(), { desired: 'v1', complete: true });
 });
