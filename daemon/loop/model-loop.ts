@@ -67,7 +67,7 @@ export interface ModelStatus {
   lastRound: number | null;
   lastRoundFigures: Record<string, unknown> | null;
   roundRunning: boolean;
-  /** This replica holds the model's lease (runs its rounds and reconcile passes). */
+  /** This replica holds the model's lease (runs its rounds, reconcile passes and probation). */
   leaseHeld: boolean;
   /** A reconcile pass is in hand; ticks meanwhile are skipped (counted), never queued. */
   reconcileRunning: boolean;
@@ -116,7 +116,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     await rt.enforce(); // a pinned version is served from the start
   }
 
-  // One replica runs each model's rounds and reconcile passes: the holder of its lease.
+  // One replica runs each model's rounds, reconcile passes and probation: the holder of its lease.
   const leaseTtlMs = opts.leaseTtlMs ?? 30_000;
   const leases = new Map(runtimes.map((rt) => [rt.model, openLease({ dir: join(opts.dataDir, 'leases'), model: rt.model, ttlMs: leaseTtlMs })]));
   const leaseOf = (model: string): Lease => leases.get(model)!;
@@ -189,7 +189,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
 
   const canary = createCanaryMonitor({ db: opts.buffer.db, log, models: runtimes.map((rt) => ({
     model: rt.model, registry: rt.registry, policyFile: rt.policyFile, policy: () => rt.policy(), reload: () => rt.watcher.check(),
-    push: () => rt.pushOptions(controller.signal),
+    push: () => rt.pushOptions(controller.signal), active: () => leaseOf(rt.model).held(),
   })) });
   const canaryTimer = setInterval(() => {
     canary.tick().catch((err: unknown) => {
