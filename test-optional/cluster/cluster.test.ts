@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { clusterVenv, startRayHead, type RayHead } from './ray-head.js';
 import { rayTrainer } from '../../adapters/trainers/ray.js';
 import { spawnDaemon, type DaemonProcess } from '../../test/harness/daemon.js';
-import { feedbackLines, modelStatus, waitFor, writeLoopPolicy } from '../../test/harness/loop.js';
+import { feedbackLines, modelStatus, startLoopJudge, waitFor, writeLoopPolicy } from '../../test/harness/loop.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 import { TINY_SEED, TINY_SERVING_SHAPE, writeTinyModel } from '../../daemon/model/tiny.js';
@@ -33,16 +33,18 @@ const storage = join(work, 'shared');
 const dataDir = join(work, 'data');
 const policyFile = join(work, `${MODEL}.yaml`);
 
+const judge = await startLoopJudge();
 let ray: RayHead | undefined;
 let daemon: DaemonProcess | undefined;
 t.teardown(async () => {
   await daemon?.stop('SIGKILL');
   await ray?.stop();
+  await judge.close();
   rmSync(work, { recursive: true, force: true });
 });
 
 function writePolicy(maxSteps: number, o: { learningRate?: number; perRound?: number } = {}): void {
-  writeLoopPolicy(policyFile, { model: MODEL, fileDropDir: join(work, 'served'), minNewExamples: 24, maxSteps, learningRate: o.learningRate ?? 5e-4 });
+  writeLoopPolicy(policyFile, { model: MODEL, judge, fileDropDir: join(work, 'served'), minNewExamples: 24, maxSteps, learningRate: o.learningRate ?? 5e-4 });
   const text = readFileSync(policyFile, 'utf8').replace('base_model: { path: builtin:tiny }', `base_model: { path: ${baseDir}, served_name: tiny-base }`)
     .replace(/per_round: 0\.05/, `per_round: ${o.perRound ?? 0.05}`);
   writeFileSync(policyFile, text);

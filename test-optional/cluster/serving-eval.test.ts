@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { freePort, startVllm, vllmVenv, type RealVllm } from '../vllm/server.js';
 import { spawnDaemon, type DaemonProcess } from '../../test/harness/daemon.js';
-import { feedbackLines, modelStatus, waitFor, writeLoopPolicy } from '../../test/harness/loop.js';
+import { feedbackLines, modelStatus, startLoopJudge, waitFor, writeLoopPolicy } from '../../test/harness/loop.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { TINY_SEED, TINY_SERVING_SHAPE, writeTinyModel } from '../../daemon/model/tiny.js';
 
@@ -23,17 +23,19 @@ const work = mkdtempSync(join(tmpdir(), 'alignd-serving-eval-'));
 const baseDir = join(work, 'base');
 writeTinyModel(baseDir, TINY_SEED, TINY_SERVING_SHAPE);
 const dataDir = join(work, 'data');
+const judge = await startLoopJudge();
 let vllm: RealVllm | undefined;
 let daemon: DaemonProcess | undefined;
 t.teardown(async () => {
   await daemon?.stop('SIGKILL');
   await vllm?.stop();
+  await judge.close();
   rmSync(work, { recursive: true, force: true });
 });
 
 t.test('held-out margins, probe answers and a KL bound from vLLM; the eval name unloaded; v1 promoted', async (t) => {
   vllm = await startVllm(vllmVenv(), { modelDir: baseDir, servedName: 'tiny-base', port: await freePort(), maxLoras: 2, maxLoraRank: 16, maxModelLen: 256 });
-  const policyFile = writeLoopPolicy(join(work, `${MODEL}.yaml`), { model: MODEL, vllmUrls: [vllm.url], minNewExamples: 24, maxSteps: 6 });
+  const policyFile = writeLoopPolicy(join(work, `${MODEL}.yaml`), { model: MODEL, judge, vllmUrls: [vllm.url], minNewExamples: 24, maxSteps: 6 });
   writeFileSync(policyFile, readFileSync(policyFile, 'utf8').replace('base_model: { path: builtin:tiny }', `base_model: { path: ${baseDir}, served_name: tiny-base }`));
   appendFileSync(policyFile, 'evaluation: { engine: serving, top_logprobs: 20, kl_contexts: 32 }\n');
   daemon = await spawnDaemon(['--policy', policyFile, '--data-dir', dataDir], { ALIGND_LOOP_POLL_MS: '1000', ALIGND_LOG_LEVEL: 'info' }, 120_000);

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTopics, startBroker } from '../harness/kafka.js';
 import { mainJs, spawnDaemon, type DaemonProcess } from '../harness/daemon.js';
-import { feedbackLines, modelStatus, waitFor, writeLoopPolicy } from '../harness/loop.js';
+import { feedbackLines, modelStatus, waitFor, writeLoopPolicy, startLoopJudge } from '../harness/loop.js';
 import { openBuffer } from '../../daemon/store/buffer.js';
 import { openRegistry } from '../../daemon/registry/registry.js';
 
@@ -24,7 +24,9 @@ const broker = await startBroker();
 t.teardown(() => broker.close());
 await createTopics(broker.brokers, [{ topic: TOPIC, numPartitions: 2 }, { topic: 'alignd.promotions' }]);
 
-const policyFile = writeLoopPolicy(join(dir, `${MODEL}.yaml`), { model: MODEL, fileDropDir: join(dir, 'served'), minNewExamples: 24 });
+const judge = await startLoopJudge();
+t.teardown(() => judge.close());
+const policyFile = writeLoopPolicy(join(dir, `${MODEL}.yaml`), { model: MODEL, judge, fileDropDir: join(dir, 'served'), minNewExamples: 24 });
 const dataDir = join(dir, 'data');
 const start = (): Promise<DaemonProcess> => spawnDaemon(['--policy', policyFile, '--data-dir', dataDir, '--kafka-brokers', broker.brokers.join(','), '--topic', TOPIC],
   { ALIGND_LOOP_POLL_MS: '1000', ALIGND_LOG_LEVEL: 'info', ALIGND_LEASE_TTL_MS: '3000' }, 60_000);
