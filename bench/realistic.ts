@@ -140,7 +140,15 @@ export const baselinePython = join(root, '.cache', 'venv-baseline', 'bin', 'pyth
 export function compareWithBaseline(dir: string, threads: number, ours: Record<string, number>): void {
   const out = execFileSync(baselinePython, [join(root, 'tools', 'dpo-baseline', 'dpo.py'), dir, '--threads', String(threads)],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
-  const lines = out.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, number | string>);
+  // Only the tool's JSON lines; anything else a library printed goes to stderr with a note, never into a ratio.
+  const lines = out.trim().split('\n').flatMap((l) => {
+    try {
+      const v = JSON.parse(l) as unknown;
+      if (v !== null && typeof v === 'object' && 'config' in v) return [v as Record<string, number | string>];
+    } catch { /* not JSON: reported below */ }
+    console.error(`dpo.py printed a line that is not a result (ignored): ${l.slice(0, 200)}`);
+    return [];
+  });
   for (const l of lines) console.log(JSON.stringify({ bench: 'align.baseline', ...l }));
   const bar: Record<string, number> = { fixed: 1.0, realistic: 1.5, logprobs: 1.0, generation: 1.0 };
   for (const l of lines) {

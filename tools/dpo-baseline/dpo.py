@@ -26,8 +26,10 @@ per engine and configuration.
     .cache/venv-baseline/bin/python tools/dpo-baseline/dpo.py DIR [--threads 2] [--iters 2] [--no-trl]
 """
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 
@@ -224,7 +226,9 @@ def run_trl(model_dir, w, iters, emit, name, pairs, micro):
             save_strategy="no", logging_steps=10_000, dataloader_num_workers=0, disable_tqdm=True, seed=0,
         )
         trainer = Pretokenized(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows), callbacks=[StepTimes()])
-        trainer.train()
+        # The Trainer prints its final metrics (a Python dict) on stdout, which carries only JSON lines.
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.train()
     step_ms = statistics.median([(b - a) * 1000 for a, b in zip(ends[1:-1], ends[2:])])
     n = real_tokens(pairs)
     emit({"engine": "trl DPOTrainer", "config": name, "tokens": n, "step_ms": round(step_ms, 1), "tokens_per_s": round(n / step_ms * 1000, 1)})
