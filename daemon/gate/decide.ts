@@ -22,7 +22,9 @@
 import type { GatePolicy, SafetyPolicy } from '../policy/schema.js';
 import { distinctN, refusalDetector } from './signatures.js';
 import { categoryLimits, judgeReliability } from './judge-checks.js';
-import { bootstrapMeanLower, clopperPearson, mean, wilson } from './stats.js';
+import { bootstrapMeanLower } from '../stats/bootstrap.js';
+import { clopperPearson, wilson } from '../stats/binomial.js';
+import { mean } from '../stats/describe.js';
 import type { CheckResult, Evidence, GateDecision } from './evidence.js';
 
 export interface DecideOptions {

@@ -11,7 +11,7 @@
  *   category seen, limited or not, on both sides.
  */
 import type { GatePolicy, SafetyPolicy } from '../policy/schema.js';
-import { clopperPearson } from './stats.js';
+import { clopperPearson } from '../stats/binomial.js';
 import type { CheckResult, Evidence } from './evidence.js';
 import { categoryCounts } from './judges.js';
 

@@ -9,7 +9,9 @@ import { BENIGN, LABELLED, RED, better, deployed, heldoutMargins, isRefusal, lex
 import { safetyOptions } from '../../daemon/gate/judges.js';
 import { gatherEvidence } from '../../daemon/gate/evaluate.js';
 import { refusalDetector, distinctN } from '../../daemon/gate/signatures.js';
-import { binomialCdf, bootstrapMeanLower, clopperPearson, normalQuantile, wilson } from '../../daemon/gate/stats.js';
+import { binomialCdf, clopperPearson, wilson } from '../../daemon/stats/binomial.js';
+import { bootstrapMeanLower } from '../../daemon/stats/bootstrap.js';
+import { normalQuantile } from '../../daemon/stats/normal.js';
 import type { Responder } from '../../daemon/gate/evidence.js';
 import { policySchema } from '../../daemon/policy/schema.js';
 
