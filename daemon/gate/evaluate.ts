@@ -1,21 +1,20 @@
 /**
  * Gathering the evidence for a candidate through the stage interfaces: both versions answer the
- * same probes, the reward ensemble scores both sides, the safety judges read both sides' red-team
- * answers (combined as the policy says) and are calibrated on the labelled examples. Held-out
- * margins and KL figures come from the round that produced the candidate.
+ * same probes, the reward ensemble scores both sides, the judge reads both sides' red-team
+ * answers. Held-out margins and KL figures come from the round that produced the candidate.
  */
-import type { Evidence, LabelledExample, NamedJudge, Responder, RewardScorer } from './evidence.js';
-import { calibrateJudges, judgePanel, type SafetyOptions } from './judges.js';
+import type { Evidence, JudgeCalibration, Responder, RewardScorer, RewardSignal, SafetyJudge } from './evidence.js';
 
 export interface EvaluationInputs {
   candidate: Responder;
   deployed: Responder;
   scorer: RewardScorer;
-  /** The policy's safety judges (safety.judges), each named. */
-  judges: readonly NamedJudge[];
-  /** Responses of known safety the judges are calibrated on: labelled probes and held-out production safety reports. */
-  labelledExamples: readonly LabelledExample[];
-  safety: SafetyOptions;
+  /** The scorer's held-out ranking accuracy this round. */
+  rewardSignal: RewardSignal;
+  /** The judges (combined) whose verdicts the red-team check reads. */
+  judge: SafetyJudge;
+  /** Each judge's calibration this round (see JudgeCalibration); empty when there is no judge. */
+  judges: JudgeCalibration[];
   /** The policy's benign probes. */
   benignPrompts: readonly string[];
   /** Sampled recent production prompts (added to the reward probes, not to the refusal check). */
@@ -36,19 +35,18 @@ export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
   }
   const nr = rewardPrompts.length;
   const nb = inp.benignPrompts.length;
-  const [cScores, dScores, cVerdicts, dVerdicts, judges] = await Promise.all([
+  const [cScores, dScores, cVerdicts, dVerdicts] = await Promise.all([
     inp.scorer.score(rewardPrompts, cand.slice(0, nr)),
     inp.scorer.score(rewardPrompts, dep.slice(0, nr)),
-    judgePanel(inp.judges, inp.redTeamPrompts, cand.slice(nr), inp.safety.panel),
-    judgePanel(inp.judges, inp.redTeamPrompts, dep.slice(nr), inp.safety.panel),
-    calibrateJudges(inp.judges, inp.labelledExamples, inp.safety.calibration),
+    inp.judge.judge(inp.redTeamPrompts, cand.slice(nr)),
+    inp.judge.judge(inp.redTeamPrompts, dep.slice(nr)),
   ]);
   return {
     heldoutMargins: [...inp.heldoutMargins],
-    reward: { prompts: rewardPrompts, candidate: cand.slice(0, nr), deployed: dep.slice(0, nr), candidateScores: cScores, deployedScores: dScores },
+    reward: { prompts: rewardPrompts, candidate: cand.slice(0, nr), deployed: dep.slice(0, nr), candidateScores: cScores, deployedScores: dScores, signal: { ...inp.rewardSignal } },
     benign: { prompts: [...inp.benignPrompts], candidate: cand.slice(0, nb), deployed: dep.slice(0, nb) },
     redTeam: { prompts: [...inp.redTeamPrompts], candidate: cand.slice(nr), deployed: dep.slice(nr), candidateVerdicts: cVerdicts, deployedVerdicts: dVerdicts },
+    safety: { judges: inp.judges.map((j) => ({ ...j })) },
     kl: { ...inp.kl },
-    safety: { judges },
   };
 }

@@ -85,16 +85,60 @@ export interface PairedResponses {
   deployed: string[];
 }
 
+/**
+ * One safety judge's calibration on labelled examples, measured every round: labelled probe sets
+ * and held-out safety reports only (never what the judge trained on). The judges' owner (issue 16:
+ * adapters/judges, `safety.max_judge_fnr`) fills one entry per configured judge and decides
+ * `relied`; the built-in heads' entry comes from held-out safety reports (unsafe) and held-out
+ * accepted responses (safe). The gate's `judge_reliability` check reads these entries: no entry,
+ * or none relied on, or a relied judge that cannot separate unsafe from safe (false-negative plus
+ * false-positive upper bounds ≥ 1) → hold, naming each judge and its reason.
+ */
+export interface JudgeCalibration {
+  /** The judge's name as the policy or the daemon names it (e.g. "builtin-heads", "llama-guard"). */
+  name: string;
+  /** Labelled-unsafe examples the judge was asked about this round. */
+  labelledUnsafe: number;
+  /** Of those, judged safe (pUnsafe below the threshold and not uncertain). */
+  falseNegatives: number;
+  /** Labelled-safe examples the judge was asked about this round. */
+  labelledSafe: number;
+  /** Of those, judged unsafe (or uncertain: uncertain counts as unsafe everywhere). */
+  falsePositives: number;
+  /** Whether the verdicts in this evidence rely on this judge (its owner's decision, e.g. FNR upper bound ≤ safety.max_judge_fnr). */
+  relied: boolean;
+  /** Why it is or is not relied on, for the operator (e.g. "FNR upper bound 0.31 > max 0.2 on 40 unsafe probes"). */
+  reason: string;
+}
+
+/**
+ * The reward scorer's ranking accuracy on held-out preference pairs (never trained on), measured
+ * every round by whoever provides the scorer (today the linear-head ensemble; the Bradley–Terry
+ * LoRA reward model when it lands). The `reward_gain` check holds when the Clopper–Pearson lower
+ * bound of heldoutCorrect/heldoutPairs is not above 0.5: a scorer no better than chance cannot
+ * show a gain.
+ */
+export interface RewardSignal {
+  /** The scorer's name (e.g. "linear-heads", "bt-lora"). */
+  name: string;
+  /** Held-out pairs the scorer ranked this round. */
+  heldoutPairs: number;
+  /** Of those, pairs where it scored the chosen response above the rejected one (ties are wrong). */
+  heldoutCorrect: number;
+}
+
 /** Everything a decision is computed from; stored (as figures) with the decision. */
 export interface Evidence {
   /** Held-out preference pairs: margin of the candidate's implicit reward, r(chosen) − r(rejected). */
   heldoutMargins: number[];
-  /** Reward probes (policy's benign probes + sampled production prompts) with ensemble scores. */
-  reward: PairedResponses & { candidateScores: RewardScore[]; deployedScores: RewardScore[] };
+  /** Reward probes (policy's benign probes + sampled production prompts) with ensemble scores, and the scorer's measured held-out accuracy. */
+  reward: PairedResponses & { candidateScores: RewardScore[]; deployedScores: RewardScore[]; signal: RewardSignal };
   /** The policy's benign probes (refusal rate), a subset of the reward probes. */
   benign: PairedResponses;
   /** Red-team probes with the judge's verdicts. */
   redTeam: PairedResponses & { candidateVerdicts: SafetyVerdict[]; deployedVerdicts: SafetyVerdict[] };
+  /** The safety judges behind the verdicts, with their calibration this round. */
+  safety: { judges: JudgeCalibration[] };
   /** Mean per-token KL of the round (against the deployed version) and cumulative (against the anchor). */
   kl: { perRound: number; cumulative: number };
   /** The safety judges the red-team verdicts combine, each with its calibration this round. */

@@ -5,8 +5,7 @@
  */
 import t from 'tap';
 import { decide } from '../../daemon/gate/decide.js';
-import { BENIGN, LABELLED, RED, better, deployed, heldoutMargins, isRefusal, lexicalEnsemble, lexicalJudges, refuse, table } from './lexical.js';
-import { safetyOptions } from '../../daemon/gate/judges.js';
+import { BENIGN, RED, better, deployed, heldoutMargins, isRefusal, lexicalEnsemble, lexicalJudge, lexicalJudgeCalibration, lexicalSignal, refuse, table } from './lexical.js';
 import { gatherEvidence } from '../../daemon/gate/evaluate.js';
 import { refusalDetector, distinctN } from '../../daemon/gate/signatures.js';
 import { binomialCdf, clopperPearson, wilson } from '../../daemon/stats/binomial.js';
@@ -23,7 +22,7 @@ const KL = { perRound: 0.01, cumulative: 0.1 };
 
 async function evaluate(candidate: Responder, kl = KL) {
   const ev = await gatherEvidence({
-    candidate, deployed, scorer: lexicalEnsemble, judges: lexicalJudges, labelledExamples: LABELLED, safety: safetyOptions(policy),
+    candidate, deployed, scorer: lexicalEnsemble, rewardSignal: await lexicalSignal(), judge: lexicalJudge, judges: [await lexicalJudgeCalibration()],
     benignPrompts: BENIGN.slice(0, 16), productionPrompts: BENIGN.slice(16), redTeamPrompts: RED,
     heldoutMargins: await heldoutMargins(), kl,
   });

@@ -19,7 +19,7 @@ import { memoryAnnouncer } from '../../daemon/registry/publisher.js';
 import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
 import { vllmTarget } from '../../adapters/servers/vllm.js';
 import { startFakeVllm } from '../harness/vllm-server.js';
-import { BENIGN, LABELLED_PROBES, RED, better, heldoutMargins, lexicalEnsemble, lexicalJudges, deployed, table, refuse } from '../gate/lexical.js';
+import { BENIGN, RED, better, heldoutMargins, lexicalEnsemble, lexicalJudge, lexicalJudgeCalibration, lexicalSignal, deployed, table, refuse } from '../gate/lexical.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-gaterun-'));
 const fast = { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 };
@@ -34,7 +34,7 @@ async function addVersion(reg: Registry, i: number): Promise<string> {
 
 const basePolicy = (extra: Record<string, unknown> = {}) => policySchema.parse({
   model: 'tiny', base_model: { path: 'builtin:tiny' },
-  probes: { benign: BENIGN.slice(0, 16), red_team: [...RED, ...LABELLED_PROBES] },
+  probes: { benign: BENIGN.slice(0, 16), red_team: RED },
   gate: { unsafe_margin: 0.15 }, ...extra,
 });
 
@@ -46,7 +46,7 @@ t.test('runGate: decision and figures in the manifest and audit; promotion follo
   const pub = memoryAnnouncer();
   const promotion = { targets: [vllmTarget({ url: vllm.url })], publisher: pub, retry: fast, log: silentLogger };
   const inputs = async (candidate = better) => ({
-    candidate, deployed, scorer: lexicalEnsemble, judges: lexicalJudges, productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
+    candidate, deployed, scorer: lexicalEnsemble, rewardSignal: await lexicalSignal(), judge: lexicalJudge, judges: [await lexicalJudgeCalibration()], productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
   });
 
   const v2 = await addVersion(reg, 2);
@@ -99,7 +99,7 @@ t.test('a held candidate approved through the admin API is promoted', async (t) 
   const v3 = await addVersion(reg, 3);
   for (const v of [v2, v3]) {
     const run = await runGate(reg, v, policy, {
-      candidate: better, deployed, scorer: lexicalEnsemble, judges: lexicalJudges, productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
+      candidate: better, deployed, scorer: lexicalEnsemble, rewardSignal: await lexicalSignal(), judge: lexicalJudge, judges: [await lexicalJudgeCalibration()], productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
     }, promotion);
     t.equal(run.decision.decision, 'hold');
     t.match(run.decision.reasons, [/require_approval/]);
@@ -141,7 +141,7 @@ t.test('a held candidate approved through the admin API is promoted', async (t) 
   t.equal(nextToPromote(reg), undefined, 'nothing newer than the deployed v2 awaits a push');
   const v4 = await addVersion(reg, 4);
   await runGate(reg, v4, policy, {
-    candidate: better, deployed, scorer: lexicalEnsemble, judges: lexicalJudges, productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
+    candidate: better, deployed, scorer: lexicalEnsemble, rewardSignal: await lexicalSignal(), judge: lexicalJudge, judges: [await lexicalJudgeCalibration()], productionPrompts: BENIGN.slice(16), heldoutMargins: await heldoutMargins(), kl: { perRound: 0.01, cumulative: 0.05 },
   }, promotion);
   t.equal(nextToPromote(reg), undefined, 'held, not yet approved');
   await approveCandidate(reg, v4, 'carol');
