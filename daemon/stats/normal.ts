@@ -29,3 +29,21 @@ export function normalQuantile(p: number): number {
   }
   return x;
 }
+
+/**
+ * erfc(x) by the Chebyshev-fitted rational form in Press et al., *Numerical Recipes* (2nd ed.,
+ * §6.2, `erfcc`): fractional error below 1.2e-7 everywhere, so tail probabilities keep their
+ * relative accuracy (a BCa bound at a spent α of 1e-5 reads Φ there).
+ */
+export function erfc(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
+    + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? r : 2 - r;
+}
+
+/** Standard normal CDF Φ(x) = erfc(−x/√2)/2. */
+export function normalCdf(x: number): number {
+  return 0.5 * erfc(-x / Math.SQRT2);
+}
