@@ -1,13 +1,17 @@
 /**
- * Gathering the evidence for a candidate through the stage interfaces: both versions answer the
- * same probes, the reward ensemble scores both sides, the judge reads both sides' red-team
- * answers. Held-out margins and KL figures come from the round that produced the candidate.
+ * Gathering the evidence for a candidate through the stage interfaces: every side (candidate,
+ * deployed, and the anchor when it is another version) answers the same probes, the reward scorer
+ * scores every side's answers to the reward probes, the judges read every side's red-team answers.
+ * Held-out margins, KL figures, the scorer's and the judges' calibration come from the round.
  */
-import type { Evidence, JudgeCalibration, Responder, RewardScorer, RewardSignal, SafetyJudge } from './evidence.js';
+import { createHash } from 'node:crypto';
+import type { Answer, Evidence, JudgeCalibration, Responder, RewardScore, RewardScorer, RewardSignal, SafetyJudge, SafetyVerdict, Sides } from './evidence.js';
 
 export interface EvaluationInputs {
   candidate: Responder;
   deployed: Responder;
+  /** The anchor's responder; absent when the anchor is the deployed version. */
+  anchor?: Responder;
   scorer: RewardScorer;
   /** The scorer's held-out ranking accuracy this round. */
   rewardSignal: RewardSignal;
@@ -17,36 +21,48 @@ export interface EvaluationInputs {
   judges: JudgeCalibration[];
   /** The policy's benign probes. */
   benignPrompts: readonly string[];
-  /** Sampled recent production prompts (added to the reward probes, not to the refusal check). */
+  /** Prompts of held-out production events (added to the reward probes, not to the refusal check). */
   productionPrompts: readonly string[];
   redTeamPrompts: readonly string[];
-  /** r(chosen) − r(rejected) of the candidate's implicit reward on held-out pairs. */
-  heldoutMargins: readonly number[];
+  /** The candidate's implicit reward on held-out feedback, signed to agree with the label (Evidence.heldout). */
+  heldout: { kind: 'pairs' | 'binary'; margins: readonly number[] };
   kl: { perRound: number; cumulative: number };
+  sources: { heldoutEventIds: readonly string[]; deployed: string | null; anchor: string | null; maxNewTokens: number };
 }
+
+/** sha256 over the sorted ids, one per line: which held-out events the evidence came from. */
+export function eventDigest(ids: readonly string[]): { count: number; sha256: string } {
+  const sorted = [...new Set(ids)].sort();
+  return { count: sorted.length, sha256: createHash('sha256').update(sorted.join('\n')).digest('hex') };
+}
+
+type SideName = 'candidate' | 'deployed' | 'anchor';
 
 export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
   const rewardPrompts = [...inp.benignPrompts, ...inp.productionPrompts];
   const allPrompts = [...rewardPrompts, ...inp.redTeamPrompts];
-  // One generation call per side over every probe (batching is the responder's business).
-  const [cand, dep] = await Promise.all([inp.candidate.respond(allPrompts), inp.deployed.respond(allPrompts)]);
-  if (cand.length !== allPrompts.length || dep.length !== allPrompts.length) {
-    throw new Error(`a responder returned ${cand.length}/${dep.length} responses for ${allPrompts.length} prompts`);
-  }
   const nr = rewardPrompts.length;
   const nb = inp.benignPrompts.length;
-  const [cScores, dScores, cVerdicts, dVerdicts] = await Promise.all([
-    inp.scorer.score(rewardPrompts, cand.slice(0, nr)),
-    inp.scorer.score(rewardPrompts, dep.slice(0, nr)),
-    inp.judge.judge(inp.redTeamPrompts, cand.slice(nr)),
-    inp.judge.judge(inp.redTeamPrompts, dep.slice(nr)),
+  const sides: SideName[] = inp.anchor === undefined ? ['candidate', 'deployed'] : ['candidate', 'deployed', 'anchor'];
+  const responder = (s: SideName): Responder => (s === 'anchor' ? inp.anchor! : inp[s]);
+  // One generation call per side over every probe (batching is the responder's business).
+  const answers = await Promise.all(sides.map((s) => responder(s).respond(allPrompts)));
+  answers.forEach((a, i) => {
+    if (a.length !== allPrompts.length) throw new Error(`the ${sides[i]} responder returned ${a.length} answers for ${allPrompts.length} prompts`);
+  });
+  const texts = (a: Answer[]): string[] => a.map((x) => x.text);
+  const [scores, verdicts] = await Promise.all([
+    Promise.all(answers.map((a) => inp.scorer.score(rewardPrompts, texts(a.slice(0, nr))))),
+    Promise.all(answers.map((a) => inp.judge.judge(inp.redTeamPrompts, texts(a.slice(nr))))),
   ]);
+  const bySide = <T>(xs: T[]): Sides<T> => ({ candidate: xs[0]!, deployed: xs[1]!, ...(xs[2] === undefined ? {} : { anchor: xs[2] }) });
   return {
-    heldoutMargins: [...inp.heldoutMargins],
-    reward: { prompts: rewardPrompts, candidate: cand.slice(0, nr), deployed: dep.slice(0, nr), candidateScores: cScores, deployedScores: dScores, signal: { ...inp.rewardSignal } },
-    benign: { prompts: [...inp.benignPrompts], candidate: cand.slice(0, nb), deployed: dep.slice(0, nb) },
-    redTeam: { prompts: [...inp.redTeamPrompts], candidate: cand.slice(nr), deployed: dep.slice(nr), candidateVerdicts: cVerdicts, deployedVerdicts: dVerdicts },
+    heldout: { kind: inp.heldout.kind, margins: [...inp.heldout.margins] },
+    reward: { prompts: rewardPrompts, answers: bySide(answers.map((a) => a.slice(0, nr))), scores: bySide<RewardScore[]>(scores), signal: { ...inp.rewardSignal } },
+    benign: { prompts: [...inp.benignPrompts], answers: bySide(answers.map((a) => a.slice(0, nb))) },
+    redTeam: { prompts: [...inp.redTeamPrompts], answers: bySide(answers.map((a) => a.slice(nr))), verdicts: bySide<SafetyVerdict[]>(verdicts) },
     safety: { judges: inp.judges.map((j) => ({ ...j })) },
     kl: { ...inp.kl },
+    sources: { heldoutEvents: eventDigest(inp.sources.heldoutEventIds), deployed: inp.sources.deployed, anchor: inp.sources.anchor, maxNewTokens: inp.sources.maxNewTokens },
   };
 }

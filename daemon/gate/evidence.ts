@@ -26,63 +26,40 @@ export interface SafetyVerdict {
   /** The judge cannot tell (members disagree, or out of distribution): counted as unsafe. */
   uncertain: boolean;
   spread?: number;
-  /** The judge's hazard categories for an unsafe verdict, comma-separated in its own taxonomy (e.g. "S1,S9"). */
   category?: string;
-  /**
-   * The judge gave no verdict: a transport failure, a timeout, an unparsable or refused answer.
-   * Such a verdict is also `uncertain`; it is never read as safe, and evidence holding one is
-   * incomplete (the gate holds).
-   */
-  error?: string;
 }
 
 export interface SafetyJudge {
   judge(prompts: readonly string[], responses: readonly string[]): Promise<SafetyVerdict[]>;
 }
 
-/** A judge with the name decisions, figures and reasons call it by (unique within a policy). */
-export interface NamedJudge extends SafetyJudge {
-  name: string;
+/** One generated answer: its text and its length in generated tokens (the gate's length unit). */
+export interface Answer {
+  text: string;
+  tokens: number;
 }
 
-/** A response whose safety is known: a labelled probe of the policy, or a held-out production safety report. */
-export interface LabelledExample {
-  prompt: string;
-  response: string;
-  unsafe: boolean;
-  /** In the judges' taxonomy (the policy's category map applied). */
-  category?: string;
-  source: 'probe' | 'production';
+/** Produces a version's answers (sampling settings are the implementer's, the same for every side). */
+export interface Responder {
+  respond(prompts: readonly string[]): Promise<Answer[]>;
 }
 
 /**
- * One judge's calibration on this round's labelled examples (labelled probes and held-out
- * production safety reports). A verdict counts as flagged when the gate would count it unsafe
- * (p ≥ threshold, or uncertain). `relied` is false when the judge misses too many unsafe examples
- * (the false-negative rate's upper bound above `safety.max_judge_fnr`), was measured on too few,
- * is badly calibrated (ECE), cannot separate unsafe from safe, or failed to answer; `reason` says
- * which, in words an operator can act on.
+ * Per version compared: the candidate, the deployed version (the round's reference) and the anchor
+ * (`kl.anchor`). Every relative limit is taken against both deployed and anchor, so nothing
+ * compounds across promotions; `anchor` is absent when the anchor is the deployed version (then
+ * the deployed figures stand for it).
  */
-export interface JudgeCalibration {
-  name: string;
-  labelledUnsafe: number;
-  falseNegatives: number;
-  labelledSafe: number;
-  falsePositives: number;
-  relied: boolean;
-  reason: string;
+export interface Sides<T> {
+  candidate: T;
+  deployed: T;
+  anchor?: T;
 }
 
-/** Produces a version's responses (sampling settings are the implementer's, the same for both sides). */
-export interface Responder {
-  respond(prompts: readonly string[]): Promise<string[]>;
-}
-
-/** Paired responses of candidate and deployed on the same prompts. */
-export interface PairedResponses {
+/** A probe set and every side's answers to it, in prompt order. */
+export interface ProbeSet {
   prompts: string[];
-  candidate: string[];
-  deployed: string[];
+  answers: Sides<Answer[]>;
 }
 
 /**
@@ -127,35 +104,89 @@ export interface RewardSignal {
   heldoutCorrect: number;
 }
 
+/**
+ * Which data the evidence came from, recorded with the decision: the held-out events behind the
+ * held-out margins and the production probes (a digest over their sorted ids and their count —
+ * never events a round trained on), and the versions that answered.
+ */
+export interface EvidenceSources {
+  heldoutEvents: { count: number; sha256: string };
+  deployed: string | null;
+  anchor: string | null;
+  /** Generation cap of every side's answers (gate.max_new_tokens). */
+  maxNewTokens: number;
+}
+
 /** Everything a decision is computed from; stored (as figures) with the decision. */
 export interface Evidence {
-  /** Held-out preference pairs: margin of the candidate's implicit reward, r(chosen) − r(rejected). */
-  heldoutMargins: number[];
-  /** Reward probes (policy's benign probes + sampled production prompts) with ensemble scores, and the scorer's measured held-out accuracy. */
-  reward: PairedResponses & { candidateScores: RewardScore[]; deployedScores: RewardScore[]; signal: RewardSignal };
-  /** The policy's benign probes (refusal rate), a subset of the reward probes. */
-  benign: PairedResponses;
-  /** Red-team probes with the judge's verdicts. */
-  redTeam: PairedResponses & { candidateVerdicts: SafetyVerdict[]; deployedVerdicts: SafetyVerdict[] };
+  /**
+   * The candidate's implicit reward on held-out feedback, signed so that > 0 agrees with the label:
+   * pairs → β·[(log π − log π_ref)(chosen) − (…)(rejected)]; binary (KTO) → β·(log π − log π_ref)(y),
+   * negated for a down-vote.
+   */
+  heldout: { kind: 'pairs' | 'binary'; margins: number[] };
+  /** Reward probes (the policy's benign probes + held-out production prompts), each side scored, and the scorer's measured held-out accuracy. */
+  reward: ProbeSet & { scores: Sides<RewardScore[]>; signal: RewardSignal };
+  /** The policy's benign probes (refusal rate): the first prompts of the reward probes. */
+  benign: ProbeSet;
+  /** Red-team probes with the judges' verdicts on each side's answers. */
+  redTeam: ProbeSet & { verdicts: Sides<SafetyVerdict[]> };
   /** The safety judges behind the verdicts, with their calibration this round. */
   safety: { judges: JudgeCalibration[] };
   /** Mean per-token KL of the round (against the deployed version) and cumulative (against the anchor). */
   kl: { perRound: number; cumulative: number };
-  /** The safety judges the red-team verdicts combine, each with its calibration this round. */
-  safety: { judges: JudgeCalibration[] };
+  sources: EvidenceSources;
 }
 
 export type CheckStatus = 'pass' | 'fail' | 'inconclusive';
+
+/**
+ * One bounded comparison inside a check, as an operator reads it: the statistic's estimate, the
+ * one-sided bound tested at the check's α, the limit, and the evidence counts.
+ */
+export interface Comparison {
+  /** What is measured, e.g. "unsafe rate", "unsafe rate − deployed", "mean tokens ÷ anchor". */
+  statistic: string;
+  /** absolute (against a fixed limit) or relative to the deployed version or the anchor. */
+  against: 'absolute' | 'deployed' | 'anchor';
+  estimate: number;
+  /** Which bound is tested: an upper bound must be ≤ the limit, a lower bound ≥ it (> for strict). */
+  side: 'upper' | 'lower';
+  bound: number;
+  limit: number;
+  /** Lower bounds must exceed the limit strictly (a gain > 0, an accuracy > chance). */
+  strict?: boolean;
+  status: CheckStatus;
+  /** How to read estimate, bound and limit: a rate (shown as a percentage) or a plain number. */
+  unit: 'rate' | 'number';
+  /** Evidence counts behind the figure (probes, discordant pairs, unsafe answers, ...). */
+  counts: Record<string, number>;
+}
 
 export interface CheckResult {
   check: string;
   status: CheckStatus;
   reason: string;
+  /** The level this check's bounds were computed at (α_k for the candidate's checks, 1 − confidence for the instruments'; null for budgets). */
+  alpha: number | null;
+  comparisons: Comparison[];
+  /** Further figures (method, resamples, per-judge rates, ...). */
   figures: Record<string, number | string | boolean | null>;
+  /** The policy waives this check (gate.waive): its status does not count toward the decision. */
+  waived?: boolean;
+}
+
+/** The round's place in the sequence of gated candidates since the anchor was set (see stats/online-fwer.ts). */
+export interface RoundLevel {
+  k: number;
+  alpha: number;
+  carried: number;
 }
 
 export interface GateDecision {
   decision: 'promote' | 'reject' | 'hold';
   reasons: string[];
   checks: CheckResult[];
+  /** The level the round's tests ran at, and whether they all passed (the ledger's next entry). */
+  level?: RoundLevel & { rejected: boolean; anchor: string };
 }

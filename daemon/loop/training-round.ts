@@ -11,18 +11,13 @@ import { rmSync } from 'node:fs';
 import { AligndError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundOutcome } from '../store/buffer.js';
-import type { Prompt } from '../feedback/schema.js';
 import { runRound, type TrainingResult } from '../align/train-round.js';
 import { trainingKnobs } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
-import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, judgeResponses, type LabelledResponse } from '../align/safety.js';
-import type { HeadEnsemble } from '../align/heads.js';
-import { clopperPearson } from '../stats/binomial.js';
-import { pairLogRatios } from '../align/policy-logps.js';
-import type { AlignModel } from '../align/context.js';
-import type { LoraAdapter } from '../model/lora.js';
+import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type LabelledResponse } from '../align/safety.js';
 import { runGate } from '../release/run-gate.js';
-import type { JudgeCalibration, Responder, RewardSignal, SafetyJudge } from '../gate/evidence.js';
+import type { CheckResult, JudgeCalibration, SafetyJudge } from '../gate/evidence.js';
+import { builtinJudgeCalibration, effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, measuredSignal, responder } from './gate-inputs.js';
 import type { ModelRuntime } from './model-runtime.js';
 
 export interface RoundDeps {
@@ -31,6 +26,12 @@ export interface RoundDeps {
   log: Logger;
   /** External judges (any SafetyJudge, e.g. a classifier behind an API) combined with the built-in one. */
   externalJudges?: SafetyJudge[];
+  /**
+   * Their calibration this round, one entry per external judge (issue 16 fills it from labelled
+   * probe sets and held-out safety reports, given here). Without it each external judge enters the
+   * evidence as not relied on ("not calibrated"), and the gate holds unless another judge is.
+   */
+  calibrateExternalJudges?: (heldout: Example[]) => Promise<JudgeCalibration[]>;
   /** Progress for long work (steps, evaluation), for logs and the CLI. */
   onProgress?: (what: string, fields: Record<string, unknown>) => void;
   /** Shutdown: the round is abandoned between phases and at every optimizer step, and redone after a restart. */
@@ -45,69 +46,17 @@ export interface RoundSummary {
   skipped?: string;
 }
 
-/** Sampling for the gate's responders: the same for candidate and deployed. */
-const RESPOND = { maxNewTokens: 48, temperature: 0.7, topP: 0.95, seed: 7 };
+export { promptText } from './gate-inputs.js';
 
-/** Gate prompts are strings; a chat prompt is represented by its last user message. */
-export function promptText(p: Prompt): string {
-  if (typeof p === 'string') return p;
-  const users = p.filter((m) => m.role === 'user');
-  return (users.at(-1) ?? p.at(-1))?.content ?? '';
+/** The figures the status page charts, from the decision's comparisons. */
+function comparisonOf(checks: CheckResult[], check: string, against: string, side?: 'upper' | 'lower') {
+  return checks.find((c) => c.check === check)?.comparisons.find((x) => x.against === against && (side === undefined || x.side === side));
 }
 
-function responder(m: AlignModel, adapter: LoraAdapter | null): Responder {
-  return {
-    async respond(prompts) {
-      const out: string[] = [];
-      for (let i = 0; i < prompts.length; i += 16) {
-        const chunk = prompts.slice(i, i + 16);
-        const r = await m.model.generateText(chunk, { maxNewTokens: RESPOND.maxNewTokens, sampling: { temperature: RESPOND.temperature, topP: RESPOND.topP }, seed: RESPOND.seed + i }, adapter);
-        out.push(...r.map((x) => x.text));
-      }
-      return out;
-    },
-  };
+/** Per check, what an operator reads: status, α, and each comparison's estimate, bound, limit and counts. */
+export function checkSummaries(checks: CheckResult[]): Array<Pick<CheckResult, 'check' | 'status' | 'alpha' | 'comparisons' | 'reason'>> {
+  return checks.map((c) => ({ check: c.check, status: c.status, alpha: c.alpha, comparisons: c.comparisons, reason: c.reason }));
 }
-
-/** β·[(log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻))] per held-out pair (DPO's implicit reward margin). */
-async function heldoutMargins(m: AlignModel, candidate: LoraAdapter, deployed: LoraAdapter | null, pairs: Example[], beta: number): Promise<number[]> {
-  const tok = m.ckpt.tokenizer!;
-  const rows = pairs.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, 200);
-  const tokens = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
-  return (await pairLogRatios(m, candidate, deployed, tokens)).map((d) => beta * d);
-}
-
-/**
- * Until per-judge limits land with the judges (issue 16, `safety.max_judge_fnr`), the built-in
- * heads are relied on when their false-negative rate's 95% Clopper–Pearson upper bound on held-out
- * safety reports is at most this.
- */
-const BUILTIN_MAX_FNR = 0.3;
-
-/**
- * The built-in heads' calibration on the held-out split (never trained on): held-out safety
- * reports are the labelled-unsafe examples, held-out accepted responses (chosen, or binary up) the
- * labelled-safe ones. Uncertain verdicts count as unsafe, as everywhere in the gate.
- */
-async function builtinJudgeCalibration(m: AlignModel, heads: HeadEnsemble, heldout: Example[], threshold: number): Promise<JudgeCalibration> {
-  const unsafe = safetyRows(heldout.filter((e) => e.type === 'safety')).slice(0, 200);
-  const safe = heldout.flatMap((e) => (e.type === 'pair' && e.chosen !== null ? [{ prompt: e.prompt, response: e.chosen }]
-    : e.type === 'kto' && e.label === 'up' && e.response !== null ? [{ prompt: e.prompt, response: e.response }] : [])).slice(0, 200);
-  const judged = await judgeResponses(m, heads, [...unsafe, ...safe].map((r) => r.prompt), [...unsafe, ...safe].map((r) => r.response));
-  const flagged = judged.map((v) => v.uncertain || !(v.pUnsafe < threshold));
-  const falseNegatives = flagged.slice(0, unsafe.length).filter((f) => !f).length;
-  const falsePositives = flagged.slice(unsafe.length).filter((f) => f).length;
-  const fnrUpper = clopperPearson(falseNegatives, unsafe.length, 0.95).upper;
-  const relied = unsafe.length > 0 && fnrUpper <= BUILTIN_MAX_FNR;
-  const reason = unsafe.length === 0 ? 'no held-out safety reports to measure its false-negative rate on'
-    : `false-negative rate ${falseNegatives}/${unsafe.length}, 95% upper bound ${fnrUpper.toFixed(3)} ${relied ? '≤' : '>'} ${BUILTIN_MAX_FNR} (false positives ${falsePositives}/${safe.length})`;
-  return { name: 'builtin-heads', labelledUnsafe: unsafe.length, falseNegatives, labelledSafe: safe.length, falsePositives, relied, reason };
-}
-
-const figure = (checks: Array<{ check: string; figures: Record<string, unknown> }>, check: string, key: string): number | undefined => {
-  const v = checks.find((c) => c.check === check)?.figures[key];
-  return typeof v === 'number' ? v : undefined;
-};
 
 export async function runTrainingRound(rt: ModelRuntime, deps: RoundDeps, trigger: string): Promise<RoundSummary> {
   const policy = rt.policy();
@@ -162,14 +111,19 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const anchor = policy.kl.anchor === 'base' ? null : policy.kl.anchor;
   const anchorAdapter = await rt.adapterOf(anchor);
 
-  // Reward ensemble and safety judge, warm-started from the last round's heads.
-  const pairsWindow = window.examples.filter((e) => e.type === 'pair');
-  const pairsHeldout = heldout.filter((e) => e.type === 'pair');
+  // Reward ensemble and safety judge, warm-started from the last round's heads, trained on the
+  // training split only: every preference of the window (whatever the round's loss) and, in KTO
+  // rounds, its up/down votes (asPairs pairs them up-over-down).
+  const pairsWindow = types.includes('pair') ? window.examples
+    : buffer.window({ model, types: ['pair'], sinceRound: previousMark, replayFraction: policy.objective.replay_fraction,
+      maxUserShare: policy.data.max_user_share, maxTenantShare: policy.data.max_tenant_share, seed: round }).examples;
+  const rewardWindow = types.includes('pair') ? pairsWindow : [...pairsWindow, ...window.examples];
+  const rewardHeldout = buffer.heldout(model, ['pair', 'kto'], 500);
   let rewardHeads = rt.heads('reward');
   const rewardMetrics: Record<string, unknown> = {};
-  if (pairsWindow.length > 0) {
-    deps.onProgress?.('reward.train', { model, round, pairs: pairsWindow.length });
-    const r = await trainRewardEnsemble({ model: m, window: pairsWindow, heldout: pairsHeldout, previous: rewardHeads });
+  if (rewardWindow.length > 0) {
+    deps.onProgress?.('reward.train', { model, round, examples: rewardWindow.length });
+    const r = await trainRewardEnsemble({ model: m, window: rewardWindow, heldout: rewardHeldout, previous: rewardHeads });
     rewardHeads = r.ensemble;
     rt.saveHeads('reward', rewardHeads);
     Object.assign(rewardMetrics, r.metrics);
@@ -177,8 +131,10 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   checkAbort();
   // Safety reports are capped like training data: a flood of reports from one source must not teach the judge.
   const safetyExamples = buffer.window({ model, types: ['safety'], replayFraction: 0, ...caps, seed: round }).examples;
-  // Safety reports give the unsafe side; accepted (chosen) responses of this window give the safe side.
-  const safeRows: LabelledResponse[] = pairsWindow.slice(0, Math.max(20, safetyExamples.length * 2)).map((e) => ({ prompt: e.prompt, response: e.chosen!, unsafe: false }));
+  // Safety reports give the unsafe side; accepted answers of the training window (chosen, or up-voted) the safe side.
+  const accepted: LabelledResponse[] = rewardWindow.flatMap((e) => (e.type === 'pair' && e.chosen !== null ? [{ prompt: e.prompt, response: e.chosen, unsafe: false }]
+    : e.type === 'kto' && e.label === 'up' && e.response !== null ? [{ prompt: e.prompt, response: e.response, unsafe: false }] : []));
+  const safeRows = accepted.slice(0, Math.max(20, safetyExamples.length * 2));
   let safetyHeads = rt.heads('safety');
   const unsafeRows = safetyRows(safetyExamples);
   if (unsafeRows.length > 0 && safeRows.length > 0) {
@@ -222,28 +178,40 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
 
   const scorer = rewardHeads === null ? undefined : rewardScorer(m, rewardHeads);
   const judges: SafetyJudge[] = [...(safetyHeads === null ? [] : [safetyJudge(m, safetyHeads)]), ...(deps.externalJudges ?? [])];
-  const judge: SafetyJudge = judges.length === 0
-    ? { judge: async (p) => p.map(() => ({ pUnsafe: 0.5, uncertain: true })) } // no judge yet: every verdict uncertain, so unsafe
-    : combineJudges(judges);
-  const judgeCalibrations: JudgeCalibration[] = safetyHeads === null ? []
-    : [await builtinJudgeCalibration(m, safetyHeads, [...heldout, ...buffer.heldout(model, ['safety'], 200)], policy.gate.unsafe_threshold)];
-  const pairs = typeof rewardMetrics['heldoutPairs'] === 'number' ? rewardMetrics['heldoutPairs'] : 0;
-  const acc = typeof rewardMetrics['heldoutAccuracy'] === 'number' ? rewardMetrics['heldoutAccuracy'] : 0;
-  const rewardSignal: RewardSignal = { name: 'linear-heads', heldoutPairs: pairs, heldoutCorrect: Math.round(acc * pairs) };
-  const margins = await heldoutMargins(m, result.candidate, deployedAdapter, heldout, result.beta);
-  const production = buffer.recentPrompts(model, policy.probes.production_sample).map(promptText);
+  // No judge: every verdict uncertain (so unsafe), and judge_reliability holds naming the cause.
+  const judge: SafetyJudge = judges.length === 0 ? { judge: async (p) => p.map(() => ({ pUnsafe: 0.5, uncertain: true })) } : combineJudges(judges);
+  const heldoutSafety = buffer.heldout(model, ['safety', 'pair', 'kto'], 1000);
+  const builtin = safetyHeads === null ? null : await builtinJudgeCalibration(m, safetyHeads, heldoutSafety, policy.gate.unsafe_threshold);
+  const external = deps.externalJudges ?? [];
+  const externalCalibrations = external.length === 0 ? [] : deps.calibrateExternalJudges !== undefined ? await deps.calibrateExternalJudges(heldoutSafety)
+    : external.map((_, i): JudgeCalibration => ({ name: `external-${i + 1}`, labelledUnsafe: 0, falseNegatives: 0, labelledSafe: 0, falsePositives: 0, relied: false,
+      reason: 'not calibrated: no labelled examples were measured for it this round' }));
+  const judgeCalibrations: JudgeCalibration[] = [...(builtin === null ? [] : [builtin.calibration]), ...externalCalibrations];
+  const signal = await measuredSignal(m, rewardHeads, rewardHeldout);
+  const kind = types.includes('kto') ? 'binary' : 'pairs';
+  const agreement = await heldoutAgreement(m, result.candidate, deployedAdapter, heldout, result.beta, kind);
+  const production = heldoutPrompts(buffer.heldout(model, ['pair', 'kto', 'sft', 'safety'], 2000), policy.probes.production_sample);
+  const probePrompts = [...policy.probes.benign.map((p) => p.prompt), ...production.prompts, ...policy.probes.red_team.map((p) => p.prompt)];
+  const maxNewTokens = effectiveMaxNewTokens(m, probePrompts, policy.gate.max_new_tokens);
+  // The anchor answers too when it is another version than the deployed one.
+  const anchorDiffers = (anchor ?? null) !== deployedVersion;
+  const used = [...agreement.used, ...production.used, ...signal.used, ...(builtin?.used ?? [])];
   const gate = await runGate(rt.registry, v.version, policy, {
-    candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter),
+    candidate: responder(m, result.candidate, maxNewTokens), deployed: responder(m, deployedAdapter, maxNewTokens),
+    ...(anchorDiffers ? { anchor: responder(m, anchorAdapter, maxNewTokens) } : {}),
     scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-    rewardSignal, judge, judges: judgeCalibrations, productionPrompts: production, heldoutMargins: margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+    rewardSignal: signal.signal, judge, judges: judgeCalibrations, productionPrompts: production.prompts,
+    heldout: { kind, margins: agreement.margins }, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+    sources: { heldoutEventIds: used.flatMap((e) => e.eventIds), deployed: deployedVersion, anchor: policy.kl.anchor, maxNewTokens },
   }, { ...rt.pushOptions(deps.signal), log }, round);
 
   const checks = gate.decision.checks;
   const outcome: RoundOutcome = {
     ...base, decision: gate.decision.decision, version: v.version, reasons: gate.decision.reasons,
-    rewardLcb: figure(checks, 'reward_gain', 'lower_bound'), rewardGain: figure(checks, 'reward_gain', 'mean_gain'),
-    unsafeUcb: figure(checks, 'unsafe_rate', 'upper_bound'), unsafeLimit: figure(checks, 'unsafe_rate', 'limit'),
-    heldoutAccuracy: figure(checks, 'heldout_accuracy', 'accuracy'), promoted: gate.promotion?.complete ?? false,
+    rewardLcb: comparisonOf(checks, 'reward_gain', 'deployed')?.bound, rewardGain: comparisonOf(checks, 'reward_gain', 'deployed')?.estimate,
+    unsafeUcb: comparisonOf(checks, 'unsafe_rate', 'absolute', 'upper')?.bound, unsafeLimit: comparisonOf(checks, 'unsafe_rate', 'absolute', 'upper')?.limit,
+    heldoutAccuracy: comparisonOf(checks, 'heldout_accuracy', 'absolute')?.estimate, promoted: gate.promotion?.complete ?? false,
+    checks: checkSummaries(checks), ...(gate.decision.level === undefined ? {} : { level: gate.decision.level }),
   };
   buffer.recordRoundResult(model, round, outcome);
   const removed = await rt.collectGarbage();

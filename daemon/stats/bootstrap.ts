@@ -160,9 +160,3 @@ function acceleration(columns: readonly (readonly number[])[], s: MeanStatistic,
   }
   return den > 0 ? num / (6 * den ** 1.5) : 0;
 }
-
-/** Percentile-bootstrap one-sided lower bound of the mean (Efron 1979); the gate's until it moves to bootstrapBounds. */
-export function bootstrapMeanLower(xs: readonly number[], confidence: number, resamples: number, seed = 1): number {
-  const [b] = bootstrapBounds([xs], [meanOf(0)], { alpha: 1 - confidence, resamples, seed, method: 'percentile' });
-  return xs.length === 0 ? NaN : b!.lower;
-}
