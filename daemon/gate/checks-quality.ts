@@ -2,12 +2,14 @@
  * The quality checks: whether the reward signal tracks anything (its held-out ranking accuracy),
  * the candidate's held-out accuracy, and on the reward probes — every side answering the same
  * prompts — the paired reward gain and the reward-hacking signatures (length, repetition), with
- * bootstrap bounds from one set of resampled probes (stats/bootstrap.ts).
+ * bounds of means over the same probes (stats/skew-corrected.ts, or a bootstrap from one set of
+ * resampled probes, stats/bootstrap.ts).
  */
 import type { GatePolicy } from '../policy/schema.js';
 import { clopperPearson } from '../stats/binomial.js';
 import { alphaOf } from '../stats/online-fwer.js';
 import { bootstrapBounds, differenceOfMeans, meanOf, ratioOfMeans, resamplesFor, type MeanStatistic } from '../stats/bootstrap.js';
+import { skewCorrectedBounds } from '../stats/skew-corrected.js';
 import { checkFrom, checkWithout, compare, r4 } from './comparison.js';
 import type { CheckResult, Comparison, Evidence } from './evidence.js';
 import { distinctN } from './signatures.js';
@@ -71,12 +73,12 @@ export function probeChecks(ev: Evidence, g: GatePolicy, alpha: number, seed: nu
     ...refs.map((ref) => ({ key: `distinct.${ref}`, stat: ratioOfMeans(at(2, 'candidate'), at(2, ref)) })),
   ];
   const finiteScores = scores.every((c) => c.every(Number.isFinite));
-  const resamples = resamplesFor(alpha, g.bootstrap_resamples);
-  const bounds = finiteScores
-    ? bootstrapBounds(columns, stats.map((s) => s.stat), { alpha, resamples, seed, method: g.bootstrap })
-    : stats.map(() => ({ estimate: NaN, lower: NaN, upper: NaN }));
+  const resamples = g.mean_bound === 'hall' ? null : resamplesFor(alpha, g.bootstrap_resamples);
+  const bounds = !finiteScores ? stats.map(() => ({ estimate: NaN, lower: NaN, upper: NaN }))
+    : resamples === null ? skewCorrectedBounds(columns, stats.map((s) => s.stat), alpha)
+      : bootstrapBounds(columns, stats.map((s) => s.stat), { alpha, resamples, seed, method: g.mean_bound as 'studentized' | 'bca' });
   const b = (key: string) => bounds[stats.findIndex((s) => s.key === key)]!;
-  const method = { method: g.bootstrap, resamples, seed, probes: n, anchor_is_deployed: r.answers.anchor === undefined };
+  const method = { method: g.mean_bound, resamples, seed: resamples === null ? null : seed, probes: n, anchor_is_deployed: r.answers.anchor === undefined };
   return [rewardGain(ev, g, alpha, refs, b, finiteScores, method), lengthRatio(ev, g, alpha, refs, b, method), repetition(g, alpha, refs, b, method)];
 }
 

@@ -82,11 +82,15 @@ export const gatePolicySchema = z.strictObject({
    * a round at that round's α_k; policies/README.md, "What the gate guarantees").
    */
   confidence: z.number().gt(0.5).lt(1).default(0.95),
-  /** Bootstrap bounds (reward gain, length, repetition): studentized (bootstrap-t) or BCa. */
-  bootstrap: z.enum(['studentized', 'bca']).default('studentized'),
-  /** Resamples at least; more when a round's α_k is small (about 50 beyond the bound). */
+  /**
+   * Bounds of means over the probes (reward gain, length, repetition): `hall` — the studentized
+   * statistic with Hall's (1992) skewness-removing transformation, analytic, any α; or a bootstrap,
+   * `studentized` (bootstrap-t) or `bca`. Second-order accurate all; coverage in test/stats.
+   */
+  mean_bound: z.enum(['hall', 'studentized', 'bca']).default('hall'),
+  /** Bootstrap resamples at least; more when a round's α_k is small (about 50 beyond the bound). */
   bootstrap_resamples: z.number().int().min(200).max(100_000).default(2000),
-  /** Fewer reward probes than this → hold (bootstrap bounds need a sample). */
+  /** Fewer reward probes than this → hold (the bounds of means need a sample). */
   min_probes: z.number().int().min(5).default(20),
   /** Generation cap of every side's answers at evaluation (tokens): large enough that verbosity shows. */
   max_new_tokens: z.number().int().min(8).max(8192).default(256),

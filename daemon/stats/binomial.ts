@@ -10,6 +10,7 @@
  *   Analysis*, 3rd ed., §11.1 — McNemar): see pairedDifferenceUpper.
  */
 import { normalQuantile } from './normal.js';
+import { logGamma } from './special.js';
 
 export interface Interval { lower: number; upper: number }
 
@@ -22,18 +23,6 @@ export function wilson(k: number, n: number, confidence: number): Interval {
   const centre = (p + z * z / (2 * n)) / den;
   const half = (z / den) * Math.sqrt(p * (1 - p) / n + z * z / (4 * n * n));
   return { lower: Math.max(0, centre - half), upper: Math.min(1, centre + half) };
-}
-
-function logGamma(x: number): number {
-  // Lanczos (g = 7, n = 9): |relative error| < 1e-13 for x > 0.5; reflection below.
-  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
-    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
-  if (x < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * x))) - logGamma(1 - x);
-  const z = x - 1;
-  let a = c[0] as number;
-  const t = z + 7.5;
-  for (let i = 1; i < 9; i++) a += (c[i] as number) / (z + i);
-  return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(a);
 }
 
 /** P(X ≤ k) for X ~ Binomial(n, p): the terms are summed from the mode outwards in log space. */

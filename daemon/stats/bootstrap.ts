@@ -13,7 +13,8 @@
  * - `studentized`: bootstrap-t (Efron 1982; Hall 1988, second-order accurate): quantiles of
  *   (θ* − θ̂)/se*, with se from the delta method on the resample.
  * - `percentile`: Efron (1979), for comparison only: it undercovers at small n on skewed data.
- * Coverage of all three is measured by simulation in test/stats/bootstrap.test.ts.
+ * Coverage of all three is measured by simulation in test/stats/mean-bounds.test.ts; the gate's
+ * default is the analytic skew-corrected bound (skew-corrected.ts), which needs no resampling.
  */
 import { createRng } from '../base/random.js';
 import { normalCdf, normalQuantile } from './normal.js';
@@ -81,25 +82,44 @@ export function bootstrapBounds(columns: readonly (readonly number[])[], stats: 
   const reps = stats.map(() => new Float64Array(B));
   const studentize = o.method === 'studentized';
   const seFull = studentize ? stats.map((s) => linearisedSe(columns, s, full, null)) : [];
-  const idx = new Int32Array(n);
-  const m = new Float64Array(columns.length);
+  const C = columns.length;
+  const cols = columns.map((c) => Float64Array.from(c));
+  // The studentized bound needs each resample's covariances of the columns a statistic reads:
+  // accumulate the cross moments of just those pairs (c ≤ d) in the same pass as the sums.
+  const pairIndex = new Map<number, number>();
+  const terms = stats.map((s) => s.columns.flatMap((c, j) => s.columns.map((d, l) => {
+    const key = Math.min(c, d) * C + Math.max(c, d);
+    if (!pairIndex.has(key)) pairIndex.set(key, pairIndex.size);
+    return { j, l, p: pairIndex.get(key)!, c, d };
+  })));
+  const pc = Int32Array.from([...pairIndex.keys()], (k) => Math.floor(k / C));
+  const pd = Int32Array.from([...pairIndex.keys()], (k) => k % C);
+  const P = studentize ? pc.length : 0;
+  const S = new Float64Array(C);
+  const Q = new Float64Array(P);
+  const m = new Float64Array(C);
   for (let b = 0; b < B; b++) {
-    for (let i = 0; i < n; i++) idx[i] = Math.floor(rng.next() * n);
-    for (let c = 0; c < columns.length; c++) {
-      const col = columns[c] as readonly number[];
-      let s = 0;
-      for (let i = 0; i < n; i++) s += col[idx[i] as number] as number;
-      m[c] = s / n;
+    S.fill(0);
+    Q.fill(0);
+    for (let i = 0; i < n; i++) {
+      const row = Math.floor(rng.next() * n);
+      for (let c = 0; c < C; c++) S[c]! += cols[c]![row]!;
+      for (let q = 0; q < P; q++) Q[q]! += cols[pc[q]!]![row]! * cols[pd[q]!]![row]!;
     }
-    stats.forEach((s, k) => {
+    for (let c = 0; c < C; c++) m[c] = S[c]! / n;
+    for (let k = 0; k < stats.length; k++) {
+      const s = stats[k]!;
       const theta = s.value(m);
-      if (!studentize) { (reps[k] as Float64Array)[b] = theta; return; }
-      const se = linearisedSe(columns, s, m, idx);
+      if (!studentize) { reps[k]![b] = theta; continue; }
+      const g = s.gradient(m);
+      let v = 0;
+      for (const t of terms[k]!) v += g[t.j]! * g[t.l]! * (Q[t.p]! - (S[t.c]! * S[t.d]!) / n) / (n - 1);
+      const se = Math.sqrt(Math.max(0, v) / n);
       const est = estimates[k] as number;
       // A resample of identical probes has no spread: t* is 0 at the estimate (up to rounding), ±∞ away from it.
       const d = Math.abs(theta - est) <= 1e-12 * Math.max(1, Math.abs(est)) ? 0 : theta - est;
-      (reps[k] as Float64Array)[b] = se > 0 ? d / se : d === 0 ? 0 : d * Infinity;
-    });
+      reps[k]![b] = se > 1e-12 * Math.max(1, Math.abs(est)) ? d / se : d === 0 ? 0 : d * Infinity;
+    }
   }
   return stats.map((s, k) => {
     const est = estimates[k] as number;

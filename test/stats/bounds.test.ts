@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import { repoRoot } from '../harness/daemon.js';
 import { binomialCdf, clopperPearson, pairedDifferenceUpper, wilson } from '../../daemon/stats/binomial.js';
 import { normalCdf, normalQuantile } from '../../daemon/stats/normal.js';
+import { studentQuantile } from '../../daemon/stats/special.js';
 
 interface Fixtures {
   scipy: string;
   normal: Array<{ p?: number; quantile?: number; x?: number; cdf?: number }>;
+  student_t: Array<{ p: number; nu: number; quantile: number }>;
   binomial_cdf: Array<{ k: number; n: number; p: number; cdf: number }>;
   clopper_pearson: Array<{ k: number; n: number; confidence: number; lower: number; upper: number }>;
   wilson: Array<{ k: number; n: number; confidence: number; lower: number; upper: number }>;
@@ -27,6 +29,10 @@ t.test('normal quantile and CDF (scipy.stats.norm)', async (t) => {
     if (r.p !== undefined) t.ok(close(normalQuantile(r.p), r.quantile!, 0, 2e-9), `Φ⁻¹(${r.p}) = ${normalQuantile(r.p)} vs ${r.quantile}`);
     else t.ok(close(normalCdf(r.x!), r.cdf!, 0, 2e-7), `Φ(${r.x}) = ${normalCdf(r.x!)} vs ${r.cdf}`);
   }
+});
+
+t.test('Student t quantiles (scipy.stats.t)', async (t) => {
+  for (const r of fx.student_t) t.ok(close(studentQuantile(r.p, r.nu), r.quantile, 0, 1e-9), `t(${r.p}; ${r.nu}) = ${studentQuantile(r.p, r.nu)} vs ${r.quantile}`);
 });
 
 t.test('binomial CDF (scipy.stats.binom)', async (t) => {

@@ -6,6 +6,7 @@
   upper = Beta(k+1, n−k).ppf(c) (Clopper & Pearson 1934), as statsmodels' proportion_confint
   method="beta" computes them; k = 0 and k = n by their closed forms.
 - wilson: the score bounds (Wilson 1927), z = norm.ppf(c).
+- student_t: Student's t quantiles (scipy.stats.t.ppf), for the skew-corrected mean bound.
 - paired: the discordant-pair bound of stats/binomial.ts, pairedDifferenceUpper, its two
   Clopper–Pearson factors taken from SciPy's beta quantiles at √c each.
 """
@@ -34,7 +35,10 @@ def wilson(k, n, c):
 
 
 def main():
-    out = {"scipy": __import__("scipy").__version__, "normal": [], "binomial_cdf": [], "clopper_pearson": [], "wilson": [], "paired": []}
+    out = {"scipy": __import__("scipy").__version__, "normal": [], "student_t": [], "binomial_cdf": [], "clopper_pearson": [], "wilson": [], "paired": []}
+    for nu in [4, 5, 10, 19, 30, 60, 111, 250]:
+        for p in [0.9, 0.95, 0.975, 0.99, 0.999, 0.9999, 0.99999]:
+            out["student_t"].append({"p": p, "nu": nu, "quantile": float(stats.t.ppf(p, nu))})
     for p in [1e-6, 1e-4, 0.001, 0.0125, 0.025, 0.05, 0.1, 0.3, 0.5, 0.7, 0.95, 0.975, 0.999]:
         out["normal"].append({"p": p, "quantile": float(stats.norm.ppf(p))})
     for x in [-6, -4.5, -3, -1.96, -1, -0.3, 0, 0.5, 1.645, 2.5, 4]:
