@@ -38,11 +38,12 @@ import { arg } from './common.js';
 import { createRng } from '../daemon/base/random.js';
 import { decide } from '../daemon/gate/decide.js';
 import { gatherEvidence, type EvaluationInputs } from '../daemon/gate/evaluate.js';
-import type { GateDecision, JudgeCalibration, RewardSignal } from '../daemon/gate/evidence.js';
+import type { GateDecision, NamedJudge, RewardSignal } from '../daemon/gate/evidence.js';
+import { calibrateJudges, safetyOptions } from '../daemon/gate/judges.js';
 import { policySchema } from '../daemon/policy/schema.js';
 import { clopperPearson } from '../daemon/stats/binomial.js';
 import { nextLevel, type FallbackEntry } from '../daemon/stats/online-fwer.js';
-import { BASE, type Generator, calibrateJudge, heldoutPairs, implicitMargins, responder, simulatedJudge, simulatedScorer, trueGold, trueUnsafe } from './gate-world.js';
+import { BASE, type Generator, heldoutPairs, labelledAnswers, implicitMargins, responder, simulatedJudge, simulatedScorer, trueGold, trueUnsafe } from './gate-world.js';
 
 const SEED = Number(arg('seed', '1'));
 const SEQUENCES = Number(arg('sequences', '30'));
@@ -64,10 +65,13 @@ const production = Array.from({ length: 200 }, (_, i) => `Write a note for custo
 const alpha = 1 - policy.gate.confidence;
 
 const scorer = simulatedScorer({ noise: 0.12, lengthBias: 0.8, seed: SEED });
-const judge = simulatedJudge(0.05, 0.05, SEED);
+const judges: NamedJudge[] = [{ name: 'simulated-judge', ...simulatedJudge(0.05, 0.05, SEED) }];
 const pairs = heldoutPairs(100, 0.1, SEED);
 const signal: RewardSignal = { name: 'simulated-scorer', heldoutPairs: pairs.length, heldoutCorrect: pairs.filter((p) => scorer.one(p.prompt, p.chosen) > scorer.one(p.prompt, p.rejected)).length };
-const judgeCalibration: JudgeCalibration = await calibrateJudge('simulated-judge', judge, 100, SEED + 1, 0.2);
+// The judge is calibrated every evaluation by the gate's own calibration (gate/judges.ts) on 100 + 100 labelled answers.
+const labelled = labelledAnswers(100, SEED + 1);
+const safety = safetyOptions(policy, SEED);
+const [judgeCalibration] = await calibrateJudges(judges, labelled, safety.calibration);
 
 interface Truth { goldGain: number; unsafeDelta: number; refusalDelta: number }
 const truth = (c: Generator, d: Generator): Truth => ({ goldGain: trueGold(c) - trueGold(d), unsafeDelta: trueUnsafe(c) - trueUnsafe(d), refusalDelta: c.pRefuse - d.pRefuse });
@@ -80,12 +84,12 @@ async function gate(cand: Generator, dep: Generator, anchor: Generator, level: R
   const inputs: Omit<EvaluationInputs, 'benignPrompts' | 'redTeamPrompts'> = {
     // One sampling seed for every side, as the loop's responders use.
     candidate: responder(cand, s), deployed: responder(dep, s), ...(anchor === dep ? {} : { anchor: responder(anchor, s) }),
-    scorer, rewardSignal: signal, judge, judges: [judgeCalibration], productionPrompts: production,
+    scorer, rewardSignal: signal, judges, labelledExamples: labelled, safety, productionPrompts: production,
     heldout: { kind: 'pairs', margins: implicitMargins(pairs, cand, dep, s) }, kl: { perRound: 0.01, cumulative: 0.05 },
     sources: { heldoutEventIds: pairs.map((_, i) => `held-${i}`), deployed: 'deployed', anchor: 'base', maxNewTokens: policy.gate.max_new_tokens },
   };
   const ev = await gatherEvidence({ ...inputs, benignPrompts: policy.probes.benign.map((p) => p.prompt), redTeamPrompts: policy.probes.red_team.map((p) => p.prompt) });
-  return decide(ev, { gate: policy.gate, kl: policy.kl, seed: s, level });
+  return decide(ev, { gate: policy.gate, kl: policy.kl, safety: policy.safety, seed: s, level });
 }
 
 interface Tally { n: number; promoted: number; bad: number; falsePromotions: number; good: number; missedGood: number; holds: number; rejects: number }

@@ -6,22 +6,25 @@
  * the policy requires approval. It fails closed: no judge, judges that cannot separate, a reward
  * scorer no better than chance, too few probes or too many uncertain verdicts all hold.
  *
- * The candidate's checks — held-out accuracy, reward gain, unsafe and refusal rates, length and
- * repetition — run at the round's α_k from the online fallback ledger (stats/online-fwer.ts), each
+ * The candidate's checks — held-out accuracy, reward gain, unsafe rates (overall and per category)
+ * and refusal rate, length and repetition — run at the round's α_k from the online fallback ledger (stats/online-fwer.ts), each
  * a one-sided bound against its limit; promotion needs all of them (an intersection–union test,
  * Berger 1982), so no correction across checks. The instrument checks (judge_reliability,
  * reward_signal) qualify the judges and the scorer at the policy's confidence; kl is a budget.
  */
-import type { GatePolicy } from '../policy/schema.js';
+import type { GatePolicy, SafetyPolicy } from '../policy/schema.js';
 import { alphaOf, nextLevel } from '../stats/online-fwer.js';
 import { checkWithout, r4 } from './comparison.js';
-import { judgeReliability, refusalRate, unsafeRate } from './checks-safety.js';
+import { refusalRate, unsafeRate } from './checks-safety.js';
+import { categoryLimits, judgeReliability } from './judge-checks.js';
 import { heldoutAccuracy, probeChecks, rewardSignal } from './checks-quality.js';
 import type { CheckResult, Evidence, GateDecision, RoundLevel } from './evidence.js';
 
 export interface DecideOptions {
   gate: GatePolicy;
   kl: { per_round: number; cumulative: number };
+  /** The policy's safety section (per-category limits, the judges' separation floor); without it no category is limited and the floor is 0. */
+  safety?: Pick<SafetyPolicy, 'categories' | 'min_judge_separation'>;
   /** Bootstrap seed (recorded with the decision). */
   seed?: number;
   /** The round's place in the ledger; default: the first round since the anchor (α₁ = α/2). */
@@ -38,22 +41,22 @@ function kl(ev: Evidence, budget: DecideOptions['kl']): CheckResult {
 }
 
 /**
- * Verdicts from judges that are not relied on are not evidence either way: the unsafe-rate check
- * cannot fail (nor pass) on them, it holds and points at judge_reliability — "no judge" reads as
+ * Verdicts from judges that are not relied on are not evidence either way: the unsafe-rate and
+ * category checks cannot fail (nor pass) on them, they hold and point at judge_reliability — "no judge" reads as
  * the cause, not as "100% unsafe".
  */
-function judgedBy(judges: CheckResult, unsafe: CheckResult, g: GatePolicy): CheckResult {
-  if (judges.status === 'pass' || g.waive.includes('judge_reliability')) return unsafe;
-  return { ...unsafe, status: 'inconclusive', reason: `no relied-on judge gave these verdicts (see judge_reliability): ${unsafe.reason}` };
+function judgedBy(judges: CheckResult, check: CheckResult, g: GatePolicy): CheckResult {
+  if (judges.status === 'pass' || g.waive.includes('judge_reliability')) return check;
+  return { ...check, status: 'inconclusive', reason: `not decided, the judges are not relied on (see judge_reliability): ${check.reason}` };
 }
 
 export function decide(ev: Evidence, opts: DecideOptions): GateDecision {
   const g = opts.gate;
   const level = opts.level ?? nextLevel(alphaOf(g.confidence), null);
   const a = level.alpha;
-  const judges = judgeReliability(ev, g);
+  const judges = judgeReliability(ev, g, opts.safety);
   const checks = [
-    judges, judgedBy(judges, unsafeRate(ev, g, a), g), refusalRate(ev, g, a),
+    judges, judgedBy(judges, unsafeRate(ev, g, a), g), judgedBy(judges, categoryLimits(ev, g, a, opts.safety), g), refusalRate(ev, g, a),
     rewardSignal(ev, g), heldoutAccuracy(ev, g, a), ...probeChecks(ev, g, a, opts.seed ?? 1),
     kl(ev, opts.kl),
   ].map((c) => (g.waive.includes(c.check as typeof g.waive[number]) ? { ...c, waived: true } : c));

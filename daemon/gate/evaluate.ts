@@ -1,11 +1,13 @@
 /**
  * Gathering the evidence for a candidate through the stage interfaces: every side (candidate,
  * deployed, and the anchor when it is another version) answers the same probes, the reward scorer
- * scores every side's answers to the reward probes, the judges read every side's red-team answers.
- * Held-out margins, KL figures, the scorer's and the judges' calibration come from the round.
+ * scores every side's answers to the reward probes, the safety judges read every side's red-team
+ * answers (combined as the policy says) and are calibrated on the labelled examples. Held-out
+ * margins, KL figures and the scorer's held-out accuracy come from the round.
  */
 import { createHash } from 'node:crypto';
-import type { Answer, Evidence, JudgeCalibration, Responder, RewardScore, RewardScorer, RewardSignal, SafetyJudge, SafetyVerdict, Sides } from './evidence.js';
+import type { Answer, Evidence, LabelledExample, NamedJudge, Responder, RewardScore, RewardScorer, RewardSignal, SafetyVerdict, Sides } from './evidence.js';
+import { calibrateJudges, judgePanel, type SafetyOptions } from './judges.js';
 
 export interface EvaluationInputs {
   candidate: Responder;
@@ -15,10 +17,11 @@ export interface EvaluationInputs {
   scorer: RewardScorer;
   /** The scorer's held-out ranking accuracy this round. */
   rewardSignal: RewardSignal;
-  /** The judges (combined) whose verdicts the red-team check reads. */
-  judge: SafetyJudge;
-  /** Each judge's calibration this round (see JudgeCalibration); empty when there is no judge. */
-  judges: JudgeCalibration[];
+  /** The policy's safety judges (safety.judges), each named; none → every verdict uncertain and judge_reliability holds. */
+  judges: readonly NamedJudge[];
+  /** Responses of known safety the judges are calibrated on: labelled probes and held-out production safety reports. */
+  labelledExamples: readonly LabelledExample[];
+  safety: SafetyOptions;
   /** The policy's benign probes. */
   benignPrompts: readonly string[];
   /** Prompts of held-out production events (added to the reward probes, not to the refusal check). */
@@ -51,9 +54,14 @@ export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
     if (a.length !== allPrompts.length) throw new Error(`the ${sides[i]} responder returned ${a.length} answers for ${allPrompts.length} prompts`);
   });
   const texts = (a: Answer[]): string[] => a.map((x) => x.text);
-  const [scores, verdicts] = await Promise.all([
+  // No judge at all: nothing to combine; every verdict uncertain (never safe), and judge_reliability says why.
+  const judge = async (responses: string[]): Promise<SafetyVerdict[]> => (inp.judges.length === 0
+    ? responses.map(() => ({ pUnsafe: 1, uncertain: true }))
+    : judgePanel(inp.judges, inp.redTeamPrompts, responses, inp.safety.panel));
+  const [scores, verdicts, judges] = await Promise.all([
     Promise.all(answers.map((a) => inp.scorer.score(rewardPrompts, texts(a.slice(0, nr))))),
-    Promise.all(answers.map((a) => inp.judge.judge(inp.redTeamPrompts, texts(a.slice(nr))))),
+    Promise.all(answers.map((a) => judge(texts(a.slice(nr))))),
+    calibrateJudges(inp.judges, inp.labelledExamples, inp.safety.calibration),
   ]);
   const bySide = <T>(xs: T[]): Sides<T> => ({ candidate: xs[0]!, deployed: xs[1]!, ...(xs[2] === undefined ? {} : { anchor: xs[2] }) });
   return {
@@ -61,7 +69,7 @@ export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
     reward: { prompts: rewardPrompts, answers: bySide(answers.map((a) => a.slice(0, nr))), scores: bySide<RewardScore[]>(scores), signal: { ...inp.rewardSignal } },
     benign: { prompts: [...inp.benignPrompts], answers: bySide(answers.map((a) => a.slice(0, nb))) },
     redTeam: { prompts: [...inp.redTeamPrompts], answers: bySide(answers.map((a) => a.slice(nr))), verdicts: bySide<SafetyVerdict[]>(verdicts) },
-    safety: { judges: inp.judges.map((j) => ({ ...j })) },
+    safety: { judges },
     kl: { ...inp.kl },
     sources: { heldoutEvents: eventDigest(inp.sources.heldoutEventIds), deployed: inp.sources.deployed, anchor: inp.sources.anchor, maxNewTokens: inp.sources.maxNewTokens },
   };

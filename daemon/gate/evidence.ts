@@ -26,11 +26,33 @@ export interface SafetyVerdict {
   /** The judge cannot tell (members disagree, or out of distribution): counted as unsafe. */
   uncertain: boolean;
   spread?: number;
+  /** The judge's hazard categories for an unsafe verdict, comma-separated in its own taxonomy (e.g. "S1,S9"). */
   category?: string;
+  /**
+   * The judge gave no verdict: a transport failure, a timeout, an unparsable or refused answer.
+   * Such a verdict is also `uncertain`; it is never read as safe, and evidence holding one is
+   * incomplete (the gate holds).
+   */
+  error?: string;
 }
 
 export interface SafetyJudge {
   judge(prompts: readonly string[], responses: readonly string[]): Promise<SafetyVerdict[]>;
+}
+
+/** A judge with the name decisions, figures and reasons call it by (unique within a policy). */
+export interface NamedJudge extends SafetyJudge {
+  name: string;
+}
+
+/** A response whose safety is known: a labelled probe of the policy, or a held-out production safety report. */
+export interface LabelledExample {
+  prompt: string;
+  response: string;
+  unsafe: boolean;
+  /** In the judges' taxonomy (the policy's category map applied). */
+  category?: string;
+  source: 'probe' | 'production';
 }
 
 /** One generated answer: its text and its length in generated tokens (the gate's length unit). */
@@ -63,13 +85,15 @@ export interface ProbeSet {
 }
 
 /**
- * One safety judge's calibration on labelled examples, measured every round: labelled probe sets
- * and held-out safety reports only (never what the judge trained on). The judges' owner (issue 16:
- * adapters/judges, `safety.max_judge_fnr`) fills one entry per configured judge and decides
- * `relied`; the built-in heads' entry comes from held-out safety reports (unsafe) and held-out
- * accepted responses (safe). The gate's `judge_reliability` check reads these entries: no entry,
- * or none relied on, or a relied judge that cannot separate unsafe from safe (false-negative plus
- * false-positive upper bounds ≥ 1) → hold, naming each judge and its reason.
+ * One safety judge's calibration on this round's labelled examples: the policy's labelled probes
+ * and held-out production safety reports (never what a judge trained on). A verdict counts as
+ * flagged when the gate would count it unsafe (p ≥ threshold, or uncertain). The judges' owner
+ * (gate/judges.ts: calibrateJudge) fills one entry per judge of the panel and decides `relied`:
+ * false when the judge misses too many unsafe examples (the false-negative rate's upper bound above
+ * `safety.max_judge_fnr`), was measured on too few, is badly calibrated (ECE), cannot separate
+ * unsafe from safe, or failed to answer. The gate's `judge_reliability` check reads these entries:
+ * no entry, a judge not relied on, or a judge whose false-negative plus false-positive upper
+ * bounds reach 1 (it cannot separate) → hold, naming each judge and its reason.
  */
 export interface JudgeCalibration {
   /** The judge's name as the policy or the daemon names it (e.g. "builtin-heads", "llama-guard"). */

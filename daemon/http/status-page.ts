@@ -1,13 +1,13 @@
 /**
  * The status page (`GET /`): one self-contained HTML document (no CDN: daemons run on closed
  * networks) that polls /v1/status and /v1/history and draws SVG line charts — round loss, KL
- * against both budgets, reward lower bound, unsafe upper bound against its limit, the decisions
- * timeline and the ingest rate; a table of the newest candidates' gate checks, one row per
- * bounded comparison (estimate, bound, limit, α, evidence counts); and for a version on probation,
- * both versions' live signals with their confidence sequences over time, the difference with its
- * sequence against 0 and the margin, and the decision when it comes (from
- * /v1/models/:model/probation). Each chart's <svg> carries data-points = the points it drew; each
- * gate-table row data-check and data-status.
+ * against both budgets, reward lower bound, unsafe upper bound against its limit, the red-team
+ * unsafe rate as the judges saw it on each side, the decisions timeline and the ingest rate; a
+ * table of the newest candidates' gate checks, one row per bounded comparison (estimate, bound,
+ * limit, α, evidence counts); and for a version on probation, both versions' live signals with
+ * their confidence sequences over time, the difference with its sequence against 0 and the
+ * margin, and the decision when it comes (from /v1/models/:model/probation). Each chart's <svg>
+ * carries data-points = the points it drew; each gate-table row data-check and data-status.
  */
 import { createHash } from 'node:crypto';
 
@@ -37,6 +37,7 @@ export const STATUS_PAGE = `<!doctype html>
  <div class="card"><h2>KL against budgets (nats/token)</h2><svg id="chart-kl" data-points="0"></svg><div class="legend" id="legend-kl"></div></div>
  <div class="card"><h2>Reward gain, lower confidence bound</h2><svg id="chart-reward" data-points="0"></svg><div class="legend" id="legend-reward"></div></div>
  <div class="card"><h2>Unsafe rate, upper confidence bound</h2><svg id="chart-unsafe" data-points="0"></svg><div class="legend" id="legend-unsafe"></div></div>
+ <div class="card"><h2>Red-team unsafe rate as judged: candidate vs deployed</h2><svg id="chart-judged" data-points="0"></svg><div class="legend" id="legend-judged"></div></div>
  <div class="card"><h2>Decisions</h2><svg id="chart-decisions" data-points="0"></svg><div class="legend" id="legend-decisions"></div></div>
  <div class="card"><h2>Ingest rate (events/s)</h2><svg id="chart-ingest" data-points="0"></svg><div class="legend" id="legend-ingest"></div></div>
 </div>
@@ -115,6 +116,10 @@ async function refresh() {
   draw('chart-unsafe', models.flatMap(m => {
     const rs = rounds.filter(r => r.model === m), pick = f => rs.filter(r => r.result[f] != null).map(r => [r.at, r.result[f]]);
     return [{ name: m + ' unsafe UCB', points: pick('unsafeUcb') }, { name: m + ' limit', points: pick('unsafeLimit'), dashed: true }];
+  }));
+  draw('chart-judged', models.flatMap(m => {
+    const rs = rounds.filter(r => r.model === m), pick = f => rs.filter(r => r.result[f] != null).map(r => [r.at, r.result[f]]);
+    return [{ name: m + ' candidate', points: pick('unsafeRate') }, { name: m + ' deployed', points: pick('unsafeRateDeployed'), dashed: true }];
   }));
   const level = { promote: 1, hold: 0, reject: -1, discarded: -2 };
   draw('chart-decisions', models.map(m => ({ name: m, points: [], markers: rounds.filter(r => r.model === m).map(r => ({ t: r.at, y: level[r.result.decision] ?? 0, cls: r.result.decision })) })));

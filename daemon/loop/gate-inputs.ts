@@ -1,21 +1,23 @@
 /**
  * What a round hands the gate, all from the held-out split (sha256(event_id), fixed at insert;
  * never trained on): the candidate's implicit reward on held-out feedback, production probe
- * prompts from held-out events, the reward scorer's held-out ranking and the built-in judge's
- * calibration on held-out safety reports — and the ids of every held-out event used, so the
+ * prompts from held-out events, the reward scorer's held-out ranking, held-out safety reports
+ * the judges are calibrated on, the policy's judges — and the ids of every held-out event used, so the
  * decision records where its evidence came from. Responders generate every side's answers to the
  * policy's `gate.max_new_tokens`.
  */
 import type { Example } from '../store/buffer.js';
 import type { Prompt } from '../feedback/schema.js';
-import { judgeResponses, safetyRows } from '../align/safety.js';
+import { errorMessage } from '../base/errors.js';
+import { safetyJudge } from '../align/safety.js';
 import { heldoutRanking } from '../align/reward.js';
 import { pairLogRatios, sequenceLogps } from '../align/policy-logps.js';
 import type { AlignModel } from '../align/context.js';
 import type { HeadEnsemble } from '../align/heads.js';
 import type { LoraAdapter } from '../model/lora.js';
-import { clopperPearson } from '../stats/binomial.js';
-import type { JudgeCalibration, Responder, RewardSignal } from '../gate/evidence.js';
+import type { LabelledExample, NamedJudge, Responder, RewardSignal } from '../gate/evidence.js';
+import { mapCategory } from '../gate/judges.js';
+import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
 
 /** Sampling for the gate's responders: the same for every side. */
 const RESPOND = { temperature: 0.7, topP: 0.95, seed: 7 };
@@ -88,31 +90,34 @@ export async function measuredSignal(m: AlignModel, heads: HeadEnsemble | null, 
   return { signal: { name: 'linear-heads', heldoutPairs: h.pairs, heldoutCorrect: h.correct }, used: heldout.filter((e) => e.type === 'pair' || e.type === 'kto') };
 }
 
-/**
- * Until per-judge limits land with the judges (issue 16, `safety.max_judge_fnr`), the built-in
- * heads are relied on when their false-negative rate's 95% Clopper–Pearson upper bound on held-out
- * safety reports is at most this.
- */
-const BUILTIN_MAX_FNR = 0.3;
+export type ExternalJudgeConfig = Exclude<JudgeConfig, { kind: 'builtin' }>;
 
-/**
- * The built-in heads' calibration on the held-out split (never trained on): held-out safety
- * reports are the labelled-unsafe examples, held-out accepted answers (chosen, or up-voted) the
- * labelled-safe ones. Uncertain verdicts count as unsafe, as everywhere in the gate.
- */
-export async function builtinJudgeCalibration(m: AlignModel, heads: HeadEnsemble, heldout: Example[], threshold: number): Promise<{ calibration: JudgeCalibration; used: Example[] }> {
-  const unsafeEx = heldout.filter((e) => e.type === 'safety' && e.response !== null).slice(0, 200);
-  const safeEx = heldout.filter((e) => (e.type === 'pair' && e.chosen !== null) || (e.type === 'kto' && e.label === 'up' && e.response !== null)).slice(0, 200);
-  const unsafe = safetyRows(unsafeEx);
-  const safe = safeEx.map((e) => ({ prompt: e.prompt, response: e.type === 'pair' ? e.chosen! : e.response! }));
-  const rows = [...unsafe, ...safe];
-  const judged = await judgeResponses(m, heads, rows.map((r) => r.prompt), rows.map((r) => r.response));
-  const flagged = judged.map((v) => v.uncertain || !(v.pUnsafe < threshold));
-  const falseNegatives = flagged.slice(0, unsafe.length).filter((f) => !f).length;
-  const falsePositives = flagged.slice(unsafe.length).filter((f) => f).length;
-  const fnrUpper = clopperPearson(falseNegatives, unsafe.length, 0.95).upper;
-  const relied = unsafe.length > 0 && fnrUpper <= BUILTIN_MAX_FNR;
-  const reason = unsafe.length === 0 ? 'no held-out safety reports to measure its false-negative rate on'
-    : `false negatives ${falseNegatives}/${unsafe.length} held-out safety reports, 95% upper bound ${fnrUpper.toFixed(3)} ${relied ? '≤' : '>'} ${BUILTIN_MAX_FNR}; false positives ${falsePositives}/${safe.length} held-out accepted answers`;
-  return { calibration: { name: 'builtin-heads', labelledUnsafe: unsafe.length, falseNegatives, labelledSafe: safe.length, falsePositives, relied, reason }, used: [...unsafeEx, ...safeEx] };
+/** The policy's judges, in its order: the built-in heads (when listed) and the external ones. */
+export function policyJudges(policy: Policy, m: AlignModel, heads: HeadEnsemble | null, external: ((config: ExternalJudgeConfig) => NamedJudge) | undefined): NamedJudge[] {
+  return policy.safety.judges.map((c): NamedJudge => {
+    if (c.kind === 'builtin') {
+      if (heads !== null) return { name: c.name, ...safetyJudge(m, heads) };
+      // Untrained heads give no verdict (never a safe one): the gate holds and says why.
+      const error = 'the built-in heads are not trained yet (no safety reports in the training split)';
+      return { name: c.name, judge: async (_p, responses) => responses.map(() => ({ pUnsafe: 1, uncertain: true, error })) };
+    }
+    try {
+      if (external === undefined) throw new Error(`no adapter for judge kind ${c.kind} is wired in this process`);
+      return external(c);
+    } catch (err) {
+      // A judge that cannot be made (its key unset, its spec unreadable) gives no verdict: the gate holds with the cause.
+      const error = `judge ${judgeName(c)} cannot be set up: ${errorMessage(err)}`;
+      return { name: judgeName(c), judge: async (_p, responses) => responses.map(() => ({ pUnsafe: 1, uncertain: true, error })) };
+    }
+  });
+}
+
+/** Held-out production safety reports as labelled unsafe examples (evaluation only: the heads train on the training split). */
+export function productionLabelled(examples: readonly Example[], policy: Policy): { labelled: LabelledExample[]; used: Example[] } {
+  const used = examples.filter((e) => e.type === 'safety' && e.heldout && e.response !== null);
+  const labelled = used.map((e) => {
+    const category = mapCategory(policy.safety.categories.map, e.category);
+    return { prompt: promptText(e.prompt), response: e.response!, unsafe: true, ...(category === undefined ? {} : { category }), source: 'production' as const };
+  });
+  return { labelled, used };
 }

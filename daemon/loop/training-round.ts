@@ -14,24 +14,18 @@ import type { Example, ReplayBuffer, RoundOutcome } from '../store/buffer.js';
 import { runRound, type TrainingResult } from '../align/train-round.js';
 import { trainingKnobs } from '../align/knobs.js';
 import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
-import { trainSafetyJudge, safetyJudge, safetyRows, combineJudges, type LabelledResponse } from '../align/safety.js';
+import { trainSafetyJudge, safetyRows, type LabelledResponse } from '../align/safety.js';
 import { runGate } from '../release/run-gate.js';
-import type { CheckResult, JudgeCalibration, SafetyJudge } from '../gate/evidence.js';
-import { builtinJudgeCalibration, effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, measuredSignal, responder } from './gate-inputs.js';
+import type { CheckResult, NamedJudge } from '../gate/evidence.js';
+import { effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, measuredSignal, policyJudges, productionLabelled, responder, type ExternalJudgeConfig } from './gate-inputs.js';
 import type { ModelRuntime } from './model-runtime.js';
 
 export interface RoundDeps {
   buffer: ReplayBuffer;
   dataDir: string;
   log: Logger;
-  /** External judges (any SafetyJudge, e.g. a classifier behind an API) combined with the built-in one. */
-  externalJudges?: SafetyJudge[];
-  /**
-   * Their calibration this round, one entry per external judge (issue 16 fills it from labelled
-   * probe sets and held-out safety reports, given here). Without it each external judge enters the
-   * evidence as not relied on ("not calibrated"), and the gate holds unless another judge is.
-   */
-  calibrateExternalJudges?: (heldout: Example[]) => Promise<JudgeCalibration[]>;
+  /** The policy's external judges (safety.judges of kind openai_compatible), made by the composition root's adapters. */
+  externalJudge?: (config: ExternalJudgeConfig) => NamedJudge;
   /** Progress for long work (steps, evaluation), for logs and the CLI. */
   onProgress?: (what: string, fields: Record<string, unknown>) => void;
   /** Shutdown: the round is abandoned between phases and at every optimizer step, and redone after a restart. */
@@ -46,7 +40,12 @@ export interface RoundSummary {
   skipped?: string;
 }
 
-export { promptText } from './gate-inputs.js';
+export { promptText, policyJudges, productionLabelled, type ExternalJudgeConfig } from './gate-inputs.js';
+
+const figure = (checks: CheckResult[], check: string, key: string): number | undefined => {
+  const v = checks.find((c) => c.check === check)?.figures[key];
+  return typeof v === 'number' ? v : undefined;
+};
 
 /** The figures the status page charts, from the decision's comparisons. */
 function comparisonOf(checks: CheckResult[], check: string, against: string, side?: 'upper' | 'lower') {
@@ -177,16 +176,8 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   deps.onProgress?.('gate.evaluate', { model, round, version: v.version });
 
   const scorer = rewardHeads === null ? undefined : rewardScorer(m, rewardHeads);
-  const judges: SafetyJudge[] = [...(safetyHeads === null ? [] : [safetyJudge(m, safetyHeads)]), ...(deps.externalJudges ?? [])];
-  // No judge: every verdict uncertain (so unsafe), and judge_reliability holds naming the cause.
-  const judge: SafetyJudge = judges.length === 0 ? { judge: async (p) => p.map(() => ({ pUnsafe: 0.5, uncertain: true })) } : combineJudges(judges);
-  const heldoutSafety = buffer.heldout(model, ['safety', 'pair', 'kto'], 1000);
-  const builtin = safetyHeads === null ? null : await builtinJudgeCalibration(m, safetyHeads, heldoutSafety, policy.gate.unsafe_threshold);
-  const external = deps.externalJudges ?? [];
-  const externalCalibrations = external.length === 0 ? [] : deps.calibrateExternalJudges !== undefined ? await deps.calibrateExternalJudges(heldoutSafety)
-    : external.map((_, i): JudgeCalibration => ({ name: `external-${i + 1}`, labelledUnsafe: 0, falseNegatives: 0, labelledSafe: 0, falsePositives: 0, relied: false,
-      reason: 'not calibrated: no labelled examples were measured for it this round' }));
-  const judgeCalibrations: JudgeCalibration[] = [...(builtin === null ? [] : [builtin.calibration]), ...externalCalibrations];
+  const judges = policyJudges(policy, m, safetyHeads, deps.externalJudge);
+  const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
   const signal = await measuredSignal(m, rewardHeads, rewardHeldout);
   const kind = types.includes('kto') ? 'binary' : 'pairs';
   const agreement = await heldoutAgreement(m, result.candidate, deployedAdapter, heldout, result.beta, kind);
@@ -195,12 +186,12 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const maxNewTokens = effectiveMaxNewTokens(m, probePrompts, policy.gate.max_new_tokens);
   // The anchor answers too when it is another version than the deployed one.
   const anchorDiffers = (anchor ?? null) !== deployedVersion;
-  const used = [...agreement.used, ...production.used, ...signal.used, ...(builtin?.used ?? [])];
+  const used = [...agreement.used, ...production.used, ...signal.used, ...reports.used];
   const gate = await runGate(rt.registry, v.version, policy, {
     candidate: responder(m, result.candidate, maxNewTokens), deployed: responder(m, deployedAdapter, maxNewTokens),
     ...(anchorDiffers ? { anchor: responder(m, anchorAdapter, maxNewTokens) } : {}),
     scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-    rewardSignal: signal.signal, judge, judges: judgeCalibrations, productionPrompts: production.prompts,
+    rewardSignal: signal.signal, judges, productionLabelled: reports.labelled, productionPrompts: production.prompts,
     heldout: { kind, margins: agreement.margins }, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
     sources: { heldoutEventIds: used.flatMap((e) => e.eventIds), deployed: deployedVersion, anchor: policy.kl.anchor, maxNewTokens },
   }, { ...rt.pushOptions(deps.signal), log }, round);
@@ -210,6 +201,8 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     ...base, decision: gate.decision.decision, version: v.version, reasons: gate.decision.reasons,
     rewardLcb: comparisonOf(checks, 'reward_gain', 'deployed')?.bound, rewardGain: comparisonOf(checks, 'reward_gain', 'deployed')?.estimate,
     unsafeUcb: comparisonOf(checks, 'unsafe_rate', 'absolute', 'upper')?.bound, unsafeLimit: comparisonOf(checks, 'unsafe_rate', 'absolute', 'upper')?.limit,
+    unsafeRate: figure(checks, 'unsafe_rate', 'rate'), unsafeRateDeployed: figure(checks, 'unsafe_rate', 'deployed_rate'),
+    judges: checks.find((c) => c.check === 'judge_reliability')?.reason,
     heldoutAccuracy: comparisonOf(checks, 'heldout_accuracy', 'absolute')?.estimate, promoted: gate.promotion?.complete ?? false,
     checks: checkSummaries(checks), ...(gate.decision.level === undefined ? {} : { level: gate.decision.level }),
   };

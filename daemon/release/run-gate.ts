@@ -5,7 +5,7 @@
  * when the policy's deployment mode allows. The loop calls this after a training round has added
  * the candidate.
  */
-import { errorMessage } from '../base/errors.js';
+import { AligndError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { silentLogger } from '../base/log.js';
 import type { Policy } from '../policy/schema.js';
@@ -16,7 +16,8 @@ import { decide } from '../gate/decide.js';
 import { promoteIfAllowed } from './deploy.js';
 import { gatherEvidence, type EvaluationInputs } from '../gate/evaluate.js';
 import { recordDecision } from './decisions.js';
-import type { Evidence, GateDecision, RoundLevel } from '../gate/evidence.js';
+import type { Evidence, GateDecision, LabelledExample, RoundLevel } from '../gate/evidence.js';
+import { mapCategory, safetyOptions } from '../gate/judges.js';
 
 export interface GateRun {
   version: VersionInfo;
@@ -46,21 +47,44 @@ export function roundLevel(reg: Registry, policy: Policy): RoundLevel {
   return nextLevel(alphaOf(policy.gate.confidence), lastLedgerEntry(reg, policy.kl.anchor));
 }
 
-export async function runGate(reg: Registry, candidate: string, policy: Policy, inputs: Omit<EvaluationInputs, 'benignPrompts' | 'redTeamPrompts'>,
+/** The policy's labelled probes as labelled examples, categories in the judges' taxonomy. */
+export function labelledProbes(policy: Policy): LabelledExample[] {
+  return policy.probes.labelled.map((p) => {
+    const category = mapCategory(policy.safety.categories.map, p.category);
+    return { prompt: p.prompt, response: p.response, unsafe: p.label === 'unsafe', ...(category === undefined ? {} : { category }), source: 'probe' as const };
+  });
+}
+
+export type GateInputs = Omit<EvaluationInputs, 'benignPrompts' | 'redTeamPrompts' | 'labelledExamples' | 'safety'> & {
+  /** Held-out production safety reports as labelled unsafe examples (categories already mapped). */
+  productionLabelled?: readonly LabelledExample[];
+};
+
+export async function runGate(reg: Registry, candidate: string, policy: Policy, inputs: GateInputs,
   promotion: Omit<PromoteOptions, 'reason'> & { log?: Logger }, seed = 1): Promise<GateRun> {
   const log = promotion.log ?? silentLogger;
   let decision: GateDecision;
   let ev: Evidence | undefined;
   try {
-    ev = await gatherEvidence({ ...inputs, benignPrompts: policy.probes.benign.map((p) => p.prompt), redTeamPrompts: policy.probes.red_team.map((p) => p.prompt),
+    const { productionLabelled, ...rest } = inputs;
+    ev = await gatherEvidence({
+      ...rest, benignPrompts: policy.probes.benign.map((p) => p.prompt), redTeamPrompts: policy.probes.red_team.map((p) => p.prompt),
+      labelledExamples: [...labelledProbes(policy), ...(productionLabelled ?? [])], safety: safetyOptions(policy, seed),
       // The ledger is kept per anchor: the policy's anchor is the one this decision counts against.
-      sources: { ...inputs.sources, anchor: policy.kl.anchor } });
-    decision = decide(ev, { gate: policy.gate, kl: policy.kl, seed, level: roundLevel(reg, policy) });
+      sources: { ...rest.sources, anchor: policy.kl.anchor },
+    });
+    decision = decide(ev, { gate: policy.gate, kl: policy.kl, safety: policy.safety, seed, level: roundLevel(reg, policy) });
   } catch (err) {
-    // An evaluation that cannot finish never promotes: the candidate is rejected with the cause.
-    // No test ran, so the ledger does not move.
-    decision = { decision: 'reject', reasons: [`evaluation failed: ${errorMessage(err)}`], checks: [] };
-    log.error('gate evaluation failed; candidate rejected', { version: candidate, err: errorMessage(err) });
+    // No test ran in either case, so the ledger does not move.
+    if (err instanceof AligndError && err.code === 'JUDGE_UNAVAILABLE') {
+      // A judge outage is no evidence against the candidate, and none for it: a person decides, or a later round.
+      decision = { decision: 'hold', reasons: [`safety_judges: ${errorMessage(err)}`], checks: [] };
+      log.error('a safety judge gave no verdict; candidate held', { version: candidate, err: errorMessage(err) });
+    } else {
+      // An evaluation that cannot finish never promotes: the candidate is rejected with the cause.
+      decision = { decision: 'reject', reasons: [`evaluation failed: ${errorMessage(err)}`], checks: [] };
+      log.error('gate evaluation failed; candidate rejected', { version: candidate, err: errorMessage(err) });
+    }
   }
   const v = await recordDecision(reg, candidate, decision, { seed, ...(ev === undefined ? {} : { evidence: evidenceRecord(ev) }) });
   log.info('gate decided', { version: candidate, decision: decision.decision, reasons: decision.reasons, k: decision.level?.k, alpha: decision.level?.alpha });

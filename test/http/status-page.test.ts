@@ -52,7 +52,7 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   const decisions = ['promote', 'reject', 'hold', 'promote'] as const;
   decisions.forEach((decision, i) => buffer.recordRoundResult('demo', i + 1, {
     decision, loss: 0.69 - 0.05 * i, klRound: 0.01 * (i + 1), klBudgetRound: 0.05, klCumulative: 0.02 * (i + 1), klBudgetCumulative: 0.2,
-    rewardLcb: 0.1 * i - 0.05, unsafeUcb: 0.1 - 0.01 * i, unsafeLimit: 0.12, version: `v${i + 1}`,
+    rewardLcb: 0.1 * i - 0.05, unsafeUcb: 0.1 - 0.01 * i, unsafeLimit: 0.12, unsafeRate: 0.05 - 0.01 * i, unsafeRateDeployed: 0.06, version: `v${i + 1}`,
     checks: [
       { check: 'unsafe_rate', status: 'pass', alpha: 0.025, reason: 'x', comparisons: [
         { statistic: 'unsafe rate', against: 'absolute', estimate: 0.05, side: 'upper', bound: 0.2, limit: 0.3, status: 'pass', unit: 'rate', counts: { probes: 30, unsafe: 1 + i } },
@@ -78,6 +78,7 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   t.equal(points['chart-kl'], 16, 'KL: round, cumulative and both budgets for 4 rounds');
   t.equal(points['chart-reward'], 4);
   t.equal(points['chart-unsafe'], 8);
+  t.equal(points['chart-judged'], 8, 'judged unsafe rate: candidate and deployed for 4 rounds');
   t.equal(points['chart-decisions'], 4);
   t.ok(points['chart-ingest']! > 0, `ingest rate has samples (${points['chart-ingest']})`);
   const decisionMarks = await page.evaluate(`[...document.querySelectorAll('#chart-decisions [data-decision]')].map((e) => e.getAttribute('data-decision'))`) as string[];

@@ -19,7 +19,7 @@ import { memoryAnnouncer } from '../../daemon/registry/publisher.js';
 import { openRegistry, type Registry } from '../../daemon/registry/registry.js';
 import { vllmTarget } from '../../adapters/servers/vllm.js';
 import { startFakeVllm } from '../harness/vllm-server.js';
-import { BENIGN, RED, better, lexicalInputs, table, refuse } from '../gate/lexical.js';
+import { BENIGN, LABELLED_PROBES, RED, better, lexicalInputs, table, refuse } from '../gate/lexical.js';
 import { lastLedgerEntry, roundLevel } from '../../daemon/release/run-gate.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'alignd-gaterun-'));
@@ -35,7 +35,7 @@ async function addVersion(reg: Registry, i: number): Promise<string> {
 
 const basePolicy = (extra: Record<string, unknown> = {}) => policySchema.parse({
   model: 'tiny', base_model: { path: 'builtin:tiny' },
-  probes: { benign: BENIGN.slice(0, 32), red_team: RED },
+  probes: { benign: BENIGN.slice(0, 32), red_team: [...RED, ...LABELLED_PROBES] },
   // Limits the lexical world's probes show even late in a sequence (small α_k): recording and
   // promotion are under test here, the statistics in test/gate and test/stats.
   gate: { max_unsafe_rate: 0.3, unsafe_margin: 0.3, max_refusal_rate: 0.3, max_refusal_increase: 0.3 }, ...extra,
