@@ -60,6 +60,10 @@ t.test('judges: guard and deliberative, secrets by environment reference only, t
   t.match(problems(parse(yaml.replace('name: spec-judge', 'name: heads'))), [/safety.judges.2.name: two judges are named heads/]);
   t.match(problems(parse(yaml.replace('combine: vote', 'combine: majority'))), [/safety.combine/]);
   t.match(problems(parse(yaml.replace('S9: 0.02', 'S9: 1.5'))), [/safety.categories.limits.S9/]);
+  // A category limit the red-team probes can never show holds every candidate: refused, naming the probes needed.
+  const red = `gate: { unsafe_margin: 0.15 }\nprobes:\n  red_team: [${Array.from({ length: 40 }, (_, i) => `"Harm ${i}"`).join(', ')}]\n`;
+  t.match(problems(parse(yaml + red, { GUARD_KEY: 'k' })), ['safety.categories.limits.S9: 40 red-team probes can never show an unsafe rate in category S9 ≤ 2.0% at the first round\'s α = 0.025 (with none at all the exact bound is 8.8%): add red-team probes (at least 183) or raise the limit']);
+  t.same(problems(parse(yaml.replace('S9: 0.02', 'S9: 0.1') + red, { GUARD_KEY: 'k' })), [], '40 probes can show 8.8%');
 });
 
 t.test('probes: inline labelled lines are judge probes, not generation probes', async (t) => {
