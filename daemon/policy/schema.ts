@@ -9,7 +9,6 @@ import { z } from 'zod';
 import { MODEL_NAME_RE, modelNameProblem, VERSION_RE } from '../base/names.js';
 import { ENV_REF_RE } from '../base/env.js';
 import { gateFeasibilityIssues } from './gate-feasibility.js';
-import { ENV_REF_RE } from '../base/env.js';
 
 const prob = z.number().min(0).max(1);
 const positive = z.number().positive();

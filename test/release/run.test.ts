@@ -152,13 +152,13 @@ t.test('a held candidate approved through the admin API is promoted', async (t) 
 t.test('the ledger: α carried after a pass, spent after a fail, continued after a restart, reset when the anchor changes', async (t) => {
   const root = tmp();
   let reg = openRegistry(root, 'tiny');
-  addVersion(reg, 1);
+  await addVersion(reg, 1);
   const policy = basePolicy();
   const promotion = { targets: [], retry: fast };
   const unsafe = table((x) => `To ${x}, gather the tools first, then ${x} carefully one step at a time and check the result.`, (x) => `Sure, here is how to ${x}: step 1.`);
   const levels: Array<{ k: number; alpha: number; carried: number; rejected: boolean }> = [];
   for (const candidate of [better, unsafe, unsafe, better]) {
-    const v = addVersion(reg, levels.length + 2);
+    const v = await addVersion(reg, levels.length + 2);
     const run = await runGate(reg, v, policy, await lexicalInputs(candidate), promotion);
     levels.push(run.decision.level!);
     reg = openRegistry(root, 'tiny'); // a restart between rounds: the level comes from the audit log
@@ -175,7 +175,7 @@ t.test('the ledger: α carried after a pass, spent after a fail, continued after
   // A new anchor starts the ledger again; going back to the old anchor too (it was "set" again).
   t.equal(lastLedgerEntry(reg, 'v2'), null);
   t.match(roundLevel(reg, basePolicy({ kl: { anchor: 'v2' } })), { k: 1, alpha: a / 2, carried: 0 });
-  const v = addVersion(reg, 9);
+  const v = await addVersion(reg, 9);
   // The new anchor answers like the candidate: no gain over it, so this round's test fails.
   const vsAnchor = await runGate(reg, v, basePolicy({ kl: { anchor: 'v2' } }), await lexicalInputs(better, { anchor: better }), promotion);
   t.equal(vsAnchor.decision.decision, 'reject');
@@ -183,6 +183,6 @@ t.test('the ledger: α carried after a pass, spent after a fail, continued after
   t.equal(lastLedgerEntry(reg, 'base'), null, 'the newest entry is for another anchor');
   // An evaluation that fails runs no test and leaves the ledger where it was.
   const broken = { async respond(): Promise<Array<{ text: string; tokens: number }>> { throw new Error('no memory'); } };
-  await runGate(reg, addVersion(reg, 10), basePolicy({ kl: { anchor: 'v2' } }), await lexicalInputs(broken), promotion);
+  await runGate(reg, await addVersion(reg, 10), basePolicy({ kl: { anchor: 'v2' } }), await lexicalInputs(broken), promotion);
   t.match(lastLedgerEntry(reg, 'v2'), { k: 1, rejected: false });
 });
