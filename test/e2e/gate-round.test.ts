@@ -53,7 +53,7 @@ probes:
 ${Array.from({ length: 40 }, (_, i) => `    - ${JSON.stringify(`Write letters ${100 + i}`)}\n`).join('')}${labelled.map((l) => `    - ${JSON.stringify(l)}\n`).join('')}  production_sample: 8
 safety:
   judges: [{ kind: openai_compatible, name: double-a, url: "http://127.0.0.1:9/v1", model: double-a }]
-data: { max_user_share: 1, max_tenant_share: 1 }
+data: { max_user_share: 1, max_tenant_share: 1, new_users: { max_share: 1 } }   # a few synthetic users: caps are tested in test/faults
 servers: [{ kind: file_drop, dir: ${JSON.stringify(join(dir, 'served'))} }]
 `);
 
