@@ -62,6 +62,9 @@ COPY --from=build /app/dist/daemon ./dist/daemon
 COPY --from=build /app/dist/adapters ./dist/adapters
 COPY package.json ./
 COPY policies ./policies
+# The job alignd ships to a Ray cluster (policy trainer: ray): copied to the shared storage per round.
+COPY trainers/trl/requirements.txt ./trainers/trl/requirements.txt
+COPY trainers/trl/alignd_trl ./trainers/trl/alignd_trl
 # /policies starts with the example policies; Docker copies them into a fresh volume, and a
 # Kubernetes ConfigMap or a bind mount replaces them.
 COPY policies /policies

@@ -76,9 +76,13 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     owns: 'probation of a promoted version on live feedback: the sequential comparison, automatic rollback by a policy pin, its routes',
     imports: ['base', 'feedback', 'stats', 'store', 'policy', 'registry', 'release', 'http'],
   },
+  remote: {
+    owns: 'rounds on a remote training engine: the RemoteTrainer interface, driving a job to its end, the window export and the adapter\'s return (shared storage, checksums, verification), the job contract and its code',
+    imports: ['base', 'store', 'model', 'policy'],
+  },
   loop: {
-    owns: 'per-model runtimes, the scheduler, one training round end to end, the loop\'s routes',
-    imports: ['base', 'feedback', 'store', 'engine', 'model', 'policy', 'align', 'gate', 'registry', 'release', 'http', 'telemetry', 'stats', 'canary'],
+    owns: 'per-model runtimes, the scheduler, one training round end to end (local or remote), the loop\'s routes',
+    imports: ['base', 'feedback', 'store', 'engine', 'model', 'policy', 'align', 'gate', 'registry', 'release', 'http', 'telemetry', 'stats', 'canary', 'remote'],
   },
   demo: {
     owns: 'the simulated production of `alignd demo` (users, gold rule, unsafe pattern, the guard model that knows it) around a running loop, and its policy',
@@ -95,7 +99,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
   main: {
     owns: 'the CLI entry and the one composition root: wires stages and concrete adapters (daemon/main.ts); this table',
     imports: ['base', 'feedback', 'store', 'ingest', 'engine', 'model', 'policy', 'gate', 'align', 'registry', 'http', 'telemetry',
-      'stats', 'release', 'canary', 'loop', 'demo', 'config', 'cli', 'adapters/sources', 'adapters/servers', 'adapters/publishers', 'adapters/judges'],
+      'stats', 'release', 'canary', 'loop', 'demo', 'config', 'cli', 'remote', 'adapters/sources', 'adapters/servers', 'adapters/publishers', 'adapters/judges', 'adapters/trainers'],
   },
   'adapters/sources': {
     owns: 'feedback sources: Kafka (with its dead-letter topic), HTTP intake, JSONL file tail',
@@ -104,6 +108,10 @@ export const STAGES: Readonly<Record<string, Stage>> = {
   'adapters/servers': {
     owns: 'server targets: vLLM, file-drop, webhook',
     imports: ['base', 'policy', 'registry'],
+  },
+  'adapters/trainers': {
+    owns: 'remote training engines: Ray (the Jobs REST API)',
+    imports: ['base', 'policy', 'remote'],
   },
   'adapters/publishers': {
     owns: 'promotion announcements on a Kafka topic',

@@ -28,10 +28,11 @@ import { feedbackRoute } from '../adapters/sources/http.js';
 import { fileSource } from '../adapters/sources/file.js';
 import { createKafkaSource, type KafkaSource } from '../adapters/sources/kafka.js';
 import { sendToKafka } from '../adapters/sources/kafka-send.js';
-import { serverTargets } from '../adapters/servers/index.js';
+import { serverTargets, servingEngine } from '../adapters/servers/index.js';
 import { kafkaAnnouncer } from '../adapters/publishers/kafka.js';
 import { openAiCompatibleJudge } from '../adapters/judges/openai-compatible.js';
 import { judgeAdapterConfig } from '../adapters/judges/config.js';
+import { remoteTrainer } from '../adapters/trainers/index.js';
 import { fileAnnouncer } from './registry/publisher.js';
 import { startLoop, type Loop } from './loop/model-loop.js';
 import { runtimeOptions } from './engine/engine-config.js';
@@ -144,9 +145,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger, start: Star
       policyFiles: start.policyFiles, dataDir: config.dataDir, buffer, log, telemetry, publisher, runtime: runtimeOptions(config.engine),
       makeTargets: (p) => serverTargets(p.servers),
       externalJudge: (c) => openAiCompatibleJudge(judgeAdapterConfig(c), { log: log.child({ stage: 'judges' }) }),
+      remoteTrainer: (t) => remoteTrainer(t),
+      servingEngine: (p) => servingEngine(p),
       ...(start.onRound === undefined ? {} : { onRound: start.onRound }),
       ...(start.autoTriggers === undefined ? {} : { autoTriggers: start.autoTriggers }),
       ...(pollMs === undefined ? {} : { pollMs, reconcileMs: pollMs }),
+      ...(process.env['ALIGND_LEASE_TTL_MS'] === undefined ? {} : { leaseTtlMs: Number(process.env['ALIGND_LEASE_TTL_MS']) }),
     });
     served = new Set(loop.runtimes.map((rt) => rt.model));
   }

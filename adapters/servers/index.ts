@@ -3,10 +3,12 @@
  * the environment variables the policy names.
  */
 import { AligndError } from '../../daemon/base/errors.js';
-import type { ServerTargetConfig } from '../../daemon/policy/schema.js';
+import type { Policy, ServerTargetConfig } from '../../daemon/policy/schema.js';
+import type { ServingEngine } from '../../daemon/registry/serving-engine.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
 import { fileDropTarget } from './file-drop.js';
 import { vllmTarget } from './vllm.js';
+import { vllmEngine } from './vllm-eval.js';
 import { webhookTarget } from './webhook.js';
 
 /**
@@ -39,4 +41,18 @@ function buildTargets(configs: readonly ServerTargetConfig[], env: NodeJS.Proces
       }
     }
   });
+}
+
+/**
+ * The serving engine that evaluates a policy's candidates (evaluation.engine: serving): the vLLM
+ * server at evaluation.url, else the first url of the policy's vllm target, whose path_map and
+ * api key apply to both.
+ */
+export function servingEngine(p: Policy, env: NodeJS.ProcessEnv = process.env): ServingEngine {
+  const target = p.servers.find((s): s is Extract<ServerTargetConfig, { kind: 'vllm' }> => s.kind === 'vllm' && (p.evaluation.url === undefined || s.urls.includes(p.evaluation.url)));
+  const url = p.evaluation.url ?? target?.urls[0];
+  if (url === undefined) throw new AligndError('CONFIG_INVALID', 'evaluation.engine serving needs a vLLM server', { action: 'set evaluation.url or add a vllm server target' });
+  const apiKey = target?.api_key_env === undefined ? undefined : env[target.api_key_env];
+  return vllmEngine({ url, ...(target?.path_map === undefined ? {} : { pathMap: target.path_map }), ...(apiKey === undefined ? {} : { apiKey }),
+    ...(target === undefined ? {} : { timeoutMs: target.timeout_s * 1000 }) });
 }

@@ -13,7 +13,7 @@ import { AligndError } from '../../daemon/base/errors.js';
 import { redactUrl } from '../../daemon/base/redact.js';
 import type { DeployRequest, ServerTarget } from '../../daemon/registry/targets.js';
 import { servedNamePattern } from '../../daemon/base/names.js';
-import { errorBody, excerpt, fetchWithTimeout, readBody } from './http-json.js';
+import { errorBody, excerpt, fetchWithTimeout, readBody } from '../../daemon/base/http-json.js';
 
 export interface VllmTargetConfig {
   url: string;

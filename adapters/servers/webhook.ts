@@ -9,7 +9,7 @@ import { createHmac } from 'node:crypto';
 import { AligndError } from '../../daemon/base/errors.js';
 import { redactUrl } from '../../daemon/base/redact.js';
 import type { ServerTarget } from '../../daemon/registry/targets.js';
-import { errorBody, fetchWithTimeout } from './http-json.js';
+import { errorBody, fetchWithTimeout } from '../../daemon/base/http-json.js';
 
 export function signWebhook(secret: string, timestamp: string, body: string): string {
   return 'sha256=' + createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');

@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'POLICY_INVALID'
   | 'SERVER_FAILED'
   | 'JUDGE_UNAVAILABLE'
+  | 'TRAINER_FAILED'
+  | 'LEASE_LOST'
   | 'REQUEST_TOO_LARGE'
   | 'INTERNAL';
 

@@ -40,6 +40,11 @@ export interface CanaryModel {
   reload(): Promise<void>;
   /** What a push of this model needs (its current targets, publisher, retry, log, stop signal). */
   push(): Omit<PromoteOptions, 'reason'>;
+  /**
+   * Whether this process watches the model now: with several replicas on one data directory only
+   * the holder of the model's lease (loop/lease.ts) decides, so a rollback is pinned once. Absent: always.
+   */
+  active?(): boolean;
 }
 
 /** What the status page and `GET /v1/models/:model/probation` show. */
@@ -133,6 +138,10 @@ export function createCanaryMonitor(opts: { db: Db; models: CanaryModel[]; log: 
   }
 
   async function tickModel(m: CanaryModel, now: number): Promise<void> {
+    if (m.active?.() === false) {
+      watches.delete(m.model); // on taking the model over, the watch replays the stored events, as after a restart
+      return;
+    }
     await endStagedRollout(m);
     const open = openProbation(m.registry);
     const p = m.policy();

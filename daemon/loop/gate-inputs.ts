@@ -20,7 +20,7 @@ import { mapCategory } from '../gate/judges.js';
 import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
 
 /** Sampling for the gate's responders: the same for every side. */
-const RESPOND = { temperature: 0.7, topP: 0.95, seed: 7 };
+export const RESPOND = { temperature: 0.7, topP: 0.95, seed: 7 };
 
 /** Gate prompts are strings; a chat prompt is represented by its last user message. */
 export function promptText(p: Prompt): string {

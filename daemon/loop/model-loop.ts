@@ -21,10 +21,11 @@ import { effectiveDecision } from '../release/decisions.js';
 import type { NamedJudge } from '../gate/evidence.js';
 import { sendJson, type Route } from '../http/route.js';
 import { openModelRuntime, type ModelRuntime } from './model-runtime.js';
-import { runTrainingRound, type ExternalJudgeConfig, type RoundSummary } from './training-round.js';
+import { runTrainingRound, type ExternalJudgeConfig, type RoundDeps, type RoundSummary } from './training-round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import { createCanaryMonitor, type CanaryMonitor, type ProbationView } from '../canary/monitor.js';
 import { probationRoutes } from '../canary/routes.js';
+import { openLease, type Lease } from './lease.js';
 import type { RuntimeOptions } from '../engine/sessions.js';
 
 export interface LoopOptions {
@@ -37,6 +38,10 @@ export interface LoopOptions {
   publisher: PromotionPublisher;
   /** Makes a policy's external judge (the composition root wires adapters/judges). One per distinct config, kept across rounds (its cache too). */
   externalJudge?: (config: ExternalJudgeConfig) => NamedJudge;
+  /** The remote training engine of a policy whose trainer is not local (adapters/trainers). */
+  remoteTrainer?: RoundDeps['remoteTrainer'];
+  /** The serving engine of a policy that evaluates there (adapters/servers/vllm-eval). */
+  servingEngine?: RoundDeps['servingEngine'];
   /** Execution provider and threads for the models' sessions. */
   runtime?: Partial<RuntimeOptions>;
   /** min-new-examples check, reconcile and probation intervals. */
@@ -46,6 +51,8 @@ export interface LoopOptions {
   onRound?: (summary: RoundSummary) => void;
   /** false: no cron or min-new-examples triggers, only manual ones (the demo). */
   autoTriggers?: boolean;
+  /** The rounds lease among replicas sharing dataDir (lease.ts): its ttl; renewed every ttl/3. Default 30 s. */
+  leaseTtlMs?: number;
 }
 
 export interface ModelStatus {
@@ -60,6 +67,8 @@ export interface ModelStatus {
   lastRound: number | null;
   lastRoundFigures: Record<string, unknown> | null;
   roundRunning: boolean;
+  /** This replica holds the model's lease (runs its rounds, reconcile passes and probation). */
+  leaseHeld: boolean;
   /** A reconcile pass is in hand; ticks meanwhile are skipped (counted), never queued. */
   reconcileRunning: boolean;
   reconcileSkippedTicks: number;
@@ -107,6 +116,26 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     await rt.enforce(); // a pinned version is served from the start
   }
 
+  // One replica runs each model's rounds, reconcile passes and probation: the holder of its lease.
+  const leaseTtlMs = opts.leaseTtlMs ?? 30_000;
+  const leases = new Map(runtimes.map((rt) => [rt.model, openLease({ dir: join(opts.dataDir, 'leases'), model: rt.model, ttlMs: leaseTtlMs })]));
+  const leaseOf = (model: string): Lease => leases.get(model)!;
+  const renewLeases = (): void => {
+    for (const [model, lease] of leases) {
+      const before = lease.held();
+      let now = false;
+      try {
+        now = lease.tryAcquire();
+      } catch (err) {
+        log.error('lease renewal failed', { model, err: errorMessage(err) });
+      }
+      if (now !== before) log.info(now ? 'lease taken: this replica runs the model\'s rounds' : 'lease lost: another replica runs the model\'s rounds', { model, owner: lease.owner, token: lease.token() });
+    }
+  };
+  renewLeases();
+  const leaseTimer = setInterval(renewLeases, Math.max(50, Math.floor(leaseTtlMs / 3)));
+  leaseTimer.unref();
+
   const lastFinished = (model: string): number | undefined => opts.buffer.roundResults(model, 1).at(-1)?.round;
   const typesOf = (rt: ModelRuntime): Array<'pair' | 'kto'> => (rt.policy().objective.loss_type === 'kto' ? ['kto'] : ['pair']);
   const judgesByConfig = new Map<string, NamedJudge>();
@@ -130,10 +159,19 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
     })),
     runRound: async (model, trigger) => {
       const rt = byModel(model);
+      const lease = leaseOf(model);
+      const token = lease.token();
+      if (token === null) {
+        log.info('round not started: another replica holds the lease', { model, trigger });
+        return;
+      }
       const t0 = Date.now();
       const summary = await opts.telemetry.span('alignd.round', { model, trigger }, () => runTrainingRound(rt, {
         buffer: opts.buffer, dataDir: opts.dataDir, log, signal: controller.signal,
         ...(externalJudge === undefined ? {} : { externalJudge }),
+        ...(opts.remoteTrainer === undefined ? {} : { remoteTrainer: opts.remoteTrainer }),
+        ...(opts.servingEngine === undefined ? {} : { servingEngine: opts.servingEngine }),
+        fence: (what, fn) => lease.fenced(token, what, fn),
         onProgress: (what, fields) => log.info(`progress: ${what}`, fields),
       }, trigger));
       const o = summary.outcome;
@@ -151,7 +189,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
 
   const canary = createCanaryMonitor({ db: opts.buffer.db, log, models: runtimes.map((rt) => ({
     model: rt.model, registry: rt.registry, policyFile: rt.policyFile, policy: () => rt.policy(), reload: () => rt.watcher.check(),
-    push: () => rt.pushOptions(controller.signal),
+    push: () => rt.pushOptions(controller.signal), active: () => leaseOf(rt.model).held(),
   })) });
   const canaryTimer = setInterval(() => {
     canary.tick().catch((err: unknown) => {
@@ -169,6 +207,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
   const skippedTicks = new Map<string, number>();
   const reconcileTimer = setInterval(() => {
     for (const rt of runtimes) {
+      if (!leaseOf(rt.model).held()) continue; // the holder reconciles
       if (reconciling.has(rt.model)) {
         skippedTicks.set(rt.model, (skippedTicks.get(rt.model) ?? 0) + 1);
         log.debug('reconcile still running; tick skipped', { model: rt.model });
@@ -204,7 +243,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
         deployed: d?.desired ?? null, serverName: d === undefined ? null : servedName(rt.model, d.desired), complete: d?.complete ?? null,
         candidate: latest !== undefined && latest.version !== d?.desired ? `${latest.version} (${effectiveDecision(latest)})` : null,
         lastDecision: last?.result.decision ?? null, lastRound: last?.round ?? null, lastRoundFigures: last?.result ?? null,
-        roundRunning: scheduler.running(rt.model), policyRefusal: rt.watcher.lastRefusal() ?? null,
+        roundRunning: scheduler.running(rt.model), leaseHeld: leaseOf(rt.model).held(), policyRefusal: rt.watcher.lastRefusal() ?? null,
         reconcileRunning: reconciling.has(rt.model), reconcileSkippedTicks: skippedTicks.get(rt.model) ?? 0,
         probation: probationSummary(canary.view(rt.model)),
         audit: auditStatus(rt),
@@ -261,9 +300,11 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       controller.abort();
       clearInterval(reconcileTimer);
       clearInterval(canaryTimer);
+      clearInterval(leaseTimer);
       await scheduler.stop();
       await Promise.all(runtimes.map((rt) => rt.stop()));
       await Promise.all([...reconciling.values()]);
+      for (const lease of leases.values()) if (lease.held()) lease.release(); // the next replica need not wait the ttl
     },
   };
 }

@@ -17,8 +17,13 @@ import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
 import { trainSafetyJudge, safetyRows, type LabelledResponse } from '../align/safety.js';
 import { runGate } from '../release/run-gate.js';
 import type { CheckResult, NamedJudge } from '../gate/evidence.js';
-import { effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, measuredSignal, policyJudges, productionLabelled, responder, type ExternalJudgeConfig } from './gate-inputs.js';
+import { effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, measuredSignal, policyJudges, productionLabelled, responder, RESPOND, type ExternalJudgeConfig } from './gate-inputs.js';
+import type { Policy, TrainerConfig } from '../policy/schema.js';
 import type { ModelRuntime } from './model-runtime.js';
+import type { RemoteTrainer } from '../remote/remote-trainer.js';
+import { trainRemote, type RemoteTrainingResult } from './remote-round.js';
+import { servingEvaluation } from './served-evidence.js';
+import type { ServingEngine } from '../registry/serving-engine.js';
 
 export interface RoundDeps {
   buffer: ReplayBuffer;
@@ -30,6 +35,32 @@ export interface RoundDeps {
   onProgress?: (what: string, fields: Record<string, unknown>) => void;
   /** Shutdown: the round is abandoned between phases and at every optimizer step, and redone after a restart. */
   signal?: AbortSignal;
+  /**
+   * The lease's fence (several replicas): a round's commit points run inside it and throw
+   * LEASE_LOST when another replica took the model over meanwhile. Absent: a single replica.
+   */
+  fence?: <T>(what: string, fn: () => T) => T;
+  /** The serving engine that evaluates candidates when the policy's evaluation.engine is serving (adapters/servers/vllm-eval). */
+  servingEngine?: (policy: Policy) => ServingEngine;
+  /** The remote training engine for a policy whose trainer is not `local` (the composition root wires adapters/trainers). */
+  remoteTrainer?: (trainer: Exclude<TrainerConfig, { kind: 'local' }>) => RemoteTrainer;
+}
+
+function servingEngine(deps: RoundDeps, policy: Policy): ServingEngine {
+  if (deps.servingEngine === undefined) {
+    throw new AligndError('CONFIG_INVALID', 'evaluation.engine serving has no engine wired in this process', { action: 'use evaluation.engine: local, or start alignd through its CLI (which wires vLLM)' });
+  }
+  return deps.servingEngine(policy);
+}
+
+const fenced = <T>(deps: RoundDeps, what: string, fn: () => T): T => (deps.fence === undefined ? fn() : deps.fence(what, fn));
+
+function remoteTrainer(deps: RoundDeps, policy: Policy): RemoteTrainer {
+  const cfg = policy.trainer;
+  if (cfg.kind === 'local' || deps.remoteTrainer === undefined) {
+    throw new AligndError('CONFIG_INVALID', `trainer.kind ${cfg.kind} has no engine wired in this process`, { action: 'use trainer.kind: local, or start alignd through its CLI (which wires the ray trainer)' });
+  }
+  return deps.remoteTrainer(cfg);
 }
 
 export interface RoundSummary {
@@ -73,9 +104,16 @@ export async function runTrainingRound(rt: ModelRuntime, deps: RoundDeps, trigge
   try {
     return await trainAndGate(rt, deps, trigger, mark, previousMark, types);
   } catch (err) {
-    if (deps.signal?.aborted === true) throw err; // shutdown: no outcome recorded, the round is redone after restart
+    // Shutdown: no outcome recorded, the round is redone after restart; except a remote job
+    // cancelled by it, which is a discarded round with the job's log tail (the cluster's work is gone).
+    if (deps.signal?.aborted === true && !(err instanceof AligndError && err.code === 'TRAINER_FAILED')) throw err;
+    if (err instanceof AligndError && err.code === 'LEASE_LOST') {
+      // Another replica holds the model now: it redoes this window; nothing of this round is written.
+      log.warn('round abandoned: the lease moved to another replica', { round: mark.round, err: errorMessage(err) });
+      return { model, round: mark.round, outcome: { decision: 'discarded', reasons: [errorMessage(err)] }, skipped: 'lease lost' };
+    }
     const outcome: RoundOutcome = { decision: 'discarded', reasons: [`round failed: ${errorMessage(err)}`] };
-    buffer.recordRoundResult(model, mark.round, outcome);
+    fenced(deps, 'recording the failed round', () => buffer.recordRoundResult(model, mark.round, outcome));
     log.error('round failed; the deployed version is untouched', { round: mark.round, err: errorMessage(err) });
     return { model, round: mark.round, outcome };
   }
@@ -146,9 +184,14 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const outDir = join(deps.dataDir, 'rounds', model, String(round));
   rmSync(outDir, { recursive: true, force: true }); // a redone round starts clean
   deps.onProgress?.('policy.train', { model, round, examples: window.examples.length, newExamples: window.newCount, replay: window.replayCount });
-  const result: TrainingResult = await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: trainingKnobs(policy), seed: round,
-    outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log,
-    ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
+  const result: TrainingResult = policy.trainer.kind === 'local'
+    ? await runRound({ model: m, deployedAdapter, anchorAdapter, window: window.examples, heldout, knobs: trainingKnobs(policy), seed: round,
+      outDir, meta: { model, round, trigger, window: { ...span, maxExampleId: mark.maxExampleId, maxEventSeq: mark.maxEventSeq } }, log,
+      ...(deps.signal === undefined ? {} : { signal: deps.signal }) })
+    : await trainRemote({ trainer: remoteTrainer(deps, policy), policy, m, model, round, window: window.examples, heldout, baseDir: rt.baseDir(),
+      deployedAdapterDir: deployedVersion === null ? null : rt.registry.get(deployedVersion)!.adapterDir, anchorAdapterDir: anchor === null ? null : rt.registry.get(anchor)!.adapterDir,
+      outDir, log, ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
+  const remote = 'remote' in result ? (result as RemoteTrainingResult) : null;
   const last = result.steps.at(-1);
   const base: RoundOutcome = {
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,
@@ -160,18 +203,20 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
       ? [`the data caps dropped all ${window.cappedOut} examples of the window (per user ${window.cappedBy.user}, per tenant ${window.cappedBy.tenant}, new users ${window.cappedBy.newUsers}): see data.* in the policy`]
       : [];
     const outcome = { ...base, reasons: [...capped, result.reason ?? `no candidate (${result.stopReason})`] };
-    buffer.recordRoundResult(model, round, outcome);
+    fenced(deps, 'recording the round', () => buffer.recordRoundResult(model, round, outcome));
     log.warn('round produced no candidate', { round, stopReason: result.stopReason, reason: result.reason });
     return { model, round, outcome };
   }
   checkAbort();
 
-  const v = await rt.registry.addVersion({ adapterDir: result.candidateDir }, {
+  const source = remote?.stage != null ? { write: remote.stage } : { adapterDir: result.candidateDir };
+  const v = await fenced(deps, 'registering the candidate', () => rt.registry.addVersion(source, {
     parent: deployedVersion, base_model: { path: policy.base_model.path, sha256: policy.base_model.sha256 ?? null },
     data_window: { from: span.from, to: span.to, events: span.events, kafka_offsets: span.kafka_offsets, round, since_round: previousMark ?? null },
     round_metrics: { loss: last?.loss ?? null, steps: result.stepsTaken, kept_step: result.keptStep, stop_reason: result.stopReason,
-      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_model: rewardMetrics, examples: window.examples.length },
-  });
+      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_model: rewardMetrics, examples: window.examples.length,
+      ...(remote === null ? {} : { trainer: remote.remote }) },
+  }));
   log.info('candidate registered', { round, version: v.version });
   deps.onProgress?.('gate.evaluate', { model, round, version: v.version });
 
@@ -179,22 +224,42 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const judges = policyJudges(policy, m, safetyHeads, deps.externalJudge);
   const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
   const signal = await measuredSignal(m, rewardHeads, rewardHeldout);
-  const kind = types.includes('kto') ? 'binary' : 'pairs';
-  const agreement = await heldoutAgreement(m, result.candidate, deployedAdapter, heldout, result.beta, kind);
   const production = heldoutPrompts(buffer.heldout(model, ['pair', 'kto', 'sft', 'safety'], 2000), policy.probes.production_sample);
   const probePrompts = [...policy.probes.benign.map((p) => p.prompt), ...production.prompts, ...policy.probes.red_team.map((p) => p.prompt)];
   const maxNewTokens = effectiveMaxNewTokens(m, probePrompts, policy.gate.max_new_tokens);
   // The anchor answers too when it is another version than the deployed one.
   const anchorDiffers = (anchor ?? null) !== deployedVersion;
-  const used = [...agreement.used, ...production.used, ...signal.used, ...reports.used];
-  const gate = await runGate(rt.registry, v.version, policy, {
-    candidate: responder(m, result.candidate, maxNewTokens), deployed: responder(m, deployedAdapter, maxNewTokens),
-    ...(anchorDiffers ? { anchor: responder(m, anchorAdapter, maxNewTokens) } : {}),
-    scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-    rewardSignal: signal.signal, judges, productionLabelled: reports.labelled, productionPrompts: production.prompts,
-    heldout: { kind, margins: agreement.margins }, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
-    sources: { heldoutEventIds: used.flatMap((e) => e.eventIds), deployed: deployedVersion, anchor: policy.kl.anchor, maxNewTokens },
-  }, { ...rt.pushOptions(deps.signal), log }, round);
+  // The candidate's answers and held-out agreement: from the local engine, or from the serving
+  // engine (policy evaluation.engine), which measures margins on held-out pairs only.
+  const kind = policy.evaluation.engine === 'serving' || !types.includes('kto') ? 'pairs' : 'binary';
+  const evaluation = policy.evaluation.engine === 'serving'
+    ? await servingEvaluation(servingEngine(deps, policy), {
+      model, candidate: { version: v.version, adapterDir: v.adapterDir },
+      deployed: deployedVersion === null ? null : { version: deployedVersion, adapterDir: rt.registry.get(deployedVersion)!.adapterDir },
+      ...(anchorDiffers ? { anchor: anchor === null ? null : { version: anchor, adapterDir: rt.registry.get(anchor)!.adapterDir } } : {}),
+      baseServedName: policy.base_model.served_name ?? policy.base_model.path, tokenizer: m.ckpt.tokenizer!, heldout, beta: result.beta,
+      topK: policy.evaluation.top_logprobs, klContexts: policy.evaluation.kl_contexts, log, ...(deps.signal === undefined ? {} : { signal: deps.signal }),
+      sampling: { maxTokens: maxNewTokens, temperature: RESPOND.temperature, topP: RESPOND.topP, seed: RESPOND.seed },
+    })
+    : {
+      candidate: responder(m, result.candidate, maxNewTokens), deployed: responder(m, deployedAdapter, maxNewTokens),
+      ...(anchorDiffers ? { anchor: responder(m, anchorAdapter, maxNewTokens) } : {}),
+      ...await heldoutAgreement(m, result.candidate, deployedAdapter, heldout, result.beta, kind), served: null, close: async () => {},
+    };
+  const used = [...evaluation.used, ...production.used, ...signal.used, ...reports.used];
+  fenced(deps, 'gating the candidate', () => undefined); // the gate may promote: only while still the holder
+  let gate: Awaited<ReturnType<typeof runGate>>;
+  try {
+    gate = await runGate(rt.registry, v.version, policy, {
+      candidate: evaluation.candidate, deployed: evaluation.deployed, ...(evaluation.anchor === undefined ? {} : { anchor: evaluation.anchor }),
+      scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
+      rewardSignal: signal.signal, judges, productionLabelled: reports.labelled, productionPrompts: production.prompts,
+      heldout: { kind, margins: evaluation.margins }, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+      sources: { heldoutEventIds: used.flatMap((e) => e.eventIds), deployed: deployedVersion, anchor: policy.kl.anchor, maxNewTokens },
+    }, { ...rt.pushOptions(deps.signal), log }, round);
+  } finally {
+    await evaluation.close();
+  }
 
   const checks = gate.decision.checks;
   const outcome: RoundOutcome = {
@@ -205,8 +270,9 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     judges: checks.find((c) => c.check === 'judge_reliability')?.reason,
     heldoutAccuracy: comparisonOf(checks, 'heldout_accuracy', 'absolute')?.estimate, promoted: gate.promotion?.complete ?? false,
     checks: checkSummaries(checks), ...(gate.decision.level === undefined ? {} : { level: gate.decision.level }),
+    ...(evaluation.served === null ? {} : { served: { engine: policy.evaluation.url ?? 'vllm', klLowerBound: evaluation.served.klLowerBound, positions: evaluation.served.positions, topK: evaluation.served.topK } }),
   };
-  buffer.recordRoundResult(model, round, outcome);
+  fenced(deps, 'recording the round', () => buffer.recordRoundResult(model, round, outcome));
   const removed = await rt.collectGarbage();
   if (removed.length > 0) log.info('registry gc', { removed });
   log.info('round finished', { round, version: v.version, decision: gate.decision.decision, reasons: gate.decision.reasons });

@@ -183,6 +183,60 @@ export type ServerTargetConfig = z.infer<typeof serverTargetSchema>;
 /** The gate's checks, in the order decide() runs them. */
 export const GATE_CHECKS = ['judge_reliability', 'unsafe_rate', 'category_limits', 'refusal_rate', 'reward_signal', 'heldout_accuracy', 'reward_gain', 'length_ratio', 'repetition', 'kl'] as const;
 
+/**
+ * Where a round's training runs. `local`: onnxruntime in this process (the default). `ray`: a job
+ * on a Ray cluster through the Ray Jobs REST API (trainers/trl/, TRL's DPO/KTO trainers with PEFT);
+ * the round's window goes out and the adapter comes back through `storage`, a directory both
+ * sides reach.
+ */
+export const trainerSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('local') }),
+  z.strictObject({
+    kind: z.literal('ray'),
+    /** The Ray dashboard (Jobs API), e.g. http://ray-head:8265. */
+    address: z.url({ protocol: /^https?$/ }),
+    /** Environment variable holding a bearer token for the dashboard (never the token itself). */
+    token_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional(),
+    /** Added to the job's runtime_env: pip (null: the pins in trainers/trl/requirements.txt; [] installs nothing), env_vars. */
+    runtime_env: z.strictObject({
+      pip: z.array(z.string().min(1)).nullable().default(null),
+      env_vars: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+    }).prefault({}),
+    /** The Python the entry point runs with on the cluster. */
+    python: z.string().min(1).default('python'),
+    /** A job not finished after this long is stopped and the round discarded. */
+    timeout_s: positive.default(3600),
+    poll_s: positive.max(600).default(5),
+    storage: z.strictObject({
+      /** A directory alignd writes the window to and reads the adapter from (a shared volume). */
+      path: z.string().min(1),
+      /** The same directory as the cluster's workers see it (default: the same path). */
+      cluster_path: z.string().min(1).optional(),
+    }),
+    /** The base model as the cluster loads it (default: base_model.path). */
+    base_model: z.string().min(1).optional(),
+    /** Export the window as Parquet instead of JSONL. */
+    parquet: z.literal(false, { error: 'parquet: true is not supported yet: alignd exports the window as JSONL (see policies/README.md, "trainer")' }).default(false),
+  }),
+], { error: 'trainer.kind must be local or ray' });
+export type TrainerConfig = z.infer<typeof trainerSchema>;
+
+/**
+ * Where the gate's evidence comes from. `local`: the local engine (the default). `serving`: the
+ * policy's vLLM server, for bases too large for the local engine: the candidate is loaded there
+ * under `<model>-eval-vN`, scored and unloaded.
+ */
+export const evaluationSchema = z.strictObject({
+  engine: z.enum(['local', 'serving']).default('local'),
+  /** The vLLM server (default: the first url of the policy's vllm server target, whose path_map and api key apply). */
+  url: z.url({ protocol: /^https?$/ }).optional(),
+  /** k of prompt_logprobs for the served KL figure (vLLM's --max-logprobs, 20 by default, bounds it). */
+  top_logprobs: z.number().int().min(1).max(1000).default(20),
+  /** Held-out contexts the served KL figure is measured on. */
+  kl_contexts: z.number().int().positive().default(16),
+});
+export type EvaluationConfig = z.infer<typeof evaluationSchema>;
+
 export const gatePolicySchema = z.strictObject({
   /**
    * 1 − α. α bounds the probability of EVER promoting a candidate that fails one of the checks'
@@ -425,6 +479,8 @@ export const policySchema = z.strictObject({
   retention: z.strictObject({ keep_versions: z.number().int().min(1).default(10) }).prefault({}),
   rollout: rolloutPolicySchema.prefault({}),
   deployment: deploymentSchema.default({ mode: 'auto' }),
+  trainer: trainerSchema.default({ kind: 'local' }),
+  evaluation: evaluationSchema.prefault({}),
 }).superRefine((p, ctx) => {
   const ab = p.kl.adaptive_beta;
   const judged = amounts(p.objective.beta, ab.min_beta, ab.max_beta) && ab.min_beta <= ab.max_beta;
@@ -432,6 +488,9 @@ export const policySchema = z.strictObject({
     ctx.addIssue({ code: 'custom', path: ['objective', 'beta'], message: `beta (${p.objective.beta}) must lie in kl.adaptive_beta's [min_beta, max_beta] = [${ab.min_beta}, ${ab.max_beta}]: the controller would clamp it at the first KL check` });
   }
   for (const i of gateFeasibilityIssues(p)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+  if (p.evaluation.engine === 'serving' && p.evaluation.url === undefined && !p.servers.some((s) => s.kind === 'vllm')) {
+    ctx.addIssue({ code: 'custom', path: ['evaluation', 'url'], message: 'evaluation.engine serving needs a vLLM server: set evaluation.url or add a vllm server target' });
+  }
 });
 export type Policy = z.infer<typeof policySchema>;
 export type PolicyInput = z.input<typeof policySchema>;

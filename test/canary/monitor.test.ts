@@ -72,7 +72,8 @@ interface Setup {
   vllm: FakeVllm;
   hook: Awaited<ReturnType<typeof webhookReceiver>>;
   pub: ReturnType<typeof memoryAnnouncer>;
-  monitor: () => CanaryMonitor;
+  /** active: the lease check of a replica (absent: always watching). */
+  monitor: (active?: () => boolean) => CanaryMonitor;
   send: (version: string, behaviour: { canary: VersionBehaviour; baseline: VersionBehaviour }, n: number, seed: number) => void;
   promote: (version: string) => Promise<void>;
 }
@@ -100,7 +101,7 @@ async function setup(t: Test, rollout: string): Promise<Setup> {
   let ids = 0;
   return {
     dir, policyFile, rt, reg, buffer, vllm, hook, pub,
-    monitor: () => createCanaryMonitor({ db: buffer.db, models, log: silentLogger }),
+    monitor: (active) => createCanaryMonitor({ db: buffer.db, models: models.map((m) => (active === undefined ? m : { ...m, active })), log: silentLogger }),
     send(canaryVersion, behaviour, n, seed) {
       const previous = reg.get(canaryVersion)!.manifest.probation!.previous;
       const next = liveUsers({ seed, ...behaviour, canaryWeight: 0.5 });
@@ -184,6 +185,19 @@ t.test('worse live feedback: alignd pins the previous version itself, with the r
   const view = monitor.view('tiny');
   t.match(view, { version: 'v2', status: 'rolled_back', decision: { outcome: 'rollback' } });
   t.ok((view?.timeline.length ?? 0) > 0 && view?.figures !== null, 'the status page keeps the figures and timeline the decision was taken on');
+});
+
+t.test('a replica without the model\'s lease leaves probation to the holder; on taking it over it replays and decides', async (t) => {
+  const s = await onProbation(t);
+  let holder = false;
+  const monitor = s.monitor(() => holder);
+  s.send('v2', WORSE, 400, 7);
+  await monitor.tick();
+  t.match(s.reg.get('v2')!.manifest.probation, { status: 'watching' }, 'no decision from a replica that does not hold the lease');
+  t.notMatch(readFileSync(s.policyFile, 'utf8'), /rolled back/, 'nor a pin');
+  holder = true;
+  await monitor.tick();
+  t.match(s.reg.get('v2')!.manifest.probation!.decision, { outcome: 'rollback', by: 'alignd', trigger: 'down_vote_share' }, 'the holder decides on the stored events');
 });
 
 t.test('a pin alignd cannot write (the file was left broken) holds the version for a person, with what it found', async (t) => {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../harness/daemon.js';
-import { SECRET_ENV_NAME, flagValue, maxLoraRankFor, policyCheck, readYamlDocs, validateCompose } from './schemas.js';
+import { SECRET_ENV_NAME, flagValue, maxLoraRankFor, policyCheck, readYamlDocs, validateCompose, volumeMounts } from './schemas.js';
 
 const composePath = join(repoRoot, 'deploy/docker-compose.yml');
 const docs = readYamlDocs(composePath);
@@ -31,13 +31,7 @@ const list = (v: string[] | string | undefined): string[] => (v === undefined ? 
 const env = (s: Service): Record<string, string> => Object.fromEntries(
   Array.isArray(s.environment) ? s.environment.map((e) => [e.split('=')[0] ?? '', e.slice(e.indexOf('=') + 1)])
     : Object.entries(s.environment ?? {}).map(([k, v]) => [k, String(v)]));
-/** [source, target] of a volume; the short syntax is SOURCE:TARGET[:MODE], SOURCE may be `${VAR:-default}`. */
-const mounts = (s: Service): Array<[string, string]> => (s.volumes ?? []).map((v) => {
-  if (typeof v !== 'string') return [v.source ?? '', v.target ?? ''];
-  const m = /^(\$\{[^}]*\}[^:]*|[^:]*):([^:]+)(?::(?:ro|rw))?$/.exec(v);
-  if (m === null) throw new Error(`unreadable volume ${v}`);
-  return [m[1] ?? '', m[2] ?? ''];
-});
+const mounts = (s: Service): Array<[string, string]> => volumeMounts(s.volumes);
 
 const alignd = svc('alignd');
 const policyArg = flagValue(list(alignd.command), '--policy');

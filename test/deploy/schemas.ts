@@ -97,3 +97,13 @@ export function flagValue(argv: string[], flag: string): string | undefined {
 
 /** Names of environment variables that hold secrets: their values must come from outside. */
 export const SECRET_ENV_NAME = /(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)/i;
+
+/** [source, target] of a Compose service's volumes; the short syntax is SOURCE:TARGET[:MODE], SOURCE may be `${VAR:-default}`. */
+export function volumeMounts(volumes: Array<string | { source?: string; target?: string }> | undefined): Array<[string, string]> {
+  return (volumes ?? []).map((v) => {
+    if (typeof v !== 'string') return [v.source ?? '', v.target ?? ''];
+    const m = /^(\$\{[^}]*\}[^:]*|[^:]*):([^:]+)(?::(?:ro|rw))?$/.exec(v);
+    if (m === null) throw new Error(`unreadable volume ${v}`);
+    return [m[1] ?? '', m[2] ?? ''];
+  });
+}

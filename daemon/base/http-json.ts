@@ -1,8 +1,9 @@
 /**
- * Small fetch helpers shared by the server adapters: deadlines, bodies read whole up to a bound,
- * and excerpts of bodies for error messages (only messages are cut, never what is parsed).
+ * Small fetch helpers shared by the adapters that speak HTTP (servers, trainers): deadlines,
+ * bodies read whole up to a bound, and excerpts of bodies for error messages (only messages are
+ * cut, never what is parsed).
  */
-import { AligndError } from '../../daemon/base/errors.js';
+import { AligndError } from './errors.js';
 
 /**
  * Largest body alignd reads from a server. A vLLM `/v1/models` entry is ~0.5 kB, so this holds
