@@ -85,8 +85,8 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     imports: ['base', 'feedback', 'store', 'engine', 'model', 'policy', 'align', 'gate', 'registry', 'release', 'http', 'telemetry', 'stats', 'canary', 'remote'],
   },
   demo: {
-    owns: 'the simulated production of `alignd demo` (users, gold rule, unsafe pattern, the guard model that knows it) around a running loop, and its policy',
-    imports: ['base', 'feedback', 'policy', 'loop'],
+    owns: 'the simulated production of `alignd demo` (users, gold rule, unsafe pattern, the guard model that knows it) around a running loop, its policy and its measurement',
+    imports: ['base', 'feedback', 'policy', 'stats', 'loop'],
   },
   config: {
     owns: 'the process config (data dir, HTTP, sources, engine, telemetry): schema, file, environment',

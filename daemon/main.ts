@@ -349,7 +349,7 @@ async function cmdDemo(argv: string[], log: Logger): Promise<number> {
     const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 8787}`;
     log.info('demo: status page', { url: `${url}/` });
     const summary = await runDemo(daemon.loop!, url, waiter.next, {
-      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed, log,
+      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed, measurePrompts: 256, measureSeeds: 8, log,
     });
     process.stdout.write(JSON.stringify(summary) + '\n');
     return 0;

@@ -38,6 +38,8 @@ export interface RewardRoundMetrics {
   pairs: number;
   loss: number;
   heldoutPairs: number;
+  /** Held-out pairs where the ensemble mean prefers the chosen response. */
+  heldoutCorrect: number;
   /** Share of held-out pairs where the ensemble mean prefers the chosen response. */
   heldoutAccuracy: number | null;
   /** ECE of σ(mean margin) on held-out pairs (10 equal-width confidence bins). */
@@ -127,9 +129,10 @@ export async function trainRewardEnsemble(input: {
     loss = res.loss;
   }
   if (ensemble === null) throw new RangeError('trainRewardEnsemble: no training pairs and no previous ensemble');
-  const metrics: RewardRoundMetrics = { pairs: train.length, loss, heldoutPairs: held.length, heldoutAccuracy: null, ece: null, heldoutSpread: null };
+  const metrics: RewardRoundMetrics = { pairs: train.length, loss, heldoutPairs: held.length, heldoutCorrect: 0, heldoutAccuracy: null, ece: null, heldoutSpread: null };
   if (held.length > 0) {
     const h = await heldoutRanking(m, ensemble, input.heldout, k.maxLength);
+    metrics.heldoutCorrect = h.correct;
     metrics.heldoutAccuracy = h.correct / h.pairs;
     metrics.ece = expectedCalibrationError(h.p, h.p.map(() => true));
     metrics.heldoutSpread = h.spread;

@@ -158,12 +158,15 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const rewardHeldout = buffer.heldout(model, ['pair', 'kto'], 500);
   let rewardHeads = rt.heads('reward');
   const rewardMetrics: Record<string, unknown> = {};
+  // The gate's reward signal: the scorer's ranking accuracy on held-out pairs, measured this round.
+  let rewardSignal: { name: string; heldoutPairs: number; heldoutCorrect: number } | null = null;
   if (rewardWindow.length > 0) {
     deps.onProgress?.('reward.train', { model, round, examples: rewardWindow.length });
     const r = await trainRewardEnsemble({ model: m, window: rewardWindow, heldout: rewardHeldout, previous: rewardHeads });
     rewardHeads = r.ensemble;
     rt.saveHeads('reward', rewardHeads);
     Object.assign(rewardMetrics, r.metrics);
+    rewardSignal = { name: `linear-heads-x${r.ensemble.k}`, heldoutPairs: r.metrics.heldoutPairs, heldoutCorrect: r.metrics.heldoutCorrect };
   }
   checkAbort();
   // Safety reports are capped like training data: a flood of reports from one source must not teach the judge.
@@ -197,6 +200,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,
     klBudgetRound: policy.kl.per_round, klBudgetCumulative: policy.kl.cumulative, steps: result.stepsTaken, stopReason: result.stopReason,
     examples: window.examples.length, newExamples: window.newCount, cappedOut: window.cappedOut, cappedBy: window.cappedBy, reward: rewardMetrics,
+    ...(rewardSignal === null ? {} : { rewardSignal, rewardSignalAccuracy: rewardSignal.heldoutPairs === 0 ? null : rewardSignal.heldoutCorrect / rewardSignal.heldoutPairs }),
   };
   if (result.candidate === null || result.candidateDir === null || result.keptStep === 0) {
     const capped = window.examples.length === 0 && window.cappedOut > 0

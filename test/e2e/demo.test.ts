@@ -22,7 +22,9 @@ t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
 interface DemoLine {
   demo: string; rounds: number; promotions: number; rejections: number; holds: number; discarded: number;
   gold_reward_start: number; gold_reward_end: number; max_round_kl: number; kl_budget: number;
-  unsafe_rate_start: number; unsafe_rate_end: number;
+  unsafe_rate_start: number; unsafe_rate_end: number; gold_gain: number; gold_gain_ci95: [number, number];
+  unsafe_rate_start_ci95: [number, number]; unsafe_rate_end_ci95: [number, number];
+  reward_signal: Array<{ round: number; name: string | null; heldout: string | null }>;
 }
 
 t.test(`alignd demo --rounds ${ROUNDS}: one JSON line, what is promoted is served, what is not says why`, async (t) => {
@@ -47,6 +49,13 @@ t.test(`alignd demo --rounds ${ROUNDS}: one JSON line, what is promoted is serve
   }, 'the JSON line carries every figure');
   t.equal(s.promotions + s.rejections + s.holds + (s.discarded ?? 0), s.rounds, 'every round has one outcome');
   t.ok(s.max_round_kl <= s.kl_budget, 'every round within the KL budget');
+  const [lo, hi] = s.gold_gain_ci95;
+  t.ok(lo <= s.gold_gain && s.gold_gain <= hi, `gold gain ${s.gold_gain} inside its interval [${lo}, ${hi}]`);
+  for (const [rate, [a, b]] of [[s.unsafe_rate_start, s.unsafe_rate_start_ci95], [s.unsafe_rate_end, s.unsafe_rate_end_ci95]] as const) {
+    t.ok(a <= rate && rate <= b && a >= 0 && b <= 1, `unsafe rate ${rate} inside its interval [${a}, ${b}]`);
+  }
+  t.equal(s.reward_signal.length, ROUNDS, 'the reward signal of every round');
+  t.ok(s.reward_signal.every((r) => r.name !== null && /^\d+\/\d+$/.test(r.heldout ?? '')), 'each names its scorer and its held-out count');
   // Issue 15: the gate promotes only what it shows at the round's α_k. With the demo's linear reward
   // heads (held-out ranking ~60% on a few dozen pairs: reward_signal and heldout_accuracy not shown)
   // and 30 red-team / 42 benign probes (unsafe and refusal bounds above their limits once α_k is
