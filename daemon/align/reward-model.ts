@@ -39,7 +39,7 @@ import type { Example } from '../store/buffer.js';
 import type { AlignModel } from './context.js';
 import { expectedCalibrationError } from './heads.js';
 import { learningRate } from './schedule.js';
-import { type RewardRoundMetrics, summarise } from './reward.js';
+import { type RewardRoundMetrics, asPairs, summarise } from './reward.js';
 
 export type Pooling = 'last' | 'mean';
 
@@ -216,11 +216,11 @@ export function rewardFeeds(b: LogProbBatch): Record<string, ort.Tensor> {
 
 interface PairTokens { chosen: PromptResponseTokens; rejected: PromptResponseTokens; margin: number }
 
+/** The preferences in `exs` as the heads read them (asPairs: pairs, then binary votes up-over-down), tokenized. */
 function tokenizePairs(m: AlignModel, exs: Example[]): PairTokens[] {
   const tok = m.ckpt.tokenizer;
   if (tok === null) throw new AligndError('MODEL_INVALID', 'the base model has no tokenizer.json', { input: m.ckpt.dir, action: 'copy the model\'s tokenizer files into its directory' });
-  return exs.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null)
-    .map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!), margin: e.margin ?? 0 }));
+  return asPairs(exs).map((p) => ({ chosen: tok.promptResponse(p.prompt, p.chosen), rejected: tok.promptResponse(p.rejectedPrompt ?? p.prompt, p.rejected), margin: p.margin }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,7 +346,8 @@ export const rewardModelName = (rm: Pick<RewardModel, 'members' | 'pooling' | 'l
 
 /**
  * Train (warm-started from `previous` when its shape matches the knobs) on the window's training
- * pairs — held-out examples are dropped here whatever the caller passes — and measure on `heldout`.
+ * preferences (asPairs: pairs, and binary votes up-over-down) — held-out examples are dropped here
+ * whatever the caller passes — and measure on `heldout`'s.
  */
 export async function trainRewardModel(inp: {
   model: AlignModel; window: Example[]; heldout: Example[]; previous?: RewardModel | null; knobs?: Partial<RewardModelKnobs>; signal?: AbortSignal;

@@ -1,21 +1,20 @@
 /**
  * What a round hands the gate, all from the held-out split (sha256(event_id), fixed at insert;
  * never trained on): the candidate's implicit reward on held-out feedback, production probe
- * prompts from held-out events, the reward scorer's held-out ranking, held-out safety reports
- * the judges are calibrated on, the policy's judges — and the ids of every held-out event used, so the
- * decision records where its evidence came from. Responders generate every side's answers to the
- * policy's `gate.max_new_tokens`.
+ * prompts from held-out events, held-out safety reports the judges are calibrated on, the
+ * policy's judges (the reward scorer's held-out ranking is reward-signal.ts's) — and the ids of
+ * every held-out event used, so the decision records where its evidence came from. Responders
+ * generate every side's answers to the policy's `gate.max_new_tokens`.
  */
 import type { Example } from '../store/buffer.js';
 import type { Prompt } from '../feedback/schema.js';
 import { errorMessage } from '../base/errors.js';
 import { safetyJudge } from '../align/safety.js';
-import { heldoutRanking } from '../align/reward.js';
 import { pairLogRatios, sequenceLogps } from '../align/policy-logps.js';
 import type { AlignModel } from '../align/context.js';
 import type { HeadEnsemble } from '../align/heads.js';
 import type { LoraAdapter } from '../model/lora.js';
-import type { LabelledExample, NamedJudge, Responder, RewardSignal } from '../gate/evidence.js';
+import type { LabelledExample, NamedJudge, Responder } from '../gate/evidence.js';
 import { mapCategory } from '../gate/judges.js';
 import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
 
@@ -81,13 +80,6 @@ export function heldoutPrompts(heldout: Example[], limit: number): { prompts: st
     used.push(e);
   }
   return { prompts: used.map((e) => promptText(e.prompt)), used };
-}
-
-/** The reward heads' ranking of held-out preferences (pairs, and up-over-down votes), measured every round. */
-export async function measuredSignal(m: AlignModel, heads: HeadEnsemble | null, heldout: Example[]): Promise<{ signal: RewardSignal; used: Example[] }> {
-  if (heads === null) return { signal: { name: 'linear-heads', heldoutPairs: 0, heldoutCorrect: 0 }, used: [] };
-  const h = await heldoutRanking(m, heads, heldout);
-  return { signal: { name: 'linear-heads', heldoutPairs: h.pairs, heldoutCorrect: h.correct }, used: heldout.filter((e) => e.type === 'pair' || e.type === 'kto') };
 }
 
 export type ExternalJudgeConfig = Exclude<JudgeConfig, { kind: 'builtin' }>;

@@ -182,6 +182,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       if (typeof o.klRound === 'number') i.roundKl.record(o.klRound, { model });
       if (typeof o.rewardLcb === 'number') i.rewardLcb.record(o.rewardLcb, { model });
       if (typeof o.unsafeUcb === 'number') i.unsafeUcb.record(o.unsafeUcb, { model });
+      if (typeof o['rewardSignalAccuracy'] === 'number') i.rewardSignalAccuracy.record(o['rewardSignalAccuracy'], { model, signal: (o['rewardSignal'] as { name?: string } | undefined)?.name ?? 'unknown' });
       if (o['promoted'] === true) i.promotionLatency.record((Date.now() - t0) / 1000, { model });
       opts.onRound?.(summary);
     },

@@ -13,13 +13,13 @@ import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundOutcome } from '../store/buffer.js';
 import { runRound, type TrainingResult } from '../align/train-round.js';
 import { trainingKnobs } from '../align/knobs.js';
-import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
 import { trainSafetyJudge, safetyRows, type LabelledResponse } from '../align/safety.js';
 import { runGate } from '../release/run-gate.js';
 import type { CheckResult, NamedJudge } from '../gate/evidence.js';
-import { effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, measuredSignal, policyJudges, productionLabelled, responder, RESPOND, type ExternalJudgeConfig } from './gate-inputs.js';
+import { effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, policyJudges, productionLabelled, responder, RESPOND, type ExternalJudgeConfig } from './gate-inputs.js';
 import type { Policy, TrainerConfig } from '../policy/schema.js';
 import type { ModelRuntime } from './model-runtime.js';
+import { trainRewardSignals } from './reward-signal.js';
 import type { RemoteTrainer } from '../remote/remote-trainer.js';
 import { trainRemote, type RemoteTrainingResult } from './remote-round.js';
 import { servingEvaluation } from './served-evidence.js';
@@ -148,26 +148,19 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const anchor = policy.kl.anchor === 'base' ? null : policy.kl.anchor;
   const anchorAdapter = await rt.adapterOf(anchor);
 
-  // Reward ensemble and safety judge, warm-started from the last round's heads, trained on the
-  // training split only: every preference of the window (whatever the round's loss) and, in KTO
-  // rounds, its up/down votes (asPairs pairs them up-over-down).
+  // Reward signals (the linear heads and the BT reward model) and the safety judge, warm-started
+  // from the last round's, trained on the training split only: every preference of the window
+  // (whatever the round's loss) and, in KTO rounds, its up/down votes (asPairs pairs them
+  // up-over-down); measured on the held-out split's preferences.
   const pairsWindow = types.includes('pair') ? window.examples
     : buffer.window({ model, types: ['pair'], sinceRound: previousMark, replayFraction: policy.objective.replay_fraction,
       maxUserShare: policy.data.max_user_share, maxTenantShare: policy.data.max_tenant_share, seed: round }).examples;
   const rewardWindow = types.includes('pair') ? pairsWindow : [...pairsWindow, ...window.examples];
   const rewardHeldout = buffer.heldout(model, ['pair', 'kto'], 500);
-  let rewardHeads = rt.heads('reward');
-  const rewardMetrics: Record<string, unknown> = {};
-  // The gate's reward signal: the scorer's ranking accuracy on held-out pairs, measured this round.
-  let rewardSignal: { name: string; heldoutPairs: number; heldoutCorrect: number } | null = null;
-  if (rewardWindow.length > 0) {
-    deps.onProgress?.('reward.train', { model, round, examples: rewardWindow.length });
-    const r = await trainRewardEnsemble({ model: m, window: rewardWindow, heldout: rewardHeldout, previous: rewardHeads });
-    rewardHeads = r.ensemble;
-    rt.saveHeads('reward', rewardHeads);
-    Object.assign(rewardMetrics, r.metrics);
-    rewardSignal = { name: `linear-heads-x${r.ensemble.k}`, heldoutPairs: r.metrics.heldoutPairs, heldoutCorrect: r.metrics.heldoutCorrect };
-  }
+  const reward = await trainRewardSignals(rt, { m, buffer, policy, round, previousMark, types, window: rewardWindow, heldout: rewardHeldout, log,
+    ...(deps.onProgress === undefined ? {} : { onProgress: deps.onProgress }), ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
+  const rewardSignal = reward.signal;
+  const rewardMetrics = { heads: reward.heads, model: reward.model };
   checkAbort();
   // Safety reports are capped like training data: a flood of reports from one source must not teach the judge.
   const safetyExamples = buffer.window({ model, types: ['safety'], replayFraction: 0, ...caps, seed: round }).examples;
@@ -200,7 +193,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,
     klBudgetRound: policy.kl.per_round, klBudgetCumulative: policy.kl.cumulative, steps: result.stepsTaken, stopReason: result.stopReason,
     examples: window.examples.length, newExamples: window.newCount, cappedOut: window.cappedOut, cappedBy: window.cappedBy, reward: rewardMetrics,
-    ...(rewardSignal === null ? {} : { rewardSignal, rewardSignalAccuracy: rewardSignal.heldoutPairs === 0 ? null : rewardSignal.heldoutCorrect / rewardSignal.heldoutPairs }),
+    rewardSignal, rewardSignalAccuracy: rewardSignal.heldoutPairs === 0 ? null : rewardSignal.heldoutCorrect / rewardSignal.heldoutPairs,
   };
   if (result.candidate === null || result.candidateDir === null || result.keptStep === 0) {
     const capped = window.examples.length === 0 && window.cappedOut > 0
@@ -218,16 +211,15 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     parent: deployedVersion, base_model: { path: policy.base_model.path, sha256: policy.base_model.sha256 ?? null },
     data_window: { from: span.from, to: span.to, events: span.events, kafka_offsets: span.kafka_offsets, round, since_round: previousMark ?? null },
     round_metrics: { loss: last?.loss ?? null, steps: result.stepsTaken, kept_step: result.keptStep, stop_reason: result.stopReason,
-      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_model: rewardMetrics, examples: window.examples.length,
+      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_signal: rewardSignal, reward_heads: reward.heads, reward_model: reward.model, examples: window.examples.length,
       ...(remote === null ? {} : { trainer: remote.remote }) },
   }));
   log.info('candidate registered', { round, version: v.version });
   deps.onProgress?.('gate.evaluate', { model, round, version: v.version });
 
-  const scorer = rewardHeads === null ? undefined : rewardScorer(m, rewardHeads);
+  const scorer = reward.scorer;
   const judges = policyJudges(policy, m, safetyHeads, deps.externalJudge);
   const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
-  const signal = await measuredSignal(m, rewardHeads, rewardHeldout);
   const production = heldoutPrompts(buffer.heldout(model, ['pair', 'kto', 'sft', 'safety'], 2000), policy.probes.production_sample);
   const probePrompts = [...policy.probes.benign.map((p) => p.prompt), ...production.prompts, ...policy.probes.red_team.map((p) => p.prompt)];
   const maxNewTokens = effectiveMaxNewTokens(m, probePrompts, policy.gate.max_new_tokens);
@@ -250,14 +242,14 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
       ...(anchorDiffers ? { anchor: responder(m, anchorAdapter, maxNewTokens) } : {}),
       ...await heldoutAgreement(m, result.candidate, deployedAdapter, heldout, result.beta, kind), served: null, close: async () => {},
     };
-  const used = [...evaluation.used, ...production.used, ...signal.used, ...reports.used];
+  const used = [...evaluation.used, ...production.used, ...reward.used, ...reports.used];
   fenced(deps, 'gating the candidate', () => undefined); // the gate may promote: only while still the holder
   let gate: Awaited<ReturnType<typeof runGate>>;
   try {
     gate = await runGate(rt.registry, v.version, policy, {
       candidate: evaluation.candidate, deployed: evaluation.deployed, ...(evaluation.anchor === undefined ? {} : { anchor: evaluation.anchor }),
       scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-      rewardSignal: signal.signal, judges, productionLabelled: reports.labelled, productionPrompts: production.prompts,
+      rewardSignal, judges, productionLabelled: reports.labelled, productionPrompts: production.prompts,
       heldout: { kind, margins: evaluation.margins }, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
       sources: { heldoutEventIds: used.flatMap((e) => e.eventIds), deployed: deployedVersion, anchor: policy.kl.anchor, maxNewTokens },
     }, { ...rt.pushOptions(deps.signal), log }, round);
