@@ -6,7 +6,7 @@
  * held-out accuracy; then issue 15's bar for the demo: at least one promotion for every seed, and
  * a gold-gain interval above zero for at least 4 of 5 seeds. Progress goes to stderr.
  *
- *   npm run bench:demo -- [--seeds 1,2,3,4,5] [--rounds N] [--keep DIR]
+ *   npm run bench:demo -- [--seeds 1,2,3,4,5] [--rounds N] [--keep DIR] [--policy FILE (default: the demo's)]
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -20,6 +20,7 @@ import type { DemoSummary } from '../daemon/demo/demo.js';
 const seeds = arg('seeds', '1,2,3,4,5').split(',').map(Number);
 const rounds = arg('rounds', '');
 const keep = arg('keep', '');
+const policy = arg('policy', '');
 const mainJs = fileURLToPath(new URL('../daemon/main.js', import.meta.url));
 const root = keep === '' ? mkdtempSync(join(tmpdir(), 'alignd-bench-demo-')) : keep;
 mkdirSync(root, { recursive: true });
@@ -27,7 +28,8 @@ mkdirSync(root, { recursive: true });
 async function demo(seed: number): Promise<DemoSummary> {
   const dataDir = join(root, `seed-${seed}`);
   rmSync(dataDir, { recursive: true, force: true });
-  const args = [mainJs, 'demo', '--seed', String(seed), '--port', '0', '--data-dir', dataDir, ...(rounds === '' ? [] : ['--rounds', rounds])];
+  const args = [mainJs, 'demo', '--seed', String(seed), '--port', '0', '--data-dir', dataDir, ...(rounds === '' ? [] : ['--rounds', rounds]),
+    ...(policy === '' ? [] : ['--policy', policy])];
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ALIGND_LOG_LEVEL: 'warn' } });
   let out = '';
   let err = '';
