@@ -3,8 +3,8 @@
  * every pooling) against float64 central differences; learning a synthetic preference of known
  * structure from a real replay buffer to high held-out accuracy, above the linear heads on frozen
  * features measured on the same split; training only on the training split; a safetensors round
- * trip; warm start across rounds; the gate's RewardScorer contract; a wider member spread out of
- * distribution than in it.
+ * trip; warm start across rounds; binary (up/down) feedback ranked and trained on as preferences;
+ * the gate's RewardScorer contract; a wider member spread out of distribution than in it.
  */
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -126,6 +126,18 @@ t.test('learns a synthetic preference to high held-out accuracy; only the traini
   const viaGate = await scorer.score([prompts[0] as string], [responses[0]!]);
   // (Alone vs in a padded batch: float32 sums in another order.)
   t.ok(Math.abs(viaGate[0]!.mean - sc[0]!.mean) < 1e-5, `the loaded model scores as the saved one (${viaGate[0]!.mean} vs ${sc[0]!.mean})`);
+
+  // Binary feedback: up-votes on the chosen answers and down-votes on the rejected ones rank the
+  // same preferences (asPairs: up over down, in id order), so they measure the same; votes train it.
+  const votes = (xs: typeof heldout) => xs.flatMap((e) => [
+    { ...e, id: 2 * e.id, type: 'kto' as const, chosen: null, rejected: null, response: e.chosen, label: 'up' },
+    { ...e, id: 2 * e.id + 1, type: 'kto' as const, chosen: null, rejected: null, response: e.rejected, label: 'down' },
+  ]);
+  const byVotes = await trainRewardModel({ model: m, window: [], heldout: votes(heldout), previous: rm, knobs: { members: 3, seed: 4 } });
+  t.equal(byVotes.metrics.heldoutPairs, heldout.length, 'held-out votes pair up: one up-over-down per held-out pair');
+  t.equal(byVotes.metrics.heldoutCorrect, metrics.heldoutCorrect, 'and rank as the pairs they came from');
+  const fromVotes = await trainRewardModel({ model: m, window: votes(win.slice(0, 8)), heldout, previous: rm, knobs: { members: 1, seed: 4 } });
+  t.equal(fromVotes.metrics.pairs, 8, 'up/down votes of the training split train it as preferences');
 
   // Warm start: no new pairs → the same model; new pairs → continues from it (not from scratch).
   const same = await trainRewardModel({ model: m, window: [], heldout, previous: rm, knobs: { members: 3, seed: 4 } });
