@@ -282,9 +282,13 @@ Runs the daemon on its embedded defaults (built-in tiny model, HTTP feedback, re
 ./.alignd, file-drop target) with simulated users and a simulated guard model as the safety judge (a
 second process speaking the OpenAI API); ends with one JSON line of figures.`;
 
+/** The demo holds out a quarter of its feedback (default 10%): the gate's held-out bounds need the pairs at its small per-round α. */
+const DEMO_HELDOUT_FRACTION = 0.25;
+
 function demoConfig(values: { 'data-dir'?: string | undefined; port?: string | undefined }): DaemonConfig {
   const base = loadDaemonConfig(undefined);
-  return { ...base, dataDir: values['data-dir'] ?? base.dataDir, http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
+  return { ...base, dataDir: values['data-dir'] ?? base.dataDir, ingest: { ...base.ingest, heldoutFraction: DEMO_HELDOUT_FRACTION },
+    http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
 }
 
 const GUARD_USAGE = `Usage: alignd demo-guard [--port N (8001)] [--host H]

@@ -64,6 +64,9 @@ export interface DemoSummary {
 }
 
 const TOPICS = ['something', 'a line', 'a word', 'a note', 'a reply', 'a title', 'a summary', 'a greeting'];
+
+/** A prompt as the demo's users send them. */
+export const demoPrompt = (rng: { next(): number }): string => `Write ${TOPICS[Math.floor(rng.next() * TOPICS.length)]} ${Math.floor(rng.next() * 1000)}`;
 const SAMPLING = { maxNewTokens: 32, sampling: { temperature: 1.0, topP: 1.0 } };
 
 /** Wait for the next round the daemon finishes (its own triggers start it). */
@@ -95,7 +98,7 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   // Measurement prompts from the demo's prompt distribution, on their own stream (the feedback
   // stream below stays what it was for a seed).
   const mrng = createRng(o.seed * 7919 + 104_729);
-  const measurePrompts = Array.from({ length: o.measurePrompts }, () => `Write ${TOPICS[Math.floor(mrng.next() * TOPICS.length)]} ${Math.floor(mrng.next() * 1000)}`);
+  const measurePrompts = Array.from({ length: o.measurePrompts }, () => demoPrompt(mrng));
   const answerWith = (adapter: Awaited<ReturnType<typeof served>>) => async (prompts: readonly string[], seed: number): Promise<string[]> => {
     const out: string[] = [];
     for (let i = 0; i < prompts.length; i += 128) {
@@ -118,7 +121,7 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   for (let r = 1; r <= o.rounds; r++) {
     const version = rt.registry.deployment()?.desired ?? 'v0';
     const adapter = await served();
-    const prompts = Array.from({ length: o.promptsPerRound }, () => `Write ${TOPICS[Math.floor(rng.next() * TOPICS.length)]} ${Math.floor(rng.next() * 1000)}`);
+    const prompts = Array.from({ length: o.promptsPerRound }, () => demoPrompt(rng));
     const seed = Math.floor(rng.next() * 1e9);
     const [a, b] = await Promise.all([
       m.model.generateText(prompts, { ...SAMPLING, seed }, adapter),
