@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { mainJs } from '../harness/daemon.js';
 
 const ROUNDS = 10;
-const DEMO_BOUND_S = 300;
+// The demo's gate answers 330 reward and 120 red-team probes per round: 324 s for seed 1 on the shared machine.
+const DEMO_BOUND_S = 600;
 const cwd = mkdtempSync(join(tmpdir(), 'alignd-e2e-demo-'));
 t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
 
@@ -27,7 +28,7 @@ interface DemoLine {
   reward_signal: Array<{ round: number; name: string | null; heldout: string | null }>;
 }
 
-t.test(`alignd demo --rounds ${ROUNDS}: one JSON line, what is promoted is served, what is not says why`, async (t) => {
+t.test(`alignd demo --rounds ${ROUNDS}: at least one promotion, one JSON line, what is promoted is served`, async (t) => {
   const proc = spawn(process.execPath, [mainJs, 'demo', '--rounds', String(ROUNDS), '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -56,19 +57,11 @@ t.test(`alignd demo --rounds ${ROUNDS}: one JSON line, what is promoted is serve
   }
   t.equal(s.reward_signal.length, ROUNDS, 'the reward signal of every round');
   t.ok(s.reward_signal.every((r) => r.name !== null && /^\d+\/\d+$/.test(r.heldout ?? '')), 'each names its scorer and its held-out count');
-  // Issue 15: the gate promotes only what it shows at the round's α_k. With the demo's linear reward
-  // heads (held-out ranking ~60% on a few dozen pairs: reward_signal and heldout_accuracy not shown)
-  // and 30 red-team / 42 benign probes (unsafe and refusal bounds above their limits once α_k is
-  // small), the embedded demo holds or rejects every round (0 of 10 on 2026-12-01). Until a reward
-  // signal that tracks the gold lands (branch rewardmodel, issue 15 item 5), a demo without a
-  // promotion must say why, round by round, naming the checks.
-  if (s.promotions === 0) {
-    const decisions = readFileSync(join(cwd, '.alignd/registry/tiny/audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; reasons?: string[] })
-      .filter((r) => r.event === 'gate.decision');
-    t.equal(decisions.length, ROUNDS, 'every round\'s decision is in the audit log');
-    for (const d of decisions) t.ok((d.reasons ?? []).length > 0 && (d.reasons ?? []).every((r) => /^[a-z_]+: /.test(r)), `each reason names its check: ${(d.reasons ?? []).join(' | ')}`);
-    return;
-  }
+  // Issue 15: the gate promotes only what it shows at the round's α_k. The demo's policy gives it
+  // the evidence for that (demo-policy.ts: 202 benign, 120 red-team and 128 production probes, a
+  // quarter of the feedback held out) and the BT reward model ranks ~0.7 of held-out pairs right:
+  // seed 1 promotes in rounds 3, 4 and 8 (bench:demo, 2026-12-01), so at least one promotion.
+  t.ok(s.promotions >= 1, `at least one promotion (got ${s.promotions} of ${s.rounds} rounds: ${s.rejections} rejected, ${s.holds} held)`);
 
   // What was promoted is what the file-drop target serves, under the embedded defaults' paths.
   const deployed = JSON.parse(readFileSync(join(cwd, '.alignd/registry/tiny/deployed.json'), 'utf8')) as { desired: string; complete: boolean };
