@@ -16,8 +16,7 @@
  */
 import { AligndError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
-import type { Example, ReplayBuffer } from '../store/buffer.js';
-import type { Policy } from '../policy/schema.js';
+import type { Example, ReplayBuffer, WindowRequest } from '../store/buffer.js';
 import type { RewardScorer, RewardSignal } from '../gate/evidence.js';
 import type { AlignModel } from '../align/context.js';
 import { heldoutRanking, rewardScorer, trainRewardEnsemble, type RewardRoundMetrics } from '../align/reward.js';
@@ -36,14 +35,16 @@ export interface RewardSignals {
 }
 
 export async function trainRewardSignals(rt: ModelRuntime, inp: {
-  m: AlignModel; buffer: ReplayBuffer; policy: Policy; round: number; previousMark: number | undefined;
+  m: AlignModel; buffer: ReplayBuffer; round: number; previousMark: number | undefined;
+  /** The round's data caps (per user, per tenant, new users), as its training window's. */
+  caps: Pick<WindowRequest, 'maxUserShare' | 'maxTenantShare' | 'newUsers'>;
   /** The round's feedback types: in KTO rounds the reward model's window takes the round's votes too. */
   types: ReadonlyArray<'pair' | 'kto'>;
   /** The heads' training window (preferences, and a KTO round's votes) and the held-out preferences and votes. */
   window: Example[]; heldout: Example[];
   log: Logger; onProgress?: (what: string, fields: Record<string, unknown>) => void; signal?: AbortSignal;
 }): Promise<RewardSignals> {
-  const { m, buffer, policy, round } = inp;
+  const { m, buffer, round } = inp;
   const model = rt.model;
   const heldout = inp.heldout.filter((e) => e.type === 'pair' || e.type === 'kto');
   const out: RewardSignals = { scorer: undefined, signal: { name: 'linear-heads', heldoutPairs: 0, heldoutCorrect: 0 }, used: [], heads: null, model: null };
@@ -63,8 +64,7 @@ export async function trainRewardSignals(rt: ModelRuntime, inp: {
   }
 
   const k = DEFAULT_REWARD_MODEL_KNOBS;
-  const rmPairs = buffer.window({ model, types: ['pair'], sinceRound: inp.previousMark, replayFraction: k.replayFraction,
-    maxUserShare: policy.data.max_user_share, maxTenantShare: policy.data.max_tenant_share, seed: round }).examples;
+  const rmPairs = buffer.window({ model, types: ['pair'], sinceRound: inp.previousMark, replayFraction: k.replayFraction, ...inp.caps, seed: round }).examples;
   const rmWindow = inp.types.includes('kto') ? [...rmPairs, ...inp.window.filter((e) => e.type === 'kto')] : rmPairs;
   const previous = await rt.rewardModel();
   if (rmWindow.length > 0 || previous !== null) {

@@ -153,11 +153,10 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   // (whatever the round's loss) and, in KTO rounds, its up/down votes (asPairs pairs them
   // up-over-down); measured on the held-out split's preferences.
   const pairsWindow = types.includes('pair') ? window.examples
-    : buffer.window({ model, types: ['pair'], sinceRound: previousMark, replayFraction: policy.objective.replay_fraction,
-      maxUserShare: policy.data.max_user_share, maxTenantShare: policy.data.max_tenant_share, seed: round }).examples;
+    : buffer.window({ model, types: ['pair'], sinceRound: previousMark, replayFraction: policy.objective.replay_fraction, ...caps, seed: round }).examples;
   const rewardWindow = types.includes('pair') ? pairsWindow : [...pairsWindow, ...window.examples];
   const rewardHeldout = buffer.heldout(model, ['pair', 'kto'], 500);
-  const reward = await trainRewardSignals(rt, { m, buffer, policy, round, previousMark, types, window: rewardWindow, heldout: rewardHeldout, log,
+  const reward = await trainRewardSignals(rt, { m, buffer, caps, round, previousMark, types, window: rewardWindow, heldout: rewardHeldout, log,
     ...(deps.onProgress === undefined ? {} : { onProgress: deps.onProgress }), ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
   const rewardSignal = reward.signal;
   const rewardMetrics = { heads: reward.heads, model: reward.model };
