@@ -8,7 +8,7 @@ import type { Test } from 'tap';
 import { grad } from '../../daemon/engine/autodiff.js';
 import { type Graph, type Value, graph, input, output, param } from '../../daemon/engine/graph.js';
 import { mul, sumAll } from '../../daemon/engine/ops.js';
-import { toOnnx } from '../../daemon/engine/onnx.js';
+import { type Emitted, toOnnx } from '../../daemon/engine/onnx.js';
 import { type OrtTensor, type RuntimeOptions, type Session, createSession, run, toOrt } from '../../daemon/engine/sessions.js';
 import { type DType, type HostTensor, randomTensor } from '../../daemon/engine/tensor.js';
 import { CHECK_DTYPE, TEST_EP, cpuFallbacks, testRuntime, unexpectedFallbacks } from '../harness/ep.js';
@@ -50,7 +50,7 @@ function resolve(c: Case, y: Value): number[] {
 
 /** One case built in one dtype: its model, session on `rt`, feeds and parameters. */
 interface Program {
-  bytes: Uint8Array;
+  program: Emitted;
   session: Session;
   dt: CheckDType;
   feeds: Record<string, OrtTensor>;
@@ -66,11 +66,13 @@ async function program(c: Case, dt: CheckDType, rt: RuntimeOptions): Promise<Pro
   const loss = output(sumAll(mul(b.y, r)), 'loss');
   const grads = grad(loss, b.wrt.map((w) => w.v));
   grads.forEach((d, i) => output(d, `grad_${i}`));
-  const bytes = toOnnx(g).bytes;
+  // toOnnx's result, not its bytes: a program over a model's base weights names them as external
+  // data, which the session finds through the folder toOnnx records.
+  const program = toOnnx(g);
   const feeds: Record<string, OrtTensor> = { r: toOrt(randomTensor(b.y.dtype, yDims, 99)) };
   for (const [k, v] of Object.entries(b.feeds ?? {})) feeds[k] = toOrt(v);
   const params = b.wrt.map((w) => ({ name: w.v.name, data: Float64Array.from(w.data.data as Float64Array), t: w.data }));
-  const p: Program = { bytes, session: await createSession(bytes, rt), dt, feeds, params, gradCount: grads.length };
+  const p: Program = { program, session: await createSession(program, rt), dt, feeds, params, gradCount: grads.length };
   feedParams(p);
   return p;
 }
@@ -122,7 +124,7 @@ export async function gradcheck(c: Case): Promise<CheckResult> {
     analytic.forEach((a, j) => { num += (a - want[j]!) ** 2; den += want[j]! ** 2; });
     elements += want.length;
   }
-  const onCpu = TEST_EP === 'cpu' ? [] : await cpuFallbacks(mine.bytes, mine.feeds);
+  const onCpu = TEST_EP === 'cpu' ? [] : await cpuFallbacks(mine.program, mine.feeds);
   return { name: c.name, relError: Math.sqrt(num) / Math.sqrt(den), fdNorm: Math.sqrt(den), elements, dtype: dt, onCpu };
 }
 

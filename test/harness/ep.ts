@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSy
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import type { Provider, RuntimeOptions } from '../../daemon/engine/sessions.js';
+import { createSession, type ModelSource, type Provider, type RuntimeOptions } from '../../daemon/engine/sessions.js';
 import { repoRoot, withLock } from './kafka.js';
 
 function testEp(): Provider {
@@ -144,11 +144,11 @@ async function lavapipe(): Promise<string> {
  * On WebGPU an op the provider has no kernel for runs on the CPU provider instead, silently, with
  * copies to and from the device; integer shape arithmetic runs there by design and is not counted.
  */
-export async function cpuFallbacks(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<string[]> {
-  const { provider } = await testRuntime();
+export async function cpuFallbacks(model: ModelSource, feeds: Record<string, ort.Tensor>): Promise<string[]> {
   const dir = mkdtempSync(join(tmpdir(), 'alignd-profile-'));
   try {
-    const s = await ort.InferenceSession.create(model, { executionProviders: [provider], enableProfiling: true, profileFilePrefix: join(dir, 'p') });
+    // The engine's own session options, so a program whose base weights are external data finds them.
+    const s = await createSession(model, { ...(await testRuntime()), profileFilePrefix: join(dir, 'p') });
     try {
       await s.run(feeds);
       s.endProfiling();

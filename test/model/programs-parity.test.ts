@@ -53,7 +53,7 @@ for (const arch of ARCHS) {
     }
     t.equal(B, sequences.length);
     if (TEST_EP !== 'cpu') {
-      const program = toOnnx(buildProgram('logprobs', model.weights, adapter.config)).bytes;
+      const program = toOnnx(buildProgram('logprobs', model.weights, adapter.config));
       const onCpu = await cpuFallbacks(program, { ...batchFeeds(batch), ...loraFeeds(adapter) });
       t.same(unexpectedFallbacks(onCpu), [], `the log-prob program ran on ${TEST_EP} (float ops on the CPU provider: ${onCpu.join(', ')})`);
     }
