@@ -26,6 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { AligndError } from '../base/errors.js';
 import { writeFileAtomicDurable } from '../base/fs-durable.js';
+import { processAlive } from '../base/process.js';
 
 interface LeaseRecord { owner: string; host: string; pid: number; token: number; expires_at: number }
 
@@ -53,15 +54,6 @@ export interface LeaseOptions {
 
 /** A mutex older than this is left by a process killed inside the (sub-millisecond) critical section. */
 const STALE_MUTEX_MS = 5000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export function openLease(o: LeaseOptions): Lease {
   const now = o.now ?? Date.now;
@@ -110,7 +102,7 @@ export function openLease(o: LeaseOptions): Lease {
     }
   };
   /** Ours, or free: expired, or held by a process of this host that no longer exists. */
-  const takeable = (r: LeaseRecord | null): boolean => r === null || r.owner === owner || r.expires_at <= now() || (r.host === host && r.pid !== process.pid && !alive(r.pid));
+  const takeable = (r: LeaseRecord | null): boolean => r === null || r.owner === owner || r.expires_at <= now() || (r.host === host && r.pid !== process.pid && !processAlive(r.pid));
 
   return {
     model: o.model,

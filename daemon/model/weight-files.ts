@@ -23,6 +23,7 @@ import { type DType, toHalf } from '../engine/index.js';
 import type { ModelSpec } from './hf-config.js';
 import { type Dtype, dtypeBytes, forEachChunk, numel, toFloat32, type TensorLocation } from './safetensors.js';
 import type { CheckpointWeights } from './weights.js';
+import { processAlive } from '../base/process.js';
 
 export interface GraphWeights {
   spec: ModelSpec;
@@ -98,16 +99,7 @@ function sweepTemporary(): void {
   }
   for (const name of readdirSync(tmpdir())) {
     const pid = Number(/^alignd-weights-(\d+)-/.exec(name)?.[1] ?? NaN);
-    if (Number.isInteger(pid) && pid !== process.pid && !running(pid)) rmSync(join(tmpdir(), name), { recursive: true, force: true });
-  }
-}
-
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid)) rmSync(join(tmpdir(), name), { recursive: true, force: true });
   }
 }
 

@@ -17,6 +17,7 @@
 import { linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { AligndError } from '../base/errors.js';
+import { processAlive } from '../base/process.js';
 
 export interface LockOwner { pid: number; boot: string; start: string }
 
@@ -42,15 +43,6 @@ export function processStart(pid: number): string | undefined {
 /** Where /proc is missing (not Linux), a random token stands in for the start time: only `pid` can be checked. */
 const SELF: LockOwner = { pid: process.pid, boot: BOOT, start: processStart(process.pid) ?? `nonce-${randomBytes(8).toString('hex')}` };
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Parse a lock file's text: `pid boot start`, or a bare pid (older alignd); undefined when it does not parse. */
 export function parseOwner(text: string): LockOwner | undefined {
   const [pid, boot = '', start = '', ...rest] = text.trim().split(' ');
@@ -63,7 +55,7 @@ export function parseOwner(text: string): LockOwner | undefined {
 export function ownerAlive(o: LockOwner): boolean {
   if (o.boot !== '' && BOOT !== '' && o.boot !== BOOT) return false;
   if (o.pid === SELF.pid) return o.start === SELF.start;
-  if (!alive(o.pid)) return false;
+  if (!processAlive(o.pid)) return false;
   if (o.start === '') return true; // a bare pid: alive is all we can tell
   const start = processStart(o.pid);
   return start === undefined || start === o.start;
