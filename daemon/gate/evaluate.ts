@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import type { Answer, Evidence, LabelledExample, NamedJudge, Responder, RewardScore, RewardScorer, RewardSignal, SafetyVerdict, Sides } from './evidence.js';
 import { calibrateJudges, judgePanel, type SafetyOptions } from './judges.js';
+import { AligndError } from '../base/errors.js';
 
 export interface EvaluationInputs {
   candidate: Responder;
@@ -51,7 +52,11 @@ export async function gatherEvidence(inp: EvaluationInputs): Promise<Evidence> {
   // One generation call per side over every probe (batching is the responder's business).
   const answers = await Promise.all(sides.map((s) => responder(s).respond(allPrompts)));
   answers.forEach((a, i) => {
-    if (a.length !== allPrompts.length) throw new Error(`the ${sides[i]} responder returned ${a.length} answers for ${allPrompts.length} prompts`);
+    if (a.length !== allPrompts.length) {
+      throw new AligndError('SERVER_FAILED', `the ${sides[i]} side answered ${a.length} of ${allPrompts.length} gate probes`, {
+        action: 'the candidate is held; check the engine that generated its answers (alignd\'s own or the serving engine\'s logs): every probe needs one answer',
+      });
+    }
   });
   const texts = (a: Answer[]): string[] => a.map((x) => x.text);
   // No judge at all: nothing to combine; every verdict uncertain (never safe), and judge_reliability says why.

@@ -119,7 +119,7 @@ async function round(url: string, judgeModel: string, during?: () => Promise<voi
     const gate = summary.version === undefined ? undefined : rt.registry.get(summary.version)?.manifest.gate;
     return { summary, gate, deployed: rt.registry.deployment()?.desired ?? null };
   } finally {
-    rt.stop();
+    await rt.stop();
   }
 }
 

@@ -124,8 +124,11 @@ t.test('a held candidate approved through the admin API is promoted', async (t) 
   t.ok(vllm.loaded.has('tiny-v2'), 'approval led to the push');
   t.equal((await post(`/v1/models/tiny/versions/${v2}/approve`, {}, 'tok')).status, 409, 'answered once');
   const big = await post(`/v1/models/tiny/versions/${v3}/deny`, { by: 'bob', note: 'x'.repeat(70_000) }, 'tok');
-  t.equal(big.status, 400, 'an answer body over 64 KiB is refused');
-  t.match(await big.json(), { error: /body must be JSON \{by, note\}: request body over 65536 bytes/ });
+  t.equal(big.status, 413, 'an answer body over 64 KiB is refused as too large');
+  t.match(await big.json(), { error: /request body over 65536 bytes/ });
+  const list = await post(`/v1/models/tiny/versions/${v3}/deny`, ['bob'], 'tok');
+  t.equal(list.status, 400, 'a body that is not a JSON object is refused, not read as {}');
+  t.match(await list.json(), { error: /body must be a JSON object \{by, note\}/ });
   const deny = await post(`/v1/models/tiny/versions/${v3}/deny`, { by: 'bob' }, 'tok');
   t.match(await deny.json(), { decision: 'reject' });
   t.notOk(vllm.loaded.has('tiny-v3'));
