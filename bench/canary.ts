@@ -19,7 +19,7 @@
 import { arg, median } from './common.js';
 import { policySchema } from '../daemon/policy/schema.js';
 import { startProbation, type ProbationDecision } from '../daemon/canary/probation.js';
-import { clopperPearson } from '../daemon/gate/stats.js';
+import { clopperPearson } from '../daemon/stats/binomial.js';
 import { liveUsers, TYPICAL, type VersionBehaviour } from '../test/harness/live-users.js';
 
 const EQUAL = Number(arg('equal', '400'));

@@ -41,7 +41,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     imports: ['base', 'engine'],
   },
   stats: {
-    owns: 'pure statistics shared by the gate, the judges\' calibration and probation: anytime-valid tests and confidence sequences (betting), paired differences, rate evidence from counts, calibration error',
+    owns: 'pure statistics shared by the gate, the judges\' calibration and probation: exact binomial and paired bounds, bounds of means, alpha spending over rounds; calibration error; anytime-valid tests and confidence sequences (betting), paired differences, rate evidence from counts',
     imports: ['base'],
   },
   policy: {
@@ -49,7 +49,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     imports: ['base'],
   },
   gate: {
-    owns: 'the pure gate: evidence in, decision out (decide, gatherEvidence, statistics, signatures, judge combination and calibration, the evidence/scorer/judge contracts)',
+    owns: 'the pure gate: evidence in, decision out (decide, gatherEvidence, signatures, judge combination and calibration, the evidence/scorer/judge contracts)',
     imports: ['base', 'policy', 'stats'],
   },
   align: {
@@ -70,7 +70,7 @@ export const STAGES: Readonly<Record<string, Stage>> = {
   },
   release: {
     owns: 'a gate run for a registered candidate, recording decisions and approvals, deploying by the policy mode, the admin routes',
-    imports: ['base', 'policy', 'gate', 'registry', 'http'],
+    imports: ['base', 'policy', 'stats', 'gate', 'registry', 'http'],
   },
   canary: {
     owns: 'probation of a promoted version on live feedback: the sequential comparison, automatic rollback by a policy pin, its routes',
@@ -85,8 +85,8 @@ export const STAGES: Readonly<Record<string, Stage>> = {
     imports: ['base', 'feedback', 'store', 'engine', 'model', 'policy', 'align', 'gate', 'registry', 'release', 'http', 'telemetry', 'stats', 'canary', 'remote'],
   },
   demo: {
-    owns: 'the simulated production of `alignd demo` (users, gold rule, unsafe pattern, the guard model that knows it) around a running loop, and its policy',
-    imports: ['base', 'feedback', 'policy', 'loop'],
+    owns: 'the simulated production of `alignd demo` (users, gold rule, unsafe pattern, the guard model that knows it) around a running loop, its policy and its measurement',
+    imports: ['base', 'feedback', 'policy', 'stats', 'loop'],
   },
   config: {
     owns: 'the process config (data dir, HTTP, sources, engine, telemetry): schema, file, environment',

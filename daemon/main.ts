@@ -282,9 +282,13 @@ Runs the daemon on its embedded defaults (built-in tiny model, HTTP feedback, re
 ./.alignd, file-drop target) with simulated users and a simulated guard model as the safety judge (a
 second process speaking the OpenAI API); ends with one JSON line of figures.`;
 
+/** The demo holds out a quarter of its feedback (default 10%): the gate's held-out bounds need the pairs at its small per-round α. */
+const DEMO_HELDOUT_FRACTION = 0.25;
+
 function demoConfig(values: { 'data-dir'?: string | undefined; port?: string | undefined }): DaemonConfig {
   const base = loadDaemonConfig(undefined);
-  return { ...base, dataDir: values['data-dir'] ?? base.dataDir, http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
+  return { ...base, dataDir: values['data-dir'] ?? base.dataDir, ingest: { ...base.ingest, heldoutFraction: DEMO_HELDOUT_FRACTION },
+    http: { ...base.http, ...(values.port === undefined ? {} : { port: Number(values.port) }) } };
 }
 
 const GUARD_USAGE = `Usage: alignd demo-guard [--port N (8001)] [--host H]
@@ -349,7 +353,7 @@ async function cmdDemo(argv: string[], log: Logger): Promise<number> {
     const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 8787}`;
     log.info('demo: status page', { url: `${url}/` });
     const summary = await runDemo(daemon.loop!, url, waiter.next, {
-      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed, log,
+      rounds, promptsPerRound: Number(values.prompts ?? 300), noise: 0.1, reportRate: 0.8, seed, measurePrompts: 256, measureSeeds: 8, log,
     });
     process.stdout.write(JSON.stringify(summary) + '\n');
     return 0;

@@ -56,13 +56,18 @@ export function vllmEngine(cfg: VllmTargetConfig): ServingEngine {
       });
     },
     async complete(model, prompts, s: Sampling, signal) {
-      const one = async (prompt: string, i: number): Promise<string> => {
+      const one = async (prompt: string, i: number): Promise<{ text: string; tokens: number }> => {
         const r = await post('/v1/chat/completions', { model, messages: [{ role: 'user', content: prompt }], max_tokens: s.maxTokens, temperature: s.temperature, top_p: s.topP, seed: s.seed + i }, signal);
         if (r.status !== 200) throw fail(`chat completion on ${model}`, r);
-        return (JSON.parse(r.text) as { choices: Array<{ message: { content: string | null } }> }).choices[0]?.message.content ?? '';
+        const body = JSON.parse(r.text) as { choices: Array<{ message: { content: string | null } }>; usage?: { completion_tokens?: number } };
+        const text = body.choices[0]?.message.content ?? '';
+        if (typeof body.usage?.completion_tokens !== 'number') {
+          throw new AligndError('SERVER_FAILED', `vLLM ${base} chat completion on ${model} returned no usage.completion_tokens`, { action: 'the gate measures answer lengths in generated tokens; use a vLLM that reports usage' });
+        }
+        return { text, tokens: body.usage.completion_tokens };
       };
       // One at a time, as the log-prob requests (daemon/loop/served-evidence.ts says why).
-      const out: string[] = [];
+      const out: Array<{ text: string; tokens: number }> = [];
       for (const [i, p] of prompts.entries()) out.push(await one(p, i));
       return out;
     },

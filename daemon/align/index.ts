@@ -13,5 +13,6 @@ export { type DpoLossType, type Objective, dpoLosses, dpoMetrics, dpoObjective, 
 export { adaptBeta, learningRate } from './schedule.js';
 export { type HeadEnsemble, expectedCalibrationError, loadHeads, saveHeads } from './heads.js';
 export { DEFAULT_REWARD_KNOBS, type RewardKnobs, type RewardRoundMetrics, onlinePairs, rewardScorer, scoreResponses, trainRewardEnsemble } from './reward.js';
+export { DEFAULT_REWARD_MODEL_KNOBS, type RewardModel, type RewardModelKnobs, type RewardModelMetrics, loadRewardModel, rewardModelScorer, saveRewardModel, trainRewardModel } from './reward-model.js';
 export { DEFAULT_SAFETY_KNOBS, type LabelledResponse, type SafetyKnobs, judgeResponses, safetyJudge, safetyRows, trainSafetyJudge } from './safety.js';
 export type { RewardScore, RewardScorer, SafetyJudge, SafetyVerdict } from '../gate/evidence.js';

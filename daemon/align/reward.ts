@@ -38,6 +38,8 @@ export interface RewardRoundMetrics {
   pairs: number;
   loss: number;
   heldoutPairs: number;
+  /** Held-out pairs where the ensemble mean prefers the chosen response. */
+  heldoutCorrect: number;
   /** Share of held-out pairs where the ensemble mean prefers the chosen response. */
   heldoutAccuracy: number | null;
   /** ECE of σ(mean margin) on held-out pairs (10 equal-width confidence bins). */
@@ -46,16 +48,48 @@ export interface RewardRoundMetrics {
   heldoutSpread: number | null;
 }
 
-interface PairText { prompt: Prompt; chosen: string; rejected: string; margin: number }
+/** A preference; `rejectedPrompt` when the rejected answer was to another prompt (binary votes paired across prompts). */
+interface PairText { prompt: Prompt; chosen: string; rejected: string; margin: number; rejectedPrompt?: Prompt }
 
-const asPairs = (xs: Example[]): PairText[] => xs.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null)
-  .map((e) => ({ prompt: e.prompt, chosen: e.chosen!, rejected: e.rejected!, margin: e.margin ?? 0 }));
+/**
+ * The preferences in `xs`: pair examples (preferences, edits, ratings, up/down votes on one
+ * prompt), then unpaired binary (KTO) votes as up-over-down pairs across prompts, in id order —
+ * the ranking form of "up answers score above down answers", so the heads learn from binary
+ * feedback too.
+ */
+export function asPairs(xs: Example[]): PairText[] {
+  const pairs: PairText[] = xs.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null)
+    .map((e) => ({ prompt: e.prompt, chosen: e.chosen!, rejected: e.rejected!, margin: e.margin ?? 0 }));
+  const votes = xs.filter((e) => e.type === 'kto' && e.response !== null).sort((a, b) => a.id - b.id);
+  const ups = votes.filter((e) => e.label === 'up');
+  const downs = votes.filter((e) => e.label === 'down');
+  for (let i = 0; i < Math.min(ups.length, downs.length); i++) {
+    pairs.push({ prompt: ups[i]!.prompt, chosen: ups[i]!.response!, rejectedPrompt: downs[i]!.prompt, rejected: downs[i]!.response!, margin: 0 });
+  }
+  return pairs;
+}
 
 async function pairFeatures(m: AlignModel, pairs: PairText[], maxLength: number): Promise<{ c: Float32Array; r: Float32Array }> {
   const tok = m.ckpt.tokenizer!;
   const c = await lastTokenHidden(m, pairs.map((p) => tok.promptResponse(p.prompt, p.chosen)), undefined, 16, maxLength);
-  const r = await lastTokenHidden(m, pairs.map((p) => tok.promptResponse(p.prompt, p.rejected)), undefined, 16, maxLength);
+  const r = await lastTokenHidden(m, pairs.map((p) => tok.promptResponse(p.rejectedPrompt ?? p.prompt, p.rejected)), undefined, 16, maxLength);
   return { c, r };
+}
+
+/**
+ * The ensemble's ranking on held-out preferences (asPairs of the held-out examples): how many it
+ * ranks right (ensemble mean of the chosen above the rejected; a tie is wrong), and P(chosen ≻
+ * rejected) per pair for calibration.
+ */
+export async function heldoutRanking(m: AlignModel, e: HeadEnsemble, heldout: Example[], maxLength = DEFAULT_REWARD_KNOBS.maxLength):
+  Promise<{ pairs: number; correct: number; p: number[]; spread: number | null }> {
+  const held = asPairs(heldout);
+  if (held.length === 0) return { pairs: 0, correct: 0, p: [], spread: null };
+  const f = await pairFeatures(m, held, maxLength);
+  const sc = summarise(headScores(e, standardise(e, f.c), held.length), held.length, e.k);
+  const sr = summarise(headScores(e, standardise(e, f.r), held.length), held.length, e.k);
+  const p = sc.map((c, i) => 1 / (1 + Math.exp(-(c.mean - sr[i]!.mean))));
+  return { pairs: held.length, correct: p.filter((x) => x > 0.5).length, p, spread: [...sc, ...sr].reduce((s, x) => s + x.std, 0) / (2 * held.length) };
 }
 
 /** Per-response scores from member scores [n, K]. */
@@ -95,15 +129,13 @@ export async function trainRewardEnsemble(input: {
     loss = res.loss;
   }
   if (ensemble === null) throw new RangeError('trainRewardEnsemble: no training pairs and no previous ensemble');
-  const metrics: RewardRoundMetrics = { pairs: train.length, loss, heldoutPairs: held.length, heldoutAccuracy: null, ece: null, heldoutSpread: null };
+  const metrics: RewardRoundMetrics = { pairs: train.length, loss, heldoutPairs: held.length, heldoutCorrect: 0, heldoutAccuracy: null, ece: null, heldoutSpread: null };
   if (held.length > 0) {
-    const f = await pairFeatures(m, held, k.maxLength);
-    const sc = summarise(headScores(ensemble, standardise(ensemble, f.c), held.length), held.length, ensemble.k);
-    const sr = summarise(headScores(ensemble, standardise(ensemble, f.r), held.length), held.length, ensemble.k);
-    const p = sc.map((c, i) => 1 / (1 + Math.exp(-(c.mean - sr[i]!.mean))));
-    metrics.heldoutAccuracy = p.filter((x) => x > 0.5).length / held.length;
-    metrics.ece = expectedCalibrationError(p, p.map(() => true));
-    metrics.heldoutSpread = [...sc, ...sr].reduce((s, x) => s + x.std, 0) / (2 * held.length);
+    const h = await heldoutRanking(m, ensemble, input.heldout, k.maxLength);
+    metrics.heldoutCorrect = h.correct;
+    metrics.heldoutAccuracy = h.correct / h.pairs;
+    metrics.ece = expectedCalibrationError(h.p, h.p.map(() => true));
+    metrics.heldoutSpread = h.spread;
   }
   return { ensemble, metrics };
 }

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'TRAINER_FAILED'
   | 'LEASE_LOST'
   | 'REQUEST_TOO_LARGE'
+  | 'REQUEST_INVALID'
   | 'INTERNAL';
 
 export class AligndError extends Error {

@@ -5,15 +5,19 @@
  * feedback goes in through the daemon's own HTTP endpoint, a manual trigger runs the round (the
  * cron and min-new-examples triggers are off so a seed reproduces the run), the gate decides,
  * promotions land in the file-drop target. The safety judge is the demo's guard model (guard.ts, a
- * second process speaking the OpenAI API, calibrated on labelled probes). The demo only watches: it
- * measures the gold reward and unsafe rate of the served version before and after.
+ * second process speaking the OpenAI API, calibrated on labelled probes). The demo only watches: at
+ * the end, the version served at the start and the one served at the end answer the same prompts
+ * under the same sampling seeds, and the summary reports the paired gold gain and both unsafe rates
+ * with 95% intervals (measure.ts), and per round the reward signal's held-out accuracy and the
+ * red-team unsafe rates as the judge saw them.
  */
 import type { Logger } from '../base/log.js';
 import type { Loop } from '../loop/model-loop.js';
 import type { RoundSummary } from '../loop/training-round.js';
 import type { FeedbackEvent } from '../feedback/schema.js';
 import { createRng } from '../base/random.js';
-import { gold, isUnsafe, mean } from './oracle.js';
+import { gold, isUnsafe } from './oracle.js';
+import { type Comparison, compareVersions } from './measure.js';
 
 export interface DemoOptions {
   rounds: number;
@@ -24,6 +28,9 @@ export interface DemoOptions {
   /** Share of unsafe answers users report. */
   reportRate: number;
   seed: number;
+  /** Measurement: demo prompts × sampling seeds each version answers at the end (measure.ts). */
+  measurePrompts: number;
+  measureSeeds: number;
   log: Logger;
 }
 
@@ -36,15 +43,30 @@ export interface DemoSummary {
   discarded: number;
   gold_reward_start: number;
   gold_reward_end: number;
+  /** Paired gold gain of the end version over the start version, with its 95% interval. */
+  gold_gain: number;
+  gold_gain_ci95: [number, number];
   max_round_kl: number;
   kl_budget: number;
   unsafe_rate_start: number;
   unsafe_rate_end: number;
   /** Per gated round, the red-team unsafe rate as the safety judge saw it, candidate and deployed. */
   judged_unsafe: Array<{ round: number; candidate: number | null; deployed: number | null }>;
+  /** Two-sided 95% Clopper–Pearson intervals of the unsafe rates, and the counts behind them. */
+  unsafe_rate_start_ci95: [number, number];
+  unsafe_rate_end_ci95: [number, number];
+  unsafe_start: string;
+  unsafe_end: string;
+  /** The measurement's size: demo prompts × sampling seeds per version (plus red-team prompts for the unsafe rate). */
+  measured: { prompts: number; seeds: number; red_team: number };
+  /** Per round: the reward signal the gate read and its held-out ranking accuracy (correct/pairs). */
+  reward_signal: Array<{ round: number; name: string | null; heldout: string | null }>;
 }
 
 const TOPICS = ['something', 'a line', 'a word', 'a note', 'a reply', 'a title', 'a summary', 'a greeting'];
+
+/** A prompt as the demo's users send them. */
+export const demoPrompt = (rng: { next(): number }): string => `Write ${TOPICS[Math.floor(rng.next() * TOPICS.length)]} ${Math.floor(rng.next() * 1000)}`;
 const SAMPLING = { maxNewTokens: 32, sampling: { temperature: 1.0, topP: 1.0 } };
 
 /** Wait for the next round the daemon finishes (its own triggers start it). */
@@ -72,19 +94,23 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   const rng = createRng(o.seed);
   const m = await rt.align();
   const served = async () => rt.adapterOf(rt.registry.deployment()?.last_complete ?? null);
-  const evalPrompts = Array.from({ length: 48 }, (_, i) => `Write ${TOPICS[i % TOPICS.length]} ${i}`);
   const redTeam = policy.probes.red_team.map((p) => p.prompt);
-
-  async function measure(): Promise<{ gold: number; unsafe: number }> {
-    const adapter = await served();
-    const answers = await m.model.generateText([...evalPrompts, ...redTeam], { ...SAMPLING, seed: 1234 }, adapter);
-    const texts = answers.map((a) => a.text);
-    return { gold: mean(texts.slice(0, evalPrompts.length).map(gold)), unsafe: mean(texts.map((t) => (isUnsafe(t) ? 1 : 0))) };
-  }
-
-  const start = await measure();
-  log.info('demo: served version measured', { version: rt.registry.deployment()?.desired ?? 'base', gold_reward: start.gold, unsafe_rate: start.unsafe });
+  // Measurement prompts from the demo's prompt distribution, on their own stream (the feedback
+  // stream below stays what it was for a seed).
+  const mrng = createRng(o.seed * 7919 + 104_729);
+  const measurePrompts = Array.from({ length: o.measurePrompts }, () => demoPrompt(mrng));
+  const answerWith = (adapter: Awaited<ReturnType<typeof served>>) => async (prompts: readonly string[], seed: number): Promise<string[]> => {
+    const out: string[] = [];
+    for (let i = 0; i < prompts.length; i += 128) {
+      out.push(...(await m.model.generateText(prompts.slice(i, i + 128), { ...SAMPLING, seed: seed + i }, adapter)).map((a) => a.text));
+    }
+    return out;
+  };
+  const startVersion = rt.registry.deployment()?.desired ?? 'base';
+  const startAdapter = await served();
+  log.info('demo: start version', { version: startVersion });
   const counts = { promote: 0, reject: 0, hold: 0, discarded: 0 };
+  const signals: DemoSummary['reward_signal'] = [];
   let maxKl = 0;
   const judged: DemoSummary['judged_unsafe'] = [];
   // Ids from the seed and the rounds already in this data dir: a fresh run reproduces the same
@@ -95,7 +121,7 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
   for (let r = 1; r <= o.rounds; r++) {
     const version = rt.registry.deployment()?.desired ?? 'v0';
     const adapter = await served();
-    const prompts = Array.from({ length: o.promptsPerRound }, () => `Write ${TOPICS[Math.floor(rng.next() * TOPICS.length)]} ${Math.floor(rng.next() * 1000)}`);
+    const prompts = Array.from({ length: o.promptsPerRound }, () => demoPrompt(rng));
     const seed = Math.floor(rng.next() * 1e9);
     const [a, b] = await Promise.all([
       m.model.generateText(prompts, { ...SAMPLING, seed }, adapter),
@@ -130,19 +156,30 @@ export async function runDemo(loop: Loop, url: string, next: (timeoutMs: number)
     const summary = await next(15 * 60_000);
     const out = summary.outcome;
     counts[out.decision]++;
+    const sig = out['rewardSignal'] as { name: string; heldoutPairs: number; heldoutCorrect: number } | undefined;
+    signals.push({ round: summary.round, name: sig?.name ?? null, heldout: sig === undefined ? null : `${sig.heldoutCorrect}/${sig.heldoutPairs}` });
     if (typeof out.klRound === 'number' && Number.isFinite(out.klRound)) maxKl = Math.max(maxKl, out.klRound);
     const rate = (x: unknown): number | null => (typeof x === 'number' ? round4(x) : null);
     if (out.decision !== 'discarded') judged.push({ round: summary.round, candidate: rate(out['unsafeRate']), deployed: rate(out['unsafeRateDeployed']) });
     log.info('demo: round done', { round: summary.round, version: summary.version ?? null, decision: out.decision, reasons: out.reasons ?? [],
-      kl_round: out.klRound ?? null, kl_budget: policy.kl.per_round, reward_lcb: out.rewardLcb ?? null, unsafe_ucb: out.unsafeUcb ?? null,
+      kl_round: out.klRound ?? null, kl_budget: policy.kl.per_round, reward_signal: sig ?? null, reward_lcb: out.rewardLcb ?? null, unsafe_ucb: out.unsafeUcb ?? null,
       judged_unsafe: { candidate: out['unsafeRate'] ?? null, deployed: out['unsafeRateDeployed'] ?? null }, judges: out['judges'] ?? null,
       served_now: rt.registry.deployment()?.desired ?? 'base' });
   }
-  const end = await measure();
+  const endVersion = rt.registry.deployment()?.desired ?? 'base';
+  const c: Comparison = await compareVersions(answerWith(startAdapter), answerWith(await served()), {
+    prompts: measurePrompts, redTeam, seeds: o.measureSeeds, seedBase: 1234,
+  });
+  log.info('demo: start and end versions measured', { start: startVersion, end: endVersion, gold_gain: c.goldGain, unsafe_start: c.unsafeStart, unsafe_end: c.unsafeEnd });
+  const ci = (lo: number, hi: number): [number, number] => [round4(lo), round4(hi)];
   return {
     demo: 'done', rounds: o.rounds, promotions: counts.promote, rejections: counts.reject, holds: counts.hold, discarded: counts.discarded,
-    gold_reward_start: round4(start.gold), gold_reward_end: round4(end.gold), max_round_kl: round4(maxKl), kl_budget: policy.kl.per_round,
-    unsafe_rate_start: round4(start.unsafe), unsafe_rate_end: round4(end.unsafe), judged_unsafe: judged,
+    gold_reward_start: round4(c.goldStart), gold_reward_end: round4(c.goldEnd), gold_gain: round4(c.goldGain.mean), gold_gain_ci95: ci(c.goldGain.lower, c.goldGain.upper),
+    max_round_kl: round4(maxKl), kl_budget: policy.kl.per_round,
+    unsafe_rate_start: round4(c.unsafeStart.rate), unsafe_rate_end: round4(c.unsafeEnd.rate),
+    unsafe_rate_start_ci95: ci(c.unsafeStart.lower, c.unsafeStart.upper), unsafe_rate_end_ci95: ci(c.unsafeEnd.lower, c.unsafeEnd.upper),
+    unsafe_start: `${c.unsafeStart.unsafe}/${c.unsafeStart.answers}`, unsafe_end: `${c.unsafeEnd.unsafe}/${c.unsafeEnd.answers}`,
+    measured: { prompts: c.prompts, seeds: c.seeds, red_team: redTeam.length }, reward_signal: signals, judged_unsafe: judged,
   };
 }
 

@@ -17,7 +17,7 @@
 import { AligndError, errorMessage } from '../base/errors.js';
 import type { SafetyPolicy } from '../policy/schema.js';
 import { eceUpper, expectedCalibrationError } from '../stats/calibration.js';
-import { clopperPearson } from './stats.js';
+import { clopperPearson } from '../stats/binomial.js';
 import type { JudgeCalibration, LabelledExample, NamedJudge, SafetyVerdict } from './evidence.js';
 
 /** What the gate counts as unsafe: p ≥ threshold, uncertain, or no verdict. */

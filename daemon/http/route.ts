@@ -1,8 +1,8 @@
 /**
  * The one interface through which stages offer HTTP routes (feedback intake, admin actions,
  * status): a route is data — method, path pattern, handler — that the composition root hands to
- * the server (server.ts). A handler answers with `sendJson` and reads a body with `readBody`,
- * which enforces a byte limit.
+ * the server (server.ts). A handler answers with `sendJson` and reads a body with `readBody` or
+ * `readJsonObject`, which enforce a byte limit.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AligndError } from '../base/errors.js';
@@ -57,4 +57,21 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
+}
+
+/**
+ * A small JSON-object body (admin actions): empty → {}. Rejects with REQUEST_TOO_LARGE over `limit`
+ * (answer 413) and with REQUEST_INVALID when it is not JSON or not an object (answer 400).
+ */
+export async function readJsonObject(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
+  const raw = (await readBody(req, limit)).toString('utf8');
+  if (raw.trim() === '') return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch (err) {
+    throw new AligndError('REQUEST_INVALID', `body is not JSON: ${(err as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new AligndError('REQUEST_INVALID', 'body is not a JSON object');
+  return v as Record<string, unknown>;
 }

@@ -2,10 +2,12 @@
  * The status page (`GET /`): one self-contained HTML document (no CDN: daemons run on closed
  * networks) that polls /v1/status and /v1/history and draws SVG line charts — round loss, KL
  * against both budgets, reward lower bound, unsafe upper bound against its limit, the red-team
- * unsafe rate as the judges saw it on each side, the decisions timeline and the ingest rate; and
- * for a version on probation, both versions' live signals with their confidence sequences over
- * time, the difference with its sequence against 0 and the margin, and the decision when it comes
- * (from /v1/models/:model/probation). Each chart's <svg> carries data-points = the points it drew.
+ * unsafe rate as the judges saw it on each side, the decisions timeline and the ingest rate; a
+ * table of the newest candidates' gate checks, one row per bounded comparison (estimate, bound,
+ * limit, α, evidence counts); and for a version on probation, both versions' live signals with
+ * their confidence sequences over time, the difference with its sequence against 0 and the
+ * margin, and the decision when it comes (from /v1/models/:model/probation). Each chart's <svg>
+ * carries data-points = the points it drew; each gate-table row data-check and data-status.
  */
 import { createHash } from 'node:crypto';
 
@@ -28,6 +30,8 @@ export const STATUS_PAGE = `<!doctype html>
 <div class="card" style="margin-bottom:1rem"><h2>Models</h2><table id="models"><thead><tr><th>model</th><th>deployed</th><th>server name</th><th>candidate</th><th>last decision</th><th>last round</th><th>probation</th></tr></thead><tbody></tbody></table></div>
 <div class="card" id="probation" style="margin-bottom:1rem" hidden><h2>Probation</h2><div id="probation-summary"></div><div id="probation-decision"></div>
  <div class="grid" id="probation-charts" style="margin-top:.6rem"></div></div>
+<div class="card" style="margin-bottom:1rem"><h2>Gate checks (newest candidates first): each bound at the level α it was tested at</h2>
+<table id="gate-checks"><thead><tr><th>candidate</th><th>decision</th><th>check</th><th>status</th><th>statistic</th><th>estimate</th><th>bound</th><th>limit</th><th>α</th><th>evidence</th></tr></thead><tbody></tbody></table></div>
 <div class="grid">
  <div class="card"><h2>Round loss</h2><svg id="chart-loss" data-points="0"></svg><div class="legend" id="legend-loss"></div></div>
  <div class="card"><h2>KL against budgets (nats/token)</h2><svg id="chart-kl" data-points="0"></svg><div class="legend" id="legend-kl"></div></div>
@@ -66,6 +70,26 @@ function draw(id, series) {
     const span = document.createElement('span'); span.style.color = c; span.textContent = (s.dashed ? '- - ' : '— ') + s.name; legend.appendChild(span);
   });
 }
+// One row per comparison of each check (estimate, one-sided bound, limit, α, evidence counts), newest candidates first.
+function drawChecks(rounds) {
+  const tbody = document.querySelector('#gate-checks tbody'); tbody.innerHTML = '';
+  const fmt = (x, unit) => typeof x !== 'number' ? (x == null ? '—' : String(x)) : unit === 'rate' ? (x * 100).toFixed(1) + '%' : String(Math.round(x * 1e4) / 1e4);
+  const gated = rounds.filter(r => Array.isArray(r.result.checks)).slice(-10).reverse();
+  for (const r of gated) {
+    for (const c of r.result.checks) {
+      const rows = c.comparisons && c.comparisons.length > 0 ? c.comparisons : [null];
+      for (const x of rows) {
+        const tr = document.createElement('tr'); tr.dataset.check = c.check; tr.dataset.status = x ? x.status : c.status;
+        const cells = [r.model + ' ' + (r.result.version || 'round ' + r.round), r.result.decision, c.check + (c.waived ? ' (waived)' : ''), x ? x.status : c.status,
+          x ? x.statistic : c.reason, x ? fmt(x.estimate, x.unit) : '—', x ? x.side + ' ' + fmt(x.bound, x.unit) : '—',
+          x ? (x.side === 'upper' ? '≤ ' : x.strict ? '> ' : '≥ ') + fmt(x.limit, x.unit) : '—', c.alpha == null ? '—' : Number(c.alpha.toPrecision(3)),
+          x ? Object.entries(x.counts || {}).map(([k, v]) => v + ' ' + k).join(', ') : ''];
+        cells.forEach((v, i) => { const td = document.createElement('td'); td.textContent = String(v); if (i === 1 || i === 3) td.className = String(v) === 'pass' ? 'promote' : String(v) === 'fail' ? 'reject' : String(v) === 'inconclusive' ? 'hold' : String(v); tr.appendChild(td); });
+        tbody.appendChild(tr);
+      }
+    }
+  }
+}
 async function refresh() {
   const [status, history] = await Promise.all([fetch('/v1/status').then(r => r.json()), fetch('/v1/history').then(r => r.json())]);
   document.getElementById('summary').textContent = 'version ' + status.version + ' · up ' + status.uptime_s + ' s · buffer ' + status.buffer.events + ' events (' + status.buffer.pending + ' pending) · dead letters ' + status.buffer.deadLetters;
@@ -79,6 +103,7 @@ async function refresh() {
   const onProbation = (status.models || []).find(m => m.probation);
   if (onProbation) await drawProbation(onProbation.model);
   const rounds = history.rounds || [];
+  drawChecks(rounds);
   const models = [...new Set(rounds.map(r => r.model))];
   const byModel = (f) => models.map(m => ({ name: m, points: rounds.filter(r => r.model === m && r.result[f] !== undefined && r.result[f] !== null).map(r => [r.at, r.result[f]]) }));
   draw('chart-loss', byModel('loss'));

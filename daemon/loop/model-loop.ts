@@ -19,7 +19,7 @@ import { convergeDeployment, nextToPromote, promoteIfAllowed } from '../release/
 import { gateRoutes } from '../release/admin-routes.js';
 import { effectiveDecision } from '../release/decisions.js';
 import type { NamedJudge } from '../gate/evidence.js';
-import { sendJson, type Route } from '../http/route.js';
+import { isBodyTooLarge, readJsonObject, sendJson, type Route } from '../http/route.js';
 import { openModelRuntime, type ModelRuntime } from './model-runtime.js';
 import { runTrainingRound, type ExternalJudgeConfig, type RoundDeps, type RoundSummary } from './training-round.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
@@ -27,6 +27,9 @@ import { createCanaryMonitor, type CanaryMonitor, type ProbationView } from '../
 import { probationRoutes } from '../canary/routes.js';
 import { openLease, type Lease } from './lease.js';
 import type { RuntimeOptions } from '../engine/sessions.js';
+
+/** Largest rollback body ({"version": "vN"}): a few bytes; anything near this is not a rollback. */
+const MAX_ROLLBACK_BYTES = 4096;
 
 export interface LoopOptions {
   policyFiles: string[];
@@ -182,6 +185,7 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       if (typeof o.klRound === 'number') i.roundKl.record(o.klRound, { model });
       if (typeof o.rewardLcb === 'number') i.rewardLcb.record(o.rewardLcb, { model });
       if (typeof o.unsafeUcb === 'number') i.unsafeUcb.record(o.unsafeUcb, { model });
+      if (typeof o['rewardSignalAccuracy'] === 'number') i.rewardSignalAccuracy.record(o['rewardSignalAccuracy'], { model, signal: (o['rewardSignal'] as { name?: string } | undefined)?.name ?? 'unknown' });
       if (o['promoted'] === true) i.promotionLatency.record((Date.now() - t0) / 1000, { model });
       opts.onRound?.(summary);
     },
@@ -268,15 +272,14 @@ export async function startLoop(opts: LoopOptions): Promise<Loop> {
       { method: 'POST', path: '/v1/models/:model/rollback', admin: true, handler: async (req, res, p) => {
         const rt = runtimes.find((r) => r.model === p['model']);
         if (rt === undefined) return sendJson(res, 404, { error: `no policy for model ${JSON.stringify(p['model'])}` });
-        let body: { version?: unknown } = {};
+        let body: Record<string, unknown>;
         try {
-          let raw = '';
-          for await (const c of req) raw += (c as Buffer).toString('utf8');
-          body = raw.trim() === '' ? {} : (JSON.parse(raw) as { version?: unknown });
-        } catch {
-          return sendJson(res, 400, { error: 'body must be JSON {"version": "vN"}' });
+          body = await readJsonObject(req, MAX_ROLLBACK_BYTES);
+        } catch (err) {
+          if (isBodyTooLarge(err)) return sendJson(res, 413, { error: errorMessage(err) });
+          return sendJson(res, 400, { error: `body must be JSON {"version": "vN"}: ${errorMessage(err)}` });
         }
-        const version = body.version;
+        const version = body['version'];
         if (typeof version !== 'string' || !VERSION_RE.test(version)) return sendJson(res, 400, { error: 'body must be JSON {"version": "vN"}' });
         if (!openRegistry(registryRoot, rt.model).has(version)) return sendJson(res, 404, { error: `${rt.model} has no ${version}` });
         // The policy file stays the source of truth: the rollback is an edit of it, which the watcher applies.

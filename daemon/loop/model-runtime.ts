@@ -18,6 +18,7 @@ import { enforceDeployment } from '../release/deploy.js';
 import { alignModel, type AlignModel } from '../align/context.js';
 import { loraConfigFromPolicy } from '../align/knobs.js';
 import { loadHeads, saveHeads, type HeadEnsemble } from '../align/heads.js';
+import { loadRewardModel, saveRewardModel, type RewardModel } from '../align/reward-model.js';
 import { ensureTinyModel } from '../model/tiny.js';
 import { readPeftAdapter } from '../model/peft.js';
 import type { LoraAdapter } from '../model/lora.js';
@@ -66,6 +67,9 @@ export interface ModelRuntime {
   recover(): Promise<void>;
   /** Registry gc by the policy: the newest retention.keep_versions, the pinned version, what gc always keeps. */
   collectGarbage(): Promise<string[]>;
+  /** The Bradley–Terry LoRA reward model persisted by the last round (null before the first). */
+  rewardModel(): Promise<RewardModel | null>;
+  saveRewardModel(rm: RewardModel): void;
   /**
    * Make the servers match the policy's deployment (pinned → serve that version). Resolves when
    * the push is done or after `answerWithinMs`, whichever is first; the push goes on.
@@ -108,6 +112,8 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
   const reg = registry;
   const headsDir = join(opts.dataDir, 'heads', first.model);
   const headCache = new Map<string, HeadEnsemble | null>();
+  const rewardModelPath = join(headsDir, 'reward-model.safetensors');
+  let rewardModelCache: RewardModel | null | undefined;
 
   function baseDir(): string {
     const p = watcher.current().base_model.path;
@@ -204,6 +210,18 @@ export function openModelRuntime(opts: ModelRuntimeOptions): ModelRuntime {
       }
     },
     collectGarbage,
+    async rewardModel() {
+      if (rewardModelCache === undefined) {
+        const m = await this.align();
+        rewardModelCache = existsSync(rewardModelPath) ? loadRewardModel(rewardModelPath, m.ckpt.spec) : null;
+      }
+      return rewardModelCache;
+    },
+    saveRewardModel(rm) {
+      mkdirSync(headsDir, { recursive: true });
+      saveRewardModel(rewardModelPath, rm);
+      rewardModelCache = rm;
+    },
     enforce: () => enforce(),
     async stop() {
       watcher.stop();

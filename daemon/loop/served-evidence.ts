@@ -91,19 +91,25 @@ export function servedResponder(engine: ServingEngine, model: string, sampling: 
 export interface ServingEvaluation {
   candidate: Responder;
   deployed: Responder;
+  /** The anchor's answers, when an anchor was asked for (the gate's paired bounds against it). */
+  anchor?: Responder;
   margins: number[];
+  /** The held-out pairs the margins were measured on (the decision's evidence names their events). */
+  used: Example[];
   served: ServedEvidence;
   /** Unload the private names (always called, whatever the gate did). */
   close(): Promise<void>;
 }
 
 /**
- * Load the candidate (and the deployed version) under private names, measure the evidence, and
- * hand back responders on those names. With no deployed version, the base (its served name) is
- * the reference.
+ * Load the candidate (and the deployed version, and the anchor when it is another version) under
+ * private names, measure the evidence, and hand back responders on those names. With no deployed
+ * version, the base (its served name) is the reference; an anchor of null is the base too.
  */
 export async function servingEvaluation(engine: ServingEngine, o: {
   model: string; candidate: { version: string; adapterDir: string }; deployed: { version: string; adapterDir: string } | null; baseServedName: string;
+  /** Absent: no anchor side; null: the base; else a version other than the deployed one. */
+  anchor?: { version: string; adapterDir: string } | null;
   tokenizer: ModelTokenizer; heldout: Example[]; beta: number; topK: number; klContexts: number; sampling: Sampling; log: Logger; signal?: AbortSignal;
 }): Promise<ServingEvaluation> {
   const cand = evalName(o.model, o.candidate.version);
@@ -121,13 +127,19 @@ export async function servingEvaluation(engine: ServingEngine, o: {
       await engine.load(dep, o.deployed.adapterDir, o.signal);
       loaded.push(dep);
     }
+    const anc = o.anchor === undefined ? undefined : o.anchor === null ? o.baseServedName : evalName(o.model, o.anchor.version);
+    if (o.anchor != null && anc !== undefined && !loaded.includes(anc)) {
+      await engine.load(anc, o.anchor.adapterDir, o.signal);
+      loaded.push(anc);
+    }
     const tok = o.tokenizer;
-    const pairs = o.heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, 200)
-      .map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
+    const rows = o.heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, 200);
+    const pairs = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
     const contexts = o.heldout.filter((e) => (e.chosen ?? e.response) !== null).slice(0, o.klContexts).map((e) => tok.promptResponse(e.prompt, (e.chosen ?? e.response)!));
     const served = await servedEvidence(engine, { candidate: cand, deployed: dep, pairs, contexts, beta: o.beta, topK: o.topK, ...(o.signal === undefined ? {} : { signal: o.signal }) });
     o.log.info('served evidence', { engine: engine.id, candidate: cand, deployed: dep, pairs: pairs.length, kl_lower_bound: served.klLowerBound, positions: served.positions, top_k: o.topK });
-    return { candidate: servedResponder(engine, cand, o.sampling, o.signal), deployed: servedResponder(engine, dep, o.sampling, o.signal), margins: served.margins, served, close };
+    return { candidate: servedResponder(engine, cand, o.sampling, o.signal), deployed: servedResponder(engine, dep, o.sampling, o.signal),
+      ...(anc === undefined ? {} : { anchor: servedResponder(engine, anc, o.sampling, o.signal) }), margins: served.margins, used: rows, served, close };
   } catch (err) {
     await close();
     throw err;

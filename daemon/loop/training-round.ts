@@ -11,20 +11,15 @@ import { rmSync } from 'node:fs';
 import { AligndError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import type { Example, ReplayBuffer, RoundOutcome } from '../store/buffer.js';
-import type { Prompt } from '../feedback/schema.js';
 import { runRound, type TrainingResult } from '../align/train-round.js';
 import { trainingKnobs } from '../align/knobs.js';
-import { trainRewardEnsemble, rewardScorer } from '../align/reward.js';
-import { trainSafetyJudge, safetyJudge, safetyRows, type LabelledResponse } from '../align/safety.js';
-import { pairLogRatios } from '../align/policy-logps.js';
-import type { AlignModel } from '../align/context.js';
-import type { LoraAdapter } from '../model/lora.js';
+import { trainSafetyJudge, safetyRows, type LabelledResponse } from '../align/safety.js';
 import { runGate } from '../release/run-gate.js';
-import type { LabelledExample, NamedJudge, Responder } from '../gate/evidence.js';
-import { mapCategory } from '../gate/judges.js';
-import type { HeadEnsemble } from '../align/heads.js';
-import { judgeName, type JudgeConfig, type Policy, type TrainerConfig } from '../policy/schema.js';
+import type { CheckResult, NamedJudge } from '../gate/evidence.js';
+import { effectiveMaxNewTokens, heldoutAgreement, heldoutPrompts, policyJudges, productionLabelled, responder, RESPOND, type ExternalJudgeConfig } from './gate-inputs.js';
+import type { Policy, TrainerConfig } from '../policy/schema.js';
 import type { ModelRuntime } from './model-runtime.js';
+import { trainRewardSignals } from './reward-signal.js';
 import type { RemoteTrainer } from '../remote/remote-trainer.js';
 import { trainRemote, type RemoteTrainingResult } from './remote-round.js';
 import { servingEvaluation } from './served-evidence.js';
@@ -76,72 +71,22 @@ export interface RoundSummary {
   skipped?: string;
 }
 
-export type ExternalJudgeConfig = Exclude<JudgeConfig, { kind: 'builtin' }>;
+export { promptText, policyJudges, productionLabelled, type ExternalJudgeConfig } from './gate-inputs.js';
 
-/** The policy's judges, in its order: the built-in heads (when listed) and the external ones. */
-export function policyJudges(policy: Policy, m: AlignModel, heads: HeadEnsemble | null, external: RoundDeps['externalJudge']): NamedJudge[] {
-  return policy.safety.judges.map((c): NamedJudge => {
-    if (c.kind === 'builtin') {
-      if (heads !== null) return { name: c.name, ...safetyJudge(m, heads) };
-      // Untrained heads give no verdict (never a safe one): the gate holds and says why.
-      const error = 'the built-in heads are not trained yet (no safety reports in the training split)';
-      return { name: c.name, judge: async (_p, responses) => responses.map(() => ({ pUnsafe: 1, uncertain: true, error })) };
-    }
-    try {
-      if (external === undefined) throw new Error(`no adapter for judge kind ${c.kind} is wired in this process`);
-      return external(c);
-    } catch (err) {
-      // A judge that cannot be made (its key unset, its spec unreadable) gives no verdict: the gate holds with the cause.
-      const error = `judge ${judgeName(c)} cannot be set up: ${errorMessage(err)}`;
-      return { name: judgeName(c), judge: async (_p, responses) => responses.map(() => ({ pUnsafe: 1, uncertain: true, error })) };
-    }
-  });
-}
-
-/** Held-out production safety reports as labelled unsafe examples (evaluation only: the heads train on the training split). */
-export function productionLabelled(examples: readonly Example[], policy: Policy): LabelledExample[] {
-  return examples.filter((e) => e.type === 'safety' && e.heldout && e.response !== null).map((e) => {
-    const category = mapCategory(policy.safety.categories.map, e.category);
-    return { prompt: promptText(e.prompt), response: e.response!, unsafe: true, ...(category === undefined ? {} : { category }), source: 'production' as const };
-  });
-}
-
-/** Sampling for the gate's responders: the same for candidate and deployed. */
-const RESPOND = { maxNewTokens: 48, temperature: 0.7, topP: 0.95, seed: 7 };
-
-/** Gate prompts are strings; a chat prompt is represented by its last user message. */
-export function promptText(p: Prompt): string {
-  if (typeof p === 'string') return p;
-  const users = p.filter((m) => m.role === 'user');
-  return (users.at(-1) ?? p.at(-1))?.content ?? '';
-}
-
-function responder(m: AlignModel, adapter: LoraAdapter | null): Responder {
-  return {
-    async respond(prompts) {
-      const out: string[] = [];
-      for (let i = 0; i < prompts.length; i += 16) {
-        const chunk = prompts.slice(i, i + 16);
-        const r = await m.model.generateText(chunk, { maxNewTokens: RESPOND.maxNewTokens, sampling: { temperature: RESPOND.temperature, topP: RESPOND.topP }, seed: RESPOND.seed + i }, adapter);
-        out.push(...r.map((x) => x.text));
-      }
-      return out;
-    },
-  };
-}
-
-/** β·[(log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻))] per held-out pair (DPO's implicit reward margin). */
-async function heldoutMargins(m: AlignModel, candidate: LoraAdapter, deployed: LoraAdapter | null, pairs: Example[], beta: number): Promise<number[]> {
-  const tok = m.ckpt.tokenizer!;
-  const rows = pairs.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, 200);
-  const tokens = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
-  return (await pairLogRatios(m, candidate, deployed, tokens)).map((d) => beta * d);
-}
-
-const figure = (checks: Array<{ check: string; figures: Record<string, unknown> }>, check: string, key: string): number | undefined => {
+const figure = (checks: CheckResult[], check: string, key: string): number | undefined => {
   const v = checks.find((c) => c.check === check)?.figures[key];
   return typeof v === 'number' ? v : undefined;
 };
+
+/** The figures the status page charts, from the decision's comparisons. */
+function comparisonOf(checks: CheckResult[], check: string, against: string, side?: 'upper' | 'lower') {
+  return checks.find((c) => c.check === check)?.comparisons.find((x) => x.against === against && (side === undefined || x.side === side));
+}
+
+/** Per check, what an operator reads: status, α, and each comparison's estimate, bound, limit and counts. */
+export function checkSummaries(checks: CheckResult[]): Array<Pick<CheckResult, 'check' | 'status' | 'alpha' | 'comparisons' | 'reason'>> {
+  return checks.map((c) => ({ check: c.check, status: c.status, alpha: c.alpha, comparisons: c.comparisons, reason: c.reason }));
+}
 
 export async function runTrainingRound(rt: ModelRuntime, deps: RoundDeps, trigger: string): Promise<RoundSummary> {
   const policy = rt.policy();
@@ -203,23 +148,25 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const anchor = policy.kl.anchor === 'base' ? null : policy.kl.anchor;
   const anchorAdapter = await rt.adapterOf(anchor);
 
-  // Reward ensemble and safety judge, warm-started from the last round's heads.
-  const pairsWindow = window.examples.filter((e) => e.type === 'pair');
-  const pairsHeldout = heldout.filter((e) => e.type === 'pair');
-  let rewardHeads = rt.heads('reward');
-  const rewardMetrics: Record<string, unknown> = {};
-  if (pairsWindow.length > 0) {
-    deps.onProgress?.('reward.train', { model, round, pairs: pairsWindow.length });
-    const r = await trainRewardEnsemble({ model: m, window: pairsWindow, heldout: pairsHeldout, previous: rewardHeads });
-    rewardHeads = r.ensemble;
-    rt.saveHeads('reward', rewardHeads);
-    Object.assign(rewardMetrics, r.metrics);
-  }
+  // Reward signals (the linear heads and the BT reward model) and the safety judge, warm-started
+  // from the last round's, trained on the training split only: every preference of the window
+  // (whatever the round's loss) and, in KTO rounds, its up/down votes (asPairs pairs them
+  // up-over-down); measured on the held-out split's preferences.
+  const pairsWindow = types.includes('pair') ? window.examples
+    : buffer.window({ model, types: ['pair'], sinceRound: previousMark, replayFraction: policy.objective.replay_fraction, ...caps, seed: round }).examples;
+  const rewardWindow = types.includes('pair') ? pairsWindow : [...pairsWindow, ...window.examples];
+  const rewardHeldout = buffer.heldout(model, ['pair', 'kto'], 500);
+  const reward = await trainRewardSignals(rt, { m, buffer, caps, round, previousMark, types, window: rewardWindow, heldout: rewardHeldout, log,
+    ...(deps.onProgress === undefined ? {} : { onProgress: deps.onProgress }), ...(deps.signal === undefined ? {} : { signal: deps.signal }) });
+  const rewardSignal = reward.signal;
+  const rewardMetrics = { heads: reward.heads, model: reward.model };
   checkAbort();
   // Safety reports are capped like training data: a flood of reports from one source must not teach the judge.
   const safetyExamples = buffer.window({ model, types: ['safety'], replayFraction: 0, ...caps, seed: round }).examples;
-  // Safety reports give the unsafe side; accepted (chosen) responses of this window give the safe side.
-  const safeRows: LabelledResponse[] = pairsWindow.slice(0, Math.max(20, safetyExamples.length * 2)).map((e) => ({ prompt: e.prompt, response: e.chosen!, unsafe: false }));
+  // Safety reports give the unsafe side; accepted answers of the training window (chosen, or up-voted) the safe side.
+  const accepted: LabelledResponse[] = rewardWindow.flatMap((e) => (e.type === 'pair' && e.chosen !== null ? [{ prompt: e.prompt, response: e.chosen, unsafe: false }]
+    : e.type === 'kto' && e.label === 'up' && e.response !== null ? [{ prompt: e.prompt, response: e.response, unsafe: false }] : []));
+  const safeRows = accepted.slice(0, Math.max(20, safetyExamples.length * 2));
   let safetyHeads = rt.heads('safety');
   const unsafeRows = safetyRows(safetyExamples);
   if (unsafeRows.length > 0 && safeRows.length > 0) {
@@ -245,6 +192,7 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     decision: 'discarded', loss: last?.loss, klRound: result.kl.perRound, klCumulative: result.kl.cumulative,
     klBudgetRound: policy.kl.per_round, klBudgetCumulative: policy.kl.cumulative, steps: result.stepsTaken, stopReason: result.stopReason,
     examples: window.examples.length, newExamples: window.newCount, cappedOut: window.cappedOut, cappedBy: window.cappedBy, reward: rewardMetrics,
+    rewardSignal, rewardSignalAccuracy: rewardSignal.heldoutPairs === 0 ? null : rewardSignal.heldoutCorrect / rewardSignal.heldoutPairs,
   };
   if (result.candidate === null || result.candidateDir === null || result.keptStep === 0) {
     const capped = window.examples.length === 0 && window.cappedOut > 0
@@ -262,33 +210,47 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
     parent: deployedVersion, base_model: { path: policy.base_model.path, sha256: policy.base_model.sha256 ?? null },
     data_window: { from: span.from, to: span.to, events: span.events, kafka_offsets: span.kafka_offsets, round, since_round: previousMark ?? null },
     round_metrics: { loss: last?.loss ?? null, steps: result.stepsTaken, kept_step: result.keptStep, stop_reason: result.stopReason,
-      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_model: rewardMetrics, examples: window.examples.length,
+      kl: result.kl, beta: result.beta, heldout: result.heldout, reward_signal: rewardSignal, reward_heads: reward.heads, reward_model: reward.model, examples: window.examples.length,
       ...(remote === null ? {} : { trainer: remote.remote }) },
   }));
   log.info('candidate registered', { round, version: v.version });
   deps.onProgress?.('gate.evaluate', { model, round, version: v.version });
 
-  const scorer = rewardHeads === null ? undefined : rewardScorer(m, rewardHeads);
+  const scorer = reward.scorer;
   const judges = policyJudges(policy, m, safetyHeads, deps.externalJudge);
   const reports = productionLabelled(buffer.heldout(model, ['safety'], policy.safety.production_labelled), policy);
-  // The candidate's answers and held-out margins: from the local engine, or from the serving engine (policy evaluation.engine).
+  const production = heldoutPrompts(buffer.heldout(model, ['pair', 'kto', 'sft', 'safety'], 2000), policy.probes.production_sample);
+  const probePrompts = [...policy.probes.benign.map((p) => p.prompt), ...production.prompts, ...policy.probes.red_team.map((p) => p.prompt)];
+  const maxNewTokens = effectiveMaxNewTokens(m, probePrompts, policy.gate.max_new_tokens);
+  // The anchor answers too when it is another version than the deployed one.
+  const anchorDiffers = (anchor ?? null) !== deployedVersion;
+  // The candidate's answers and held-out agreement: from the local engine, or from the serving
+  // engine (policy evaluation.engine), which measures margins on held-out pairs only.
+  const kind = policy.evaluation.engine === 'serving' || !types.includes('kto') ? 'pairs' : 'binary';
   const evaluation = policy.evaluation.engine === 'serving'
     ? await servingEvaluation(servingEngine(deps, policy), {
       model, candidate: { version: v.version, adapterDir: v.adapterDir },
       deployed: deployedVersion === null ? null : { version: deployedVersion, adapterDir: rt.registry.get(deployedVersion)!.adapterDir },
+      ...(anchorDiffers ? { anchor: anchor === null ? null : { version: anchor, adapterDir: rt.registry.get(anchor)!.adapterDir } } : {}),
       baseServedName: policy.base_model.served_name ?? policy.base_model.path, tokenizer: m.ckpt.tokenizer!, heldout, beta: result.beta,
       topK: policy.evaluation.top_logprobs, klContexts: policy.evaluation.kl_contexts, log, ...(deps.signal === undefined ? {} : { signal: deps.signal }),
-      sampling: { maxTokens: RESPOND.maxNewTokens, temperature: RESPOND.temperature, topP: RESPOND.topP, seed: RESPOND.seed },
+      sampling: { maxTokens: maxNewTokens, temperature: RESPOND.temperature, topP: RESPOND.topP, seed: RESPOND.seed },
     })
-    : { candidate: responder(m, result.candidate), deployed: responder(m, deployedAdapter), margins: await heldoutMargins(m, result.candidate, deployedAdapter, heldout, result.beta), served: null, close: async () => {} };
-  const production = buffer.recentPrompts(model, policy.probes.production_sample).map(promptText);
+    : {
+      candidate: responder(m, result.candidate, maxNewTokens), deployed: responder(m, deployedAdapter, maxNewTokens),
+      ...(anchorDiffers ? { anchor: responder(m, anchorAdapter, maxNewTokens) } : {}),
+      ...await heldoutAgreement(m, result.candidate, deployedAdapter, heldout, result.beta, kind), served: null, close: async () => {},
+    };
+  const used = [...evaluation.used, ...production.used, ...reward.used, ...reports.used];
   fenced(deps, 'gating the candidate', () => undefined); // the gate may promote: only while still the holder
   let gate: Awaited<ReturnType<typeof runGate>>;
   try {
     gate = await runGate(rt.registry, v.version, policy, {
-      candidate: evaluation.candidate, deployed: evaluation.deployed,
+      candidate: evaluation.candidate, deployed: evaluation.deployed, ...(evaluation.anchor === undefined ? {} : { anchor: evaluation.anchor }),
       scorer: scorer ?? { score: async (p) => p.map(() => ({ mean: 0, std: Infinity, members: [] })) },
-      judges, productionLabelled: reports, productionPrompts: production, heldoutMargins: evaluation.margins, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+      rewardSignal, judges, productionLabelled: reports.labelled, productionPrompts: production.prompts,
+      heldout: { kind, margins: evaluation.margins }, kl: { perRound: result.kl.perRound, cumulative: result.kl.cumulative },
+      sources: { heldoutEventIds: used.flatMap((e) => e.eventIds), deployed: deployedVersion, anchor: policy.kl.anchor, maxNewTokens },
     }, { ...rt.pushOptions(deps.signal), log }, round);
   } finally {
     await evaluation.close();
@@ -297,11 +259,12 @@ async function trainAndGate(rt: ModelRuntime, deps: RoundDeps, trigger: string, 
   const checks = gate.decision.checks;
   const outcome: RoundOutcome = {
     ...base, decision: gate.decision.decision, version: v.version, reasons: gate.decision.reasons,
-    rewardLcb: figure(checks, 'reward_gain', 'lower_bound'), rewardGain: figure(checks, 'reward_gain', 'mean_gain'),
-    unsafeUcb: figure(checks, 'unsafe_rate', 'upper_bound'), unsafeLimit: figure(checks, 'unsafe_rate', 'limit'),
+    rewardLcb: comparisonOf(checks, 'reward_gain', 'deployed')?.bound, rewardGain: comparisonOf(checks, 'reward_gain', 'deployed')?.estimate,
+    unsafeUcb: comparisonOf(checks, 'unsafe_rate', 'absolute', 'upper')?.bound, unsafeLimit: comparisonOf(checks, 'unsafe_rate', 'absolute', 'upper')?.limit,
     unsafeRate: figure(checks, 'unsafe_rate', 'rate'), unsafeRateDeployed: figure(checks, 'unsafe_rate', 'deployed_rate'),
     judges: checks.find((c) => c.check === 'judge_reliability')?.reason,
-    heldoutAccuracy: figure(checks, 'heldout_accuracy', 'accuracy'), promoted: gate.promotion?.complete ?? false,
+    heldoutAccuracy: comparisonOf(checks, 'heldout_accuracy', 'absolute')?.estimate, promoted: gate.promotion?.complete ?? false,
+    checks: checkSummaries(checks), ...(gate.decision.level === undefined ? {} : { level: gate.decision.level }),
     ...(evaluation.served === null ? {} : { served: { engine: policy.evaluation.url ?? 'vllm', klLowerBound: evaluation.served.klLowerBound, positions: evaluation.served.positions, topK: evaluation.served.topK } }),
   };
   fenced(deps, 'recording the round', () => buffer.recordRoundResult(model, round, outcome));

@@ -9,6 +9,7 @@ import { AligndError } from '../base/errors.js';
 import { envRefName } from '../base/env.js';
 import { policySchema, type Policy } from './schema.js';
 import { readProbeFile, resolvePolicyPath } from './probes.js';
+import { gateFeasibilityIssues } from './gate-feasibility.js';
 
 export interface PolicyProblem {
   file: string;
@@ -80,6 +81,10 @@ export function parsePolicyText(text: string, file: string, ctx: PolicyContext =
     }
     policy.probes[set].push(...r.probes);
     policy.probes.labelled.push(...r.labelled);
+  }
+  // Inline probe sets were counted by the schema; sets read from files only now.
+  if (Object.keys(policy.probes.files).length > 0 && problems.length === 0) {
+    problems.push(...gateFeasibilityIssues(policy).map((i) => ({ file, path: i.path.join('.'), reason: i.message })));
   }
   for (const [i, j] of policy.safety.judges.entries()) {
     if (j.kind !== 'openai_compatible') continue;

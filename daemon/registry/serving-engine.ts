@@ -24,7 +24,8 @@ export interface ServingEngine {
   unload(name: string): Promise<void>;
   /** Positions 1..n−1 of `ids` (position 0 has no prefix), under the model or adapter named `model`. */
   promptLogprobs(model: string, ids: number[], topK: number, signal?: AbortSignal): Promise<PositionLogprobs[]>;
-  complete(model: string, prompts: readonly string[], sampling: Sampling, signal?: AbortSignal): Promise<string[]>;
+  /** One answer per prompt: its text and its length in generated tokens (the server's count; the gate's length unit). */
+  complete(model: string, prompts: readonly string[], sampling: Sampling, signal?: AbortSignal): Promise<Array<{ text: string; tokens: number }>>;
 }
 
 /** The private name of a version loaded for evaluation. */

@@ -8,23 +8,15 @@
  * Approve/deny take an optional JSON body {by, note}. `onApproved` lets the daemon promote at once.
  */
 import { existsSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { AligndError, errorMessage } from '../base/errors.js';
-import { readBody, sendJson, type Route } from '../http/route.js';
+import { isBodyTooLarge, readJsonObject, sendJson, type Route } from '../http/route.js';
 import { modelNameProblem } from '../base/names.js';
 import { openRegistry, type Registry, type VersionInfo } from '../registry/registry.js';
 import { approveCandidate, denyCandidate, effectiveDecision } from './decisions.js';
 
 /** Largest approve/deny body ({by, note}). */
 const MAX_ANSWER_BYTES = 65536;
-
-async function readSmallJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const raw = (await readBody(req, MAX_ANSWER_BYTES)).toString('utf8');
-  if (raw.trim() === '') return {};
-  const v = JSON.parse(raw) as unknown;
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-}
 
 export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Registry, v: VersionInfo) => Promise<void> | void }): Route[] {
   // Only models that have a registry: a GET never creates directories.
@@ -35,9 +27,10 @@ export function gateRoutes(opts: { registryRoot: string; onApproved?: (reg: Regi
     if (r === undefined) return sendJson(res, 404, { error: `no registry for model ${JSON.stringify(p['model'])}` });
     let body: Record<string, unknown>;
     try {
-      body = await readSmallJson(req);
+      body = await readJsonObject(req, MAX_ANSWER_BYTES);
     } catch (err) {
-      return sendJson(res, 400, { error: `body must be JSON {by, note}: ${errorMessage(err)}` });
+      if (isBodyTooLarge(err)) return sendJson(res, 413, { error: errorMessage(err) });
+      return sendJson(res, 400, { error: `body must be a JSON object {by, note}: ${errorMessage(err)}` });
     }
     const by = typeof body['by'] === 'string' ? body['by'] : 'admin-api';
     const note = typeof body['note'] === 'string' ? body['note'] : undefined;

@@ -11,11 +11,18 @@ import type { Registry, VersionInfo } from '../registry/registry.js';
 import type { GateDecision } from '../gate/evidence.js';
 import { answerProbationHold } from './probation.js';
 
+/**
+ * The decision in the manifest (figures per check: status, reason, α, every comparison's
+ * estimate/bound/limit/counts) and in the audit log, with the round's ledger entry (k, α_k,
+ * carried, whether every check passed, the anchor): the audit log is where the next round reads
+ * its level from, after a restart too.
+ */
 export async function recordDecision(reg: Registry, version: string, d: GateDecision, extra: Record<string, unknown> = {}): Promise<VersionInfo> {
-  const figures = Object.fromEntries(d.checks.map((c) => [c.check, { status: c.status, reason: c.reason, ...c.figures }]));
-  const gate: GateRecord = { decision: d.decision, reasons: d.reasons, figures: { ...figures, ...extra }, decided_at: new Date().toISOString() };
+  const figures = Object.fromEntries(d.checks.map((c) => [c.check, { status: c.status, reason: c.reason, alpha: c.alpha, comparisons: c.comparisons, ...c.figures }]));
+  const gate: GateRecord = { decision: d.decision, reasons: d.reasons, figures: { ...figures, ...extra }, decided_at: new Date().toISOString(),
+    ...(d.level === undefined ? {} : { level: d.level }) };
   const v = await reg.recordGate(version, gate);
-  await reg.audit('gate.decision', { version, decision: d.decision, reasons: d.reasons, figures });
+  await reg.audit('gate.decision', { version, decision: d.decision, reasons: d.reasons, figures, ...(d.level === undefined ? {} : { level: d.level }) });
   return v;
 }
 

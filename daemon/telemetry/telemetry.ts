@@ -56,6 +56,7 @@ export function createTelemetry(opts: TelemetryOptions) {
     roundKl: meter.createHistogram('alignd_round_kl', { description: 'KL(candidate‖deployed) per token at the end of a round (nats)' }),
     decisions: meter.createCounter('alignd_gate_decisions', { description: 'Gate decisions by model and decision (promote, reject, hold)' }),
     rewardLcb: meter.createHistogram('alignd_gate_reward_lcb', { description: 'Lower confidence bound of the reward gain at the gate' }),
+    rewardSignalAccuracy: meter.createHistogram('alignd_reward_signal_heldout_accuracy', { description: 'Held-out pair ranking accuracy of the reward signal the gate read, per round' }),
     unsafeUcb: meter.createHistogram('alignd_gate_unsafe_ucb', { description: 'Upper confidence bound of the unsafe rate at the gate' }),
     promotionLatency: meter.createHistogram('alignd_promotion_latency_seconds', { description: 'From the round\'s newest event to the adapter loaded at every server target', unit: 's' }),
     errors: meter.createCounter('alignd_errors', { description: 'Failures by component (each also logged)' }),

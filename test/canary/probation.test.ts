@@ -9,7 +9,7 @@ import t from 'tap';
 import { policySchema, type RolloutPolicy } from '../../daemon/policy/schema.js';
 import { startProbation, type Probation, type ProbationDecision } from '../../daemon/canary/probation.js';
 import { liveUsers, TYPICAL, type LiveUsersOptions } from '../harness/live-users.js';
-import { clopperPearson } from '../../daemon/gate/stats.js';
+import { clopperPearson } from '../../daemon/stats/binomial.js';
 
 const rollout = (over: Record<string, unknown> = {}): RolloutPolicy =>
   policySchema.parse({ model: 'm', base_model: { path: 'builtin:tiny' }, rollout: { enabled: true, ...over } }).rollout;

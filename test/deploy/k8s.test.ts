@@ -6,7 +6,7 @@
  * policy are accepted by alignd itself (its config schema, and `alignd policy check`).
  */
 import t from 'tap';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -125,8 +125,12 @@ t.test('the policy ConfigMap: mounted whole, rank and paths agree with vLLM, acc
   t.ok(init !== undefined && init['command'].join(' ').includes(map.from), `an init container makes ${map.from} before vLLM mounts it as a subPath`);
   t.equal(init?.['image'], alignd['image'], 'with the alignd image (uid 1000)');
 
+  // The whole ConfigMap is the /policies directory: the policy's probe files are its other keys.
+  for (const [name, text] of Object.entries(cm['data'] as Record<string, string>)) writeFileSync(join(tmp, name), text);
+  for (const probes of ['benign.jsonl', 'red-team.jsonl']) {
+    t.equal(cm['data'][probes], readFileSync(join(repoRoot, 'deploy/policies', probes), 'utf8'), `${probes}: the same probes as deploy/policies (one model)`);
+  }
   const file = join(tmp, key);
-  writeFileSync(file, cm['data'][key]);
   const r = policyCheck(file, join(tmp, 'data'));
   t.equal(r.code, 0, 'alignd policy check accepts the embedded policy', { out: r.out });
   t.match(r.out, /: ok — model assistant\b/);

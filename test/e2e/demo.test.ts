@@ -2,8 +2,9 @@
  * END-TO-END: the embedded default, as the README's first command runs it
  * (`npm run demo` = `node dist/daemon/main.js demo`), in a fresh directory with no configuration:
  * the built-in tiny model, buffer and registry under ./.alignd, the file-drop target
- * ./.alignd/served, simulated users. On CPU it must reach at least one promotion within a bound
- * (the process is killed after DEMO_BOUND_S) and end with its one JSON line. Only the port
+ * ./.alignd/served, simulated users. On CPU it must finish within a bound (the process is killed
+ * after DEMO_BOUND_S) and end with its one JSON line; what it promotes is what the target serves,
+ * and a round it does not promote names the checks that held or rejected it. Only the port
  * differs from the README (0: a free one, so parallel test files never collide on 8787).
  */
 import t from 'tap';
@@ -14,17 +15,20 @@ import { join } from 'node:path';
 import { mainJs } from '../harness/daemon.js';
 
 const ROUNDS = 10;
-const DEMO_BOUND_S = 300;
+// The demo's gate answers 330 reward and 120 red-team probes per round: 324 s for seed 1 on the shared machine.
+const DEMO_BOUND_S = 600;
 const cwd = mkdtempSync(join(tmpdir(), 'alignd-e2e-demo-'));
 t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
 
 interface DemoLine {
   demo: string; rounds: number; promotions: number; rejections: number; holds: number; discarded: number;
   gold_reward_start: number; gold_reward_end: number; max_round_kl: number; kl_budget: number;
-  unsafe_rate_start: number; unsafe_rate_end: number;
+  unsafe_rate_start: number; unsafe_rate_end: number; gold_gain: number; gold_gain_ci95: [number, number];
+  unsafe_rate_start_ci95: [number, number]; unsafe_rate_end_ci95: [number, number];
+  reward_signal: Array<{ round: number; name: string | null; heldout: string | null }>;
 }
 
-t.test(`alignd demo --rounds ${ROUNDS}: at least one promotion, one JSON line`, async (t) => {
+t.test(`alignd demo --rounds ${ROUNDS}: at least one promotion, one JSON line, what is promoted is served`, async (t) => {
   const proc = spawn(process.execPath, [mainJs, 'demo', '--rounds', String(ROUNDS), '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -44,9 +48,20 @@ t.test(`alignd demo --rounds ${ROUNDS}: at least one promotion, one JSON line`, 
     demo: 'done', rounds: ROUNDS, promotions: Number, rejections: Number, holds: Number, gold_reward_start: Number, gold_reward_end: Number,
     max_round_kl: Number, kl_budget: Number, unsafe_rate_start: Number, unsafe_rate_end: Number,
   }, 'the JSON line carries every figure');
-  t.ok(s.promotions >= 1, `at least one promotion (got ${s.promotions} of ${s.rounds} rounds: ${s.rejections} rejected, ${s.holds} held)`);
   t.equal(s.promotions + s.rejections + s.holds + (s.discarded ?? 0), s.rounds, 'every round has one outcome');
   t.ok(s.max_round_kl <= s.kl_budget, 'every round within the KL budget');
+  const [lo, hi] = s.gold_gain_ci95;
+  t.ok(lo <= s.gold_gain && s.gold_gain <= hi, `gold gain ${s.gold_gain} inside its interval [${lo}, ${hi}]`);
+  for (const [rate, [a, b]] of [[s.unsafe_rate_start, s.unsafe_rate_start_ci95], [s.unsafe_rate_end, s.unsafe_rate_end_ci95]] as const) {
+    t.ok(a <= rate && rate <= b && a >= 0 && b <= 1, `unsafe rate ${rate} inside its interval [${a}, ${b}]`);
+  }
+  t.equal(s.reward_signal.length, ROUNDS, 'the reward signal of every round');
+  t.ok(s.reward_signal.every((r) => r.name !== null && /^\d+\/\d+$/.test(r.heldout ?? '')), 'each names its scorer and its held-out count');
+  // Issue 15: the gate promotes only what it shows at the round's α_k. The demo's policy gives it
+  // the evidence for that (demo-policy.ts: 202 benign, 120 red-team and 128 production probes, a
+  // quarter of the feedback held out) and the BT reward model ranks ~0.7 of held-out pairs right:
+  // seed 1 promotes in rounds 3, 4 and 8 (bench:demo, 2026-12-01), so at least one promotion.
+  t.ok(s.promotions >= 1, `at least one promotion (got ${s.promotions} of ${s.rounds} rounds: ${s.rejections} rejected, ${s.holds} held)`);
 
   // What was promoted is what the file-drop target serves, under the embedded defaults' paths.
   const deployed = JSON.parse(readFileSync(join(cwd, '.alignd/registry/tiny/deployed.json'), 'utf8')) as { desired: string; complete: boolean };

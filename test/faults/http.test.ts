@@ -7,7 +7,7 @@
 import t from 'tap';
 import Database from 'better-sqlite3';
 import { connect } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +16,7 @@ import { sendJson } from '../../daemon/http/route.js';
 import { silentLogger } from '../../daemon/base/log.js';
 import { spawnDaemon, type DaemonProcess } from '../harness/daemon.js';
 import { makeEvent } from '../harness/events.js';
+import { loopPolicyYaml } from '../harness/loop.js';
 
 /** Send raw bytes, collect whatever comes back until the server closes or `ms` pass. */
 export function rawRequest(port: number, bytes: string | Buffer, ms = 3000): Promise<string> {
@@ -179,4 +180,22 @@ t.test('admin auth: the Bearer scheme is case-insensitive, the token is not', as
   t.equal(await call('BEARER  s3cret'), 200, 'upper case, two spaces');
   t.equal(await call('Bearer S3CRET'), 401, 'the token itself is compared exactly');
   t.equal(await call('Basic s3cret'), 401);
+});
+
+t.test('the rollback body is bounded: 8 MiB gets 413 (not read into memory), a non-object 400, and the daemon answers', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'alignd-faults-admin-'));
+  const policy = join(dir, 'tiny.yaml');
+  // No feedback arrives, so no round runs and the judge is never asked.
+  writeFileSync(policy, loopPolicyYaml({ model: 'tiny', judge: { url: 'http://127.0.0.1:9/v1', model: 'unused' }, fileDropDir: join(dir, 'served') }));
+  const admin = await spawnDaemon(['--data-dir', dir, '--policy', policy], { ALIGND_ADMIN_TOKEN: 'tok' });
+  t.teardown(() => admin.stop('SIGKILL'));
+  const call = (path: string, body: string): Promise<Response> => fetch(`${admin.url}${path}`, { method: 'POST', body, headers: { authorization: 'Bearer tok', 'content-type': 'application/json' } });
+  const huge = JSON.stringify({ version: 'v1', note: 'x'.repeat(8 * 1024 * 1024) });
+  const rollback = await call('/v1/models/tiny/rollback', huge);
+  t.equal(rollback.status, 413, 'rollback: an 8 MiB body is refused as too large, not read into memory');
+  t.match(await rollback.json(), { error: /request body over 4096 bytes/ });
+  const list = await call('/v1/models/tiny/rollback', '["v1"]');
+  t.equal(list.status, 400);
+  t.match(await list.json(), { error: /body is not a JSON object/ });
+  t.ok(await alive(admin), 'the daemon still answers /healthz');
 });

@@ -7,6 +7,9 @@
  *   POST /v1/load_lora_adapter      {lora_name, lora_path} → 200 text; 400 already loaded; 500
  *                                   rank above max_lora_rank; 404 "No adapter found"
  *   POST /v1/unload_lora_adapter    {lora_name} → 200 text; 404 unknown
+ *   POST /v1/chat/completions       {model, messages, max_tokens} → 200 {choices: [{message}], usage:
+ *                                   {completion_tokens}}, the answer naming the model it came from
+ *                                   (at most max_tokens words, one word one token); 404 unknown model
  * It reads adapter_config.json from lora_path like vLLM does and records every call.
  */
 import { createServer, type Server } from 'node:http';
@@ -28,6 +31,8 @@ export interface FakeVllm {
   hang: boolean;
   /** Answer GET /v1/models with this text instead (garbage). */
   modelsBody: string | undefined;
+  /** Leave `usage` out of chat completions (a server that does not count tokens). */
+  usageOff: boolean;
   /** What a restart does to runtime-loaded adapters: forget them all. */
   restart(): void;
   close(): Promise<void>;
@@ -48,7 +53,7 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
   let failures = 0;
   let failStatus = 500;
   let failShape: 'nested' | 'flat' = 'nested';
-  const state = { maxRank, routesOff: false, hang: false, modelsBody: undefined as string | undefined };
+  const state = { maxRank, routesOff: false, hang: false, modelsBody: undefined as string | undefined, usageOff: false };
   const error = (res: import('node:http').ServerResponse, status: number, message: string, type = 'BadRequestError', shape: 'nested' | 'flat' = 'nested'): void => {
     const body = shape === 'nested' ? { error: { message, type, param: null, code: status } } : { object: 'error', message, type, param: null, code: status };
     res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
@@ -69,6 +74,16 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
       if (req.method === 'GET' && path === '/v1/models') {
         const data = [modelEntry(base, base, null), ...[...loaded].map(([id, root]) => modelEntry(id, root, base))];
         res.writeHead(200, { 'content-type': 'application/json' }).end(state.modelsBody ?? JSON.stringify({ object: 'list', data }));
+        return;
+      }
+      if (req.method === 'POST' && path === '/v1/chat/completions') {
+        const model = String(body?.['model'] ?? '');
+        if (model !== base && !loaded.has(model)) return error(res, 404, `The model \`${model}\` does not exist.`, 'NotFoundError');
+        const messages = body?.['messages'] as Array<{ content: string }> | undefined;
+        const words = `answer of ${model} to ${messages?.at(-1)?.content ?? ''}`.split(' ').slice(0, Number(body?.['max_tokens'] ?? 16));
+        const answer = { id: 'chatcmpl-1', object: 'chat.completion', model, choices: [{ index: 0, message: { role: 'assistant', content: words.join(' ') }, finish_reason: 'length' }],
+          ...(state.usageOff ? {} : { usage: { prompt_tokens: 8, completion_tokens: words.length, total_tokens: 8 + words.length } }) };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
         return;
       }
       if (state.routesOff || req.method !== 'POST' || (path !== '/v1/load_lora_adapter' && path !== '/v1/unload_lora_adapter')) {
@@ -106,6 +121,7 @@ export async function startFakeVllm(base = 'tiny-base', maxRank = 16, apiKey?: s
     get routesOff() { return state.routesOff; }, set routesOff(v: boolean) { state.routesOff = v; },
     get hang() { return state.hang; }, set hang(v: boolean) { state.hang = v; },
     get modelsBody() { return state.modelsBody; }, set modelsBody(v: string | undefined) { state.modelsBody = v; },
+    get usageOff() { return state.usageOff; }, set usageOff(v: boolean) { state.usageOff = v; },
     restart() { loaded.clear(); },
     close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }),
   };

@@ -52,7 +52,13 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   const decisions = ['promote', 'reject', 'hold', 'promote'] as const;
   decisions.forEach((decision, i) => buffer.recordRoundResult('demo', i + 1, {
     decision, loss: 0.69 - 0.05 * i, klRound: 0.01 * (i + 1), klBudgetRound: 0.05, klCumulative: 0.02 * (i + 1), klBudgetCumulative: 0.2,
-    rewardLcb: 0.1 * i - 0.05, unsafeUcb: 0.1 - 0.01 * i, unsafeLimit: 0.12, unsafeRate: 0.05 - 0.01 * i, unsafeRateDeployed: 0.06,
+    rewardLcb: 0.1 * i - 0.05, unsafeUcb: 0.1 - 0.01 * i, unsafeLimit: 0.12, unsafeRate: 0.05 - 0.01 * i, unsafeRateDeployed: 0.06, version: `v${i + 1}`,
+    checks: [
+      { check: 'unsafe_rate', status: 'pass', alpha: 0.025, reason: 'x', comparisons: [
+        { statistic: 'unsafe rate', against: 'absolute', estimate: 0.05, side: 'upper', bound: 0.2, limit: 0.3, status: 'pass', unit: 'rate', counts: { probes: 30, unsafe: 1 + i } },
+        { statistic: 'unsafe rate − deployed', against: 'deployed', estimate: 0, side: 'upper', bound: 0.14, limit: 0.2, status: 'pass', unit: 'rate', counts: { probes: 30, discordant: 0 } }] },
+      { check: 'judge_reliability', status: 'inconclusive', alpha: 0.05, reason: 'no safety judge', comparisons: [] },
+    ],
   }));
   buffer.close();
 
@@ -79,6 +85,11 @@ t.test('status page plots round figures, decisions and ingest rate', async (t) =
   t.same(decisionMarks, [...decisions]);
   const polylines = await page.evaluate(`[...document.querySelectorAll('#chart-loss polyline')].map((p) => p.getAttribute('points').split(' ').length)`) as number[];
   t.same(polylines, [4], 'the loss line is drawn through 4 points');
+  // Per candidate, every check's comparisons with estimate, bound, limit, α and counts.
+  const rows = await page.evaluate(`[...document.querySelectorAll('#gate-checks tbody tr')].map((tr) => [...tr.children].map((td) => td.textContent))`) as string[][];
+  t.equal(rows.length, 12, '4 candidates × (2 comparisons + 1 check without)');
+  t.same(rows[0], ['demo v4', 'promote', 'unsafe_rate', 'pass', 'unsafe rate', '5.0%', 'upper 20.0%', '≤ 30.0%', '0.025', '30 probes, 4 unsafe']);
+  t.same(rows[2], ['demo v4', 'promote', 'judge_reliability', 'inconclusive', 'no safety judge', '—', '—', '—', '0.05', '']);
   const summary = await page.textContent('#summary');
   t.match(summary ?? '', /buffer 100 events/);
 

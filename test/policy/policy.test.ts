@@ -186,6 +186,23 @@ t.test('CLI: policy check', async (t) => {
   const p = await alignd(['policy', 'check', pinned, '--data-dir', dir]);
   t.equal(p.code, 1);
   t.match(p.stdout, /deployment\.version: tiny has no registry version v4/);
+  // Gate limits outside [0, 1], limits a candidate identical to the deployed version could never
+  // meet, and limits the policy's own probes can never show: refused, naming the YAML path.
+  const limits = join(dir, 'limits.yaml');
+  const redTeam = Array.from({ length: 10 }, (_, i) => `    - Tell me how to do harm number ${i}.`).join('\n');
+  writeFileSync(limits, GOOD + `gate:\n  max_unsafe_rate: 1.2\n  length_ratio: { min: 1.2, max: 2 }\n  max_new_tokens: 64\n  max_mean_tokens: 100\n`
+    + `  unsafe_margin: 0.05\nprobes:\n  red_team:\n${redTeam}\n`);
+  const lim = await alignd(['policy', 'check', limits, '--data-dir', dir]);
+  t.equal(lim.code, 1, lim.stdout);
+  t.match(lim.stdout, new RegExp(`${limits}: gate\\.max_unsafe_rate: Too big: expected number to be <=1`));
+  t.match(lim.stdout, new RegExp(`${limits}: gate\\.length_ratio\\.min: must be ≤ 1: a candidate as long as the deployed version would fail`));
+  t.match(lim.stdout, new RegExp(`${limits}: gate\\.max_mean_tokens: must be ≤ max_new_tokens \\(64\\)`));
+  const probes = join(dir, 'probes.yaml');
+  writeFileSync(probes, GOOD + `gate:\n  unsafe_margin: 0.05\nprobes:\n  red_team:\n${redTeam}\n`);
+  const few = await alignd(['policy', 'check', probes, '--data-dir', dir]);
+  t.equal(few.code, 1);
+  t.match(few.stdout, new RegExp(`${probes}: gate\\.unsafe_margin: 10 red-team probes can never show an unsafe-rate increase ≤ 5\\.0% .*\\(at least 86\\)`));
+  t.match(few.stdout, new RegExp(`${probes}: gate\\.max_unsafe_rate: 10 red-team probes can never show an unsafe rate ≤ 10\\.0% .*\\(at least 36\\)`));
   const missing = await alignd(['policy', 'check', join(dir, 'nope.yaml')]);
   t.equal(missing.code, 1);
   t.match(missing.stdout, /nope\.yaml: \(file\): cannot read: ENOENT/);

@@ -11,7 +11,7 @@ import { createRng, type Rng } from '../../daemon/base/random.js';
 import { bettingConfidenceSequence, sequentialMeanTest } from '../../daemon/stats/confidence-sequence.js';
 import { arrivalPairing, differenceToUnit, unitToDifference } from '../../daemon/stats/pairing.js';
 import { logRateEvidence, rateExceeds } from '../../daemon/stats/rate-evidence.js';
-import { clopperPearson } from '../../daemon/gate/stats.js';
+import { clopperPearson } from '../../daemon/stats/binomial.js';
 
 const bernoulli = (rng: Rng, p: number): number => (rng.next() < p ? 1 : 0);
 /** Beta(2, 5) by the ratio of gamma draws (shape 2 = sum of two exponentials; 5 = five). */
