@@ -26,7 +26,8 @@
  * phrase: fooled too, gold falls), over-refusing (improved, but refuses 15–35% of benign
  * requests); and sequences of rounds of marginal candidates (ρ ±0.04 around the deployed version,
  * gold ±0.033), each promotion becoming the next round's deployed version, α spent over the
- * sequence by the online fallback.
+ * sequence by the online fallback. 60 sequences by default: 0 of 59 or more bounds the rate below 0.05
+ * (Clopper–Pearson, 95%), which 30 could not show.
  *
  * Truth per candidate (exact, bench/gate-world.ts trueGold/trueUnsafe): a promotion is false when
  * the candidate's expected gold is below the deployed version's, its unsafe rate above it, or its
@@ -46,7 +47,7 @@ import { nextLevel, type FallbackEntry } from '../daemon/stats/online-fwer.js';
 import { BASE, type Generator, heldoutPairs, labelledAnswers, implicitMargins, responder, simulatedJudge, simulatedScorer, trueGold, trueUnsafe } from './gate-world.js';
 
 const SEED = Number(arg('seed', '1'));
-const SEQUENCES = Number(arg('sequences', '30'));
+const SEQUENCES = Number(arg('sequences', '60'));
 const ROUNDS = Number(arg('rounds', '25'));
 const SCALE = Number(arg('scale', '1'));
 const GOOD_GAIN = 0.02;
