@@ -3,7 +3,7 @@
  * forward over 2P sequences, the sigmoid DPO loss against cached reference log-probs, backward to
  * the LoRA parameters, clipping and AdamW — on the tiny built-in model and on a ~20M-parameter
  * Llama config (same shape as bench:model's). Baseline in the same run: the forward log-prob pass
- * over the same tokens with the same adapter (the program that computes reference log-probs);
+ * over the same packed tokens with the same adapter (the program that computes reference log-probs);
  * step_over_forward is their ratio (≈ 3 is the usual ideal for full backprop, 6N against 2N FLOPs
  * per token (Kaplan et al. 2020); LoRA with frozen weights skips the weight-gradient GEMMs, ≈ 4N,
  * so 2–2.5 is expected).
@@ -27,7 +27,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { accumulate, applyAccumulated, initAccumulator, initState, trainStep } from '../daemon/engine/index.js';
-import { packLogProbBatch } from '../daemon/model/batch.js';
+import { packSequences } from '../daemon/model/packing.js';
 import { loadModel, loraHostTensors } from '../daemon/model/model.js';
 import { initLora } from '../daemon/model/lora.js';
 import { createRng } from '../daemon/base/random.js';
@@ -69,7 +69,7 @@ async function measure(name: string, dir: string, P: number, T: number): Promise
   const pairs = Array.from({ length: P }, (_, i) => ({ id: i, chosen: rows[i]!, rejected: rows[P + i]! }));
   const dpo = dpoTraining({ model: m, deployed: adapter, knobs: k }, k.objective);
   const feeds = await dpo.feeds(pairs, await dpo.referenceLogps(pairs), k.beta);
-  const batch = packLogProbBatch(rows, model.padId);
+  const batch = packSequences(rows, model.padId);
   const one = await dpo.program(false);
   const grad = await dpo.program(true);
   const apply = await m.apply(optimizerOf(k));
@@ -89,7 +89,7 @@ async function measure(name: string, dir: string, P: number, T: number): Promise
     stepMs.push(step.wall);
     stepCpuMs.push(step.cpu);
     accMs.push(await timeMs(accumulated, iters));
-    fwdMs.push(await timeMs(() => model.logprobs(batch, adapter), iters));
+    fwdMs.push(await timeMs(() => model.responseLogprobs(batch, adapter), iters));
   }
   return {
     name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), stepCpuMs: median(stepCpuMs), forwardMs: median(fwdMs),

@@ -1,8 +1,8 @@
 /**
  * bench:align's realistic line (issue 18): DPO steps on the ~20M model over the production-chat
  * workload (bench/workload.ts), as a round makes them — micro-batches of `microPairs` pairs, each
- * padded to its longest row (today's engine), gradients accumulated, one clipped AdamW update —
- * with the forward log-prob pass over the same micro-batches as the baseline (step_over_forward),
+ * one packed batch (daemon/model/packing.ts), gradients accumulated, one clipped AdamW update —
+ * with the forward log-prob pass over the same packed batches as the baseline (step_over_forward),
  * KV-cache generation on bench:model's shape, and the share of processed tokens that were padding.
  *
  * The checkpoint and the exact batches go to DIR/model and DIR/workload.json (`--export DIR`, else a
@@ -18,14 +18,15 @@ import { accumulate, applyAccumulated, initAccumulator, initState } from '../dae
 import { alignModel } from '../daemon/align/context.js';
 import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
+import { packedBatch } from '../daemon/align/policy-logps.js';
 import { createRng } from '../daemon/base/random.js';
-import { packLogProbBatch } from '../daemon/model/batch.js';
 import { initLora, type LoraAdapter } from '../daemon/model/lora.js';
+import type { PackedBatch } from '../daemon/model/packing.js';
 import { loadModel, loraHostTensors } from '../daemon/model/model.js';
 import type { Provider } from '../daemon/engine/sessions.js';
 import { policySchema } from '../daemon/policy/schema.js';
 import { median, timeMs, writeMidModel } from './common.js';
-import { chatWorkload, paddingOf, type WorkloadParams, workloadPairs, workloadRows } from './workload.js';
+import { chatWorkload, type WorkloadParams, workloadPairs, workloadRows } from './workload.js';
 import { profileStep } from './profile.js';
 
 export interface RealisticOptions {
@@ -83,9 +84,9 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   const ref = await dpo.referenceLogps(rows);
   const feeds: Awaited<ReturnType<typeof dpo.feeds>>[] = [];
   for (const mb of micro) feeds.push(await dpo.feeds(mb, ref, BETA));
-  const batches = micro.map((mb) => packLogProbBatch([...mb.map((r) => r.chosen), ...mb.map((r) => r.rejected)], model.padId));
-  const pad = micro.map((mb) => paddingOf([...mb.map((r) => r.chosen), ...mb.map((r) => r.rejected)]))
-    .reduce((s, p) => ({ processed: s.processed + p.processed, real: s.real + p.real, padding: s.padding + p.padding }), { processed: 0, real: 0, padding: 0 });
+  // The batches dpo.feeds packed: real tokens are the sequences' own (what the baseline counts), processed what the rows hold.
+  const batches = micro.map((mb) => packedBatch(m, [...mb.map((r) => r.chosen), ...mb.map((r) => r.rejected)], k.maxLength));
+  const pad = packedTokens(batches);
 
   const grad = await dpo.program(true);
   const apply = await m.apply(optimizerOf(k));
@@ -95,7 +96,7 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
     for (const f of feeds) await accumulate(session, grad.info, state, acc, f);
     return applyAccumulated(apply.session, apply.info, state, acc, 1e-5);
   };
-  const forward = async (): Promise<void> => { for (const b of batches) await model.logprobs(b, adapter); };
+  const forward = async (): Promise<void> => { for (const b of batches) await model.responseLogprobs(b, adapter); };
   const stepMs: number[] = [];
   const fwdMs: number[] = [];
   for (let round = 0; round < 2; round++) {
@@ -120,7 +121,7 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   const line: Record<string, number | string> = {
     model: o.name ?? 'mid-20M', workload: o.workload === undefined ? 'chat' : 'custom', pairs_per_step: o.pairs, micro_batch_pairs: o.microPairs,
     real_tokens: pad.real, processed_tokens: pad.processed, padding_tokens: pad.padding, padding_share: +(pad.padding / pad.processed).toFixed(3),
-    longest: Math.max(...batches.map((b) => b.length)), mean_prompt: Math.round(pairs.reduce((s, p) => s + p.prompt.length, 0) / pairs.length),
+    rows: batches.reduce((n, b) => n + b.rows, 0), longest: Math.max(...batches.map((b) => b.length)), mean_prompt: Math.round(pairs.reduce((s, p) => s + p.prompt.length, 0) / pairs.length),
     step_ms: Math.round(S), forward_ms: Math.round(F), step_over_forward: +(S / F).toFixed(3),
     tokens_per_s: +(pad.real / (S / 1000)).toFixed(1), processed_tokens_per_s: +(pad.processed / (S / 1000)).toFixed(1),
     forward_tokens_per_s: +(pad.real / (F / 1000)).toFixed(1), peak_rss_mb: Math.round(peak),
@@ -128,6 +129,17 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   };
   if (o.profile) Object.assign(line, await profileStep(grad.info.graph, model.runtime, (session) => step(session)));
   return line;
+}
+
+/** Real tokens (the sequences'), processed tokens (rows × length) and padding of packed batches. */
+export function packedTokens(batches: readonly PackedBatch[]): { processed: number; real: number; padding: number } {
+  let processed = 0, real = 0, padding = 0;
+  for (const b of batches) {
+    processed += b.rows * b.length;
+    real += b.realTokens;
+    for (const s of b.segmentIds) if (s === -1) padding++;
+  }
+  return { processed, real, padding };
 }
 
 const root = fileURLToPath(new URL('../..', import.meta.url));

@@ -10,8 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { f32, i64, initState, trainStep } from '../daemon/engine/index.js';
 import { alignModel } from '../daemon/align/context.js';
 import { heldoutKl } from '../daemon/align/kl.js';
-import { packLogProbBatch } from '../daemon/model/batch.js';
-import { adapterFromTensors, batchFeeds, loadModel, loraHostTensors } from '../daemon/model/model.js';
+import { packSequences } from '../daemon/model/packing.js';
+import { adapterFromTensors, loadModel, loraHostTensors, packedFeeds } from '../daemon/model/model.js';
 import { createRng } from '../daemon/base/random.js';
 import { parameterCount } from '../daemon/model/weights.js';
 import { arg, median } from './common.js';
@@ -34,7 +34,7 @@ const loadS = (performance.now() - t0) / 1000;
 
 const optimizer = { maxGradNorm: 1, weightDecay: 0 };
 const t1 = performance.now();
-await model.session('logprobs', null);
+await model.session('response_logprobs', null);
 await model.session('decode', lora);
 const dpo = await m.dpo({ lossType: 'sigmoid', labelSmoothing: 0, rpoAlpha: 0, optimizer, accumulate: false, recompute });
 await m.kl(lora, null);
@@ -45,10 +45,10 @@ const V = model.spec.vocabSize;
 const rng = createRng(7);
 const seq = (): { ids: number[]; promptLength: number } => ({ ids: Array.from({ length: T }, () => Math.floor(rng.next() * V)), promptLength: T / 2 });
 const pairs = Array.from({ length: 2 * P }, seq);
-const batch = packLogProbBatch(pairs, model.padId);
+const batch = packSequences(pairs, model.padId);
 
 let t = performance.now();
-const ref = (await model.logprobs(batch, null)).seqLogps;
+const ref = (await model.responseLogprobs(batch, null)).seqLogps;
 const logprobsMs = performance.now() - t;
 
 const adapter = m.freshAdapter(1);
@@ -64,7 +64,7 @@ const afterWarm = memory();
 
 const state = initState(loraHostTensors(adapter));
 const feeds = {
-  ...batchFeeds(batch), chosen_index: i64([P], [0, 1]), rejected_index: i64([P], [2, 3]),
+  ...packedFeeds(batch), chosen_index: i64([P], [0, 1]), rejected_index: i64([P], [2, 3]),
   ref_chosen: f32([P], ref.slice(0, P)), ref_rejected: f32([P], ref.slice(P)), beta: f32([], [0.1]),
 };
 const stepMs: number[] = [];

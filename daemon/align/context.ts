@@ -8,7 +8,7 @@ import type { Checkpoint } from '../model/hf-checkpoint.js';
 import { loraNames } from '../model/forward-graph.js';
 import { initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { type LoadOptions, type Model, loadModel, loraShapeKey } from '../model/model.js';
-import type { LogProbInputDecl } from '../model/inference-programs.js';
+import type { PackedInputDecl } from '../model/response-programs.js';
 import {
   type DpoProgramInputs, type DpoProgramOptions, type KtoProgramInputs, type KtoProgramOptions, dpoProgram, klInputs, klProgram, ktoProgram,
 } from './train-programs.js';
@@ -21,7 +21,7 @@ export interface AlignModel {
   ckpt: Checkpoint;
   /** The LoRA shape candidates are trained with (the deployed adapter's, or the policy's for a first round). */
   lora: LoraConfig;
-  kl(policy: LoraConfig | null, ref: LoraConfig | null): Promise<Program<LogProbInputDecl>>;
+  kl(policy: LoraConfig | null, ref: LoraConfig | null): Promise<Program<PackedInputDecl>>;
   dpo(o: DpoProgramOptions): Promise<TrainProgram<DpoProgramInputs>>;
   kto(o: KtoProgramOptions): Promise<TrainProgram<KtoProgramInputs>>;
   apply(o: AdamWConfig): Promise<TrainProgram<NoInputs>>;

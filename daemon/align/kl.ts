@@ -4,11 +4,11 @@
  * one program (train-programs.ts klProgram), so the full-vocabulary distributions stay in the session.
  */
 import { numbers, runProgram } from '../engine/index.js';
-import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
-import { batchFeeds, loraFeeds } from '../model/model.js';
+import { loraFeeds, packedFeeds } from '../model/model.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { AlignModel } from './context.js';
+import { packedBatch } from './policy-logps.js';
 import { REF_PREFIX } from './train-programs.js';
 
 /** Mean exact token KL(π_policy‖π_ref) over `contexts`' response tokens, `chunk` rows per run; null = base. */
@@ -19,8 +19,7 @@ export async function heldoutKl(m: AlignModel, policy: LoraAdapter | null, ref: 
   const lora = { ...(policy === null ? {} : loraFeeds(policy)), ...(ref === null ? {} : loraFeeds(ref, REF_PREFIX)) };
   let sum = 0, count = 0;
   for (let i = 0; i < contexts.length; i += chunk) {
-    const b = packLogProbBatch(contexts.slice(i, i + chunk), m.model.padId, Math.min(maxLength, m.model.spec.maxPositions));
-    const out = await runProgram(program, batchFeeds(b), lora);
+    const out = await runProgram(program, packedFeeds(packedBatch(m, contexts.slice(i, i + chunk), maxLength)), lora);
     sum += numbers(out['kl_sum']!)[0]!;
     count += numbers(out['kl_count']!)[0]!;
   }

@@ -7,14 +7,13 @@
  */
 import { type AdamWConfig, type Feeds, type InputDecls, f32, i64 } from '../engine/index.js';
 import { AligndError, errorMessage } from '../base/errors.js';
-import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
-import { batchFeeds } from '../model/model.js';
+import { packedFeeds } from '../model/model.js';
 import type { ModelTokenizer, PromptResponseTokens } from '../model/tokenizer.js';
 import type { Example } from '../store/buffer.js';
 import type { AlignModel, TrainProgram } from './context.js';
 import type { DpoKnobs, KtoKnobs, TrainingKnobs } from './knobs.js';
-import { sequenceLogps } from './policy-logps.js';
+import { packedBatch, sequenceLogps } from './policy-logps.js';
 import type { DpoProgramInputs, KtoProgramInputs } from './train-programs.js';
 
 export interface Skipped { id: number; why: string }
@@ -82,11 +81,11 @@ export function dpoTraining(c: ObjectiveContext, o: DpoKnobs): TrainingObjective
     },
     program: (accumulate) => m.dpo({ lossType: o.lossType, labelSmoothing: o.labelSmoothing, rpoAlpha: o.rpoAlpha, optimizer: optimizerOf(k), accumulate, recompute: k.gradientCheckpointing }),
     async feeds(rows, ref, beta) {
-      // 2P rows: every chosen response, then every rejected one.
-      const b = packLogProbBatch([...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], m.model.padId, Math.min(k.maxLength, m.model.spec.maxPositions));
+      // 2P sequences: every chosen response, then every rejected one.
+      const b = packedBatch(m, [...rows.map((r) => r.chosen), ...rows.map((r) => r.rejected)], k.maxLength);
       const P = rows.length;
       return {
-        ...batchFeeds(b),
+        ...packedFeeds(b),
         chosen_index: i64([P], rows.map((_, i) => i)), rejected_index: i64([P], rows.map((_, i) => P + i)),
         ref_chosen: f32([P], rows.map((r) => ref.get(r.id)![0]!)), ref_rejected: f32([P], rows.map((r) => ref.get(r.id)![1]!)),
         beta: f32([], [beta]),
@@ -126,9 +125,9 @@ export function ktoTraining(c: ObjectiveContext, o: KtoKnobs): TrainingObjective
         return { ids: [...r.prompt, ...other.own.ids.slice(other.own.promptLength)], promptLength: r.prompt.length };
       });
       const refKl = await sequenceLogps(m, c.deployed, mismatched, 2 * N, k.maxLength);
-      const b = packLogProbBatch([...rows.map((r) => r.own), ...mismatched], m.model.padId, Math.min(k.maxLength, m.model.spec.maxPositions));
+      const b = packedBatch(m, [...rows.map((r) => r.own), ...mismatched], k.maxLength);
       return {
-        ...batchFeeds(b),
+        ...packedFeeds(b),
         own_index: i64([N], rows.map((_, i) => i)), kl_index: i64([N], rows.map((_, i) => N + i)),
         ref_logps: f32([N], rows.map((r) => ref.get(r.id)![0]!)), ref_kl_logps: f32([N], Array.from(refKl)),
         desirable: f32([N], rows.map((r) => (r.desirable ? 1 : 0))), beta: f32([], [beta]),

@@ -2,8 +2,8 @@
  * Sampling responses from a policy (base + adapter, KV-cache generation of daemon/model), batched
  * sequence log-probs, and the sampled sequence-level KL.
  */
-import { packLogProbBatch } from '../model/batch.js';
 import type { LoraAdapter } from '../model/lora.js';
+import { type PackedBatch, packSequences } from '../model/packing.js';
 import type { PromptResponseTokens } from '../model/tokenizer.js';
 import type { AlignModel } from './context.js';
 
@@ -19,14 +19,20 @@ export async function sampleResponses(m: AlignModel, adapter: LoraAdapter | null
   return m.model.generate(prompts, { maxNewTokens: maxNew, stopIds, seed: o.seed, ...(sampling === undefined ? {} : { sampling }) }, adapter);
 }
 
-/** Σ log-probs of each (prompt, response) under `adapter` (null = base), in chunks of `chunk` rows. */
+/**
+ * The packed batch every program of a round is fed (train steps, reference log-probs, KL checks):
+ * sequences cut to `maxLength` (and the model's positions), the head at response positions only.
+ */
+export function packedBatch(m: AlignModel, seqs: readonly PromptResponseTokens[], maxLength = Infinity): PackedBatch {
+  return packSequences(seqs, m.model.padId, { maxLength: Math.min(maxLength, m.model.spec.maxPositions) });
+}
+
+/** Σ log-probs of each (prompt, response) under `adapter` (null = base), in chunks of `chunk` sequences. */
 export async function sequenceLogps(m: AlignModel, adapter: LoraAdapter | null, seqs: PromptResponseTokens[], chunk = 16,
   maxLength = Infinity): Promise<Float64Array> {
   const out = new Float64Array(seqs.length);
-  const limit = Math.min(maxLength, m.model.spec.maxPositions);
   for (let i = 0; i < seqs.length; i += chunk) {
-    const b = packLogProbBatch(seqs.slice(i, i + chunk), m.model.padId, limit);
-    out.set((await m.model.logprobs(b, adapter)).seqLogps, i);
+    out.set((await m.model.responseLogprobs(packedBatch(m, seqs.slice(i, i + chunk), maxLength), adapter)).seqLogps, i);
   }
   return out;
 }

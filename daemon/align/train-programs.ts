@@ -1,10 +1,11 @@
 /**
  * The train-step and KL programs alignment runs, built from daemon/model's graph functions
- * (`trainGraph`, `declareLora`, `declareInputs`, `buildLogProbs`, `sequenceHidden`, `headKl`) with
- * the objectives of losses.ts on top:
+ * (`trainGraph`, `declareLora`, `declareInputs`, `responseLogProbs`, `responseHidden`, `headKl`) with
+ * the objectives of losses.ts on top, all on packed batches (daemon/model/packing.ts) whose LM head
+ * runs at response positions only:
  *   - dpo / kto: policy log-probs → objective → gradients (+ clipping and AdamW, or accumulation);
  *   - kl: exact per-token KL(π‖π_ref) over the full vocabulary with the policy and reference
- *     adapters both inputs of one program, the head over vocabulary blocks, so no [B, T, V]
+ *     adapters both inputs of one program, the head over vocabulary blocks, so no [N, V]
  *     distribution is built or leaves the session.
  * Inference (reference log-probs, hidden states, generation) uses the Model's own programs.
  * Every program takes adapter tensors as inputs, so one session serves every round.
@@ -15,15 +16,16 @@ import {
 import type { Model } from '../model/model.js';
 import type { LoraConfig } from '../model/lora.js';
 import { declareLora } from '../model/forward-graph.js';
-import { type HeadOptions, LOGPROB_INPUTS, type LogProbInputDecl, buildLogProbs, headKl, logProbValues, sequenceHidden } from '../model/inference-programs.js';
+import { type HeadOptions, headKl } from '../model/head.js';
+import { PACKED_INPUTS, type PackedInputDecl, packedValues, responseHidden, responseLogProbs } from '../model/response-programs.js';
 import { type DpoLossType, dpoObjective, ktoObjective, nllTerm } from './losses.js';
 
 /**
- * DPO train step over a packed batch of 2P rows: `chosen_index`/`rejected_index` [P] pick each
- * pair's rows; `ref_chosen`/`ref_rejected` [P] are the cached reference log-probs; `beta` scalar.
+ * DPO train step over a packed batch of 2P sequences: `chosen_index`/`rejected_index` [P] pick each
+ * pair's sequences; `ref_chosen`/`ref_rejected` [P] are the cached reference log-probs; `beta` scalar.
  */
 export const dpoInputs = {
-  ...LOGPROB_INPUTS,
+  ...PACKED_INPUTS,
   chosen_index: int64(['pairs']),
   rejected_index: int64(['pairs']),
   ref_chosen: float32(['pairs']),
@@ -33,11 +35,11 @@ export const dpoInputs = {
 export type DpoProgramInputs = typeof dpoInputs;
 
 /**
- * KTO train step over 2N rows: rows `own_index` [N] are (x_i, y_i), rows `kl_index` [N] are the
+ * KTO train step over 2N sequences: `own_index` [N] are (x_i, y_i), `kl_index` [N] are the
  * mismatched (x_i, y_{i+1}) pairs for z₀; `ref_logps`, `ref_kl_logps`, `desirable` [N].
  */
 export const ktoInputs = {
-  ...LOGPROB_INPUTS,
+  ...PACKED_INPUTS,
   own_index: int64(['rows']),
   kl_index: int64(['rows']),
   ref_logps: float32(['rows']),
@@ -47,8 +49,8 @@ export const ktoInputs = {
 } as const;
 export type KtoProgramInputs = typeof ktoInputs;
 
-/** The exact-KL program: a log-prob batch (plus both adapters' tensors, named by their shapes). */
-export const klInputs: LogProbInputDecl = LOGPROB_INPUTS;
+/** The exact-KL program: a packed batch (plus both adapters' tensors, named by their shapes). */
+export const klInputs: PackedInputDecl = PACKED_INPUTS;
 
 export interface DpoProgramOptions {
   lossType: DpoLossType;
@@ -62,20 +64,20 @@ export interface DpoProgramOptions {
   recompute: boolean;
 }
 
-/** The trainable policy's log-probs on a program's declared inputs (a log-prob batch and more). */
-function policyLogps<I extends InputDecls & LogProbInputDecl>(model: Model, lora: LoraConfig, name: string, decl: I, recompute: boolean) {
+/** The trainable policy's log-probs on a program's declared inputs (a packed batch and more). */
+function policyLogps<I extends InputDecls & PackedInputDecl>(model: Model, lora: LoraConfig, name: string, decl: I, recompute: boolean) {
   const { g, base } = model.trainGraph(name);
   // training: true applies the config's lora_dropout, as PEFT does in train mode.
   const policy = declareLora(g, model.spec, lora, 'param', 'float32', { training: true });
   const x = declareInputs(g, decl);
-  const lp = buildLogProbs(base, policy, logProbValues(x), { recompute });
+  const lp = responseLogProbs(base, policy, packedValues(x), { recompute });
   const params = [...policy.pairs.values()].flatMap((p) => [p.a, p.b]);
   return { x, lp, params };
 }
 
 export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions): ProgramInfo<DpoProgramInputs> {
   const { x, lp, params } = policyLogps(model, lora, 'align_dpo', dpoInputs, o.recompute);
-  const lengths = O.reduceSum(x.target_mask, [1], false);
+  const lengths = lp.lengths;
   const dpo = {
     chosen: O.gather(lp.seqLogps, x.chosen_index), rejected: O.gather(lp.seqLogps, x.rejected_index),
     refChosen: x.ref_chosen, refRejected: x.ref_rejected,
@@ -110,20 +112,20 @@ export function ktoProgram(model: Model, lora: LoraConfig, o: KtoProgramOptions)
 export const REF_PREFIX = 'ref.';
 
 /**
- * Exact token-level KL(π‖π_ref) = Σ_v π(v)(log π(v) − log π_ref(v)) at every position of a
- * right-padded batch, summed over `target_mask` (the response positions) → `kl_sum`, `kl_count`.
- * `policy`/`ref` null = the base model alone on that side. The head runs over vocabulary blocks
- * (headKl): no [B, T, V] tensor, so the session's arena holds [B, T, block] at most.
+ * Exact token-level KL(π‖π_ref) = Σ_v π(v)(log π(v) − log π_ref(v)) at the response positions of
+ * a packed batch, summed → `kl_sum`, `kl_count`. `policy`/`ref` null = the base model alone on that
+ * side. The head runs over vocabulary blocks (headKl) at the N response positions only: the
+ * session's arena holds [N, block] at most.
  */
 export function klProgram(model: Model, policy: LoraConfig | null, ref: LoraConfig | null, opts: Pick<HeadOptions, 'blockRows'> = {}) {
   const { g, base } = model.trainGraph('align_kl');
-  const inp = logProbValues(declareInputs(g, klInputs));
+  const inp = packedValues(declareInputs(g, klInputs));
   const hidden = (cfg: LoraConfig | null, prefix: string) => {
     const lora = cfg === null ? null : declareLora(g, model.spec, cfg, 'input', 'float32', { prefix });
-    return sequenceHidden(base, lora, inp.ids, inp.attentionMask);
+    return responseHidden(base, lora, inp);
   };
   const kl = headKl(base, hidden(policy, ''), hidden(ref, REF_PREFIX), opts);
-  output(O.sumAll(O.mul(kl, inp.targetMask)), 'kl_sum');
-  output(O.sumAll(inp.targetMask), 'kl_count');
+  output(O.sumAll(kl), 'kl_sum');
+  output(O.sumAll(inp.responseOwner), 'kl_count');
   return g;
 }

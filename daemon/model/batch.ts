@@ -25,31 +25,40 @@ export interface LogProbBatch {
   truncatedResponse: number[];
 }
 
+/** A sequence cut to fit `maxLength` tokens, and how many tokens it lost on each side. */
+export interface FittedSequence { ids: number[]; promptLength: number; cutPrompt: number; cutResponse: number }
+
+/**
+ * Fit sequence `i` into `maxLength` tokens: it loses prompt tokens from the left first (keeping at
+ * least one), then response tokens from the right. Packed batches (packing.ts) cut the same way.
+ */
+export function fitSequence(s: PromptResponseTokens, i: number, maxLength: number): FittedSequence {
+  if (!(s.promptLength >= 1 && s.promptLength < s.ids.length)) {
+    throw new AligndError('EVENT_INVALID', `sequence ${i} needs at least one prompt and one response token (prompt ${s.promptLength}, total ${s.ids.length})`, {
+      action: 'drop examples with an empty prompt or response',
+    });
+  }
+  let prompt = s.ids.slice(0, s.promptLength);
+  let response = s.ids.slice(s.promptLength);
+  let cutPrompt = 0;
+  let cutResponse = 0;
+  if (prompt.length + response.length > maxLength) {
+    if (maxLength < 2) throw new AligndError('CONFIG_INVALID', `maxLength ${maxLength} leaves no room for a prompt and a response token`, { action: 'raise the maximum sequence length' });
+    cutPrompt = Math.min(prompt.length - 1, prompt.length + response.length - maxLength);
+    prompt = prompt.slice(cutPrompt);
+    cutResponse = Math.max(0, prompt.length + response.length - maxLength);
+    response = response.slice(0, response.length - cutResponse);
+  }
+  return { ids: [...prompt, ...response], promptLength: prompt.length, cutPrompt, cutResponse };
+}
+
 /**
  * Pack sequences; a sequence over `maxLength` loses prompt tokens from the left first (keeping
  * at least one), then response tokens from the right, and says so in the result.
  */
 export function packLogProbBatch(seqs: readonly PromptResponseTokens[], padId: number, maxLength = Infinity): LogProbBatch {
   if (seqs.length === 0) throw new AligndError('INTERNAL', 'packLogProbBatch of no sequences');
-  const rows = seqs.map((s, i) => {
-    if (!(s.promptLength >= 1 && s.promptLength < s.ids.length)) {
-      throw new AligndError('EVENT_INVALID', `sequence ${i} needs at least one prompt and one response token (prompt ${s.promptLength}, total ${s.ids.length})`, {
-        action: 'drop examples with an empty prompt or response',
-      });
-    }
-    let prompt = s.ids.slice(0, s.promptLength);
-    let response = s.ids.slice(s.promptLength);
-    let cutPrompt = 0;
-    let cutResponse = 0;
-    if (prompt.length + response.length > maxLength) {
-      if (maxLength < 2) throw new AligndError('CONFIG_INVALID', `maxLength ${maxLength} leaves no room for a prompt and a response token`, { action: 'raise the maximum sequence length' });
-      cutPrompt = Math.min(prompt.length - 1, prompt.length + response.length - maxLength);
-      prompt = prompt.slice(cutPrompt);
-      cutResponse = Math.max(0, prompt.length + response.length - maxLength);
-      response = response.slice(0, response.length - cutResponse);
-    }
-    return { ids: [...prompt, ...response], promptLength: prompt.length, cutPrompt, cutResponse };
-  });
+  const rows = seqs.map((s, i) => fitSequence(s, i, maxLength));
   const B = rows.length;
   const T = Math.max(...rows.map((r) => r.ids.length));
   const inputIds = new Int32Array(B * T).fill(padId);

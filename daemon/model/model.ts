@@ -20,6 +20,8 @@ import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights
 import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
 import { IO, type LogProbInputDecl, type ProgramInputs, type ProgramKind, type TokenInputs, buildProgram, programInputs } from './inference-programs.js';
+import { type PackedBatch, maxPosition } from './packing.js';
+import type { PackedInputDecl } from './response-programs.js';
 import type { ModelTokenizer, Prompt } from './tokenizer.js';
 import { graphWeights, packableBytes } from './weight-files.js';
 
@@ -59,6 +61,11 @@ export interface Model {
   runtime: RuntimeOptions;
   /** Per-token [B·T] (zero off the response) and summed [B] response log-probs. */
   logprobs(batch: TargetBatch, adapter?: LoraAdapter | null): Promise<{ tokenLogps: Float32Array; seqLogps: Float32Array }>;
+  /**
+   * Response log-probs of a packed batch (packing.ts): per response token [N] in the batch's
+   * order, and summed per sequence [S]; the head runs at response positions only.
+   */
+  responseLogprobs(batch: PackedBatch, adapter?: LoraAdapter | null): Promise<{ tokenLogps: Float32Array; seqLogps: Float32Array }>;
   /** Final hidden state [B·H] at each row's last real token. */
   hiddenStates(batch: TokenBatch, adapter?: LoraAdapter | null): Promise<Float32Array>;
   /** Next-token log-probs over the vocabulary [B·K·V] after each of positions [B·K]. */
@@ -104,6 +111,17 @@ export function batchFeeds(b: TokenBatch | TargetBatch): Feeds<TokenInputs> | Fe
   };
   if (!('targets' in b)) return tokens;
   return { ...tokens, [IO.targets]: i64(dims, b.targets), [IO.targetMask]: new ort.Tensor('float32', b.targetMask, dims) };
+}
+
+/** Feeds of a packed batch (packing.ts) for the response log-prob programs. */
+export function packedFeeds(b: PackedBatch): Feeds<PackedInputDecl> {
+  const dims = [b.rows, b.length];
+  const N = b.responseIndex.length;
+  return {
+    input_ids: i64(dims, b.inputIds), position_ids: i64(dims, b.positionIds), segment_ids: i64(dims, b.segmentIds),
+    response_index: i64([N], b.responseIndex), response_targets: i64([N], b.responseTargets),
+    response_owner: new ort.Tensor('float32', b.responseOwner, [b.sequences, N]),
+  };
 }
 
 /** An adapter's A/B tensors as host tensors under their graph names (a train state's initial values). */
@@ -233,6 +251,16 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     async logprobs(batch, adapter = null) {
       checkBatch(batch);
       const r = await runKind('logprobs', adapter, batchFeeds(batch));
+      return { tokenLogps: r[IO.tokenLogps]!.data as Float32Array, seqLogps: r[IO.seqLogps]!.data as Float32Array };
+    },
+    async responseLogprobs(batch, adapter = null) {
+      const last = maxPosition(batch);
+      if (last >= spec.maxPositions) {
+        throw new AligndError('CONFIG_INVALID', `a packed sequence reaches position ${last}, past the model's ${spec.maxPositions} positions`, {
+          input: dir, action: 'pack batches with maxLength at most max_position_embeddings',
+        });
+      }
+      const r = await runKind('response_logprobs', adapter, packedFeeds(batch));
       return { tokenLogps: r[IO.tokenLogps]!.data as Float32Array, seqLogps: r[IO.seqLogps]!.data as Float32Array };
     },
     async hiddenStates(batch, adapter = null) {

@@ -4,14 +4,14 @@
  * error on the next line, or the typecheck fails with "Unused '@ts-expect-error' directive".
  */
 import { type Feeds, type OrtTensor, type Program, type TrainState, f32, i64, runProgram, trainStep } from '../../daemon/engine/index.js';
-import type { LogProbInputDecl } from '../../daemon/model/inference-programs.js';
+import type { PackedInputDecl } from '../../daemon/model/response-programs.js';
 import type { TrainProgram } from '../../daemon/align/context.js';
 import type { DpoProgramInputs, KtoProgramInputs } from '../../daemon/align/train-programs.js';
 
-declare const batch: Feeds<LogProbInputDecl>;
+declare const batch: Feeds<PackedInputDecl>;
 declare const state: TrainState;
 declare const dpo: TrainProgram<DpoProgramInputs>;
-declare const kl: Program<LogProbInputDecl>;
+declare const kl: Program<PackedInputDecl>;
 const ix: OrtTensor = i64([1], [0]);
 const v: OrtTensor = f32([1], [0]);
 
@@ -28,8 +28,8 @@ export const missing: Feeds<DpoProgramInputs> = { ...batch, chosen_index: ix, re
 // @ts-expect-error a DPO micro-batch is not a KTO one
 export const otherProgram: Feeds<KtoProgramInputs> = good;
 
-// @ts-expect-error the train-step runner takes only the program's declared feeds: here the log-prob batch alone
+// @ts-expect-error the train-step runner takes only the program's declared feeds: here the packed batch alone
 void trainStep(dpo.session, dpo.info, state, batch, 1e-3);
 
-// @ts-expect-error the inference runner too: target_mask is missing
-void runProgram(kl, { input_ids: ix, attention_mask: v, targets: ix });
+// @ts-expect-error the inference runner too: response_owner is missing
+void runProgram(kl, { input_ids: ix, position_ids: ix, segment_ids: ix, response_index: ix, response_targets: ix });

@@ -8,7 +8,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTinyModel } from '../../daemon/model/tiny.js';
-import { realistic } from '../../bench/realistic.js';
+import { packedTokens, realistic } from '../../bench/realistic.js';
+import { packSequences } from '../../daemon/model/packing.js';
 import { chatWorkload, paddingOf, workloadPairs, workloadRows } from '../../bench/workload.js';
 
 t.test('the realistic line on the tiny model, and its export', async (t) => {
@@ -19,9 +20,13 @@ t.test('the realistic line on the tiny model, and its export', async (t) => {
   const line = await realistic(out, { provider: 'cpu', threads: 1, iters: 1, pairs: 4, microPairs: 2, seed: 5, profile: true, writeModel: writeTinyModel, workload, name: 'tiny' });
   const pairs = workloadPairs(4, 5, workload(384));
   const { chosen, rejected } = workloadRows(pairs);
-  const pads = [0, 2].map((i) => paddingOf([chosen[i]!, chosen[i + 1]!, rejected[i]!, rejected[i + 1]!]));
-  t.equal(line['real_tokens'], pads[0]!.real + pads[1]!.real);
-  t.equal(line['padding_tokens'], pads[0]!.padding + pads[1]!.padding);
+  const micro = [0, 2].map((i) => [chosen[i]!, chosen[i + 1]!, rejected[i]!, rejected[i + 1]!]);
+  const padded = micro.map((rows) => paddingOf(rows));
+  const packed = packedTokens(micro.map((rows) => packSequences(rows.map((r) => ({ ids: r.ids, promptLength: r.promptLength })), 0)));
+  t.equal(line['real_tokens'], padded[0]!.real + padded[1]!.real, 'real tokens: the sequences\' own');
+  t.equal(line['padding_tokens'], packed.padding, 'padding as the packed batches hold it');
+  t.equal(line['processed_tokens'], packed.processed);
+  t.ok(packed.padding <= padded[0]!.padding + padded[1]!.padding, 'no more padding than right-padded batches');
   for (const k of ['step_ms', 'forward_ms', 'tokens_per_s', 'gen_tokens_per_s', 'peak_rss_mb', 'profile_kernel_ms']) t.ok(Number(line[k]) > 0, `${k} > 0`);
   t.match(String(line['profile_top_ops']), /MatMul|Gemm/, 'the profile names the matrix products');
   const w = JSON.parse(readFileSync(join(out, 'workload.json'), 'utf8')) as { realistic: { pairs: unknown[]; micro_pairs: number; ref_logps: number[][] } };

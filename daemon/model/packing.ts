@@ -1,0 +1,99 @@
+/**
+ * Packed log-prob batches: what the response log-prob programs (response-programs.ts) take.
+ * Only response tokens enter a DPO/KTO loss or a KL budget, so the batch names them explicitly:
+ * `responseIndex` are the flat positions (row · length + column) whose next token is a response
+ * token, `responseTargets` those tokens, and `responseOwner` [S, N] says which sequence each
+ * belongs to. The LM head and log-softmax then run at those N positions only, not at every
+ * position of every row (prompts are most of the tokens: bench/workload.ts).
+ *
+ * Rows carry their own position ids and segment ids: attention is causal within a segment and
+ * never crosses segments or reaches pads (segment −1), so a row need not start at position 0.
+ */
+import { AligndError } from '../base/errors.js';
+import { fitSequence, type FittedSequence } from './batch.js';
+import type { PromptResponseTokens } from './tokenizer.js';
+
+export interface PackedBatch {
+  rows: number;
+  /** Tokens per row T. */
+  length: number;
+  /** [R, T] token ids, pads = padId. */
+  inputIds: Int32Array;
+  /** [R, T] each token's position in its own sequence (0 at pads). */
+  positionIds: Int32Array;
+  /** [R, T] segment of each token (tokens attend only within their segment); −1 at pads. */
+  segmentIds: Int32Array;
+  /** Sequences S, in the order given. */
+  sequences: number;
+  /** [N] flat index row · T + column of each position whose next token is a response token. */
+  responseIndex: Int32Array;
+  /** [N] that next token. */
+  responseTargets: Int32Array;
+  /** [S, N] 1 where response token n belongs to sequence s. */
+  responseOwner: Float32Array;
+  /** Tokens of the sequences as given (after truncation): what a padded batch holds unpadded. */
+  realTokens: number;
+  /** Per sequence: prompt tokens dropped from the left / response tokens from the right to fit maxLength. */
+  truncatedPrompt: number[];
+  truncatedResponse: number[];
+}
+
+export interface PackOptions {
+  /** Per-sequence limit (positions); longer sequences are cut as packLogProbBatch cuts them. */
+  maxLength?: number;
+}
+
+/** A segment: one sequence's tokens, laid out contiguously in a row. */
+interface Segment { seq: number; fit: FittedSequence }
+
+/** Pack sequences, one per row, right-padded to the longest; only response positions are named for the head. */
+export function packSequences(seqs: readonly PromptResponseTokens[], padId: number, opts: PackOptions = {}): PackedBatch {
+  if (seqs.length === 0) throw new AligndError('INTERNAL', 'packSequences of no sequences');
+  const maxLength = opts.maxLength ?? Infinity;
+  const fits = seqs.map((s, i) => fitSequence(s, i, maxLength));
+  const segments: Segment[] = fits.map((fit, seq) => ({ seq, fit }));
+  const rowsOf: Segment[][] = segments.map((s) => [s]);
+  const R = rowsOf.length;
+  const T = Math.max(...rowsOf.map((r) => r.reduce((n, s) => n + s.fit.ids.length, 0)));
+  const S = seqs.length;
+  const N = fits.reduce((n, f) => n + f.ids.length - f.promptLength, 0);
+  const inputIds = new Int32Array(R * T).fill(padId);
+  const positionIds = new Int32Array(R * T);
+  const segmentIds = new Int32Array(R * T).fill(-1);
+  const responseIndex = new Int32Array(N);
+  const responseTargets = new Int32Array(N);
+  const responseOwner = new Float32Array(S * N);
+  let n = 0;
+  let segmentId = 0;
+  rowsOf.forEach((row, r) => {
+    let at = r * T;
+    for (const { seq, fit } of row) {
+      fit.ids.forEach((id, t) => {
+        inputIds[at + t] = id;
+        positionIds[at + t] = t;
+        segmentIds[at + t] = segmentId;
+        // Position t predicts token t + 1: a response token from the last prompt token on.
+        if (t + 1 < fit.ids.length && t + 1 >= fit.promptLength) {
+          responseIndex[n] = at + t;
+          responseTargets[n] = fit.ids[t + 1]!;
+          responseOwner[seq * N + n] = 1;
+          n++;
+        }
+      });
+      at += fit.ids.length;
+      segmentId++;
+    }
+  });
+  return {
+    rows: R, length: T, inputIds, positionIds, segmentIds, sequences: S, responseIndex, responseTargets, responseOwner,
+    realTokens: fits.reduce((k, f) => k + f.ids.length, 0),
+    truncatedPrompt: fits.map((f) => f.cutPrompt), truncatedResponse: fits.map((f) => f.cutResponse),
+  };
+}
+
+/** The largest position a batch feeds (checked against the model's max_position_embeddings). */
+export function maxPosition(b: PackedBatch): number {
+  let m = 0;
+  for (const p of b.positionIds) m = Math.max(m, p);
+  return m;
+}

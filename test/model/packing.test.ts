@@ -1,0 +1,143 @@
+/**
+ * Packed batches and the response log-prob programs (issue 18): the batch layout the packer
+ * writes, and — in float64 on the tiny model, with and without an adapter — the same sequence and
+ * token log-probs and the same LoRA gradients as the plain program on a right-padded batch of the
+ * same sequences; the float32 inference program against the plain one too.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import * as ort from 'onnxruntime-node';
+import { type Graph, type Value, constant, createSession, grad, ops as O, output, run, tensor, toOnnx } from '../../daemon/engine/index.js';
+import { packLogProbBatch } from '../../daemon/model/batch.js';
+import { type BaseWeights, type LoraValues, declareLora } from '../../daemon/model/forward-graph.js';
+import { initLora, type LoraAdapter, type LoraConfig } from '../../daemon/model/lora.js';
+import { batchFeeds, loadModel, loraFeeds, packedFeeds } from '../../daemon/model/model.js';
+import { buildLogProbs, logProbInputs } from '../../daemon/model/inference-programs.js';
+import { type PackOptions, packSequences, type PackedBatch } from '../../daemon/model/packing.js';
+import { packedInputs, responseLogProbs } from '../../daemon/model/response-programs.js';
+import { createRng } from '../../daemon/base/random.js';
+import { ensureTinyModel } from '../../daemon/model/tiny.js';
+import type { PromptResponseTokens } from '../../daemon/model/tokenizer.js';
+import { maxAbsDiff } from './fixtures.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'alignd-packing-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const model = loadModel(ensureTinyModel(dir), { threads: 1 });
+const { spec } = model;
+const V = spec.vocabSize;
+const loraCfg: LoraConfig = { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'down_proj'], loraDropout: 0, useRslora: false, baseModelNameOrPath: null };
+
+function adapter(seed: number, scale: number): LoraAdapter {
+  const a = initLora(spec, loraCfg, seed);
+  const rng = createRng(seed + 1);
+  for (const p of a.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-scale, scale);
+  return a;
+}
+
+const rng = createRng(18);
+const tokens = (n: number): number[] => Array.from({ length: n }, () => 1 + Math.floor(rng.next() * (V - 1)));
+const promptA = tokens(7);
+const promptB = tokens(12);
+/** Varied lengths; pairs of sequences share a prompt (chosen/rejected), one response is a single token. */
+const seqs: PromptResponseTokens[] = [
+  { ids: [...promptA, ...tokens(5)], promptLength: 7 },
+  { ids: [...promptA, ...tokens(9)], promptLength: 7 },
+  { ids: [...promptB, ...tokens(3)], promptLength: 12 },
+  { ids: [...promptB, ...tokens(1)], promptLength: 12 },
+  { ids: [...tokens(2), ...tokens(4)], promptLength: 2 },
+];
+
+/** Token log-probs of sequence s in a plain batch's [B, T] layout, in response order. */
+function plainTokens(all: ArrayLike<number>, T: number, s: number, seq: PromptResponseTokens): number[] {
+  const out: number[] = [];
+  for (let t = seq.promptLength - 1; t < seq.ids.length - 1; t++) out.push(all[s * T + t]!);
+  return out;
+}
+
+/** Token log-probs of sequence s in a packed batch's [N] layout (its owner's columns, in order). */
+function packedTokens(all: ArrayLike<number>, b: PackedBatch, s: number): number[] {
+  const N = b.responseIndex.length;
+  const out: number[] = [];
+  for (let n = 0; n < N; n++) if (b.responseOwner[s * N + n] === 1) out.push(all[n]!);
+  return out;
+}
+
+t.test('one sequence per row: positions from 0, pads outside every segment, response positions only', async (t) => {
+  const b = packSequences(seqs, model.padId);
+  t.equal(b.rows, 5);
+  t.equal(b.length, 16);
+  t.equal(b.sequences, 5);
+  t.equal(b.responseIndex.length, 5 + 9 + 3 + 1 + 4, 'one head position per response token');
+  t.equal(b.realTokens, seqs.reduce((n, s) => n + s.ids.length, 0));
+  t.same(Array.from(b.positionIds.subarray(0, 16)), [...Array(12).keys(), 0, 0, 0, 0], 'row 0: positions 0..11, then pads');
+  t.same(Array.from(b.segmentIds.subarray(0, 16)), [...Array(12).fill(0), -1, -1, -1, -1], 'pads are in no segment');
+  // Sequence 0's first response token is predicted at its last prompt position (6).
+  t.equal(b.responseIndex[0], 6);
+  t.equal(b.responseTargets[0], seqs[0]!.ids[7]);
+  t.same(packedTokens(b.responseIndex, b, 3), [1 * 16 * 0 + 3 * 16 + 11], 'a one-token response: one position, the last prompt token');
+  const cut = packSequences([seqs[1]!], model.padId, { maxLength: 10 });
+  t.same([cut.truncatedPrompt, cut.truncatedResponse, cut.length], [[6], [0], 10], 'cut as packLogProbBatch cuts: prompt first');
+});
+
+interface Run { seq: Float64Array; tok: Float64Array; grads: Float64Array[] }
+
+/**
+ * The plain program (right-padded batch, head at every position) or the packed one in float64,
+ * LoRA tensors as inputs: sequence and token log-probs, and the gradient of Σ r·seqLogps (r fixed
+ * weights) with respect to every LoRA tensor.
+ */
+async function float64Run(ad: LoraAdapter, feeds: Record<string, ort.Tensor>, build: (g: Graph, base: BaseWeights, lv: LoraValues) => { seqLogps: Value; tokenLogps: Value }): Promise<Run> {
+  const { g, base } = model.trainGraph('packing_check', 'float64');
+  const lv = declareLora(g, spec, ad.config, 'input', 'float64');
+  const params = [...lv.pairs.values()].flatMap((p) => [p.a, p.b]);
+  const lp = build(g, base, lv);
+  const weights = constant(g, tensor('float64', [seqs.length], seqs.map((_, i) => 0.5 + i)));
+  const grads = grad(O.sumAll(O.mul(lp.seqLogps, weights)), params);
+  output(lp.seqLogps, 'seq');
+  output(lp.tokenLogps, 'tok');
+  grads.forEach((d, i) => output(d, `grad_${i}`));
+  const session = await createSession(toOnnx(g), { threads: 1 });
+  const f64 = (x: ort.Tensor): ort.Tensor => new ort.Tensor('float64', Float64Array.from(x.data as Float32Array), x.dims);
+  const all: Record<string, ort.Tensor> = {};
+  for (const [k, v] of Object.entries({ ...feeds, ...loraFeeds(ad) })) all[k] = v.type === 'float32' ? f64(v) : v;
+  const out = await run(session, all);
+  const get = (k: string): Float64Array => out[k]!.data as Float64Array;
+  return { seq: get('seq'), tok: get('tok'), grads: params.map((_, i) => get(`grad_${i}`)) };
+}
+
+async function plainAndPacked(ad: LoraAdapter, packOpts: PackOptions): Promise<{ plain: Run; packed: Run; batch: PackedBatch; T: number }> {
+  const plainBatch = packLogProbBatch(seqs, model.padId);
+  const batch = packSequences(seqs, model.padId, packOpts);
+  const plain = await float64Run(ad, batchFeeds(plainBatch), (g, base, lv) => buildLogProbs(base, lv, logProbInputs(g, 'float64')));
+  const packed = await float64Run(ad, packedFeeds(batch), (g, base, lv) => responseLogProbs(base, lv, packedInputs(g, 'float64')));
+  return { plain, packed, batch, T: plainBatch.length };
+}
+
+for (const [label, ad] of [['fresh adapter (B = 0: the base model)', adapter(5, 0)], ['trained adapter', adapter(6, 0.3)]] as const) {
+  t.test(`float64, ${label}: packed log-probs and LoRA gradients equal the plain program's`, async (t) => {
+    const { plain, packed, batch, T } = await plainAndPacked(ad, {});
+    t.ok(maxAbsDiff(plain.seq, packed.seq) < 1e-10, `sequence log-probs (max diff ${maxAbsDiff(plain.seq, packed.seq).toExponential(2)})`);
+    seqs.forEach((s, i) => {
+      const d = maxAbsDiff(plainTokens(plain.tok, T, i, s), packedTokens(packed.tok, batch, i));
+      t.ok(d < 1e-10, `sequence ${i}: token log-probs (max diff ${d.toExponential(2)})`);
+    });
+    let num = 0, den = 0;
+    plain.grads.forEach((gp, i) => gp.forEach((x, j) => { num += (x - packed.grads[i]![j]!) ** 2; den += x * x; }));
+    t.ok(den > 0, 'the gradient is not zero');
+    t.ok(Math.sqrt(num / den) < 1e-10, `LoRA gradients (relative difference ${Math.sqrt(num / den).toExponential(2)})`);
+  });
+}
+
+t.test('float32 inference program: packed log-probs equal the plain ones, base and adapter', async (t) => {
+  const ad = adapter(8, 0.3);
+  for (const a of [null, ad]) {
+    const plainBatch = packLogProbBatch(seqs, model.padId);
+    const plain = await model.logprobs(plainBatch, a);
+    const b = packSequences(seqs, model.padId);
+    const packed = await model.responseLogprobs(b, a);
+    t.ok(maxAbsDiff(plain.seqLogps, packed.seqLogps) < 1e-5, `${a === null ? 'base' : 'adapter'}: sequence log-probs`);
+    seqs.forEach((s, i) => t.ok(maxAbsDiff(plainTokens(plain.tokenLogps, plainBatch.length, i, s), packedTokens(packed.tokenLogps, b, i)) < 1e-5, `sequence ${i}: tokens`));
+  }
+});
