@@ -22,7 +22,7 @@ t.test('the realistic line on the tiny model, and its export', async (t) => {
   const { chosen, rejected } = workloadRows(pairs);
   const micro = [0, 2].map((i) => [chosen[i]!, chosen[i + 1]!, rejected[i]!, rejected[i + 1]!]);
   const padded = micro.map((rows) => paddingOf(rows));
-  const packed = packedTokens(micro.map((rows) => packSequences(rows.map((r) => ({ ids: r.ids, promptLength: r.promptLength })), 0)));
+  const packed = packedTokens(micro.map((rows) => packSequences(rows, 0, { pack: true })));
   t.equal(line['real_tokens'], padded[0]!.real + padded[1]!.real, 'real tokens: the sequences\' own');
   t.equal(line['padding_tokens'], packed.padding, 'padding as the packed batches hold it');
   t.equal(line['processed_tokens'], packed.processed);

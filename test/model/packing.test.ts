@@ -47,6 +47,8 @@ const seqs: PromptResponseTokens[] = [
   { ids: [...promptB, ...tokens(3)], promptLength: 12 },
   { ids: [...promptB, ...tokens(1)], promptLength: 12 },
   { ids: [...tokens(2), ...tokens(4)], promptLength: 2 },
+  { ids: [...tokens(3), ...tokens(2)], promptLength: 3 },
+  { ids: [...tokens(1), ...tokens(3)], promptLength: 1 },
 ];
 
 /** Token log-probs of sequence s in a plain batch's [B, T] layout, in response order. */
@@ -66,10 +68,10 @@ function packedTokens(all: ArrayLike<number>, b: PackedBatch, s: number): number
 
 t.test('one sequence per row: positions from 0, pads outside every segment, response positions only', async (t) => {
   const b = packSequences(seqs, model.padId);
-  t.equal(b.rows, 5);
+  t.equal(b.rows, 7);
   t.equal(b.length, 16);
-  t.equal(b.sequences, 5);
-  t.equal(b.responseIndex.length, 5 + 9 + 3 + 1 + 4, 'one head position per response token');
+  t.equal(b.sequences, 7);
+  t.equal(b.responseIndex.length, 5 + 9 + 3 + 1 + 4 + 2 + 3, 'one head position per response token');
   t.equal(b.realTokens, seqs.reduce((n, s) => n + s.ids.length, 0));
   t.same(Array.from(b.positionIds.subarray(0, 16)), [...Array(12).keys(), 0, 0, 0, 0], 'row 0: positions 0..11, then pads');
   t.same(Array.from(b.segmentIds.subarray(0, 16)), [...Array(12).fill(0), -1, -1, -1, -1], 'pads are in no segment');
@@ -77,8 +79,24 @@ t.test('one sequence per row: positions from 0, pads outside every segment, resp
   t.equal(b.responseIndex[0], 6);
   t.equal(b.responseTargets[0], seqs[0]!.ids[7]);
   t.same(packedTokens(b.responseIndex, b, 3), [1 * 16 * 0 + 3 * 16 + 11], 'a one-token response: one position, the last prompt token');
+  t.equal(b.responseOwner.length, 7 * 27, 'owners [S, N]');
   const cut = packSequences([seqs[1]!], model.padId, { maxLength: 10 });
   t.same([cut.truncatedPrompt, cut.truncatedResponse, cut.length], [[6], [0], 10], 'cut as packLogProbBatch cuts: prompt first');
+});
+
+t.test('packed rows: first-fit decreasing into rows as long as the longest sequence, positions restarting', async (t) => {
+  const b = packSequences(seqs, model.padId, { pack: true });
+  // Lengths 12, 16, 15, 13, 6, 5, 4 into rows of 16: [16] [15] [13] [12 4] [6 5].
+  t.equal(b.rows, 5, 'five rows instead of seven');
+  t.equal(b.length, 16);
+  const last = 4 * 16;
+  t.same(Array.from(b.positionIds.subarray(3 * 16, 4 * 16)), [...Array(12).keys(), 0, 1, 2, 3], 'the fourth row: two sequences, positions restarting');
+  t.same(Array.from(b.positionIds.subarray(last, last + 16)), [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0], 'the last row: two, then pads');
+  t.same(Array.from(b.segmentIds.subarray(last, last + 16)), [5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, -1, -1, -1, -1, -1], 'a segment each, pads in none');
+  t.same(Array.from(b.inputIds.subarray(last + 6, last + 11)), seqs[5]!.ids, 'the second sequence of the row');
+  t.same(packedTokens(b.responseTargets, b, 5), seqs[5]!.ids.slice(3), 'its response tokens are its targets');
+  t.same(packedTokens(b.responseIndex, b, 5), [last + 8, last + 9], 'predicted from its last prompt token on');
+  t.equal(b.realTokens, packSequences(seqs, model.padId).realTokens, 'the same real tokens');
 });
 
 interface Run { seq: Float64Array; tok: Float64Array; grads: Float64Array[] }
@@ -115,9 +133,10 @@ async function plainAndPacked(ad: LoraAdapter, packOpts: PackOptions): Promise<{
   return { plain, packed, batch, T: plainBatch.length };
 }
 
-for (const [label, ad] of [['fresh adapter (B = 0: the base model)', adapter(5, 0)], ['trained adapter', adapter(6, 0.3)]] as const) {
-  t.test(`float64, ${label}: packed log-probs and LoRA gradients equal the plain program's`, async (t) => {
-    const { plain, packed, batch, T } = await plainAndPacked(ad, {});
+const layouts: [string, PackOptions][] = [['one sequence per row', {}], ['several sequences per row', { pack: true }]];
+for (const [label, ad] of [['fresh adapter (B = 0: the base model)', adapter(5, 0)], ['trained adapter', adapter(6, 0.3)]] as const) for (const [layout, opts] of layouts) {
+  t.test(`float64, ${label}, ${layout}: packed log-probs and LoRA gradients equal the plain program's`, async (t) => {
+    const { plain, packed, batch, T } = await plainAndPacked(ad, opts);
     t.ok(maxAbsDiff(plain.seq, packed.seq) < 1e-10, `sequence log-probs (max diff ${maxAbsDiff(plain.seq, packed.seq).toExponential(2)})`);
     seqs.forEach((s, i) => {
       const d = maxAbsDiff(plainTokens(plain.tok, T, i, s), packedTokens(packed.tok, batch, i));
@@ -135,7 +154,7 @@ t.test('float32 inference program: packed log-probs equal the plain ones, base a
   for (const a of [null, ad]) {
     const plainBatch = packLogProbBatch(seqs, model.padId);
     const plain = await model.logprobs(plainBatch, a);
-    const b = packSequences(seqs, model.padId);
+    const b = packSequences(seqs, model.padId, { pack: true });
     const packed = await model.responseLogprobs(b, a);
     t.ok(maxAbsDiff(plain.seqLogps, packed.seqLogps) < 1e-5, `${a === null ? 'base' : 'adapter'}: sequence log-probs`);
     seqs.forEach((s, i) => t.ok(maxAbsDiff(plainTokens(plain.tokenLogps, plainBatch.length, i, s), packedTokens(packed.tokenLogps, b, i)) < 1e-5, `sequence ${i}: tokens`));
