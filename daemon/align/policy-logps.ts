@@ -21,11 +21,12 @@ export async function sampleResponses(m: AlignModel, adapter: LoraAdapter | null
 
 /**
  * The packed batch every program of a round is fed (train steps, reference log-probs, KL checks):
- * sequences cut to `maxLength` (and the model's positions), several per row where they fit, the
- * head at response positions only.
+ * sequences cut to `maxLength` (and the model's positions), several per row where they fit, one
+ * copy of each prompt that several share (a pair's chosen and rejected), the head at response
+ * positions only.
  */
 export function packedBatch(m: AlignModel, seqs: readonly PromptResponseTokens[], maxLength = Infinity): PackedBatch {
-  return packSequences(seqs, m.model.padId, { maxLength: Math.min(maxLength, m.model.spec.maxPositions), pack: true });
+  return packSequences(seqs, m.model.padId, { maxLength: Math.min(maxLength, m.model.spec.maxPositions), pack: true, sharePrompts: true });
 }
 
 /** Σ log-probs of each (prompt, response) under `adapter` (null = base), in chunks of `chunk` sequences. */

@@ -327,16 +327,19 @@ export function sequenceBias(spec: ModelSpec, attentionMask: Value, dtype: Float
 
 /**
  * In-graph attention bias for packed rows (packing.ts), [R, 1, T, T]: a query sees the keys of its
- * own segment at or before it (causal by index within the row) and nothing else — not other
- * segments, not pads (segment −1). Mistral's sliding window is over the fed positions, which
- * restart with each sequence.
+ * own segment at or before it (causal by index within the row) that are in the segment's prompt
+ * (branch 0) or in its own branch, and nothing else — not other segments, not another response
+ * sharing the prompt, not pads (segment −1). Mistral's sliding window is over the fed positions,
+ * which restart with each sequence.
  */
-export function packedBias(spec: ModelSpec, positions: Value, segments: Value, dtype: FloatType): Value {
+export function packedBias(spec: ModelSpec, positions: Value, segments: Value, branches: Value, dtype: FloatType): Value {
   const g = segments.g;
   const len = O.squeeze(O.shapeOf(segments, 1, 2), [0]);
   const idx = withShape(O.range(constant(g, tensor('int64', [], [0])), len, constant(g, tensor('int64', [], [1]))), [segments.shape![1]!]);
   const causal = O.unsqueeze(O.greaterOrEqual(O.unsqueeze(idx, [1]), O.unsqueeze(idx, [0])), [0]); // [1, T, T]: query ≥ key
   let allowed = O.and(causal, O.equal(O.unsqueeze(segments, [2]), O.unsqueeze(segments, [1]))); // [R, T, T]
+  const keyBranch = O.unsqueeze(branches, [1]);
+  allowed = O.and(allowed, O.or(O.equal(keyBranch, 0), O.equal(O.unsqueeze(branches, [2]), keyBranch)));
   if (spec.slidingWindow !== null) allowed = O.and(allowed, O.less(O.sub(O.unsqueeze(positions, [2]), O.unsqueeze(positions, [1])), spec.slidingWindow));
   return O.unsqueeze(O.where(allowed, O.scalar(g, dtype, 0), MASKED), [1]);
 }

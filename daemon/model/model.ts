@@ -118,7 +118,7 @@ export function packedFeeds(b: PackedBatch): Feeds<PackedInputDecl> {
   const dims = [b.rows, b.length];
   const N = b.responseIndex.length;
   return {
-    input_ids: i64(dims, b.inputIds), position_ids: i64(dims, b.positionIds), segment_ids: i64(dims, b.segmentIds),
+    input_ids: i64(dims, b.inputIds), position_ids: i64(dims, b.positionIds), segment_ids: i64(dims, b.segmentIds), branch_ids: i64(dims, b.branchIds),
     response_index: i64([N], b.responseIndex), response_targets: i64([N], b.responseTargets),
     response_owner: new ort.Tensor('float32', b.responseOwner, [b.sequences, N]),
   };

@@ -10,7 +10,10 @@
  * never crosses segments or reaches pads (segment −1), so a row need not start at position 0.
  * With `pack`, several sequences share a row instead of each being padded to the longest:
  * first-fit decreasing into rows as long as the longest sequence, so no row is longer (attention
- * costs T² per row) and the padding of a right-padded batch mostly disappears.
+ * costs T² per row) and the padding of a right-padded batch mostly disappears. With
+ * `sharePrompts`, sequences with the same prompt (a DPO pair's chosen and rejected, KTO's own and
+ * mismatched rows) are one segment: the prompt once, then each response, which attends to the
+ * prompt and to itself (branch ids) — the prompt runs once per pair, forward and backward.
  */
 import { AligndError } from '../base/errors.js';
 import { fitSequence, type FittedSequence } from './batch.js';
@@ -26,6 +29,11 @@ export interface PackedBatch {
   positionIds: Int32Array;
   /** [R, T] segment of each token (tokens attend only within their segment); −1 at pads. */
   segmentIds: Int32Array;
+  /**
+   * [R, T] branch within the segment: 0 = the prompt, which every token of the segment sees;
+   * k > 0 = the k-th response sharing that prompt, which only its own tokens see.
+   */
+  branchIds: Int32Array;
   /** Sequences S, in the order given. */
   sequences: number;
   /** [N] flat index row · T + column of each position whose next token is a response token. */
@@ -46,41 +54,72 @@ export interface PackOptions {
   maxLength?: number;
   /** Several sequences per row (block-diagonal attention, positions restarting); else one per row. */
   pack?: boolean;
+  /** Sequences whose (cut) prompts are the same tokens share one copy of the prompt. */
+  sharePrompts?: boolean;
 }
 
-/** A segment: one sequence's tokens, laid out contiguously in a row. */
-interface Segment { seq: number; fit: FittedSequence }
+/**
+ * A segment of a row: a prompt, then each member's response. With one member it is a plain
+ * sequence; with several (a DPO pair's chosen and rejected), each response attends to the prompt
+ * and to itself only (its branch), at the positions it would have after the prompt alone.
+ */
+interface Segment { prompt: number[]; members: { seq: number; response: number[] }[]; length: number }
+
+/** The sequences as segments: one each, or one per distinct prompt with `share`. */
+function segmentsOf(fits: FittedSequence[], share: boolean): Segment[] {
+  const out: Segment[] = [];
+  const byPrompt = new Map<string, Segment>();
+  fits.forEach((f, seq) => {
+    const prompt = f.ids.slice(0, f.promptLength);
+    const response = f.ids.slice(f.promptLength);
+    const key = prompt.join(',');
+    const same = share ? byPrompt.get(key) : undefined;
+    if (same !== undefined) {
+      same.members.push({ seq, response });
+      same.length += response.length;
+      return;
+    }
+    const s: Segment = { prompt, members: [{ seq, response }], length: f.ids.length };
+    out.push(s);
+    if (share) byPrompt.set(key, s);
+  });
+  return out;
+}
 
 /**
  * Segments into rows of `capacity` tokens, first-fit decreasing (at most 11/9 of the fewest rows
  * + 6/9: Johnson 1973, Dósa 2007); ties keep the given order, so a batch packs the same way every time.
  */
 function firstFitDecreasing(segments: Segment[], capacity: number): Segment[][] {
-  const order = segments.map((s, i) => ({ s, i, n: s.fit.ids.length })).sort((a, b) => b.n - a.n || a.i - b.i);
+  const order = segments.map((s, i) => ({ s, i })).sort((a, b) => b.s.length - a.s.length || a.i - b.i);
   const rows: { room: number; segments: Segment[] }[] = [];
-  for (const { s, n } of order) {
-    const row = rows.find((r) => r.room >= n);
-    if (row === undefined) rows.push({ room: capacity - n, segments: [s] });
-    else { row.room -= n; row.segments.push(s); }
+  for (const { s } of order) {
+    const row = rows.find((r) => r.room >= s.length);
+    if (row === undefined) rows.push({ room: capacity - s.length, segments: [s] });
+    else { row.room -= s.length; row.segments.push(s); }
   }
   return rows.map((r) => r.segments);
 }
 
-/** Pack sequences (one per row, or several with `pack`); only response positions are named for the head. */
+/**
+ * Pack sequences (one per row, or several with `pack`; prompts shared with `sharePrompts`); only
+ * response positions are named for the head.
+ */
 export function packSequences(seqs: readonly PromptResponseTokens[], padId: number, opts: PackOptions = {}): PackedBatch {
   if (seqs.length === 0) throw new AligndError('INTERNAL', 'packSequences of no sequences');
   const maxLength = opts.maxLength ?? Infinity;
   const fits = seqs.map((s, i) => fitSequence(s, i, maxLength));
-  const segments: Segment[] = fits.map((fit, seq) => ({ seq, fit }));
-  const longest = Math.max(...segments.map((s) => s.fit.ids.length));
+  const segments = segmentsOf(fits, opts.sharePrompts ?? false);
+  const longest = Math.max(...segments.map((s) => s.length));
   const rowsOf: Segment[][] = opts.pack ? firstFitDecreasing(segments, longest) : segments.map((s) => [s]);
   const R = rowsOf.length;
-  const T = Math.max(...rowsOf.map((r) => r.reduce((n, s) => n + s.fit.ids.length, 0)));
+  const T = Math.max(...rowsOf.map((r) => r.reduce((n, s) => n + s.length, 0)));
   const S = seqs.length;
   const N = fits.reduce((n, f) => n + f.ids.length - f.promptLength, 0);
   const inputIds = new Int32Array(R * T).fill(padId);
   const positionIds = new Int32Array(R * T);
   const segmentIds = new Int32Array(R * T).fill(-1);
+  const branchIds = new Int32Array(R * T);
   const responseIndex = new Int32Array(N);
   const responseTargets = new Int32Array(N);
   const responseOwner = new Float32Array(S * N);
@@ -88,25 +127,33 @@ export function packSequences(seqs: readonly PromptResponseTokens[], padId: numb
   let segmentId = 0;
   rowsOf.forEach((row, r) => {
     let at = r * T;
-    for (const { seq, fit } of row) {
-      fit.ids.forEach((id, t) => {
-        inputIds[at + t] = id;
-        positionIds[at + t] = t;
-        segmentIds[at + t] = segmentId;
-        // Position t predicts token t + 1: a response token from the last prompt token on.
-        if (t + 1 < fit.ids.length && t + 1 >= fit.promptLength) {
-          responseIndex[n] = at + t;
-          responseTargets[n] = fit.ids[t + 1]!;
+    for (const { prompt, members } of row) {
+      const P = prompt.length;
+      const place = (id: number, position: number, branch: number): void => {
+        inputIds[at] = id;
+        positionIds[at] = position;
+        segmentIds[at] = segmentId;
+        branchIds[at] = branch;
+        at++;
+      };
+      prompt.forEach((id, t) => place(id, t, 0));
+      const lastPrompt = at - 1;
+      members.forEach(({ seq, response }, k) => {
+        // Its first token is predicted at the (shared) last prompt token, each next one at the token before it.
+        const first = at;
+        response.forEach((id, t) => {
+          responseIndex[n] = t === 0 ? lastPrompt : first + t - 1;
+          responseTargets[n] = id;
           responseOwner[seq * N + n] = 1;
           n++;
-        }
+          place(id, P + t, k + 1);
+        });
       });
-      at += fit.ids.length;
       segmentId++;
     }
   });
   return {
-    rows: R, length: T, inputIds, positionIds, segmentIds, sequences: S, responseIndex, responseTargets, responseOwner,
+    rows: R, length: T, inputIds, positionIds, segmentIds, branchIds, sequences: S, responseIndex, responseTargets, responseOwner,
     realTokens: fits.reduce((k, f) => k + f.ids.length, 0),
     truncatedPrompt: fits.map((f) => f.cutPrompt), truncatedResponse: fits.map((f) => f.cutResponse),
   };

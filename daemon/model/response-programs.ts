@@ -16,6 +16,8 @@ export const packedInputDecl = (dtype: FloatType = 'float32') => ({
   position_ids: int64(['rows', 'seq']),
   /** Attention stays within a segment; −1 = pad. */
   segment_ids: int64(['rows', 'seq']),
+  /** 0 = the segment's prompt (seen by all of it), k > 0 = a response that only its own tokens see. */
+  branch_ids: int64(['rows', 'seq']),
   /** Flat row · T + column of the positions whose next token is a response token. */
   response_index: int64(['tokens']),
   response_targets: int64(['tokens']),
@@ -27,14 +29,14 @@ export type PackedInputDecl = ReturnType<typeof packedInputDecl>;
 export const PACKED_INPUTS: PackedInputDecl = packedInputDecl();
 
 export interface PackedInputs {
-  ids: Value; positions: Value; segments: Value;
+  ids: Value; positions: Value; segments: Value; branches: Value;
   responseIndex: Value; responseTargets: Value; responseOwner: Value;
 }
 
 /** The packed batch inputs of a program's declared inputs. */
 export function packedValues(x: Declared<PackedInputDecl>): PackedInputs {
   return {
-    ids: x.input_ids, positions: x.position_ids, segments: x.segment_ids,
+    ids: x.input_ids, positions: x.position_ids, segments: x.segment_ids, branches: x.branch_ids,
     responseIndex: x.response_index, responseTargets: x.response_targets, responseOwner: x.response_owner,
   };
 }
@@ -46,7 +48,7 @@ export function packedInputs(g: Graph, dtype: FloatType = 'float32'): PackedInpu
 
 /** Final hidden states [N, H] at the response positions of a packed batch. */
 export function responseHidden(base: BaseWeights, lora: LoraValues | null, inp: PackedInputs, opts: { recompute?: boolean } = {}): Value {
-  const bias = packedBias(base.spec, inp.positions, inp.segments, base.dtype);
+  const bias = packedBias(base.spec, inp.positions, inp.segments, inp.branches, base.dtype);
   const hidden = forward(base, lora, { ids: inp.ids, positions: inp.positions, bias, recompute: opts.recompute ?? false }).hidden;
   return O.gather(O.reshape(hidden, [-1, base.spec.hiddenSize]), inp.responseIndex, 0);
 }

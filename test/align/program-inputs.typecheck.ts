@@ -32,4 +32,4 @@ export const otherProgram: Feeds<KtoProgramInputs> = good;
 void trainStep(dpo.session, dpo.info, state, batch, 1e-3);
 
 // @ts-expect-error the inference runner too: response_owner is missing
-void runProgram(kl, { input_ids: ix, position_ids: ix, segment_ids: ix, response_index: ix, response_targets: ix });
+void runProgram(kl, { input_ids: ix, position_ids: ix, segment_ids: ix, branch_ids: ix, response_index: ix, response_targets: ix });

@@ -50,7 +50,7 @@ const pairs = [
 ];
 const seqs = [...pairs.map((p) => tok.promptResponse(p.prompt, p.chosen)), ...pairs.map((p) => tok.promptResponse(p.prompt, p.rejected))];
 const batch = packLogProbBatch(seqs, m.model.padId);
-const packed = packSequences(seqs, m.model.padId, { pack: true });
+const packed = packSequences(seqs, m.model.padId, { pack: true, sharePrompts: true });
 
 /** Loss and accumulated gradients of one gradProgram run at `ad`. */
 async function gradRun(info: ProgramInfo, session: Session, data: Record<string, ort.Tensor>, ad: LoraAdapter): Promise<{ loss: number; grads: Record<string, Float32Array> }> {

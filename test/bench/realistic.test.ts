@@ -22,11 +22,12 @@ t.test('the realistic line on the tiny model, and its export', async (t) => {
   const { chosen, rejected } = workloadRows(pairs);
   const micro = [0, 2].map((i) => [chosen[i]!, chosen[i + 1]!, rejected[i]!, rejected[i + 1]!]);
   const padded = micro.map((rows) => paddingOf(rows));
-  const packed = packedTokens(micro.map((rows) => packSequences(rows, 0, { pack: true })));
+  const packed = packedTokens(micro.map((rows) => packSequences(rows, 0, { pack: true, sharePrompts: true })));
   t.equal(line['real_tokens'], padded[0]!.real + padded[1]!.real, 'real tokens: the sequences\' own');
   t.equal(line['padding_tokens'], packed.padding, 'padding as the packed batches hold it');
   t.equal(line['processed_tokens'], packed.processed);
   t.ok(packed.padding <= padded[0]!.padding + padded[1]!.padding, 'no more padding than right-padded batches');
+  t.ok(packed.processed < packed.real, 'fewer tokens processed than the sequences hold: each pair\'s prompt runs once');
   for (const k of ['step_ms', 'forward_ms', 'tokens_per_s', 'gen_tokens_per_s', 'peak_rss_mb', 'profile_kernel_ms']) t.ok(Number(line[k]) > 0, `${k} > 0`);
   t.match(String(line['profile_top_ops']), /MatMul|Gemm/, 'the profile names the matrix products');
   const w = JSON.parse(readFileSync(join(out, 'workload.json'), 'utf8')) as { realistic: { pairs: unknown[]; micro_pairs: number; ref_logps: number[][] } };

@@ -1,8 +1,9 @@
 /**
- * Packed batches and the response log-prob programs (issue 18): the batch layout the packer
- * writes, and — in float64 on the tiny model, with and without an adapter — the same sequence and
- * token log-probs and the same LoRA gradients as the plain program on a right-padded batch of the
- * same sequences; the float32 inference program against the plain one too.
+ * Packed batches and the response log-prob programs (issue 18): the batch layouts the packer
+ * writes (one sequence per row, several per row, shared prompts), and — in float64 on the tiny
+ * model, with and without an adapter, for each layout — the same sequence and token log-probs and
+ * the same LoRA gradients as the plain program on a right-padded batch of the same sequences; the
+ * float32 inference program against the plain one too.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -99,6 +100,21 @@ t.test('packed rows: first-fit decreasing into rows as long as the longest seque
   t.equal(b.realTokens, packSequences(seqs, model.padId).realTokens, 'the same real tokens');
 });
 
+t.test('shared prompts: the prompt once, then each response at the positions it would have alone', async (t) => {
+  const b = packSequences(seqs, model.padId, { sharePrompts: true });
+  // Segments: A + 5 + 9 (21), B + 3 + 1 (16), then 6, 5, 4: one per row.
+  t.equal(b.rows, 5);
+  t.equal(b.length, 21);
+  t.same(Array.from(b.inputIds.subarray(0, 21)), [...promptA, ...seqs[0]!.ids.slice(7), ...seqs[1]!.ids.slice(7)], 'prompt, chosen, rejected');
+  t.same(Array.from(b.positionIds.subarray(0, 21)), [...Array(12).keys(), ...[7, 8, 9, 10, 11, 12, 13, 14, 15]], 'the second response continues from the prompt');
+  t.same(Array.from(b.branchIds.subarray(0, 21)), [...Array(7).fill(0), ...Array(5).fill(1), ...Array(9).fill(2)]);
+  t.same(packedTokens(b.responseIndex, b, 1), [6, 12, 13, 14, 15, 16, 17, 18, 19], 'the second response is predicted from the shared last prompt token, then from its own tokens');
+  t.same(packedTokens(b.responseTargets, b, 1), seqs[1]!.ids.slice(7));
+  t.equal(b.rows * b.length - Array.from(b.segmentIds).filter((x) => x === -1).length, b.realTokens - 7 - 12, 'each shared prompt laid out once');
+  const cut = packSequences([seqs[0]!, seqs[1]!], model.padId, { sharePrompts: true, maxLength: 14 });
+  t.equal(cut.rows, 2, 'prompts cut differently are not shared');
+});
+
 interface Run { seq: Float64Array; tok: Float64Array; grads: Float64Array[] }
 
 /**
@@ -133,7 +149,9 @@ async function plainAndPacked(ad: LoraAdapter, packOpts: PackOptions): Promise<{
   return { plain, packed, batch, T: plainBatch.length };
 }
 
-const layouts: [string, PackOptions][] = [['one sequence per row', {}], ['several sequences per row', { pack: true }]];
+const layouts: [string, PackOptions][] = [
+  ['one sequence per row', {}], ['several sequences per row', { pack: true }], ['shared prompts, several per row', { pack: true, sharePrompts: true }],
+];
 for (const [label, ad] of [['fresh adapter (B = 0: the base model)', adapter(5, 0)], ['trained adapter', adapter(6, 0.3)]] as const) for (const [layout, opts] of layouts) {
   t.test(`float64, ${label}, ${layout}: packed log-probs and LoRA gradients equal the plain program's`, async (t) => {
     const { plain, packed, batch, T } = await plainAndPacked(ad, opts);
@@ -154,7 +172,7 @@ t.test('float32 inference program: packed log-probs equal the plain ones, base a
   for (const a of [null, ad]) {
     const plainBatch = packLogProbBatch(seqs, model.padId);
     const plain = await model.logprobs(plainBatch, a);
-    const b = packSequences(seqs, model.padId, { pack: true });
+    const b = packSequences(seqs, model.padId, { pack: true, sharePrompts: true });
     const packed = await model.responseLogprobs(b, a);
     t.ok(maxAbsDiff(plain.seqLogps, packed.seqLogps) < 1e-5, `${a === null ? 'base' : 'adapter'}: sequence log-probs`);
     seqs.forEach((s, i) => t.ok(maxAbsDiff(plainTokens(plain.tokenLogps, plainBatch.length, i, s), packedTokens(packed.tokenLogps, b, i)) < 1e-5, `sequence ${i}: tokens`));
