@@ -12,7 +12,7 @@ export function targetLogProbs(logits: Value, targets: Value): Value {
   return O.squeeze(O.gatherElements(O.logSoftmax(logits, -1), O.unsqueeze(targets, [-1]), -1), [-1]);
 }
 
-/** Vocabulary rows per block of headLogProbs: a block's logits [B, T, rows] are the program's largest tensors. */
+/** Vocabulary rows per block of headLogProbs: a block's logits [..., rows] are the program's largest tensors. */
 export const HEAD_BLOCK_ROWS = 16384;
 
 export interface HeadOptions {
@@ -29,11 +29,11 @@ function logSumExp(x: Value): Value {
 }
 
 /**
- * log p(target) [B, T] from final hidden states [B, T, H] without a [B, T, V] tensor: the head runs
+ * log p(target) [...] from final hidden states [..., H] without a [..., V] tensor: the head runs
  * over blocks of vocabulary rows (each block's weight is its own reference into the head's bytes);
  * each block gives its log-sum-exp and the target's logit where the target falls in it, and
  * log p = target logit − log Σ_blocks exp(block log-sum-exp). With `recompute` every block is a
- * recompute() segment: a train step keeps [B, T] values per block and recomputes the block's
+ * recompute() segment: a train step keeps [...] values per block and recomputes the block's
  * logits in its backward pass.
  */
 export function headLogProbs(base: BaseWeights, hidden: Value, targets: Value, opts: HeadOptions = {}): Value {
@@ -73,8 +73,8 @@ function logAddExp(x: Value, y: Value): Value {
 }
 
 /**
- * Exact KL(p‖q) [B, T] at every position, p and q the head's distributions over final hidden states
- * `hiddenP` and `hiddenQ` [B, T, H], without a [B, T, V] tensor (tokenKl over two log-softmaxes
+ * Exact KL(p‖q) [...] at every position given, p and q the head's distributions over final hidden
+ * states `hiddenP` and `hiddenQ` [..., H], without a [..., V] tensor (tokenKl over two log-softmaxes
  * when the vocabulary is one block). With z the logits,
  *   KL = Σ_v p_v (z_p,v − z_q,v) − lse(z_p) + lse(z_q),
  * and the first two terms are accumulated over vocabulary blocks with a running maximum (the online

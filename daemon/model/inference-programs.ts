@@ -5,7 +5,8 @@
  * serves every adapter of a LoRA shape).
  *
  * Input and output names are in `IO`. Batches are right-padded (batch.ts) except for generation,
- * which left-pads prompts and feeds positions and the attention bias itself (kv-generation.ts).
+ * which left-pads prompts and feeds positions and the attention bias itself (kv-generation.ts), and
+ * the response log-prob program, which takes packed batches (packing.ts, response-programs.ts).
  */
 import { type Declared, type Graph, type Value, declareInputs, floatInput, graph, input, int64, ops as O, output } from '../engine/index.js';
 import type { LoraConfig } from './lora.js';
