@@ -80,7 +80,7 @@ t.test('one sequence per row: positions from 0, pads outside every segment, resp
   // Sequence 0's first response token is predicted at its last prompt position (6).
   t.equal(b.responseIndex[0], 6);
   t.equal(b.responseTargets[0], seqs[0]!.ids[7]);
-  t.same(packedTokens(b.responseIndex, b, 3), [1 * 16 * 0 + 3 * 16 + 11], 'a one-token response: one position, the last prompt token');
+  t.same(packedTokens(b.responseIndex, b, 3), [3 * 16 + 11], 'a one-token response: one position, the last prompt token');
   t.equal(b.responseOwner.length, 7 * 27, 'owners [S, N]');
   const cut = packSequences([seqs[1]!], model.padId, { maxLength: 10 });
   t.same([cut.truncatedPrompt, cut.truncatedResponse, cut.length], [[6], [0], 10], 'cut as packLogProbBatch cuts: prompt first');
