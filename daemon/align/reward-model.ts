@@ -11,6 +11,14 @@
  * training pairs (Efron 1979; for reward models Coste et al. 2023): the members' spread is the
  * uncertainty the gate's `uncertain_spread` reads. Members warm-start from the previous round's.
  *
+ * A BT reward is defined only up to an offset and its scale is whatever training left (a member's
+ * init, warm starts and steps differ), so members' raw rewards are not comparable: their mean is
+ * led by the widest member and their std measures scale differences, not disagreement. After each
+ * round every member is put on one scale, fitted on the training split only (fitMemberScale):
+ * centred on its mean training reward and scaled so that σ(scale·(r⁺ − r⁻)) is calibrated on the
+ * training pairs (Platt 1999, without intercept) — preference log-odds, the unit the BT loss itself
+ * uses. A member that ranks better gets the larger scale, so the ensemble mean leans on it.
+ *
  * Pooling: 'last' = the hidden state at the last real token (TRL's), 'mean' = the mean over the
  * response tokens. They measured within noise of each other on the demo's feedback and on the
  * synthetic preference (daemon/align/README.md); 'mean' is the default.
@@ -43,10 +51,13 @@ import { type RewardRoundMetrics, asPairs, summarise } from './reward.js';
 
 export type Pooling = 'last' | 'mean';
 
-/** One member: a LoRA adapter and the score head's weights [H]. */
+/** One member: a LoRA adapter, the score head's weights [H], and its common scale (fitMemberScale). */
 export interface RewardMember {
   adapter: LoraAdapter;
   score: Float32Array;
+  /** Its reward is scale·(w · pool(h) − offset): 0 and 1 until fitted. */
+  offset: number;
+  scale: number;
 }
 
 export interface RewardModel {
@@ -234,11 +245,44 @@ export function rewardLoraConfig(k: Pick<RewardModelKnobs, 'lora'>): LoraConfig 
 export function freshMember(spec: ModelSpec, lora: LoraConfig, seed: number): RewardMember {
   const rng: Rng = createRng(seed * 7919 + 17);
   const H = spec.hiddenSize;
-  return { adapter: initLora(spec, lora, seed), score: Float32Array.from({ length: H }, () => rng.normal() / Math.sqrt(H)) };
+  return { adapter: initLora(spec, lora, seed), score: Float32Array.from({ length: H }, () => rng.normal() / Math.sqrt(H)), offset: 0, scale: 1 };
 }
 
-/** One member's rewards of packed sequences, in chunks. */
-async function memberRewards(m: AlignModel, rm: RewardModel, member: RewardMember, seqs: PromptResponseTokens[], maxLength: number, chunk = 32): Promise<Float32Array> {
+/** Training pairs a member's scale is fitted on (a deterministic sample of the round's; bounds the extra scoring pass). */
+export const SCALE_FIT_PAIRS = 256;
+
+/**
+ * A member's common scale from its raw rewards of training pairs (chosen[i] preferred to
+ * rejected[i]): offset = the mean reward, scale = argmin_a Σ log(1 + exp(−a·(r⁺ᵢ − r⁻ᵢ))) + a²/200
+ * over a ≥ 0 (Platt scaling without intercept; the weak penalty keeps a finite when the pairs are
+ * separable). Newton's method on a convex function of one variable.
+ */
+export function fitMemberScale(chosen: ArrayLike<number>, rejected: ArrayLike<number>): { offset: number; scale: number } {
+  const n = chosen.length;
+  if (n === 0) return { offset: 0, scale: 1 };
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += chosen[i]! + rejected[i]!;
+  const offset = sum / (2 * n);
+  const d = Array.from({ length: n }, (_, i) => chosen[i]! - rejected[i]!);
+  let a = 1;
+  for (let it = 0; it < 100; it++) {
+    let g = a / 100;
+    let h = 1 / 100;
+    for (const x of d) {
+      const p = 1 / (1 + Math.exp(-a * x)); // σ(a·x)
+      g -= (1 - p) * x;
+      h += p * (1 - p) * x * x;
+    }
+    const next = Math.max(0, a - g / h);
+    const done = Math.abs(next - a) < 1e-9 * Math.max(1, a);
+    a = next;
+    if (done) break;
+  }
+  return { offset, scale: a };
+}
+
+/** One member's raw rewards w · pool(h) of packed sequences, in chunks. */
+async function memberRewards(m: AlignModel, rm: Pick<RewardModel, 'lora' | 'pooling'>, member: RewardMember, seqs: PromptResponseTokens[], maxLength: number, chunk = 32): Promise<Float32Array> {
   const session = await scoreSession(m, rm.lora, rm.pooling);
   const out = new Float32Array(seqs.length);
   const limit = Math.min(maxLength, m.model.spec.maxPositions);
@@ -252,13 +296,14 @@ async function memberRewards(m: AlignModel, rm: RewardModel, member: RewardMembe
   return out;
 }
 
-/** Member rewards [n, K] (row-major) of sequences. */
+/** Member rewards [n, K] (row-major) of sequences, each on its common scale. */
 async function memberScores(m: AlignModel, rm: RewardModel, seqs: PromptResponseTokens[], maxLength: number): Promise<Float32Array> {
   const K = rm.members.length;
   const out = new Float32Array(seqs.length * K);
   for (let j = 0; j < K; j++) {
-    const r = await memberRewards(m, rm, rm.members[j]!, seqs, maxLength);
-    for (let i = 0; i < seqs.length; i++) out[i * K + j] = r[i]!;
+    const member = rm.members[j]!;
+    const r = await memberRewards(m, rm, member, seqs, maxLength);
+    for (let i = 0; i < seqs.length; i++) out[i * K + j] = member.scale * (r[i]! - member.offset);
   }
   return out;
 }
@@ -324,10 +369,14 @@ async function trainMember(m: AlignModel, start: RewardMember, lora: LoraConfig,
   }
   const adapter = adapterFromTensors(start.adapter, state.params);
   const score = Float32Array.from(state.params[SCORE_WEIGHT]!.data as Float32Array);
-  if (!score.every(Number.isFinite) || [...adapter.pairs.values()].some((p) => !p.a.every(Number.isFinite) || !p.b.every(Number.isFinite))) {
-    throw new AligndError('TRAINING_DIVERGED', 'reward-model member values are not finite after training', { action: 'lower the reward model\'s learning rate; the previous reward model stays in use' });
-  }
-  return { member: { adapter, score }, loss: total === 0 ? NaN : lossSum / total, steps: total };
+  const diverged = () => new AligndError('TRAINING_DIVERGED', 'reward-model member values are not finite after training', { action: 'lower the reward model\'s learning rate; the previous reward model stays in use' });
+  if (!score.every(Number.isFinite) || [...adapter.pairs.values()].some((p) => !p.a.every(Number.isFinite) || !p.b.every(Number.isFinite))) throw diverged();
+  // Its common scale, on (a sample of) the training pairs it was trained from.
+  const fit = pairs.length <= SCALE_FIT_PAIRS ? pairs : Array.from({ length: SCALE_FIT_PAIRS }, (_, i) => pairs[Math.floor((i * pairs.length) / SCALE_FIT_PAIRS)]!);
+  const raw = await memberRewards(m, { lora, pooling: k.pooling }, { adapter, score, offset: 0, scale: 1 }, [...fit.map((p) => p.chosen), ...fit.map((p) => p.rejected)], k.maxLength);
+  const { offset, scale } = fitMemberScale(raw.subarray(0, fit.length), raw.subarray(fit.length));
+  if (!Number.isFinite(offset) || !Number.isFinite(scale)) throw diverged();
+  return { member: { adapter, score, offset, scale }, loss: total === 0 ? NaN : lossSum / total, steps: total };
 }
 
 /** A bootstrap resample of 0..n−1 (n draws with replacement), or a shuffle when `bootstrap` is false. */
@@ -382,6 +431,8 @@ export async function trainRewardModel(inp: {
 // Persistence: one safetensors file, members' LoRA tensors under PEFT names with a member prefix.
 
 const FORMAT = 'alignd.reward_model/v1';
+/** [offset, scale] per member; a file written before members had a common scale lacks it (identity until the next round fits one). */
+const SCALE = 'scale.offset_scale';
 const memberKey = (j: number, name: string): string => `members.${j}.${name}`;
 
 export function saveRewardModel(path: string, rm: RewardModel): void {
@@ -392,6 +443,7 @@ export function saveRewardModel(path: string, rm: RewardModel): void {
       tensors[memberKey(j, peftKey(p, 'B'))] = fromFloat32(pair.b, [pair.module.outFeatures, rm.lora.r]);
     }
     tensors[memberKey(j, SCORE_WEIGHT)] = fromFloat32(mem.score, [1, mem.score.length]);
+    tensors[memberKey(j, SCALE)] = fromFloat32(Float32Array.of(mem.offset, mem.scale), [2]);
   });
   writeSafetensors(path, tensors, {
     format: FORMAT, members: String(rm.members.length), pooling: rm.pooling,
@@ -423,7 +475,8 @@ export function loadRewardModel(path: string, spec: ModelSpec): RewardModel {
     const pairs = new Map([...like.pairs].map(([p, pair]) => [p, {
       module: pair.module, a: get(memberKey(j, peftKey(p, 'A')), pair.a.length), b: get(memberKey(j, peftKey(p, 'B')), pair.b.length),
     }]));
-    return { adapter: { config: lora, pairs }, score: get(memberKey(j, SCORE_WEIGHT), spec.hiddenSize) };
+    const [offset, scale] = c.tensors.has(memberKey(j, SCALE)) ? get(memberKey(j, SCALE), 2) : [0, 1];
+    return { adapter: { config: lora, pairs }, score: get(memberKey(j, SCORE_WEIGHT), spec.hiddenSize), offset: offset!, scale: scale! };
   });
   return { pooling, lora, members };
 }

@@ -4,7 +4,9 @@
  * structure from a real replay buffer to high held-out accuracy, above the linear heads on frozen
  * features measured on the same split; training only on the training split; a safetensors round
  * trip; warm start across rounds; binary (up/down) feedback ranked and trained on as preferences;
- * the gate's RewardScorer contract; a wider member spread out of distribution than in it.
+ * the gate's RewardScorer contract; a wider member spread out of distribution than in it; the
+ * members' common scale (Platt scaling on training pairs) recovering a known scale and undoing
+ * any affine change of a member's raw rewards.
  */
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,7 +26,7 @@ import { alignModel } from '../../daemon/align/context.js';
 import { trainRewardEnsemble } from '../../daemon/align/reward.js';
 import {
   type Pooling, RESPONSE_MASK, SCORE_WEIGHT, btLosses, buildRewards, loadRewardModel, responseMask, rewardInputs, rewardModelScorer,
-  saveRewardModel, scoreWithRewardModel, trainRewardModel,
+  fitMemberScale, saveRewardModel, scoreWithRewardModel, trainRewardModel,
 } from '../../daemon/align/reward-model.js';
 import { gradcheck } from '../engine/gradcheck.js';
 import { MODEL, gold, ingest, preferenceEvents, prompt, response } from './synthetic.js';
@@ -80,6 +82,35 @@ t.test('gradients of the BT loss (LoRA and score head) match float64 central dif
   }
 });
 
+t.test('a member\'s common scale: calibrated preference log-odds, whatever its raw offset and scale', async (t) => {
+  // Raw rewards whose preferences follow P(chosen) = σ(2·(r⁺ − r⁻)): the fitted scale is ≈ 2.
+  const rng = createRng(5);
+  const chosen: number[] = [];
+  const rejected: number[] = [];
+  for (let i = 0; i < 4000; i++) {
+    const a = rng.normal();
+    const b = rng.normal();
+    const aWins = rng.next() < 1 / (1 + Math.exp(-2 * (a - b)));
+    chosen.push(aWins ? a : b);
+    rejected.push(aWins ? b : a);
+  }
+  const fit = fitMemberScale(chosen, rejected);
+  t.ok(Math.abs(fit.scale - 2) < 0.15, `scale ${fit.scale.toFixed(3)} ≈ 2 (the preferences' true log-odds scale)`);
+  t.ok(Math.abs(fit.offset) < 0.05, `offset ${fit.offset.toFixed(3)} ≈ the mean raw reward, 0`);
+  // The same member with its raw rewards stretched ×10 and shifted by 3 (another init, another
+  // number of steps): on the common scale its rewards are the same.
+  const wide = fitMemberScale(chosen.map((x) => 10 * x + 3), rejected.map((x) => 10 * x + 3));
+  const common = (f: { offset: number; scale: number }, x: number): number => f.scale * (x - f.offset);
+  const worst = Math.max(...chosen.slice(0, 200).map((x) => Math.abs(common(wide, 10 * x + 3) - common(fit, x))));
+  t.ok(worst < 1e-3, `stretched and shifted raw rewards land on the same common scale (largest difference ${worst.toExponential(2)})`);
+  // Pairs it ranks no better than chance: scale 0 (it cannot lean on the mean); separable ones: finite.
+  const chance = fitMemberScale([1, -1], [-1, 1]).scale;
+  t.ok(chance >= 0 && chance < 1e-6, `no better than chance: scale ${chance.toExponential(1)} ≈ 0`);
+  const sep = fitMemberScale([1, 2, 3], [0, 1, 2]).scale;
+  t.ok(Number.isFinite(sep) && sep > 1, `separable pairs: a finite scale (${sep.toFixed(2)})`);
+  t.same(fitMemberScale([], []), { offset: 0, scale: 1 }, 'no pairs: the identity');
+});
+
 t.test('response mask: 1 exactly at the response tokens', async (t) => {
   const s = tok.promptResponse('Write a line 1', 'ab');
   const b = packLogProbBatch([s, tok.promptResponse('Write a line 22', 'abcdef')], model.padId);
@@ -120,6 +151,8 @@ t.test('learns a synthetic preference to high held-out accuracy; only the traini
   t.same(back.pooling, rm.pooling);
   t.same(back.lora, rm.lora);
   t.same(back.members.map((x) => Array.from(x.score)), rm.members.map((x) => Array.from(x.score)));
+  t.ok(rm.members.every((x) => x.scale > 0 && x.scale !== 1 && Number.isFinite(x.offset)), `every member's scale fitted (${rm.members.map((x) => x.scale.toFixed(2)).join(', ')})`);
+  t.same(back.members.map((x) => [x.offset, x.scale]), rm.members.map((x) => [Math.fround(x.offset), Math.fround(x.scale)]), 'offsets and scales round-trip');
   t.same(back.members.map((x) => [...x.adapter.pairs.values()].map((p) => [Array.from(p.a), Array.from(p.b)])),
     rm.members.map((x) => [...x.adapter.pairs.values()].map((p) => [Array.from(p.a), Array.from(p.b)])), 'LoRA tensors round-trip');
   const scorer: RewardScorer = rewardModelScorer(m, back);
