@@ -18,6 +18,13 @@ import type { LabelledExample, NamedJudge, Responder } from '../gate/evidence.js
 import { mapCategory } from '../gate/judges.js';
 import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
 
+/**
+ * Held-out feedback the candidate's implicit reward is measured on (heldout_accuracy), newest
+ * first: every one the round fetched (training-round.ts fetches 500). It was the newest 200, which
+ * at late rounds' α_k cannot show 60% agreement above 50% (Clopper–Pearson); 500 can.
+ */
+export const HELDOUT_AGREEMENT_MAX = 500;
+
 /** Sampling for the gate's responders: the same for every side. */
 export const RESPOND = { temperature: 0.7, topP: 0.95, seed: 7 };
 
@@ -58,11 +65,11 @@ export async function heldoutAgreement(m: AlignModel, candidate: LoraAdapter, de
   Promise<{ margins: number[]; used: Example[] }> {
   const tok = m.ckpt.tokenizer!;
   if (kind === 'pairs') {
-    const rows = heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, 200);
+    const rows = heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, HELDOUT_AGREEMENT_MAX);
     const tokens = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
     return { margins: (await pairLogRatios(m, candidate, deployed, tokens)).map((d) => beta * d), used: rows };
   }
-  const rows = heldout.filter((e) => e.type === 'kto' && e.response !== null && (e.label === 'up' || e.label === 'down')).slice(0, 200);
+  const rows = heldout.filter((e) => e.type === 'kto' && e.response !== null && (e.label === 'up' || e.label === 'down')).slice(0, HELDOUT_AGREEMENT_MAX);
   const seqs = rows.map((e) => tok.promptResponse(e.prompt, e.response!));
   const [pol, ref] = await Promise.all([sequenceLogps(m, candidate, seqs), sequenceLogps(m, deployed, seqs)]);
   return { margins: rows.map((e, i) => (e.label === 'up' ? 1 : -1) * beta * (pol[i]! - ref[i]!)), used: rows };
