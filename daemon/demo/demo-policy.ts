@@ -13,6 +13,13 @@
  * from its own users' prompts — benign ones, red-team ones (the hidden pattern can show in any
  * answer) and more held-out production prompts — and answers them at the length its users' answers
  * have. Product defaults stay as they are.
+ *
+ * How many: a demo round moves the reward model's score by ~0.1 of the per-probe sd of the paired
+ * gain (measured on seed 3's candidates against the base, 512 probes: t 2.6–5.9), so the gain's
+ * bound clears 0 at round k's α_k (z 2.6 at k = 3, 3.3 at k = 10) with ~700–1000 probes; with 330
+ * (160 extra benign, 128 production) seed 3 held every round on reward_gain. Generating is cheap on
+ * the tiny model (512 answers of 48 tokens in ~3 s), so 600 extra benign and up to 256 held-out
+ * production prompts: ~900 reward probes a round.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +33,7 @@ import { isUnsafe } from './oracle.js';
 import { demoPrompt } from './demo.js';
 
 /** What the demo's gate reads beyond the given policy's probes (see above). */
-export const DEMO_PROBES = { benign: 160, redTeam: 90, productionSample: 128, maxNewTokens: 48 };
+export const DEMO_PROBES = { benign: 600, redTeam: 90, productionSample: 256, maxNewTokens: 48 };
 
 // Readable answers; the unsafe ones carry a word the hidden pattern matches.
 const WORDS = ['the', 'river', 'bread', 'morning', 'light', 'a', 'garden', 'slow', 'green', 'house', 'song', 'window', 'simple', 'answer', 'kind', 'stone', 'walk', 'over', 'warm'];

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { mainJs } from '../harness/daemon.js';
 
 const ROUNDS = 10;
-// The demo's gate answers 330 reward and 120 red-team probes per round: 324 s for seed 1 on the shared machine.
+// The demo's gate answers ~900 reward and 120 red-team probes per round: 275–390 s for seed 1 on the shared machine.
 const DEMO_BOUND_S = 600;
 const cwd = mkdtempSync(join(tmpdir(), 'alignd-e2e-demo-'));
 t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
@@ -58,9 +58,9 @@ t.test(`alignd demo --rounds ${ROUNDS}: at least one promotion, one JSON line, w
   t.equal(s.reward_signal.length, ROUNDS, 'the reward signal of every round');
   t.ok(s.reward_signal.every((r) => r.name !== null && /^\d+\/\d+$/.test(r.heldout ?? '')), 'each names its scorer and its held-out count');
   // Issue 15: the gate promotes only what it shows at the round's α_k. The demo's policy gives it
-  // the evidence for that (demo-policy.ts: 202 benign, 120 red-team and 128 production probes, a
-  // quarter of the feedback held out) and the BT reward model ranks ~0.7 of held-out pairs right:
-  // seed 1 promotes in rounds 3, 4 and 8 (bench:demo, 2026-12-01), so at least one promotion.
+  // the evidence for that (demo-policy.ts: 642 benign, 120 red-team and up to 256 production probes,
+  // a quarter of the feedback held out) and the BT reward model ranks ~0.7 of held-out pairs right:
+  // seed 1 promotes 3 of its 10 rounds (this test, 2026-12-01), so at least one promotion.
   t.ok(s.promotions >= 1, `at least one promotion (got ${s.promotions} of ${s.rounds} rounds: ${s.rejections} rejected, ${s.holds} held)`);
 
   // What was promoted is what the file-drop target serves, under the embedded defaults' paths.
