@@ -2,6 +2,8 @@
 (daemon/model/tokenizer.ts promptResponse, daemon/align/kl.ts): the prompt rendered by the chat
 template with the generation prompt, the response tokenized on its own and closed by the eos
 token, sequences longer than max_length losing prompt tokens first."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from trl.trainer.utils import use_adapter
@@ -43,6 +45,17 @@ def _batch(seqs, pad_id):
     return input_ids, attention, response
 
 
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Evaluation mode (no dropout) for a measurement taken mid-training; the mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _logps(model, adapter, input_ids, attention):
     with use_adapter(model, adapter_name=adapter):
         logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
@@ -55,9 +68,7 @@ def token_kl(model, seqs, policy: str | None, ref: str | None, pad_id: int, chun
     if not seqs:
         return 0.0
     total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         for i in range(0, len(seqs), chunk):
             input_ids, attention, response = _batch(seqs[i : i + chunk], pad_id)
             lp = _logps(model, policy, input_ids, attention)
@@ -65,8 +76,6 @@ def token_kl(model, seqs, policy: str | None, ref: str | None, pad_id: int, chun
             kl = (lp.exp() * (lp - lq)).sum(-1)
             total += float(kl[response].sum())
             count += int(response.sum())
-    finally:
-        model.train(was_training)
     return total / count if count else 0.0
 
 
@@ -74,14 +83,10 @@ def token_kl(model, seqs, policy: str | None, ref: str | None, pad_id: int, chun
 def sequence_logps(model, seqs, adapter: str | None, pad_id: int, chunk: int = 8) -> list[float]:
     """Σ log π(response token) per sequence."""
     out: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         for i in range(0, len(seqs), chunk):
             input_ids, attention, response = _batch(seqs[i : i + chunk], pad_id)
             lp = _logps(model, adapter, input_ids, attention)
             tok = lp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             out.extend(float(x) for x in (tok * response).sum(-1))
-    finally:
-        model.train(was_training)
     return out
