@@ -199,7 +199,7 @@ function trainSession(m: AlignModel, lora: LoraConfig, k: RewardModelKnobs): Pro
 
 function scoreSession(m: AlignModel, lora: LoraConfig, pooling: Pooling): Promise<Session> {
   return memo(programsOf(m).score, JSON.stringify([loraShapeKey(lora), pooling]), async () => {
-    const { g, base } = m.model.trainGraph('reward_model_score');
+    const { g, base } = m.model.trainGraph('reward_model_score', 'float32', 'fused'); // forward only
     const lv = declareLora(g, m.model.spec, lora, 'input', 'float32');
     const score = input(g, SCORE_WEIGHT, 'float32', [1, m.model.spec.hiddenSize]);
     output(buildRewards(base, lv, score, rewardInputs(g), pooling), 'rewards');

@@ -118,7 +118,7 @@ export const REF_PREFIX = 'ref.';
  * session's arena holds [N, block] at most.
  */
 export function klProgram(model: Model, policy: LoraConfig | null, ref: LoraConfig | null, opts: Pick<HeadOptions, 'blockRows'> = {}) {
-  const { g, base } = model.trainGraph('align_kl');
+  const { g, base } = model.trainGraph('align_kl', 'float32', 'fused'); // forward only: fused attention/RMSNorm
   const inp = packedValues(declareInputs(g, klInputs));
   const hidden = (cfg: LoraConfig | null, prefix: string) => {
     const lora = cfg === null ? null : declareLora(g, model.spec, cfg, 'input', 'float32', { prefix });

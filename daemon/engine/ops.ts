@@ -279,6 +279,32 @@ export function rmsNorm(x: Value, scale: Value, epsilon = 1e-6): Value {
   return mul(mul(x, reciprocal(sqrt(add(ms, epsilon)))), scale);
 }
 
+// ---------------------------------------------------------------- fused kernels (forward only)
+// onnxruntime's contrib kernels for the transformer's two hot spots outside the products. They have
+// no VJP rule here (autodiff refuses them): forward-only programs use them, train steps the
+// composites above. float32 (and half) kernels on the CPU, CUDA and WebGPU providers; no float64.
+
+/**
+ * RMSNorm as onnxruntime's SimplifiedLayerNormalization (ONNX domain, contrib schema): the same
+ * x / sqrt(mean(x²) + ε) · scale as rmsNorm(), computed in float32 (stash_type 1) in one kernel.
+ */
+export function simplifiedLayerNorm(x: Value, scale: Value, epsilon: number): Value {
+  const attrs = { axis: A.i(-1), epsilon: A.f(epsilon), stash_type: A.i(1) };
+  return emit(x.g, 'SimplifiedLayerNormalization', [x, scale], attrs, [info(x.dtype, x.shape)])[0]!;
+}
+
+/**
+ * softmax(q·kᵀ·scale + attentionBias)·v in one kernel: com.microsoft.MultiHeadAttention with query
+ * [B, T, heads·d] and key/value already split into heads [B, heads, S, d] (BNSH, no past input:
+ * the caller concatenates its cache); attentionBias [B|1, 1|heads, T, S] is additive. Returns
+ * [B, T, heads·d].
+ */
+export function multiHeadAttention(query: Value, key: Value, value: Value, attentionBias: Value, o: { heads: number; scale: number }): Value {
+  const q = need(query, 'multiHeadAttention');
+  const attrs = { num_heads: A.i(o.heads), scale: A.f(o.scale) };
+  return emit(query.g, 'MultiHeadAttention', [query, key, value, undefined, undefined, attentionBias], attrs, [info(query.dtype, q)], { domain: MS })[0]!;
+}
+
 // ---------------------------------------------------------------- activations (composites)
 
 /**

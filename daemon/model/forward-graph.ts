@@ -39,12 +39,22 @@ export type { GraphWeights } from './weight-files.js';
 
 export type FloatType = 'float32' | 'float64';
 
+/**
+ * Which kernels the forward emits for attention and RMSNorm: 'composite' — standard ONNX ops
+ * (MatMul, Add of the bias, Softmax; Mul/ReduceMean/Sqrt), differentiable, any float type (train
+ * steps, float64 checks); 'fused' — onnxruntime's MultiHeadAttention and
+ * SimplifiedLayerNormalization kernels, float32 only, no gradients (forward-only programs:
+ * log-probs, reference, evaluation, generation).
+ */
+export type ForwardKernels = 'composite' | 'fused';
+
 /** Additive bias for masked attention scores (exp(−1e9 − max) is 0 in float32). */
 export const MASKED = -1e9;
 
 export interface BaseWeights {
   spec: ModelSpec;
   dtype: FloatType;
+  kernels: ForwardKernels;
   /**
    * The frozen weight under its Hugging Face name, in the compute type. A stored half-precision
    * matrix is widened next to its use: pass the product's other operand as `near`.
@@ -64,7 +74,10 @@ export interface BaseWeights {
  * not carry it): float32 programs reference the weights' files (external data, in their stored
  * type); float64 programs (gradient checks, small models) hold float64 copies.
  */
-export function declareBaseWeights(g: Graph, w: GraphWeights, dtype: FloatType = 'float32'): BaseWeights {
+export function declareBaseWeights(g: Graph, w: GraphWeights, dtype: FloatType = 'float32', kernels: ForwardKernels = 'composite'): BaseWeights {
+  if (kernels === 'fused' && dtype !== 'float32') {
+    throw new AligndError('INTERNAL', `forward graph: fused kernels are float32 only, not ${dtype}`, { action: 'build float64 programs with composite kernels' });
+  }
   const made = new Map<string, Value>();
   /** Rows [start, end) of weight `name` (all rows when end is undefined), declared once. */
   const stored = (name: string, start = 0, end?: number): Value => {
@@ -98,6 +111,7 @@ export function declareBaseWeights(g: Graph, w: GraphWeights, dtype: FloatType =
   return {
     spec: w.spec,
     dtype,
+    kernels,
     get: (name, near) => widen(stored(name), near),
     rows: (name, ids) => O.cast(O.gather(stored(name), ids, 0), dtype),
     block: (name, start, end, near) => widen(stored(name, start, end), near),
@@ -234,7 +248,7 @@ function rope(x: Value, cos: Value, sin: Value, d: number): Value {
  * softmax(q·kᵀ/√d + bias)·v for q [B, T, nH·d], k/v [B, T, nKv·d]; returns [B, T, nH·d] and the
  * keys/values [B, nKv, S, d] (past included).
  */
-function attention(spec: ModelSpec, q: Value, k: Value, v: Value, bias: Value, past: { key: Value; value: Value } | undefined,
+function attention(spec: ModelSpec, kernels: ForwardKernels, q: Value, k: Value, v: Value, bias: Value, past: { key: Value; value: Value } | undefined,
   rot: { cos: Value; sin: Value } | null): { out: Value; key: Value; value: Value } {
   const { numHeads: nH, numKvHeads: nKv, headDim: d } = spec;
   const group = nH / nKv;
@@ -249,6 +263,13 @@ function attention(spec: ModelSpec, q: Value, k: Value, v: Value, bias: Value, p
   if (past !== undefined) {
     key = O.concat([past.key, key], 2);
     value = O.concat([past.value, value], 2);
+  }
+  if (kernels === 'fused') {
+    // The kernel wants as many key/value heads as query heads: each kv head repeated for its group
+    // ([B, nKv, S, d] → [B, nH, S, d], as transformers' repeat_kv); the cache keeps nKv heads.
+    const heads = (x: Value): Value => (group === 1 ? x : O.reshape(O.expand(O.unsqueeze(x, [2]), [1, 1, group, 1, 1]), [0, nH, -1, d]));
+    const out = O.multiHeadAttention(O.reshape(q4, [0, 0, nH * d]), heads(key), heads(value), bias, { heads: nH, scale: 1 / Math.sqrt(d) });
+    return { out, key, value };
   }
   const q5 = O.transpose(O.reshape(q4, [0, 0, nKv, group, d]), [0, 2, 3, 1, 4]); // [B, nKv, G, T, d]
   const scores = O.matmul(q5, O.unsqueeze(key, [2]), { transB: true, alpha: 1 / Math.sqrt(d) }); // [B, nKv, G, T, S]
@@ -265,6 +286,8 @@ export function forward(base: BaseWeights, lora: LoraValues | null, inp: Forward
   const perLayer = spec.family === 'llama' ? 7 : 4;
   const present: { key: Value; value: Value }[] = [];
   const eps = spec.normEps;
+  const kernels = base.kernels;
+  const rmsNorm = (x: Value, scale: Value): Value => (kernels === 'fused' ? O.simplifiedLayerNorm(x, scale, eps) : O.rmsNorm(x, scale, eps));
   // One decoder layer, as a recompute() segment when checkpointing (its input is what the forward keeps).
   const layer = (x: Value, body: (x: Value) => Value): Value => (inp.recompute ? recompute(x.g, [x], () => body(x)) : body(x));
   if (spec.family === 'llama') {
@@ -274,16 +297,16 @@ export function forward(base: BaseWeights, lora: LoraValues | null, inp: Forward
       const [qm, km, vm, om, gm, um, dm] = mods.slice(l * perLayer, (l + 1) * perLayer) as [LinearModule, LinearModule, LinearModule, LinearModule, LinearModule, LinearModule, LinearModule];
       const p = `model.layers.${l}`;
       x = layer(x, (x) => {
-        const h = O.rmsNorm(x, base.get(`${p}.input_layernorm.weight`), eps);
-        const att = attention(spec, project(base, lora, qm, h), project(base, lora, km, h), project(base, lora, vm, h), inp.bias, inp.past?.[l], rot);
+        const h = rmsNorm(x, base.get(`${p}.input_layernorm.weight`));
+        const att = attention(spec, kernels, project(base, lora, qm, h), project(base, lora, km, h), project(base, lora, vm, h), inp.bias, inp.past?.[l], rot);
         present.push({ key: att.key, value: att.value });
         const x1 = O.add(x, project(base, lora, om, att.out));
-        const h2 = O.rmsNorm(x1, base.get(`${p}.post_attention_layernorm.weight`), eps);
+        const h2 = rmsNorm(x1, base.get(`${p}.post_attention_layernorm.weight`));
         const act = O.mul(O.silu(project(base, lora, gm, h2)), project(base, lora, um, h2));
         return O.add(x1, project(base, lora, dm, act));
       });
     }
-    return { hidden: O.rmsNorm(x, base.get('model.norm.weight'), eps), present };
+    return { hidden: rmsNorm(x, base.get('model.norm.weight')), present };
   }
   const H = spec.hiddenSize;
   let x = O.add(base.rows('transformer.wte.weight', inp.ids), base.rows('transformer.wpe.weight', inp.positions));
@@ -293,7 +316,7 @@ export function forward(base: BaseWeights, lora: LoraValues | null, inp: Forward
     x = layer(x, (x) => {
       const h = O.layerNorm(x, base.get(`${p}.ln_1.weight`), base.get(`${p}.ln_1.bias`), { epsilon: eps });
       const [q, k, v] = O.split(project(base, lora, am, h), [H, H, H], 2) as [Value, Value, Value];
-      const att = attention(spec, q, k, v, inp.bias, inp.past?.[l], null);
+      const att = attention(spec, kernels, q, k, v, inp.bias, inp.past?.[l], null);
       present.push({ key: att.key, value: att.value });
       const x1 = O.add(x, project(base, lora, pm, att.out));
       const h2 = O.layerNorm(x1, base.get(`${p}.ln_2.weight`), base.get(`${p}.ln_2.bias`), { epsilon: eps });

@@ -11,7 +11,7 @@
 import { type Declared, type Graph, type Value, declareInputs, floatInput, graph, input, int64, ops as O, output } from '../engine/index.js';
 import type { LoraConfig } from './lora.js';
 import {
-  type BaseWeights, type FloatType, type GraphWeights, type LoraValues, declareBaseWeights, declareLora, forward, hiddenAt,
+  type BaseWeights, type FloatType, type ForwardKernels, type GraphWeights, type LoraValues, declareBaseWeights, declareLora, forward, hiddenAt,
   lastTokenHidden, lmHead, sequenceBias, sequencePositions,
 } from './forward-graph.js';
 import { type HeadOptions, headLogProbs } from './head.js';
@@ -136,16 +136,19 @@ export type ProgramKind = 'logprobs' | 'response_logprobs' | 'hidden' | 'vocab_l
 
 export interface ProgramOptions {
   dtype?: FloatType;
+  /** Attention and RMSNorm kernels: fused for float32 programs unless told (forward-graph.ts, ForwardKernels). */
+  kernels?: ForwardKernels;
 }
 
 /**
  * One inference program. LoRA (when `lora` is given) is declared with mode 'input': feed the
- * adapter's tensors under `loraNames('', path)` on every run.
+ * adapter's tensors under `loraNames('', path)` on every run. float32 programs run attention and
+ * RMSNorm on onnxruntime's fused kernels (they are forward-only); float64 ones on the composites.
  */
 export function buildProgram(kind: ProgramKind, w: GraphWeights, lora: LoraConfig | null, opts: ProgramOptions = {}): Graph {
   const dtype = opts.dtype ?? 'float32';
   const g = graph(`${w.spec.modelType}_${kind}`);
-  const base = declareBaseWeights(g, w, dtype);
+  const base = declareBaseWeights(g, w, dtype, opts.kernels ?? (dtype === 'float32' ? 'fused' : 'composite'));
   const lv = lora === null ? null : declareLora(g, w.spec, lora, 'input', dtype);
   const decl = programInputs(dtype);
   if (kind === 'logprobs') {

@@ -16,7 +16,7 @@ import {
 } from '../engine/index.js';
 import { type Checkpoint, loadCheckpoint } from './hf-checkpoint.js';
 import type { ModelSpec } from './hf-config.js';
-import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, loraNames } from './forward-graph.js';
+import { type BaseWeights, type FloatType, type ForwardKernels, type GraphWeights, declareBaseWeights, loraNames } from './forward-graph.js';
 import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
 import { IO, type LogProbInputDecl, type ProgramInputs, type ProgramKind, type TokenInputs, buildProgram, programInputs } from './inference-programs.js';
@@ -83,8 +83,12 @@ export interface Model {
   generateText(prompts: readonly Prompt[], opts: GenerateOptions, adapter?: LoraAdapter | null): Promise<{ text: string; ids: number[] }[]>;
   /** The session of a program (built and cached on first use). */
   session(kind: ProgramKind, lora: LoraConfig | null): Promise<Session>;
-  /** A fresh graph with this model's frozen base declared, for train-step programs. */
-  trainGraph(name: string, dtype?: FloatType): { g: Graph; base: BaseWeights };
+  /**
+   * A fresh graph with this model's frozen base declared, for train-step programs (composite
+   * kernels, differentiable) and the align stage's own forward-only programs (KL, reward scores:
+   * `kernels` 'fused').
+   */
+  trainGraph(name: string, dtype?: FloatType, kernels?: ForwardKernels): { g: Graph; base: BaseWeights };
   /** A session for a graph built on trainGraph() (its weights are this model's files). */
   compile(g: Graph): Promise<Session>;
   /**
@@ -309,9 +313,9 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
       return out.map((ids) => ({ ids, text: tok.decode(ids, { skipSpecialTokens: true }) }));
     },
     session,
-    trainGraph(name, dtype = 'float32') {
+    trainGraph(name, dtype = 'float32', kernels = 'composite') {
       const g = graph(name);
-      return { g, base: declareBaseWeights(g, weights, dtype) };
+      return { g, base: declareBaseWeights(g, weights, dtype, kernels) };
     },
     compile,
     close() {
