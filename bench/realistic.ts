@@ -4,6 +4,8 @@
  * one packed batch (daemon/model/packing.ts), gradients accumulated, one clipped AdamW update —
  * with the forward log-prob pass over the same packed batches as the baseline (step_over_forward),
  * KV-cache generation on bench:model's shape, and the share of processed tokens that were padding.
+ * The forward pass and generation also run on the composite attention/RMSNorm kernels in the same
+ * run (fused_forward_speedup, fused_gen_speedup: what onnxruntime's fused kernels give).
  *
  * The checkpoint and the exact batches go to DIR/model and DIR/workload.json (`--export DIR`, else a
  * temp dir); when .cache/venv-baseline exists, tools/dpo-baseline/dpo.py runs the same
@@ -14,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { accumulate, applyAccumulated, initAccumulator, initState } from '../daemon/engine/index.js';
+import { type OrtTensor, accumulate, applyAccumulated, createSession, initAccumulator, initState, run, toOnnx } from '../daemon/engine/index.js';
 import { alignModel } from '../daemon/align/context.js';
 import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
@@ -22,7 +24,9 @@ import { packedBatch } from '../daemon/align/policy-logps.js';
 import { createRng } from '../daemon/base/random.js';
 import { initLora, type LoraAdapter } from '../daemon/model/lora.js';
 import type { PackedBatch } from '../daemon/model/packing.js';
-import { loadModel, loraHostTensors } from '../daemon/model/model.js';
+import { loadModel, loraFeeds, loraHostTensors, packedFeeds } from '../daemon/model/model.js';
+import { type ProgramKind, buildProgram } from '../daemon/model/inference-programs.js';
+import { generateTokens } from '../daemon/model/kv-generation.js';
 import type { Provider } from '../daemon/engine/sessions.js';
 import { policySchema } from '../daemon/policy/schema.js';
 import { median, timeMs, writeMidModel } from './common.js';
@@ -97,11 +101,18 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
     return applyAccumulated(apply.session, apply.info, state, acc, 1e-5);
   };
   const forward = async (): Promise<void> => { for (const b of batches) await model.responseLogprobs(b, adapter); };
+  // The same forward-only programs on the composite kernels (issue 18 item 2: before/after in one run).
+  const composite = (kind: ProgramKind) => createSession(toOnnx(buildProgram(kind, model.weights, m.lora, { kernels: 'composite' })), model.runtime);
+  const compositeLogps = await composite('response_logprobs');
+  const adapterFeeds = loraFeeds(adapter);
+  const forwardComposite = async (): Promise<void> => { for (const b of batches) await run(compositeLogps, { ...packedFeeds(b), ...adapterFeeds }); };
   const stepMs: number[] = [];
   const fwdMs: number[] = [];
+  const fwdCompositeMs: number[] = [];
   for (let round = 0; round < 2; round++) {
     stepMs.push(await timeMs(step, o.iters));
     fwdMs.push(await timeMs(forward, o.iters));
+    fwdCompositeMs.push(await timeMs(forwardComposite, o.iters));
   }
   const peak = peakRssMb();
 
@@ -109,7 +120,17 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   const rng = createRng(3);
   const prompts = Array.from({ length: G.batch }, (_, b) => Array.from({ length: G.promptMin + G.promptStep * b }, () => Math.floor(rng.next() * model.spec.vocabSize)));
   const genOpts = { maxNewTokens: G.newTokens, sampling: { temperature: G.temperature, topP: G.topP }, seed: 1 };
-  const genMs = await timeMs(() => model.generate(prompts, genOpts, adapter), o.iters);
+  const compositeDecode = await composite('decode');
+  const generateComposite = (): Promise<number[][]> =>
+    generateTokens((feeds: Record<string, OrtTensor>) => run(compositeDecode, feeds), model.spec, prompts, genOpts, model.padId, adapterFeeds);
+  const genRuns: number[] = [];
+  const genCompositeRuns: number[] = [];
+  for (let round = 0; round < 2; round++) {
+    genRuns.push(await timeMs(() => model.generate(prompts, genOpts, adapter), o.iters));
+    genCompositeRuns.push(await timeMs(generateComposite, o.iters));
+  }
+  const genMs = median(genRuns);
+  const genCompositeMs = median(genCompositeRuns);
 
   writeFileSync(join(out, 'workload.json'), JSON.stringify({
     lora: LORA, beta: BETA, lr: 1e-5, max_grad_norm: k.maxGradNorm, fixed: FIXED, generation: { ...G, prompts },
@@ -126,8 +147,18 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
     tokens_per_s: +(pad.real / (S / 1000)).toFixed(1), processed_tokens_per_s: +(pad.processed / (S / 1000)).toFixed(1),
     forward_tokens_per_s: +(pad.real / (F / 1000)).toFixed(1), peak_rss_mb: Math.round(peak),
     gen_tokens_per_s: +((G.batch * G.newTokens) / (genMs / 1000)).toFixed(1),
+    // Forward-only programs on fused attention/RMSNorm (the default) against the composite kernels.
+    forward_composite_ms: Math.round(median(fwdCompositeMs)), fused_forward_speedup: +(median(fwdCompositeMs) / F).toFixed(3),
+    gen_composite_tokens_per_s: +((G.batch * G.newTokens) / (genCompositeMs / 1000)).toFixed(1), fused_gen_speedup: +(genCompositeMs / genMs).toFixed(3),
   };
-  if (o.profile) Object.assign(line, await profileStep(grad.info.graph, model.runtime, (session) => step(session)));
+  if (o.profile) {
+    Object.assign(line, await profileStep(grad.info.graph, model.runtime, (session) => step(session)));
+    // Where a fused forward's time goes (the reference / evaluation log-prob pass over the same batches).
+    const fwd = await profileStep(buildProgram('response_logprobs', model.weights, m.lora), model.runtime,
+      async (session) => { for (const b of batches) await run(session, { ...packedFeeds(b), ...adapterFeeds }); });
+    line['profile_forward_kernel_ms'] = fwd['profile_kernel_ms']!;
+    line['profile_forward_top_ops'] = fwd['profile_top_ops']!;
+  }
   return line;
 }
 
