@@ -5,8 +5,10 @@
  * (castLate), never folded into float32 copies at session creation.
  */
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import t from 'tap';
 import { frozen, frozenExternal, graph, input, output } from '../../daemon/engine/graph.js';
 import * as O from '../../daemon/engine/ops.js';
@@ -15,6 +17,8 @@ import { createSession, f32, numbers, run } from '../../daemon/engine/sessions.j
 import { fromBfloat16, randomTensor, toBfloat16 } from '../../daemon/engine/tensor.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alignd-external-'));
+/** The built engine (npm test builds dist/ first), for the measurements made in a child process. */
+const engineJs = resolve(fileURLToPath(new URL('../../', import.meta.url)), 'dist/daemon/engine/index.js');
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Anonymous and file-backed resident memory of this process, MB. */
@@ -119,31 +123,39 @@ t.test('half weights stay half: no float32 copy at session creation, the file ma
 t.test('castLate widens each weight next to its use: the peak holds a few widened weights, not all', async (t) => {
   const n = 8, rows = 1536, cols = 1536; // each 4.5 MiB as bfloat16, 9 MiB as float32
   for (let i = 0; i < n; i++) bf16File(`layer${i}.bf16`, rows, cols, 10 + i);
-  const build = (tiedToActivation: boolean) => {
-    const g = graph(tiedToActivation ? 'chain_late' : 'chain_early');
+  // Each variant runs in a fresh process with glibc's mmap threshold fixed: every widened copy is
+  // its own mapping, unmapped when freed, so the peak RSS is what was alive at once. In this
+  // process the peak also depended on what earlier tests left in the heap (glibc raises the
+  // threshold after large frees and reuses resident heap pages), and the check failed by chance.
+  const script = join(dir, 'cast-late-peak.mjs');
+  writeFileSync(script, `
+    import { readFileSync, writeFileSync } from 'node:fs';
+    import { createSession, f32, frozenExternal, graph, input, ops as O, output, run, toOnnx } from ${JSON.stringify(pathToFileURL(engineJs).href)};
+    const [dir, tied, n, rows, cols] = [process.argv[2], process.argv[3] === 'tied', ...process.argv.slice(4).map(Number)];
+    const g = graph(tied ? 'chain_late' : 'chain_early');
     const x0 = input(g, 'x', 'float32', ['batch', cols]);
     let x = x0;
     for (let i = 0; i < n; i++) {
-      const w = frozenExternal(g, `w${i}`, { dtype: 'bfloat16', dims: [rows, cols], external: { dir, location: `layer${i}.bf16`, offset: 0, length: rows * cols * 2 } });
+      const w = frozenExternal(g, 'w' + i, { dtype: 'bfloat16', dims: [rows, cols], external: { dir, location: 'layer' + i + '.bf16', offset: 0, length: rows * cols * 2 } });
       // Tied to the program input instead, every widening may run first (onnxruntime's order).
-      x = O.tanh(O.matmul(x, O.castLate(w, 'float32', tiedToActivation ? x : x0), { transB: true }));
+      x = O.tanh(O.matmul(x, O.castLate(w, 'float32', tied ? x : x0), { transB: true }));
     }
     output(x, 'y');
-    return toOnnx(g);
-  };
-  const status = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
-  const feeds = { x: f32([1, cols], new Array(cols).fill(0.01)) };
-  const peak = async (tied: boolean): Promise<number> => {
-    const s = await createSession(build(tied), { threads: 1, memArena: false });
+    const status = (k) => Number(readFileSync('/proc/self/status', 'utf8').split('\\n').find((l) => l.startsWith(k + ':')).replace(/[^0-9]/g, '')) / 1024; // kB → MB
+    const s = await createSession(toOnnx(g), { threads: 1, memArena: false });
     writeFileSync('/proc/self/clear_refs', '5'); // the peak RSS starts again from the current RSS
     const rss0 = status('VmRSS');
-    await run(s, feeds);
-    const grew = status('VmHWM') - rss0;
-    await s.release();
-    return grew;
+    await run(s, { x: f32([1, cols], new Array(cols).fill(0.01)) });
+    console.log(JSON.stringify({ grew: status('VmHWM') - rss0 }));
+  `);
+  const peak = (variant: 'tied' | 'early'): number => {
+    const out = execFileSync(process.execPath, [script, dir, variant, String(n), String(rows), String(cols)], {
+      env: { ...process.env, GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=1048576' }, encoding: 'utf8',
+    });
+    return (JSON.parse(out.trim().split('\n').at(-1)!) as { grew: number }).grew;
   };
-  const tied = await peak(true);
-  const early = await peak(false);
+  const tied = peak('tied');
+  const early = peak('early');
   // Both map the 36 MiB of bfloat16 files; the widened float32 copies are 9 MiB each.
   t.ok(tied < early - 27, `tied to the activation: peak +${tied.toFixed(0)} MB; tied to the input: +${early.toFixed(0)} MB`);
   t.ok(tied < 36 + 4 * 9, `a few widened weights alive at once (+${tied.toFixed(0)} MB over ${n} weights of 9 MiB)`);
