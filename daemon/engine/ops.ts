@@ -280,9 +280,9 @@ export function rmsNorm(x: Value, scale: Value, epsilon = 1e-6): Value {
 }
 
 // ---------------------------------------------------------------- fused kernels (forward only)
-// onnxruntime's contrib kernels for the transformer's two hot spots outside the products. They have
-// no VJP rule here (autodiff refuses them): forward-only programs use them, train steps the
-// composites above. float32 (and half) kernels on the CPU, CUDA and WebGPU providers; no float64.
+// onnxruntime's contrib kernels for attention and RMSNorm. They have no VJP rule here (autodiff
+// refuses them): forward-only programs use them, train steps the composites above. No float64
+// kernels; which provider has which float32 kernel: model/forward-graph.ts, fusedKernelsFor.
 
 /**
  * RMSNorm as onnxruntime's SimplifiedLayerNormalization (ONNX domain, contrib schema): the same
@@ -303,6 +303,26 @@ export function multiHeadAttention(query: Value, key: Value, value: Value, atten
   const q = need(query, 'multiHeadAttention');
   const attrs = { num_heads: A.i(o.heads), scale: A.f(o.scale) };
   return emit(query.g, 'MultiHeadAttention', [query, key, value, undefined, undefined, attentionBias], attrs, [info(query.dtype, q)], { domain: MS })[0]!;
+}
+
+/**
+ * Attention with grouped key/value heads in one kernel: com.microsoft.GroupQueryAttention with
+ * query [B, T, heads·d], key/value [B, T, kvHeads·d] (no repeat of kv heads) and the cache
+ * [B, kvHeads, P, d] appended inside (present [B, kvHeads, P + T, d]). The kernel applies its own
+ * causal mask over absolute indices (query t sees keys ≤ P + t); `attentionBias` [B|1, 1|heads,
+ * T, P + T] adds the rest. `seqlensK` [B] int32 is each row's total length − 1 and
+ * `totalSequenceLength` an int32 scalar (P + T): every row counts as full, padding is the bias's.
+ */
+export function groupQueryAttention(query: Value, key: Value, value: Value, past: { key: Value; value: Value } | undefined,
+  seqlensK: Value, totalSequenceLength: Value, attentionBias: Value, o: { heads: number; kvHeads: number; scale: number }): { out: Value; key: Value; value: Value } {
+  const q = need(query, 'groupQueryAttention');
+  const d = (q[2] as number) / o.heads;
+  const cache = [q[0]!, o.kvHeads, unknownDim(query.g), d];
+  const attrs = { num_heads: A.i(o.heads), kv_num_heads: A.i(o.kvHeads), scale: A.f(o.scale) };
+  const [out, presentKey, presentValue] = emit(query.g, 'GroupQueryAttention',
+    [query, key, value, past?.key, past?.value, seqlensK, totalSequenceLength, undefined, undefined, undefined, attentionBias], attrs,
+    [info(query.dtype, q), info(key.dtype, cache), info(value.dtype, [...cache])], { domain: MS });
+  return { out: out!, key: presentKey!, value: presentValue! };
 }
 
 // ---------------------------------------------------------------- activations (composites)

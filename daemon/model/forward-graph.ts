@@ -42,11 +42,28 @@ export type FloatType = 'float32' | 'float64';
 /**
  * Which kernels the forward emits for attention and RMSNorm: 'composite' — standard ONNX ops
  * (MatMul, Add of the bias, Softmax; Mul/ReduceMean/Sqrt), differentiable, any float type (train
- * steps, float64 checks); 'fused' — onnxruntime's MultiHeadAttention and
- * SimplifiedLayerNormalization kernels, float32 only, no gradients (forward-only programs:
- * log-probs, reference, evaluation, generation).
+ * steps, float64 checks). The fused kinds are onnxruntime contrib kernels, float32, no gradients
+ * (forward-only programs: log-probs, reference, KL, evaluation, generation), RMSNorm as
+ * SimplifiedLayerNormalization and attention as 'group-query' (GroupQueryAttention: kv heads as
+ * they are, the cache appended in the kernel) or 'multi-head' (MultiHeadAttention on kv heads
+ * repeated for their group).
  */
-export type ForwardKernels = 'composite' | 'fused';
+export type ForwardKernels = 'composite' | 'group-query' | 'multi-head';
+
+/**
+ * The fused kernels for a provider and model. CPU: GroupQueryAttention (in bench:align's realistic
+ * line MultiHeadAttention on repeated kv heads was slower than the composite: bench/README.md);
+ * its kernel takes head sizes that are multiples of 8 only, other models keep the composites.
+ * CUDA: MultiHeadAttention (GroupQueryAttention's CUDA kernels are float16/bfloat16 only).
+ * WebGPU: the composites — on lavapipe its GroupQueryAttention and MultiHeadAttention both put
+ * the tiny model's log-probs on right-padded batches 0.09 off the reference forward
+ * (test/model/programs-tiny.test.ts under ALIGND_TEST_EP=webgpu), where the composites agree.
+ */
+export function fusedKernelsFor(provider: 'cpu' | 'cuda' | 'webgpu', spec: ModelSpec): ForwardKernels {
+  if (provider === 'cuda') return 'multi-head';
+  if (provider === 'webgpu') return 'composite';
+  return spec.headDim % 8 === 0 ? 'group-query' : 'composite';
+}
 
 /** Additive bias for masked attention scores (exp(−1e9 − max) is 0 in float32). */
 export const MASKED = -1e9;
@@ -75,7 +92,7 @@ export interface BaseWeights {
  * type); float64 programs (gradient checks, small models) hold float64 copies.
  */
 export function declareBaseWeights(g: Graph, w: GraphWeights, dtype: FloatType = 'float32', kernels: ForwardKernels = 'composite'): BaseWeights {
-  if (kernels === 'fused' && dtype !== 'float32') {
+  if (kernels !== 'composite' && dtype !== 'float32') {
     throw new AligndError('INTERNAL', `forward graph: fused kernels are float32 only, not ${dtype}`, { action: 'build float64 programs with composite kernels' });
   }
   const made = new Map<string, Value>();
@@ -258,13 +275,22 @@ function attention(spec: ModelSpec, kernels: ForwardKernels, q: Value, k: Value,
     q4 = rope(q4, rot.cos, rot.sin, d);
     k4 = rope(k4, rot.cos, rot.sin, d);
   }
+  if (kernels === 'group-query') {
+    // Every row counts as full length (P + T); padding and packing are the bias's job.
+    const T = O.shapeOf(q, 1, 2);
+    const total = past === undefined ? T : O.add(O.shapeOf(past.key, 2, 3), T);
+    const total32 = O.cast(O.squeeze(total, [0]), 'int32');
+    const seqlensK = O.cast(O.expand(O.sub(total, 1), O.shapeOf(q, 0, 1)), 'int32');
+    return O.groupQueryAttention(O.reshape(q4, [0, 0, nH * d]), O.reshape(k4, [0, 0, nKv * d]), v, past, seqlensK, total32, bias,
+      { heads: nH, kvHeads: nKv, scale: 1 / Math.sqrt(d) });
+  }
   let key = O.transpose(k4, [0, 2, 1, 3]);
   let value = O.transpose(O.reshape(v, [0, 0, nKv, d]), [0, 2, 1, 3]);
   if (past !== undefined) {
     key = O.concat([past.key, key], 2);
     value = O.concat([past.value, value], 2);
   }
-  if (kernels === 'fused') {
+  if (kernels === 'multi-head') {
     // The kernel wants as many key/value heads as query heads: each kv head repeated for its group
     // ([B, nKv, S, d] → [B, nH, S, d], as transformers' repeat_kv); the cache keeps nKv heads.
     const heads = (x: Value): Value => (group === 1 ? x : O.reshape(O.expand(O.unsqueeze(x, [2]), [1, 1, group, 1, 1]), [0, nH, -1, d]));
@@ -287,7 +313,7 @@ export function forward(base: BaseWeights, lora: LoraValues | null, inp: Forward
   const present: { key: Value; value: Value }[] = [];
   const eps = spec.normEps;
   const kernels = base.kernels;
-  const rmsNorm = (x: Value, scale: Value): Value => (kernels === 'fused' ? O.simplifiedLayerNorm(x, scale, eps) : O.rmsNorm(x, scale, eps));
+  const rmsNorm = (x: Value, scale: Value): Value => (kernels === 'composite' ? O.rmsNorm(x, scale, eps) : O.simplifiedLayerNorm(x, scale, eps));
   // One decoder layer, as a recompute() segment when checkpointing (its input is what the forward keeps).
   const layer = (x: Value, body: (x: Value) => Value): Value => (inp.recompute ? recompute(x.g, [x], () => body(x)) : body(x));
   if (spec.family === 'llama') {

@@ -12,7 +12,7 @@ import { type Declared, type Graph, type Value, declareInputs, floatInput, graph
 import type { LoraConfig } from './lora.js';
 import {
   type BaseWeights, type FloatType, type ForwardKernels, type GraphWeights, type LoraValues, declareBaseWeights, declareLora, forward, hiddenAt,
-  lastTokenHidden, lmHead, sequenceBias, sequencePositions,
+  fusedKernelsFor, lastTokenHidden, lmHead, sequenceBias, sequencePositions,
 } from './forward-graph.js';
 import { type HeadOptions, headLogProbs } from './head.js';
 import { type PackedInputDecl, packedInputDecl, packedValues, responseLogProbs } from './response-programs.js';
@@ -136,7 +136,7 @@ export type ProgramKind = 'logprobs' | 'response_logprobs' | 'hidden' | 'vocab_l
 
 export interface ProgramOptions {
   dtype?: FloatType;
-  /** Attention and RMSNorm kernels: fused for float32 programs unless told (forward-graph.ts, ForwardKernels). */
+  /** Attention and RMSNorm kernels (forward-graph.ts, ForwardKernels): float32 programs default to the CPU provider's fused ones. */
   kernels?: ForwardKernels;
 }
 
@@ -148,7 +148,7 @@ export interface ProgramOptions {
 export function buildProgram(kind: ProgramKind, w: GraphWeights, lora: LoraConfig | null, opts: ProgramOptions = {}): Graph {
   const dtype = opts.dtype ?? 'float32';
   const g = graph(`${w.spec.modelType}_${kind}`);
-  const base = declareBaseWeights(g, w, dtype, opts.kernels ?? (dtype === 'float32' ? 'fused' : 'composite'));
+  const base = declareBaseWeights(g, w, dtype, opts.kernels ?? (dtype === 'float32' ? fusedKernelsFor('cpu', w.spec) : 'composite'));
   const lv = lora === null ? null : declareLora(g, w.spec, lora, 'input', dtype);
   const decl = programInputs(dtype);
   if (kind === 'logprobs') {

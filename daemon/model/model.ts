@@ -16,7 +16,7 @@ import {
 } from '../engine/index.js';
 import { type Checkpoint, loadCheckpoint } from './hf-checkpoint.js';
 import type { ModelSpec } from './hf-config.js';
-import { type BaseWeights, type FloatType, type ForwardKernels, type GraphWeights, declareBaseWeights, loraNames } from './forward-graph.js';
+import { type BaseWeights, type FloatType, type GraphWeights, declareBaseWeights, fusedKernelsFor, loraNames } from './forward-graph.js';
 import { type GenerateOptions, generateTokens } from './kv-generation.js';
 import type { LoraAdapter, LoraConfig } from './lora.js';
 import { IO, type LogProbInputDecl, type ProgramInputs, type ProgramKind, type TokenInputs, buildProgram, programInputs } from './inference-programs.js';
@@ -86,9 +86,9 @@ export interface Model {
   /**
    * A fresh graph with this model's frozen base declared, for train-step programs (composite
    * kernels, differentiable) and the align stage's own forward-only programs (KL, reward scores:
-   * `kernels` 'fused').
+   * `kernels` 'fused', the provider's fused attention and RMSNorm, float32 only).
    */
-  trainGraph(name: string, dtype?: FloatType, kernels?: ForwardKernels): { g: Graph; base: BaseWeights };
+  trainGraph(name: string, dtype?: FloatType, kernels?: 'composite' | 'fused'): { g: Graph; base: BaseWeights };
   /** A session for a graph built on trainGraph() (its weights are this model's files). */
   compile(g: Graph): Promise<Session>;
   /**
@@ -205,6 +205,8 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   const prepacking = opts.prepacking ?? prepackingFits(packableBytes(weights));
   const runtime: RuntimeOptions = { ...session0, provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0, prepacking };
   const sessions = new Map<string, Promise<Session>>();
+  /** The forward-only programs' attention and RMSNorm kernels on this provider. */
+  const fused = fusedKernelsFor(runtime.provider ?? 'cpu', spec);
   let closed = false;
   const compile = (g: Graph): Promise<Session> => {
     if (closed) {
@@ -217,7 +219,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     const key = `${kind}|${loraShapeKey(lora)}`;
     let s = sessions.get(key);
     if (s === undefined) {
-      s = compile(buildProgram(kind, weights, lora));
+      s = compile(buildProgram(kind, weights, lora, { kernels: fused }));
       sessions.set(key, s);
       s.catch(() => sessions.delete(key));
     }
@@ -315,7 +317,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
     session,
     trainGraph(name, dtype = 'float32', kernels = 'composite') {
       const g = graph(name);
-      return { g, base: declareBaseWeights(g, weights, dtype, kernels) };
+      return { g, base: declareBaseWeights(g, weights, dtype, kernels === 'fused' ? fused : 'composite') };
     },
     compile,
     close() {

@@ -31,8 +31,8 @@ t.test('the realistic line on the tiny model, and its export', async (t) => {
   for (const k of ['step_ms', 'forward_ms', 'tokens_per_s', 'gen_tokens_per_s', 'peak_rss_mb', 'profile_kernel_ms']) t.ok(Number(line[k]) > 0, `${k} > 0`);
   t.match(String(line['profile_top_ops']), /MatMul|Gemm/, 'the profile names the matrix products');
   for (const k of ['forward_composite_ms', 'fused_forward_speedup', 'gen_composite_tokens_per_s', 'fused_gen_speedup', 'profile_forward_kernel_ms']) t.ok(Number(line[k]) > 0, `${k} > 0`);
-  t.match(String(line['profile_forward_top_ops']), /MultiHeadAttention/, 'the forward program runs the fused attention kernel');
-  t.notMatch(String(line['profile_top_ops']), /MultiHeadAttention|SimplifiedLayerNormalization/, 'the train step keeps the composite kernels');
+  t.match(String(line['profile_forward_top_ops']), /GroupQueryAttention/, 'the forward program runs the fused attention kernel');
+  t.notMatch(String(line['profile_top_ops']), /Attention|SimplifiedLayerNormalization/, 'the train step keeps the composite kernels');
   const w = JSON.parse(readFileSync(join(out, 'workload.json'), 'utf8')) as { realistic: { pairs: unknown[]; micro_pairs: number; ref_logps: number[][] } };
   t.same(w.realistic.pairs, pairs.map((p) => ({ prompt: p.prompt, chosen: p.chosen, rejected: p.rejected })), 'the exported pairs are the measured ones');
   t.equal(w.realistic.micro_pairs, 2);
