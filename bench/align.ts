@@ -6,7 +6,8 @@
  * over the same packed tokens with the same adapter (the program that computes reference log-probs);
  * step_over_forward is their ratio (≈ 3 is the usual ideal for full backprop, 6N against 2N FLOPs
  * per token (Kaplan et al. 2020); LoRA with frozen weights skips the weight-gradient GEMMs, ≈ 4N,
- * so 2–2.5 is expected).
+ * so 2–2.5 is expected). forward_composite_ms: the same forward on the composite attention and
+ * RMSNorm kernels (the model's programs use onnxruntime's fused ones, model/forward-graph.ts).
  *
  * Then the realistic line (bench/realistic.ts): the production-chat workload, and the PyTorch + PEFT /
  * TRL baseline on the same batches when .cache/venv-baseline exists (tools/dpo-baseline; flags
@@ -26,9 +27,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { accumulate, applyAccumulated, initAccumulator, initState, trainStep } from '../daemon/engine/index.js';
+import { accumulate, applyAccumulated, createSession, initAccumulator, initState, run, toOnnx, trainStep } from '../daemon/engine/index.js';
+import { buildProgram } from '../daemon/model/inference-programs.js';
 import { packSequences } from '../daemon/model/packing.js';
-import { loadModel, loraHostTensors } from '../daemon/model/model.js';
+import { loadModel, loraFeeds, loraHostTensors, packedFeeds } from '../daemon/model/model.js';
 import { initLora } from '../daemon/model/lora.js';
 import { createRng } from '../daemon/base/random.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
@@ -47,7 +49,8 @@ const prepackArg = arg('prepacking', 'engine');
 if (!['on', 'off', 'engine'].includes(prepackArg)) throw new Error(`--prepacking on|off, got ${prepackArg}`);
 
 interface Figures {
-  name: string; params: number; pairs: number; tokens: number; stepMs: number; stepCpuMs: number; forwardMs: number; accumulateMs: number; prepacking: boolean;
+  name: string; params: number; pairs: number; tokens: number; stepMs: number; stepCpuMs: number; forwardMs: number; forwardCompositeMs: number;
+  accumulateMs: number; prepacking: boolean;
 }
 
 async function measure(name: string, dir: string, P: number, T: number): Promise<Figures> {
@@ -84,15 +87,20 @@ async function measure(name: string, dir: string, P: number, T: number): Promise
   const stepCpuMs: number[] = [];
   const accMs: number[] = [];
   const fwdMs: number[] = [];
+  // The same forward on the composite attention/RMSNorm kernels (the model's programs use the fused ones).
+  const composite = await createSession(toOnnx(buildProgram('response_logprobs', model.weights, m.lora, { kernels: 'composite' })), model.runtime);
+  const compositeFeeds = { ...packedFeeds(batch), ...loraFeeds(adapter) };
+  const fwdCompositeMs: number[] = [];
   for (let round = 0; round < 3; round++) {
     const step = await timeCpuMs(() => trainStep(one.session, one.info, state, feeds, 1e-5), iters);
     stepMs.push(step.wall);
     stepCpuMs.push(step.cpu);
     accMs.push(await timeMs(accumulated, iters));
     fwdMs.push(await timeMs(() => model.responseLogprobs(batch, adapter), iters));
+    fwdCompositeMs.push(await timeMs(() => run(composite, compositeFeeds), iters));
   }
   return {
-    name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), stepCpuMs: median(stepCpuMs), forwardMs: median(fwdMs),
+    name, params: parameterCount(ckpt.spec), pairs: P, tokens: 2 * P * T, stepMs: median(stepMs), stepCpuMs: median(stepCpuMs), forwardMs: median(fwdMs), forwardCompositeMs: median(fwdCompositeMs),
     accumulateMs: median(accMs), prepacking: model.runtime.prepacking ?? false,
   };
 }
@@ -103,6 +111,7 @@ function line(f: Figures): Record<string, number | string> {
     step_ms: +f.stepMs.toFixed(2), step_cpu_ms: +f.stepCpuMs.toFixed(2), forward_ms: +f.forwardMs.toFixed(2),
     pairs_per_s: +(f.pairs / (f.stepMs / 1000)).toFixed(2), tokens_per_s: +(f.tokens / (f.stepMs / 1000)).toFixed(1),
     step_over_forward: +(f.stepMs / f.forwardMs).toFixed(3),
+    forward_composite_ms: +f.forwardCompositeMs.toFixed(2), fused_forward_speedup: +(f.forwardCompositeMs / f.forwardMs).toFixed(3),
     accumulate_ms: +f.accumulateMs.toFixed(2), accumulate_over_step: +(f.accumulateMs / f.stepMs).toFixed(3),
   };
 }
