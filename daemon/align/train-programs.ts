@@ -77,11 +77,10 @@ function policyLogps<I extends InputDecls & PackedInputDecl>(model: Model, lora:
 
 export function dpoProgram(model: Model, lora: LoraConfig, o: DpoProgramOptions): ProgramInfo<DpoProgramInputs> {
   const { x, lp, params } = policyLogps(model, lora, 'align_dpo', dpoInputs, o.recompute);
-  const lengths = lp.lengths;
   const dpo = {
     chosen: O.gather(lp.seqLogps, x.chosen_index), rejected: O.gather(lp.seqLogps, x.rejected_index),
     refChosen: x.ref_chosen, refRejected: x.ref_rejected,
-    chosenLength: O.gather(lengths, x.chosen_index), rejectedLength: O.gather(lengths, x.rejected_index),
+    chosenLength: O.gather(lp.lengths, x.chosen_index), rejectedLength: O.gather(lp.lengths, x.rejected_index),
   };
   const obj = dpoObjective(dpo, { lossType: o.lossType, beta: x.beta, labelSmoothing: o.labelSmoothing });
   let loss = obj.loss;

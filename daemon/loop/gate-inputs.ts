@@ -25,6 +25,11 @@ import { judgeName, type JudgeConfig, type Policy } from '../policy/schema.js';
  */
 export const HELDOUT_AGREEMENT_MAX = 500;
 
+/** The held-out preference pairs the gate's evidence reads, newest first, at most HELDOUT_AGREEMENT_MAX. */
+export function heldoutPairRows(heldout: readonly Example[]): Example[] {
+  return heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, HELDOUT_AGREEMENT_MAX);
+}
+
 /** Sampling for the gate's responders: the same for every side. */
 export const RESPOND = { temperature: 0.7, topP: 0.95, seed: 7 };
 
@@ -65,7 +70,7 @@ export async function heldoutAgreement(m: AlignModel, candidate: LoraAdapter, de
   Promise<{ margins: number[]; used: Example[] }> {
   const tok = m.ckpt.tokenizer!;
   if (kind === 'pairs') {
-    const rows = heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, HELDOUT_AGREEMENT_MAX);
+    const rows = heldoutPairRows(heldout);
     const tokens = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
     return { margins: (await pairLogRatios(m, candidate, deployed, tokens)).map((d) => beta * d), used: rows };
   }

@@ -20,7 +20,7 @@ import type { Logger } from '../base/log.js';
 import type { Example } from '../store/buffer.js';
 import type { ModelTokenizer, PromptResponseTokens } from '../model/tokenizer.js';
 import type { Responder } from '../gate/evidence.js';
-import { HELDOUT_AGREEMENT_MAX } from './gate-inputs.js';
+import { heldoutPairRows } from './gate-inputs.js';
 import { evalName, type PositionLogprobs, type Sampling, type ServingEngine } from '../registry/serving-engine.js';
 
 /** KL_T of one position (see the header): ≤ the exact KL. */
@@ -134,7 +134,7 @@ export async function servingEvaluation(engine: ServingEngine, o: {
       loaded.push(anc);
     }
     const tok = o.tokenizer;
-    const rows = o.heldout.filter((e) => e.type === 'pair' && e.chosen !== null && e.rejected !== null).slice(0, HELDOUT_AGREEMENT_MAX);
+    const rows = heldoutPairRows(o.heldout);
     const pairs = rows.map((e) => ({ chosen: tok.promptResponse(e.prompt, e.chosen!), rejected: tok.promptResponse(e.prompt, e.rejected!) }));
     const contexts = o.heldout.filter((e) => (e.chosen ?? e.response) !== null).slice(0, o.klContexts).map((e) => tok.promptResponse(e.prompt, (e.chosen ?? e.response)!));
     const served = await servedEvidence(engine, { candidate: cand, deployed: dep, pairs, contexts, beta: o.beta, topK: o.topK, ...(o.signal === undefined ? {} : { signal: o.signal }) });

@@ -28,7 +28,7 @@
  * ('input', how inference programs swap adapters without rebuilding), or initializers ('fixed').
  */
 import { AligndError } from '../base/errors.js';
-import { A, type Graph, type Value, constant, emit, frozen, frozenExternal, input, ops as O, param, recompute, tensor, withShape } from '../engine/index.js';
+import { A, type Graph, type Provider, type Value, constant, emit, frozen, frozenExternal, input, ops as O, param, recompute, tensor, withShape } from '../engine/index.js';
 import type { ModelSpec } from './hf-config.js';
 import { loraScaling, loraTargets, type LoraAdapter, type LoraConfig } from './lora.js';
 import { ropeInvFreq } from './reference-forward.js';
@@ -59,7 +59,7 @@ export type ForwardKernels = 'composite' | 'group-query' | 'multi-head';
  * the tiny model's log-probs on right-padded batches 0.09 off the reference forward
  * (test/model/programs-tiny.test.ts under ALIGND_TEST_EP=webgpu), where the composites agree.
  */
-export function fusedKernelsFor(provider: 'cpu' | 'cuda' | 'webgpu', spec: ModelSpec): ForwardKernels {
+export function fusedKernelsFor(provider: Provider, spec: ModelSpec): ForwardKernels {
   if (provider === 'cuda') return 'multi-head';
   if (provider === 'webgpu') return 'composite';
   return spec.headDim % 8 === 0 ? 'group-query' : 'composite';

@@ -203,10 +203,11 @@ export function loadModel(dir: string, opts: LoadOptions = {}): Model {
   const weights = graphWeights(spec, checkpoint.weights, dir, { ...(storage === undefined ? {} : { storage }), ...(programDir === undefined ? {} : { dir: programDir }) });
   // Prepacking copies the float32 matrices into every session: on only while those copies stay small (engine README § prepacking).
   const prepacking = opts.prepacking ?? prepackingFits(packableBytes(weights));
-  const runtime: RuntimeOptions = { ...session0, provider: opts.provider ?? 'cpu', threads: opts.threads ?? 0, prepacking };
+  const provider = opts.provider ?? 'cpu';
+  const runtime: RuntimeOptions = { ...session0, provider, threads: opts.threads ?? 0, prepacking };
   const sessions = new Map<string, Promise<Session>>();
   /** The forward-only programs' attention and RMSNorm kernels on this provider. */
-  const fused = fusedKernelsFor(runtime.provider ?? 'cpu', spec);
+  const fused = fusedKernelsFor(provider, spec);
   let closed = false;
   const compile = (g: Graph): Promise<Session> => {
     if (closed) {
