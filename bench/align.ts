@@ -27,8 +27,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { accumulate, applyAccumulated, createSession, initAccumulator, initState, run, toOnnx, trainStep } from '../daemon/engine/index.js';
-import { buildProgram } from '../daemon/model/inference-programs.js';
+import { accumulate, applyAccumulated, initAccumulator, initState, run, trainStep } from '../daemon/engine/index.js';
 import { packSequences } from '../daemon/model/packing.js';
 import { loadModel, loraFeeds, loraHostTensors, packedFeeds } from '../daemon/model/model.js';
 import { initLora } from '../daemon/model/lora.js';
@@ -36,7 +35,7 @@ import { createRng } from '../daemon/base/random.js';
 import { writeTinyModel } from '../daemon/model/tiny.js';
 import { parameterCount } from '../daemon/model/weights.js';
 import { policySchema } from '../daemon/policy/schema.js';
-import { arg, median, provider as providerArg, timeCpuMs, timeMs, writeMidModel } from './common.js';
+import { arg, kernelsSession, median, provider as providerArg, timeCpuMs, timeMs, writeMidModel } from './common.js';
 import { alignModel } from '../daemon/align/context.js';
 import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
@@ -88,7 +87,7 @@ async function measure(name: string, dir: string, P: number, T: number): Promise
   const accMs: number[] = [];
   const fwdMs: number[] = [];
   // The same forward on the composite attention/RMSNorm kernels (the model's programs use the fused ones).
-  const composite = await createSession(toOnnx(buildProgram('response_logprobs', model.weights, m.lora, { kernels: 'composite' })), model.runtime);
+  const composite = await kernelsSession(model, 'response_logprobs', m.lora, 'composite');
   const compositeFeeds = { ...packedFeeds(batch), ...loraFeeds(adapter) };
   const fwdCompositeMs: number[] = [];
   for (let round = 0; round < 3; round++) {

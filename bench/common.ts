@@ -2,11 +2,29 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { Provider } from '../daemon/engine/sessions.js';
+import { type OrtTensor, type Provider, type Session, createSession, run, toOnnx } from '../daemon/engine/index.js';
+import type { ForwardKernels } from '../daemon/model/forward-graph.js';
+import { type ProgramKind, buildProgram } from '../daemon/model/inference-programs.js';
+import { type GenerateOptions, generateTokens } from '../daemon/model/kv-generation.js';
+import type { LoraConfig } from '../daemon/model/lora.js';
+import type { Model } from '../daemon/model/model.js';
 import { parseModelConfig } from '../daemon/model/hf-config.js';
 import { serializeSafetensors } from '../daemon/model/safetensors.js';
 import { TINY_CONFIG, TINY_SEED, initTensors } from '../daemon/model/tiny.js';
 import { tinyTokenizer } from '../daemon/model/tiny-tokenizer.js';
+
+/**
+ * A session of one of the model's programs on the given attention/RMSNorm kernels (the Model's own
+ * sessions use the provider's fused ones): what the benches compare in the same run.
+ */
+export function kernelsSession(model: Model, kind: ProgramKind, lora: LoraConfig | null, kernels: ForwardKernels): Promise<Session> {
+  return createSession(toOnnx(buildProgram(kind, model.weights, lora, { kernels })), model.runtime);
+}
+
+/** Generation as Model.generate runs it, on a given decode session (kernelsSession). */
+export function generateOn(decode: Session, model: Model, prompts: number[][], opts: GenerateOptions, extraFeeds: Record<string, OrtTensor>): Promise<number[][]> {
+  return generateTokens((feeds) => run(decode, feeds), model.spec, prompts, opts, model.padId, extraFeeds);
+}
 
 export const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);

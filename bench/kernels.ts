@@ -12,15 +12,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Session, createSession, run, toOnnx } from '../daemon/engine/index.js';
+import { type Session, run } from '../daemon/engine/index.js';
 import { createRng } from '../daemon/base/random.js';
 import type { ForwardKernels } from '../daemon/model/forward-graph.js';
-import { buildProgram } from '../daemon/model/inference-programs.js';
-import { generateTokens } from '../daemon/model/kv-generation.js';
 import { initLora, type LoraConfig } from '../daemon/model/lora.js';
 import { loadModel, loraFeeds, packedFeeds } from '../daemon/model/model.js';
 import { packSequences } from '../daemon/model/packing.js';
-import { arg, median, provider as providerArg, writeMidModel } from './common.js';
+import { arg, generateOn, kernelsSession, median, provider as providerArg, writeMidModel } from './common.js';
 
 const KINDS: readonly ForwardKernels[] = ['composite', 'group-query', 'multi-head'];
 const provider = providerArg();
@@ -38,7 +36,7 @@ try {
   for (const p of adapter.pairs.values()) for (let i = 0; i < p.b.length; i++) p.b[i] = rng.uniform(-0.01, 0.01);
   const adapterFeeds = loraFeeds(adapter);
   const sessions = async (kind: 'response_logprobs' | 'decode'): Promise<Session[]> =>
-    Promise.all(KINDS.map((kernels) => createSession(toOnnx(buildProgram(kind, model.weights, lora, { kernels })), model.runtime)));
+    Promise.all(KINDS.map((kernels) => kernelsSession(model, kind, lora, kernels)));
   /** Median ms of `work(i)` for each kind, the kinds alternating round by round. */
   const alternate = async (work: (i: number) => Promise<unknown>): Promise<number[]> => {
     const ms: number[][] = KINDS.map(() => []);
@@ -70,7 +68,7 @@ try {
   const prompts = Array.from({ length: 8 }, (_, b) => Array.from({ length: 16 + 4 * b }, () => Math.floor(rng.next() * V)));
   const genOpts = { maxNewTokens: 32, sampling: { temperature: 1, topP: 0.95 }, seed: 1 };
   print({ program: 'decode', rows: 8, new_tokens: 32 }, 8 * 32,
-    await alternate((i) => generateTokens((f) => run(decode[i]!, f), model.spec, prompts, genOpts, model.padId, adapterFeeds)));
+    await alternate((i) => generateOn(decode[i]!, model, prompts, genOpts, adapterFeeds)));
   model.close();
 } finally {
   rmSync(root, { recursive: true, force: true });

@@ -16,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type OrtTensor, accumulate, applyAccumulated, createSession, initAccumulator, initState, run, toOnnx } from '../daemon/engine/index.js';
+import { accumulate, applyAccumulated, initAccumulator, initState, run } from '../daemon/engine/index.js';
 import { alignModel } from '../daemon/align/context.js';
 import { loraConfigFromPolicy, trainingKnobs } from '../daemon/align/knobs.js';
 import { dpoTraining, optimizerOf } from '../daemon/align/objectives.js';
@@ -25,11 +25,10 @@ import { createRng } from '../daemon/base/random.js';
 import { initLora, type LoraAdapter } from '../daemon/model/lora.js';
 import type { PackedBatch } from '../daemon/model/packing.js';
 import { loadModel, loraFeeds, loraHostTensors, packedFeeds } from '../daemon/model/model.js';
-import { type ProgramKind, buildProgram } from '../daemon/model/inference-programs.js';
-import { generateTokens } from '../daemon/model/kv-generation.js';
+import { buildProgram } from '../daemon/model/inference-programs.js';
 import type { Provider } from '../daemon/engine/sessions.js';
 import { policySchema } from '../daemon/policy/schema.js';
-import { median, timeMs, writeMidModel } from './common.js';
+import { generateOn, kernelsSession, median, timeMs, writeMidModel } from './common.js';
 import { chatWorkload, type WorkloadParams, workloadPairs, workloadRows } from './workload.js';
 import { profileStep } from './profile.js';
 
@@ -102,8 +101,7 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   };
   const forward = async (): Promise<void> => { for (const b of batches) await model.responseLogprobs(b, adapter); };
   // The same forward-only programs on the composite kernels (issue 18 item 2: before/after in one run).
-  const composite = (kind: ProgramKind) => createSession(toOnnx(buildProgram(kind, model.weights, m.lora, { kernels: 'composite' })), model.runtime);
-  const compositeLogps = await composite('response_logprobs');
+  const compositeLogps = await kernelsSession(model, 'response_logprobs', m.lora, 'composite');
   const adapterFeeds = loraFeeds(adapter);
   const forwardComposite = async (): Promise<void> => { for (const b of batches) await run(compositeLogps, { ...packedFeeds(b), ...adapterFeeds }); };
   const stepMs: number[] = [];
@@ -120,9 +118,8 @@ export async function realistic(out: string, o: RealisticOptions): Promise<Recor
   const rng = createRng(3);
   const prompts = Array.from({ length: G.batch }, (_, b) => Array.from({ length: G.promptMin + G.promptStep * b }, () => Math.floor(rng.next() * model.spec.vocabSize)));
   const genOpts = { maxNewTokens: G.newTokens, sampling: { temperature: G.temperature, topP: G.topP }, seed: 1 };
-  const compositeDecode = await composite('decode');
-  const generateComposite = (): Promise<number[][]> =>
-    generateTokens((feeds: Record<string, OrtTensor>) => run(compositeDecode, feeds), model.spec, prompts, genOpts, model.padId, adapterFeeds);
+  const compositeDecode = await kernelsSession(model, 'decode', m.lora, 'composite');
+  const generateComposite = (): Promise<number[][]> => generateOn(compositeDecode, model, prompts, genOpts, adapterFeeds);
   const genRuns: number[] = [];
   const genCompositeRuns: number[] = [];
   for (let round = 0; round < 2; round++) {
